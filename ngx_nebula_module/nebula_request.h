@@ -1,0 +1,126 @@
+/*
+ * Nebula: the client request parser and validator.
+ *
+ * Plain C with no nginx types, so unit tests and fuzzers drive it directly.
+ * It parses one complete request body with yajl, validates it against the
+ * contract (model, messages, temperature, max_tokens, stream, ...), records
+ * where the fields the gateway edits sit in the body, and estimates the
+ * prompt's tokens.
+ */
+
+#ifndef NEBULA_REQUEST_H
+#define NEBULA_REQUEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+typedef enum {
+    NEBULA_API_CHAT = 0,           /* POST /v1/chat/completions */
+    NEBULA_API_OLLAMA_CHAT,        /* POST /api/chat */
+    NEBULA_API_OLLAMA_GENERATE     /* POST /api/generate */
+} nebula_api_e;
+
+
+typedef enum {
+    NEBULA_REQ_OK = 0,
+    NEBULA_REQ_INVALID_JSON,
+    NEBULA_REQ_MISSING_FIELD,
+    NEBULA_REQ_INVALID_VALUE
+} nebula_req_error_e;
+
+
+/* a byte range [start, end) of the body; present only when end > start */
+typedef struct {
+    size_t  start;
+    size_t  end;
+} nebula_span_t;
+
+
+#define NEBULA_MODEL_NAME_MAX   256
+#define NEBULA_PARAM_MAX        64
+#define NEBULA_MESSAGE_MAX      256
+
+/* nesting deeper than this is refused: no real request needs it */
+#define NEBULA_JSON_MAX_DEPTH   64
+
+/* what one image is assumed to cost when estimating a prompt */
+#define NEBULA_IMAGE_TOKENS     256
+
+
+typedef struct {
+    nebula_api_e        api;
+
+    char                model[NEBULA_MODEL_NAME_MAX];
+    size_t              model_len;
+    nebula_span_t       model_span;         /* the value, quotes included */
+
+    int                 stream;             /* -1 absent, 0 or 1 */
+    int                 include_usage;      /* -1 absent, 0 or 1 */
+    nebula_span_t       stream_options_span;
+
+    int64_t             max_tokens;         /* -1 absent */
+    nebula_span_t       max_tokens_span;
+    int64_t             max_completion_tokens;  /* -1 absent */
+    nebula_span_t       max_completion_tokens_span;
+
+    int64_t             num_predict;        /* native options.num_predict */
+    nebula_span_t       num_predict_span;
+    nebula_span_t       options_span;       /* native "options" object */
+
+    int                 has_temperature;
+    double              temperature;
+
+    size_t              messages;
+    size_t              text_bytes;         /* prompt text, decoded */
+    size_t              other_bytes;        /* tools and the like, raw */
+    size_t              images;
+
+    uint64_t            prompt_tokens;      /* the estimate */
+
+    size_t              top_start;          /* offset of the top '{' */
+
+    nebula_req_error_e  error;
+    char                param[NEBULA_PARAM_MAX];   /* "" when none */
+    char                message[NEBULA_MESSAGE_MAX];
+} nebula_request_t;
+
+
+/*
+ * Parses and validates a whole body.  Returns NEBULA_REQ_OK or the first
+ * error; a body that is not well-formed JSON is always invalid_json, even
+ * when a field before the syntax error was also wrong.
+ */
+nebula_req_error_e nebula_request_parse(nebula_request_t *req,
+    nebula_api_e api, const unsigned char *body, size_t len);
+
+
+/* one replacement of a body range; start == end inserts */
+typedef struct {
+    size_t                start;
+    size_t                end;
+    const unsigned char  *data;
+    size_t                len;
+} nebula_edit_t;
+
+
+/*
+ * The length of the body after the edits, which must be sorted by start
+ * and must not overlap.
+ */
+size_t nebula_edit_length(size_t len, const nebula_edit_t *edits, size_t n);
+
+/* writes the edited body into out, which holds nebula_edit_length() bytes */
+void nebula_edit_apply(const unsigned char *body, size_t len,
+    const nebula_edit_t *edits, size_t n, unsigned char *out);
+
+/*
+ * Writes s as a JSON string literal, quotes included, into out (which holds
+ * at least 6 * len + 2 bytes); returns the bytes written.
+ */
+size_t nebula_json_quote(unsigned char *out, const unsigned char *s,
+    size_t len);
+
+const char *nebula_req_error_code(nebula_req_error_e err);
+
+#endif /* NEBULA_REQUEST_H */

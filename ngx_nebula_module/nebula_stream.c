@@ -1,0 +1,276 @@
+/*
+ * Nebula: a resumable scanner for upstream response bodies
+ * (see nebula_stream.h).
+ */
+
+#include <string.h>
+
+#include "nebula_stream.h"
+
+
+enum {
+    L_START = 0,        /* at the beginning of an SSE line */
+    L_FIELD,            /* in the field name */
+    L_DATA_SPACE,       /* just after "data:" */
+    L_DATA,             /* in a data value: JSON */
+    L_SKIP              /* in any other line: passed as it is */
+};
+
+
+enum {
+    J_VALUE = 0,        /* between tokens; literals need no state */
+    J_KEY,
+    J_KEY_ESCAPE,
+    J_STRING,
+    J_STRING_ESCAPE
+};
+
+
+static void
+json_reset(nebula_stream_t *s)
+{
+    s->json_state = J_VALUE;
+    s->expect_key = 0;
+    s->model_key = 0;
+    s->in_model = 0;
+    s->key_len = 0;
+    s->depth = 0;
+    s->maps = 0;
+}
+
+
+void
+nebula_stream_init(nebula_stream_t *s, nebula_format_e format)
+{
+    memset(s, 0, sizeof(nebula_stream_t));
+    s->format = format;
+    json_reset(s);
+}
+
+
+static int
+in_map(nebula_stream_t *s)
+{
+    /* containers deeper than 64 levels count as arrays: only depth 1 matters */
+    return s->depth > 0 && s->depth <= 64
+           && (s->maps & ((uint64_t) 1 << (s->depth - 1)));
+}
+
+
+/* one byte of JSON; returns the event it completes */
+static nebula_event_e
+json_byte(nebula_stream_t *s, unsigned char c)
+{
+    switch (s->json_state) {
+
+    case J_VALUE:
+        switch (c) {
+
+        case '{':
+        case '[':
+            if (s->depth < 64) {
+                if (c == '{') {
+                    s->maps |= (uint64_t) 1 << s->depth;
+
+                } else {
+                    s->maps &= ~((uint64_t) 1 << s->depth);
+                }
+            }
+
+            s->depth++;
+            s->expect_key = (c == '{');
+            s->model_key = 0;
+            break;
+
+        case '}':
+        case ']':
+            if (s->depth > 0) {
+                s->depth--;
+            }
+            s->expect_key = 0;
+            s->model_key = 0;
+            break;
+
+        case ',':
+            s->expect_key = in_map(s);
+            s->model_key = 0;
+            break;
+
+        case '"':
+            if (s->expect_key && in_map(s)) {
+                s->json_state = J_KEY;
+                s->key_len = 0;
+                break;
+            }
+
+            s->json_state = J_STRING;
+
+            if (s->model_key) {
+                s->in_model = 1;
+                return NEBULA_EV_MODEL_START;
+            }
+
+            break;
+
+        default:
+            /* ':', whitespace, and the bytes of numbers and literals */
+            break;
+        }
+
+        break;
+
+    case J_KEY:
+        if (c == '"') {
+            s->json_state = J_VALUE;
+            s->expect_key = 0;
+            s->model_key = (s->depth == 1 && s->key_len == 5
+                            && memcmp(s->key, "model", 5) == 0);
+            break;
+        }
+
+        if (c == '\\') {
+            s->json_state = J_KEY_ESCAPE;
+            s->key_len = NEBULA_KEY_MAX;   /* an escaped key is not ours */
+            break;
+        }
+
+        if (s->key_len < NEBULA_KEY_MAX) {
+            s->key[s->key_len++] = c;
+        }
+
+        break;
+
+    case J_KEY_ESCAPE:
+        s->json_state = J_KEY;
+        break;
+
+    case J_STRING:
+        if (c == '"') {
+            s->json_state = J_VALUE;
+            s->model_key = 0;
+
+            if (s->in_model) {
+                s->in_model = 0;
+                return NEBULA_EV_MODEL_END;
+            }
+
+            break;
+        }
+
+        if (c == '\\') {
+            s->json_state = J_STRING_ESCAPE;
+        }
+
+        break;
+
+    case J_STRING_ESCAPE:
+        s->json_state = J_STRING;
+        break;
+    }
+
+    return NEBULA_EV_NONE;
+}
+
+
+static nebula_event_e
+sse_byte(nebula_stream_t *s, unsigned char c)
+{
+    if (s->after_cr) {
+        s->after_cr = 0;
+
+        if (c == '\n') {
+            return NEBULA_EV_NONE;      /* the LF of a CRLF */
+        }
+    }
+
+    if (c == '\r' || c == '\n') {
+        s->after_cr = (c == '\r');
+
+        if (s->line_state == L_START) {
+            /* a blank line ends the event: its JSON is complete */
+            json_reset(s);
+        }
+
+        s->line_state = L_START;
+        return NEBULA_EV_NONE;
+    }
+
+    switch (s->line_state) {
+
+    case L_START:
+        s->field_len = 0;
+        s->line_state = L_FIELD;
+        /* fall through */
+
+    case L_FIELD:
+        if (c == ':') {
+            s->line_state = (s->field_len == 4
+                             && memcmp(s->field, "data", 4) == 0)
+                            ? L_DATA_SPACE : L_SKIP;
+            break;
+        }
+
+        if (s->field_len < sizeof(s->field)) {
+            s->field[s->field_len++] = c;
+        }
+
+        break;
+
+    case L_DATA_SPACE:
+        s->line_state = L_DATA;
+
+        if (c == ' ') {
+            break;
+        }
+
+        /* fall through */
+
+    case L_DATA:
+        return json_byte(s, c);
+
+    default:
+        break;
+    }
+
+    return NEBULA_EV_NONE;
+}
+
+
+size_t
+nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    size_t          i;
+    nebula_event_e  e;
+
+    for (i = 0; i < len; i++) {
+
+        switch (s->format) {
+
+        case NEBULA_FORMAT_SSE:
+            e = sse_byte(s, p[i]);
+            break;
+
+        case NEBULA_FORMAT_NDJSON:
+            if (p[i] == '\n') {
+                /* a raw LF never occurs inside a JSON token */
+                json_reset(s);
+                e = NEBULA_EV_NONE;
+                break;
+            }
+
+            /* fall through */
+
+        default:
+            e = json_byte(s, p[i]);
+        }
+
+        if (e != NEBULA_EV_NONE) {
+            *ev = e;
+            return i + 1;
+        }
+    }
+
+    *ev = NEBULA_EV_NONE;
+    return len;
+}

@@ -1,0 +1,69 @@
+/*
+ * Nebula: a resumable scanner for upstream response bodies.
+ *
+ * Plain C with no nginx types.  It is fed the body in whatever slices the
+ * network delivers (a frame, a JSON token or a UTF-8 character may be split
+ * anywhere) and finds, in every JSON document of the body, the top-level
+ * "model" value, so the caller can put the public model name in its place
+ * without holding any byte back.  The body is a single JSON document, NDJSON
+ * (one document a line, as Ollama's native API streams) or Server-Sent
+ * Events whose "data:" fields carry JSON (OpenAI's streams).
+ *
+ * Its state is a few dozen bytes, whatever the length of the stream.
+ */
+
+#ifndef NEBULA_STREAM_H
+#define NEBULA_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+typedef enum {
+    NEBULA_FORMAT_JSON = 0,
+    NEBULA_FORMAT_NDJSON,
+    NEBULA_FORMAT_SSE
+} nebula_format_e;
+
+
+typedef enum {
+    NEBULA_EV_NONE = 0,        /* everything given was consumed */
+    NEBULA_EV_MODEL_START,     /* the last byte consumed opened the value */
+    NEBULA_EV_MODEL_END        /* the last byte consumed closed it */
+} nebula_event_e;
+
+
+#define NEBULA_KEY_MAX  16
+
+
+typedef struct {
+    nebula_format_e  format;
+
+    /* SSE lines */
+    unsigned         line_state:3;
+    unsigned         after_cr:1;
+    unsigned         field_len:4;
+    unsigned char    field[5];
+
+    /* JSON tokens */
+    unsigned         json_state:3;
+    unsigned         expect_key:1;
+    unsigned         model_key:1;
+    unsigned         in_model:1;
+    unsigned         key_len:5;
+    uint32_t         depth;
+    uint64_t         maps;          /* bit d: the container at depth d+1 */
+    unsigned char    key[NEBULA_KEY_MAX];
+} nebula_stream_t;
+
+
+void nebula_stream_init(nebula_stream_t *s, nebula_format_e format);
+
+/*
+ * Consumes bytes from p up to and including the first event, or all len
+ * bytes when there is none; returns how many it consumed and sets *ev.
+ */
+size_t nebula_stream_scan(nebula_stream_t *s, const unsigned char *p,
+    size_t len, nebula_event_e *ev);
+
+#endif /* NEBULA_STREAM_H */

@@ -1,0 +1,299 @@
+/*
+ * Nebula: the access phase of a proxied request.
+ *
+ * The body is read without blocking (nginx spills a large one to a temp
+ * file), parsed and validated, the model looked up in the catalog, and the
+ * body rewritten with the upstream's model name before proxy_pass carries
+ * it to the model's pool ($nebula_pool_url).
+ */
+
+#include "ngx_nebula.h"
+
+
+static void ngx_nebula_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
+static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
+
+
+ngx_int_t
+ngx_nebula_access_handler(ngx_http_request_t *r)
+{
+    ngx_int_t               rc;
+    ngx_nebula_ctx_t       *ctx;
+    ngx_nebula_loc_conf_t  *nlcf;
+
+    nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
+
+    if (nlcf->api != NGX_NEBULA_API_CHAT
+        && nlcf->api != NGX_NEBULA_API_OLLAMA_CHAT
+        && nlcf->api != NGX_NEBULA_API_OLLAMA_GENERATE)
+    {
+        return NGX_DECLINED;
+    }
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+
+    if (ctx != NULL) {
+        /* re-entered once the body has been read and handled */
+        return ctx->body_done ? NGX_OK : NGX_AGAIN;
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        ngx_http_finalize_request(r,
+            ngx_nebula_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                  "invalid_request_error",
+                                  "method_not_allowed", NULL,
+                                  "This endpoint takes POST only."));
+        return NGX_DONE;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_nebula_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
+
+    rc = ngx_http_read_client_request_body(r, ngx_nebula_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        /* 413 and the like: error_page turns them into JSON */
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+
+static void
+ngx_nebula_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t          rc;
+    ngx_nebula_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+
+    rc = ngx_nebula_process_body(r, ctx);
+
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    ctx->body_done = 1;
+    ctx->proxied = 1;
+
+    /* the body is kept for proxy_pass, as the mirror module keeps it */
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+/* returns NGX_OK, or the result of sending an error */
+static ngx_int_t
+ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char                  *body, *p;
+    size_t                   len, n;
+    ngx_buf_t               *b;
+    ngx_chain_t             *cl;
+    nebula_api_e             api;
+    nebula_edit_t            edit;
+    nebula_request_t        *req;
+    ngx_nebula_model_t      *model;
+    ngx_nebula_loc_conf_t   *nlcf;
+    ngx_nebula_main_conf_t  *nmcf;
+    u_char                   message[NEBULA_MESSAGE_MAX + NEBULA_MODEL_NAME_MAX];
+
+    if (r->request_body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    body = ngx_nebula_flatten_body(r, &len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    req = ngx_palloc(r->pool, sizeof(nebula_request_t));
+    if (req == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->req = req;
+
+    api = (nlcf->api == NGX_NEBULA_API_CHAT) ? NEBULA_API_CHAT
+          : (nlcf->api == NGX_NEBULA_API_OLLAMA_CHAT) ? NEBULA_API_OLLAMA_CHAT
+          : NEBULA_API_OLLAMA_GENERATE;
+
+    if (nebula_request_parse(req, api, body, len) != NEBULA_REQ_OK) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "nebula: refused request: %s: %s",
+                      nebula_req_error_code(req->error), req->message);
+
+        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_request_error",
+                                     nebula_req_error_code(req->error),
+                                     req->param, req->message);
+    }
+
+    model = ngx_nebula_find_model(nmcf, (u_char *) req->model,
+                                  req->model_len);
+
+    if (model == NULL || model->private) {
+        /* private models become reachable through keys (issue 3) */
+        p = ngx_snprintf(message, sizeof(message) - 1,
+                         "The model '%s' does not exist. "
+                         "See GET /v1/models for the models served here.",
+                         req->model);
+        *p = '\0';
+
+        return ngx_nebula_send_error(r, NGX_HTTP_NOT_FOUND,
+                                     "invalid_request_error",
+                                     "model_not_found", "model",
+                                     (char *) message);
+    }
+
+    ctx->model = model;
+
+    if (req->images && !(model->modalities & NGX_NEBULA_MODALITY_IMAGE)) {
+        p = ngx_snprintf(message, sizeof(message) - 1,
+                         "The model '%V' does not take image input.",
+                         &model->name);
+        *p = '\0';
+
+        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_request_error",
+                                     "invalid_value", "messages",
+                                     (char *) message);
+    }
+
+    if (req->prompt_tokens > model->context) {
+        p = ngx_snprintf(message, sizeof(message) - 1,
+                         "This model's maximum context length is %uL "
+                         "tokens. However, your messages come to about "
+                         "%uL tokens.", model->context, req->prompt_tokens);
+        *p = '\0';
+
+        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_request_error",
+                                     "context_length_exceeded", "messages",
+                                     (char *) message);
+    }
+
+    /* the body sent upstream names the upstream's model; nothing else moves */
+
+    edit.start = req->model_span.start;
+    edit.end = req->model_span.end;
+    edit.data = model->upstream_quoted.data;
+    edit.len = model->upstream_quoted.len;
+
+    n = nebula_edit_length(len, &edit, 1);
+
+    b = ngx_create_temp_buf(r->pool, n);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    nebula_edit_apply(body, len, &edit, 1, b->pos);
+    b->last = b->pos + n;
+    b->last_buf = 1;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    r->request_body->bufs = cl;
+    r->headers_in.content_length_n = n;
+
+    if (r->headers_in.content_length) {
+        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
+        if (p == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        r->headers_in.content_length->value.data = p;
+        r->headers_in.content_length->value.len = ngx_sprintf(p, "%uz", n) - p;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "nebula: model \"%V\" to \"%V\" on pool \"%V\"",
+                   &model->name, &model->upstream_model,
+                   &model->pool->name);
+
+    return NGX_OK;
+}
+
+
+/* the whole body in one piece of memory, read from the temp file if need be */
+static u_char *
+ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len)
+{
+    u_char       *body, *p;
+    off_t         size;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    cl = r->request_body->bufs;
+
+    if (cl == NULL) {
+        *len = 0;
+        return (u_char *) "";
+    }
+
+    if (cl->next == NULL && !cl->buf->in_file) {
+        *len = cl->buf->last - cl->buf->pos;
+        return cl->buf->pos;
+    }
+
+    size = 0;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        size += ngx_buf_size(cl->buf);
+    }
+
+    body = ngx_pnalloc(r->pool, size + 1);
+    if (body == NULL) {
+        return NULL;
+    }
+
+    p = body;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, b->file_last - b->file_pos,
+                              b->file_pos);
+
+            if (n != b->file_last - b->file_pos) {
+                ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                              "nebula: short read of the request body file");
+                return NULL;
+            }
+
+            p += n;
+            continue;
+        }
+
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    *len = p - body;
+    return body;
+}

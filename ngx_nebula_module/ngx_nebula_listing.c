@@ -1,0 +1,199 @@
+/*
+ * Nebula: GET /v1/models (OpenAI's list with OpenRouter's fields) and
+ * GET /api/tags (Ollama's), built once from the catalog when the
+ * configuration is read and served as they are.
+ */
+
+#include "ngx_nebula.h"
+
+
+/* USD per token, as OpenRouter writes it: micro-USD per 1M over 10^12 */
+static u_char *
+ngx_nebula_write_price(u_char *p, uint64_t micro_per_million)
+{
+    u_char    frac[12];
+    int       i, last;
+    uint64_t  f;
+
+    p = ngx_sprintf(p, "\"%uL", micro_per_million / 1000000000000ULL);
+
+    f = micro_per_million % 1000000000000ULL;
+
+    if (f) {
+        last = 0;
+
+        for (i = 11; i >= 0; i--) {
+            frac[i] = (u_char) ('0' + f % 10);
+            f /= 10;
+
+            if (last == 0 && frac[i] != '0') {
+                last = i + 1;
+            }
+        }
+
+        *p++ = '.';
+        p = ngx_cpymem(p, frac, last);
+    }
+
+    *p++ = '"';
+    return p;
+}
+
+
+static u_char *
+ngx_nebula_write_json_string(u_char *p, ngx_str_t *s)
+{
+    *p++ = '"';
+    p = (u_char *) ngx_escape_json(p, s->data, s->len);
+    *p++ = '"';
+    return p;
+}
+
+
+ngx_int_t
+ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
+{
+    u_char              *p, *tp;
+    size_t               size;
+    ngx_tm_t             tm;
+    ngx_uint_t           i, first;
+    ngx_nebula_model_t  *model;
+
+    model = nmcf->models.elts;
+
+    size = 64;
+
+    for (i = 0; i < nmcf->models.nelts; i++) {
+        size += 512 + 12 * (model[i].name.len + model[i].owned_by.len);
+    }
+
+    p = ngx_pnalloc(cf->pool, size);
+    tp = ngx_pnalloc(cf->pool, size);
+    if (p == NULL || tp == NULL) {
+        return NGX_ERROR;
+    }
+
+    nmcf->models_json.data = p;
+    nmcf->tags_json.data = tp;
+
+    p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
+                   sizeof("{\"object\":\"list\",\"data\":[") - 1);
+    tp = ngx_cpymem(tp, "{\"models\":[", sizeof("{\"models\":[") - 1);
+
+    first = 1;
+
+    for (i = 0; i < nmcf->models.nelts; i++) {
+
+        if (model[i].private) {
+            continue;   /* a customer's own model is nobody else's business */
+        }
+
+        if (!first) {
+            *p++ = ',';
+            *tp++ = ',';
+        }
+
+        first = 0;
+
+        p = ngx_cpymem(p, "{\"id\":", 6);
+        p = ngx_nebula_write_json_string(p, &model[i].name);
+        p = ngx_sprintf(p, ",\"object\":\"model\",\"created\":%T,\"owned_by\":",
+                        model[i].created);
+        p = ngx_nebula_write_json_string(p, &model[i].owned_by);
+        p = ngx_cpymem(p, ",\"name\":", 8);
+        p = ngx_nebula_write_json_string(p, &model[i].name);
+        p = ngx_sprintf(p, ",\"context_length\":%uL,\"pricing\":{\"prompt\":",
+                        model[i].context);
+        p = ngx_nebula_write_price(p, model[i].input_price);
+        p = ngx_cpymem(p, ",\"completion\":", 14);
+        p = ngx_nebula_write_price(p, model[i].output_price);
+        p = ngx_cpymem(p, "},\"architecture\":{\"input_modalities\":[\"text\"",
+                       sizeof("},\"architecture\":{\"input_modalities\":"
+                              "[\"text\"") - 1);
+
+        if (model[i].modalities & NGX_NEBULA_MODALITY_IMAGE) {
+            p = ngx_cpymem(p, ",\"image\"", 8);
+        }
+
+        p = ngx_cpymem(p, "],\"output_modalities\":[\"text\"]}}",
+                       sizeof("],\"output_modalities\":[\"text\"]}}") - 1);
+
+        tp = ngx_cpymem(tp, "{\"name\":", 8);
+        tp = ngx_nebula_write_json_string(tp, &model[i].name);
+        tp = ngx_cpymem(tp, ",\"model\":", 9);
+        tp = ngx_nebula_write_json_string(tp, &model[i].name);
+        tp = ngx_cpymem(tp, ",\"modified_at\":\"", 16);
+        ngx_gmtime(model[i].created, &tm);
+        tp = ngx_sprintf(tp, "%4d-%02d-%02dT%02d:%02d:%02dZ\","
+                         "\"size\":0,\"digest\":\"\",\"details\":{\"format\":\"\",\"family\":\"\",\"families\":null,"
+                         "\"parameter_size\":\"\",\"quantization_level\":\"\""
+                         "}}",
+                         tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                         tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+    }
+
+    p = ngx_cpymem(p, "]}\n", 3);
+    tp = ngx_cpymem(tp, "]}\n", 3);
+
+    nmcf->models_json.len = p - nmcf->models_json.data;
+    nmcf->tags_json.len = tp - nmcf->tags_json.data;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_nebula_listing_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_str_t               *body;
+    ngx_buf_t               *b;
+    ngx_chain_t              out;
+    ngx_nebula_loc_conf_t   *nlcf;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_nebula_send_error(r, NGX_HTTP_NOT_ALLOWED,
+                                     "invalid_request_error",
+                                     "method_not_allowed", NULL,
+                                     "This endpoint takes GET only.");
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    body = (nlcf->api == NGX_NEBULA_API_MODELS) ? &nmcf->models_json
+                                                : &nmcf->tags_json;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = body->len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body->data;
+    b->last = body->data + body->len;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

@@ -1,0 +1,137 @@
+/*
+ * Nebula: the $nebula_* variables, for proxy_pass, proxy_set_header,
+ * log_format, map and the like.  Each is empty until the access phase has
+ * chosen the model.
+ */
+
+#include "ngx_nebula.h"
+
+
+typedef enum {
+    NGX_NEBULA_VAR_MODEL = 0,
+    NGX_NEBULA_VAR_UPSTREAM_MODEL,
+    NGX_NEBULA_VAR_POOL,
+    NGX_NEBULA_VAR_POOL_URL,
+    NGX_NEBULA_VAR_POOL_HOST,
+    NGX_NEBULA_VAR_POOL_AUTHORIZATION,
+    NGX_NEBULA_VAR_PROMPT_ESTIMATE
+} ngx_nebula_var_e;
+
+
+static ngx_int_t ngx_nebula_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_http_variable_t  ngx_nebula_vars[] = {
+
+    { ngx_string("nebula_model"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_upstream_model"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_UPSTREAM_MODEL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_pool"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_POOL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_pool_url"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_POOL_URL, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_pool_host"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_POOL_HOST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_pool_authorization"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_POOL_AUTHORIZATION, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_prompt_tokens_estimate"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_PROMPT_ESTIMATE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+ngx_int_t
+ngx_nebula_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_nebula_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char              *p;
+    ngx_str_t           *s;
+    ngx_nebula_ctx_t    *ctx;
+    ngx_nebula_model_t  *model;
+
+    ctx = ngx_http_get_module_ctx(r->main, ngx_http_nebula_module);
+
+    if (ctx == NULL || ctx->model == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    model = ctx->model;
+
+    switch (data) {
+
+    case NGX_NEBULA_VAR_MODEL:
+        s = &model->name;
+        break;
+
+    case NGX_NEBULA_VAR_UPSTREAM_MODEL:
+        s = &model->upstream_model;
+        break;
+
+    case NGX_NEBULA_VAR_POOL:
+        s = &model->pool->name;
+        break;
+
+    case NGX_NEBULA_VAR_POOL_URL:
+        s = &model->pool->url;
+        break;
+
+    case NGX_NEBULA_VAR_POOL_HOST:
+        s = &model->pool->host;
+        break;
+
+    case NGX_NEBULA_VAR_POOL_AUTHORIZATION:
+        /* empty for a local pool: proxy_set_header then drops the header */
+        s = &model->pool->authorization;
+        break;
+
+    default: /* NGX_NEBULA_VAR_PROMPT_ESTIMATE */
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->len = ngx_sprintf(p, "%uL", ctx->req->prompt_tokens) - p;
+        v->data = p;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
+
+    v->len = s->len;
+    v->data = s->data;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}

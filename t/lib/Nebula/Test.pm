@@ -1,0 +1,382 @@
+package Nebula::Test;
+
+# The test harness: each test file gets its own nginx prefix and ports, the
+# Ollama simulator (two of them: the local pool and the cloud pool), and
+# nginx running examples/nebula.conf rendered for those ports.  When the
+# file ends, any [error], [crit], [alert] or [emerg] in error.log that the
+# test did not declare fails the run.
+#
+#   my $t = Nebula::Test->new;
+#   my $r = $t->post('/v1/chat/completions', {model => ..., messages => ...});
+#   is $r->{status}, 200;
+#   is $t->sim('local')->last->{model}, 'qwen3:latest';
+
+use strict;
+use warnings;
+
+use Cwd qw(abs_path);
+use Exporter qw(import);
+use File::Basename qw(dirname);
+use File::Path qw(make_path remove_tree);
+use File::Temp qw(tempdir);
+use IO::Select;
+use IO::Socket::INET;
+use JSON::PP;
+use POSIX qw(WNOHANG);
+use Test::More;
+use Time::HiRes qw(sleep time);
+
+our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf);
+
+our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
+our $MODULE = "$ROOT/build/nginx/objs/ngx_http_nebula_module.so";
+my $JSON = JSON::PP->new->canonical->allow_nonref;
+
+my %used_ports;
+
+sub json_decode { my $r = eval { $JSON->decode($_[0]) }; return $r }
+sub json_encode { $JSON->encode($_[0]) }
+
+# a port nothing listens on now; bound and released, then kept for this file
+sub free_port {
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
+                                      Proto => 'tcp', Listen => 1, ReuseAddr => 0)
+            or next;
+        my $port = $s->sockport;
+        close $s;
+        next if $used_ports{$port}++;
+        return $port;
+    }
+    die "no free port\n";
+}
+
+sub new {
+    my ($class, %o) = @_;
+
+    my $self = bless {
+        allowed => [],
+        pids    => [],
+        sims    => {},
+        nginx   => 0,
+    }, $class;
+
+    my $base = $ENV{NEBULA_TEST_TMP} // '/tmp';
+    $self->{dir} = tempdir("nebula-t-XXXXXX", DIR => $base,
+                           CLEANUP => !$ENV{NEBULA_KEEP});
+    # nginx's workers run as nobody and must reach their temp paths
+    chmod 0755, $self->{dir};
+    make_path("$self->{dir}/logs");
+
+    $self->{port} = free_port();
+
+    for my $pool (qw(local cloud)) {
+        $self->{sims}{$pool} = Nebula::Test::Sim->start($self, $pool);
+    }
+
+    $self->start_nginx(%o) unless $o{no_nginx};
+
+    return $self;
+}
+
+sub dir { $_[0]{dir} }
+sub port { $_[0]{port} }
+sub sim { $_[0]{sims}{$_[1]} }
+
+# renders the example for this file's ports; $o{patch} edits the text
+sub render {
+    my ($self, %o) = @_;
+    my $conf = "$self->{dir}/conf";
+    remove_tree($conf);
+    my @cmd = ("$ROOT/tools/render-conf", '--out', $conf, '--module', $MODULE,
+               '--port', $self->{port}, '--workers', $o{workers} // 2,
+               '--ollama', '127.0.0.1:' . $self->sim('local')->port,
+               '--cloud', 'http://127.0.0.1:' . $self->sim('cloud')->port,
+               '--cloud-key', 'sim-cloud-key');
+    system(@cmd) == 0 or die "render-conf failed\n";
+
+    if ($o{patch}) {
+        my $f = "$conf/nebula.conf";
+        open my $in, '<', $f or die "$f: $!";
+        my $text = do { local $/; <$in> };
+        close $in;
+        $text = $o{patch}->($text);
+        open my $out, '>', $f or die "$f: $!";
+        print $out $text;
+        close $out;
+    }
+    return "$conf/nebula.conf";
+}
+
+sub start_nginx {
+    my ($self, %o) = @_;
+    $self->render(%o);
+    my $out = `nginx -p $self->{dir} -c conf/nebula.conf 2>&1`;
+    die "nginx did not start:\n$out" if $?;
+    $self->{nginx} = 1;
+    $self->wait_port($self->{port});
+}
+
+sub nginx_pid {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/logs/nginx.pid" or return;
+    my $pid = <$f>;
+    chomp $pid;
+    return $pid;
+}
+
+sub reload {
+    my ($self) = @_;
+    my $out = `nginx -p $self->{dir} -c conf/nebula.conf -s reload 2>&1`;
+    die "reload failed: $out" if $?;
+}
+
+sub stop_nginx {
+    my ($self) = @_;
+    return unless $self->{nginx};
+    my $pid = $self->nginx_pid;
+    if ($pid) {
+        kill 'QUIT', $pid;
+        for (1 .. 100) {
+            last unless kill 0, $pid;
+            sleep 0.05;
+        }
+        kill 'KILL', $pid if kill 0, $pid;
+    }
+    $self->{nginx} = 0;
+}
+
+sub wait_port {
+    my ($self, $port) = @_;
+    for (1 .. 200) {
+        my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1);
+        return 1 if $s;
+        sleep 0.025;
+    }
+    die "nothing listens on $port\n";
+}
+
+# error.log lines matching one of these are expected, not failures
+sub allow_error {
+    my ($self, @re) = @_;
+    push @{ $self->{allowed} }, @re;
+}
+
+sub error_log {
+    my ($self) = @_;
+    open my $f, '<', "$self->{dir}/logs/error.log" or return '';
+    local $/;
+    return <$f>;
+}
+
+sub check_error_log {
+    my ($self) = @_;
+    my @bad;
+    for my $line (split /\n/, $self->error_log) {
+        next unless $line =~ /\[(error|crit|alert|emerg)\]/;
+        next if $1 eq 'error' && grep { $line =~ $_ } @{ $self->{allowed} };
+        push @bad, $line;
+    }
+    ok(!@bad, 'no unexpected [error], [crit], [alert] or [emerg] in error.log')
+        or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
+}
+
+# one HTTP/1.1 exchange on a new connection; returns
+# {status, headers => {lowercase name => value}, body, raw}
+sub request {
+    my ($self, $method, $path, %o) = @_;
+    my $port = $o{port} // $self->{port};
+    my $body = $o{body};
+    $body = json_encode($body) if ref $body;
+    my %h = (Host => 'localhost', Connection => 'close', %{ $o{headers} // {} });
+    $h{'Content-Length'} = length $body if defined $body && !exists $h{'Content-Length'}
+                                           && !exists $h{'Transfer-Encoding'};
+    $h{'Content-Type'} //= 'application/json' if defined $body;
+    delete $h{$_} for grep { !defined $h{$_} } keys %h;
+
+    my $req = "$method $path HTTP/1.1\r\n"
+              . join('', map { "$_: $h{$_}\r\n" } sort keys %h) . "\r\n";
+    $req .= $body if defined $body && !$o{raw_body};
+    $req .= $o{raw_body} if defined $o{raw_body};
+
+    return $self->exchange($req, port => $port, timeout => $o{timeout});
+}
+
+sub exchange {
+    my ($self, $req, %o) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . ($o{port} // $self->{port}),
+                                  Timeout => 5)
+        or return { status => 0, error => "connect: $!" };
+    binmode $s;
+    $s->autoflush(1);
+    print $s $req;
+    my $raw = read_all($s, $o{timeout} // 20);
+    close $s;
+    return parse_response($raw);
+}
+
+sub read_all {
+    my ($s, $timeout) = @_;
+    my $sel = IO::Select->new($s);
+    my $raw = '';
+    my $deadline = time + $timeout;
+    while (time < $deadline) {
+        last unless $sel->can_read($deadline - time);
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+    return $raw;
+}
+
+sub parse_response {
+    my ($raw) = @_;
+    my ($head, $body) = split /\r\n\r\n/, $raw, 2;
+    return { status => 0, raw => $raw } unless defined $head && $head =~ m{^HTTP/1\.\d (\d+)};
+    my %r = (status => $1, raw => $raw, headers => {});
+    for my $line (split /\r\n/, $head) {
+        next unless $line =~ /^([^:]+):\s*(.*)$/;
+        $r{headers}{ lc $1 } = exists $r{headers}{ lc $1 } ? "$r{headers}{lc $1}, $2" : $2;
+    }
+    $body //= '';
+    if (($r{headers}{'transfer-encoding'} // '') =~ /chunked/i) {
+        my ($out, $complete) = ('', 0);
+        while ($body =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//) {
+            my $n = hex $1;
+            if ($n == 0) { $complete = 1; last }
+            $out .= substr($body, 0, $n, '');
+            $body =~ s/^\r\n//;
+        }
+        $r{chunked_complete} = $complete;
+        $body = $out;
+    }
+    $r{body} = $body;
+    $r{json} = json_decode($body) if ($r{headers}{'content-type'} // '') =~ /json/;
+    return \%r;
+}
+
+sub post {
+    my ($self, $path, $body, %o) = @_;
+    return $self->request('POST', $path, body => $body, %o);
+}
+
+sub get {
+    my ($self, $path, %o) = @_;
+    return $self->request('GET', $path, %o);
+}
+
+# the data: payloads of an SSE body, decoded where they are JSON
+sub sse_events {
+    my ($body) = @_;
+    my @ev;
+    for my $event (split /\r?\n\r?\n/, $body) {
+        my @data = map { /^data: ?(.*)$/ ? $1 : () } split /\r?\n/, $event;
+        next unless @data;
+        my $d = join "\n", @data;
+        push @ev, $d eq '[DONE]' ? '[DONE]' : json_decode($d) // { unparsed => $d };
+    }
+    return @ev;
+}
+
+sub ndjson_lines {
+    my ($body) = @_;
+    return map { json_decode($_) // { unparsed => $_ } } grep { length } split /\n/, $body;
+}
+
+# Asserts an OpenAI-style error: status, type, code (and param if given).
+sub is_error {
+    my ($r, $status, $type, $code, $name, $param) = @_;
+    my $e = ($r->{json} // {})->{error};
+    my $ok = $r->{status} == $status
+             && ($r->{headers}{'content-type'} // '') =~ m{^application/json}
+             && ref $e eq 'HASH'
+             && ($e->{type} // '') eq $type
+             && (defined $code ? ($e->{code} // '') eq $code : !defined $e->{code})
+             && defined $e->{message} && length $e->{message}
+             && exists $e->{param}
+             && (!defined $param || ($e->{param} // '') eq $param);
+    Test::More->builder->ok($ok, $name) or Test::More::diag("status $r->{status}: " . ($r->{body} // ''));
+    return $ok;
+}
+
+# nginx -t on a whole configuration text; returns (exit code, output)
+sub nginx_test_conf {
+    my ($text) = @_;
+    my $dir = tempdir("nebula-conf-XXXXXX", TMPDIR => 1, CLEANUP => 1);
+    make_path("$dir/conf", "$dir/logs");
+    open my $f, '>', "$dir/conf/nginx.conf" or die $!;
+    print $f $text;
+    close $f;
+    my $out = `nginx -t -p $dir -c conf/nginx.conf 2>&1`;
+    return ($? >> 8, $out, "$dir/conf/nginx.conf");
+}
+
+sub DESTROY {
+    my ($self) = @_;
+    return if $self->{destroyed}++;
+    $self->check_error_log if $self->{nginx} || -s "$self->{dir}/logs/error.log";
+    $self->stop_nginx;
+    $_->stop for values %{ $self->{sims} };
+}
+
+END {
+    # objects held in file-scoped lexicals are destroyed in global
+    # destruction, too late for Test::More: tests call $t->done instead
+}
+
+sub done {
+    my ($self) = @_;
+    $self->DESTROY;
+    Test::More::done_testing();
+}
+
+
+package Nebula::Test::Sim;
+
+# One Ollama simulator process (t/sim/ollama_sim.py).
+
+use strict;
+use warnings;
+use IO::Socket::INET;
+use Time::HiRes qw(sleep);
+
+sub start {
+    my ($class, $t, $name) = @_;
+    my $port = Nebula::Test::free_port();
+    my $log = "$t->{dir}/logs/sim-$name.log";
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>', $log;
+        open STDERR, '>&', \*STDOUT;
+        exec 'python3', "$Nebula::Test::ROOT/t/sim/ollama_sim.py", '--port', $port;
+        exit 127;
+    }
+    my $self = bless { pid => $pid, port => $port, t => $t, name => $name }, $class;
+    $t->wait_port($port);
+    return $self;
+}
+
+sub port { $_[0]{port} }
+
+sub requests {
+    my ($self) = @_;
+    my $r = $self->{t}->get('/_sim/requests', port => $self->{port});
+    return $r->{json} // [];
+}
+
+sub last { my @r = @{ $_[0]->requests }; return $r[-1] }
+
+sub reset {
+    my ($self) = @_;
+    $self->{t}->post('/_sim/reset', '', port => $self->{port});
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill 'TERM', $self->{pid};
+    waitpid $self->{pid}, 0;
+    $self->{pid} = 0;
+}
+
+1;

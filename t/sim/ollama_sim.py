@@ -1,0 +1,978 @@
+#!/usr/bin/env python3
+"""Ollama simulator: a single-file, standard-library-only test stand-in for
+Ollama >= 0.5 (OpenAI-compatible and native endpoints).
+
+Usage:
+    python3 ollama_sim.py --port N [--host 127.0.0.1] [--pidfile F] [--log F]
+
+Prints "listening on HOST:PORT" on stdout once listening (``--port 0`` picks a
+free port and prints the real one).  SIGTERM / SIGINT exit cleanly (exit 0).
+
+See README.md next to this file for the endpoints and the x-sim-* headers.
+"""
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import time
+from datetime import datetime, timezone
+from email.utils import formatdate
+from http import HTTPStatus
+
+# --------------------------------------------------------------------------
+# Deterministic generation parameters (tests compute the same numbers).
+# --------------------------------------------------------------------------
+
+# Completion tokens cycle through this list, in order; the content is their
+# concatenation.
+TOKENS = ["Hello", " wörld", " 你好", " 🙂", " token", " nebula", " ünïcödé", " ok"]
+
+# Completion tokens generated when no x-sim-tokens header is sent.
+DEFAULT_COMPLETION_TOKENS = 12
+
+# Weight of one image in the prompt-token count.
+IMAGE_TOKENS = 10
+
+IMAGE_PART_TYPES = ("image_url", "image", "input_image")
+
+
+def _words(value):
+    """Number of whitespace-separated words (Python str.split()) in value."""
+    return len(value.split()) if isinstance(value, str) else 0
+
+
+def count_prompt_tokens(body, path):
+    """Prompt-token count P reported for a request.
+
+    Formula (deterministic, tests compute the same):
+      * chat (/v1/chat/completions and /api/chat):
+          P = 2 + sum over messages of (words(text) + 3 + 10 * images)
+        where words() counts whitespace-separated words (str.split()),
+        text is the message's "content" when it is a string, or the "text"
+        fields of its {"type":"text"} parts joined with a space when it is an
+        array; every image part ({"type":"image_url"|"image"|"input_image"})
+        adds 10, and so does every entry of a native message's "images" list.
+        Non-object messages and non-string/non-array contents count as
+        0 words (the +3 still applies to object messages only).
+      * /api/generate:
+          P = words(prompt) + words(system) + 2
+    """
+    if not isinstance(body, dict):
+        return 2
+    if path == "/api/generate":
+        return _words(body.get("prompt")) + _words(body.get("system")) + 2
+    total = 2
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return total
+    for msg in messages:
+        if not isinstance(msg, dict):
+            continue
+        content = msg.get("content")
+        images = 0
+        text = ""
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            texts = []
+            for part in content:
+                if not isinstance(part, dict):
+                    continue
+                ptype = part.get("type")
+                if ptype == "text" and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+                elif ptype in IMAGE_PART_TYPES:
+                    images += 1
+            text = " ".join(texts)
+        native_images = msg.get("images")
+        if isinstance(native_images, list):
+            images += len(native_images)
+        total += _words(text) + 3 + IMAGE_TOKENS * images
+    return total
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if value != value or value in (float("inf"), float("-inf")):
+        return None
+    value = int(value)
+    return value if value > 0 else None
+
+
+def completion_cap(body, path):
+    """max_tokens / max_completion_tokens (OpenAI) or options.num_predict
+    (native) when present and > 0, else None."""
+    if not isinstance(body, dict):
+        return None
+    if path == "/v1/chat/completions":
+        cap = _positive_int(body.get("max_tokens"))
+        if cap is None:
+            cap = _positive_int(body.get("max_completion_tokens"))
+        return cap
+    options = body.get("options")
+    if isinstance(options, dict):
+        return _positive_int(options.get("num_predict"))
+    return None
+
+
+def plan_completion(body, path, headers):
+    """Returns (C, finish_reason): C = min(cap, N); "length" when the cap
+    cut the generation, else "stop"."""
+    n = DEFAULT_COMPLETION_TOKENS
+    raw = headers.get("x-sim-tokens")
+    if raw is not None:
+        try:
+            n = max(0, int(raw.strip()))
+        except ValueError:
+            log.warning("ignoring bad x-sim-tokens %r", raw)
+    cap = completion_cap(body, path)
+    if cap is not None and cap < n:
+        return cap, "length"
+    return n, "stop"
+
+
+def token_at(i):
+    return TOKENS[i % len(TOKENS)]
+
+
+# --------------------------------------------------------------------------
+# Fixed model list
+# --------------------------------------------------------------------------
+
+MODELS = [
+    # name, family, parameter_size, size in bytes
+    ("qwen3:latest", "qwen3", "8.2B", 5225388164),
+    ("gemma3:1b", "gemma3", "999.89M", 815319791),
+    ("qwen3-coder:30b", "qwen3moe", "30.5B", 18556701140),
+]
+MODELS_MODIFIED_AT = "2025-05-01T10:00:00.000000000Z"
+MODELS_CREATED = 1746093600
+
+
+def tags_payload():
+    models = []
+    for name, family, params, size in MODELS:
+        models.append({
+            "name": name,
+            "model": name,
+            "modified_at": MODELS_MODIFIED_AT,
+            "size": size,
+            "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": family,
+                "families": [family],
+                "parameter_size": params,
+                "quantization_level": "Q4_K_M",
+            },
+        })
+    return {"models": models}
+
+
+def openai_model(name):
+    return {"id": name, "object": "model", "created": MODELS_CREATED,
+            "owned_by": "library"}
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+log = logging.getLogger("ollama_sim")
+
+MODEL_PATHS = ("/v1/chat/completions", "/api/chat", "/api/generate")
+MAX_BODY = 64 * 1024 * 1024
+HEAD_LIMIT = 1024 * 1024
+
+
+def dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def rfc3339_now():
+    now = datetime.now(timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + "%06d" % now.microsecond + "Z"
+
+
+def reason_phrase(status):
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Status %d" % status
+
+
+def openai_error_type(status):
+    # Same mapping as Ollama's openai middleware.
+    if status == 400:
+        return "invalid_request_error"
+    if status == 404:
+        return "not_found_error"
+    return "api_error"
+
+
+def error_body(path, status, message):
+    if path.startswith("/v1/"):
+        return dumps({"error": {"message": message, "type": openai_error_type(status),
+                                "param": None, "code": None}})
+    return dumps({"error": message})
+
+
+class BadRequest(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Request:
+    __slots__ = ("method", "target", "path", "query", "version", "header_list",
+                 "headers", "body", "keep_alive")
+
+
+class Faults:
+    def __init__(self):
+        self.error500 = False
+        self.stall = False
+        self.stall_after = None
+        self.drop = None
+        self.drop_rst = False
+        self.slow_ms = None
+        self.raw = None
+
+    @property
+    def any(self):
+        return bool(self.error500 or self.stall or self.stall_after is not None
+                    or self.drop is not None or self.slow_ms is not None)
+
+
+def parse_faults(value):
+    """x-sim-fault: a comma-separated list of 500 | stall | stall-after:K |
+    drop:K | drop-rst:K | slow:MS (e.g. "slow:50,drop:3")."""
+    f = Faults()
+    if not value:
+        return f
+    f.raw = value.strip()
+    for item in value.split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        name, _, arg = item.partition(":")
+        try:
+            if name == "500":
+                f.error500 = True
+            elif name == "stall":
+                f.stall = True
+            elif name == "stall-after":
+                f.stall_after = max(0, int(arg))
+            elif name == "drop":
+                f.drop = max(0, int(arg))
+            elif name == "drop-rst":
+                f.drop = max(0, int(arg))
+                f.drop_rst = True
+            elif name == "slow":
+                f.slow_ms = max(0.0, float(arg))
+            else:
+                log.warning("ignoring unknown fault %r", item)
+        except ValueError:
+            log.warning("ignoring bad fault %r", item)
+    return f
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.1 plumbing
+# --------------------------------------------------------------------------
+
+async def read_request(reader, writer):
+    """Reads one request; returns None on a clean EOF between requests."""
+    while True:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as e:
+            if not e.partial.strip():
+                return None
+            raise BadRequest(400, "incomplete request head")
+        except asyncio.LimitOverrunError:
+            raise BadRequest(431, "request head too large")
+        lines = head.decode("latin-1").split("\r\n")
+        while lines and lines[0] == "":
+            lines.pop(0)
+        if lines:
+            break
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise BadRequest(400, "malformed request line %r" % lines[0][:200])
+    req = Request()
+    req.method, req.target, req.version = parts
+    if not req.method.isalpha():
+        raise BadRequest(400, "malformed method")
+    path, _, query = req.target.partition("?")
+    if path.startswith("http://") or path.startswith("https://"):
+        # absolute-form target
+        rest = path.split("://", 1)[1]
+        path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    req.path, req.query = path, query
+    req.header_list = []
+    headers = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t" and req.header_list:
+            # obsolete line folding
+            name, value = req.header_list[-1]
+            value = value + " " + line.strip()
+            req.header_list[-1] = (name, value)
+            headers[name] = value
+            continue
+        name, sep, value = line.partition(":")
+        name = name.strip().lower()
+        if not sep or not name or " " in name:
+            raise BadRequest(400, "malformed header line %r" % line[:200])
+        value = value.strip()
+        req.header_list.append((name, value))
+        if name in headers:
+            headers[name] = headers[name] + ", " + value
+        else:
+            headers[name] = value
+    req.headers = headers
+
+    conn = [t.strip().lower() for t in headers.get("connection", "").split(",")]
+    if req.version == "HTTP/1.0":
+        req.keep_alive = "keep-alive" in conn
+    else:
+        req.keep_alive = "close" not in conn
+
+    te = headers.get("transfer-encoding", "").lower()
+    chunked = "chunked" in [t.strip() for t in te.split(",")] if te else False
+    length = None
+    if not chunked and "content-length" in headers:
+        raw = headers["content-length"].split(",")[0].strip()
+        if not raw.isdigit():
+            raise BadRequest(400, "bad content-length")
+        length = int(raw)
+        if length > MAX_BODY:
+            raise BadRequest(413, "request body too large")
+    elif te and not chunked:
+        raise BadRequest(501, "unsupported transfer-encoding %r" % te)
+
+    if (chunked or length) and headers.get("expect", "").lower() == "100-continue":
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        await writer.drain()
+
+    if chunked:
+        req.body = await read_chunked(reader)
+    elif length:
+        req.body = await reader.readexactly(length)
+    else:
+        req.body = b""
+    return req
+
+
+async def read_chunked(reader):
+    body = bytearray()
+    try:
+        while True:
+            line = await reader.readuntil(b"\n")
+            size_s = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_s, 16)
+            except ValueError:
+                raise BadRequest(400, "bad chunk size %r" % size_s[:40])
+            if size < 0:
+                raise BadRequest(400, "bad chunk size")
+            if size == 0:
+                break
+            if len(body) + size > MAX_BODY:
+                raise BadRequest(413, "request body too large")
+            body += await reader.readexactly(size)
+            crlf = await reader.readuntil(b"\n")
+            if crlf.strip():
+                raise BadRequest(400, "missing CRLF after chunk data")
+        while True:  # trailers
+            line = await reader.readuntil(b"\n")
+            if not line.strip():
+                break
+    except asyncio.LimitOverrunError:
+        raise BadRequest(400, "chunk line too long")
+    return bytes(body)
+
+
+def response_head(status, headers, keep_alive, version="HTTP/1.1"):
+    lines = ["HTTP/1.1 %d %s" % (status, reason_phrase(status)),
+             "Date: " + formatdate(usegmt=True),
+             "Server: ollama-sim"]
+    for name, value in headers:
+        lines.append("%s: %s" % (name, value))
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif version == "HTTP/1.0":
+        lines.append("Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def send_full(writer, req, status, body, content_type="application/json",
+                    extra=()):
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    headers.extend(extra)
+    data = response_head(status, headers, req.keep_alive, req.version)
+    if req.method != "HEAD":
+        data += body
+    writer.write(data)
+    await writer.drain()
+
+
+class ChunkedEmitter:
+    """Writes a streamed body as HTTP chunks.
+
+    With splitting on, the byte stream is cut at random positions into pieces
+    of 1..40 bytes (pieces may span frame boundaries and cut UTF-8
+    characters); each piece is its own HTTP chunk followed by drain().
+    flush() sends what is buffered (used before any pause so that everything
+    generated so far reaches the client).  With splitting off, every fed frame
+    is one HTTP chunk."""
+
+    def __init__(self, writer, rng, split, piece_delay):
+        self.writer = writer
+        self.rng = rng
+        self.split = split
+        self.piece_delay = piece_delay
+        self.buf = bytearray()
+        self.next = rng.randint(1, 40)
+
+    async def _send(self, piece):
+        self.writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        await self.writer.drain()
+        if self.piece_delay:
+            await asyncio.sleep(self.piece_delay)
+        else:
+            await asyncio.sleep(0)
+
+    async def feed(self, data):
+        if not self.split:
+            await self._send(data)
+            return
+        self.buf += data
+        while len(self.buf) >= self.next:
+            piece = bytes(self.buf[:self.next])
+            del self.buf[:self.next]
+            self.next = self.rng.randint(1, 40)
+            await self._send(piece)
+
+    async def flush(self):
+        if self.buf:
+            piece = bytes(self.buf)
+            self.buf.clear()
+            self.next = self.rng.randint(1, 40)
+            await self._send(piece)
+
+    async def finish(self):
+        await self.flush()
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+
+async def wait_for_eof(reader):
+    """Stall: keep the connection open, discarding input, until the client
+    closes it."""
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+    except (ConnectionError, OSError):
+        return
+
+
+def drop_connection(writer, rst):
+    if rst:
+        sock = writer.get_extra_info("socket")
+        try:
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        writer.transport.abort()
+    else:
+        writer.close()
+
+
+# --------------------------------------------------------------------------
+# Application
+# --------------------------------------------------------------------------
+
+class Sim:
+    def __init__(self):
+        self.records = []
+        self.seq = 0          # record ids
+        self.completion_seq = 0   # chatcmpl-<n>
+
+    # ---- recording -------------------------------------------------------
+
+    def new_record(self, req):
+        self.seq += 1
+        body = None
+        if req.body:
+            try:
+                body = json.loads(req.body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError):
+                body = None
+        rec = {
+            "id": self.seq,
+            "time": time.time(),
+            "method": req.method,
+            "path": req.path,
+            "model": None,
+            "max_tokens": None,
+            "num_predict": None,
+            "stream": None,
+            "include_usage": None,
+            "authorization": "authorization" in req.headers,
+            "headers": dict(req.headers),
+            "body": body,
+            "raw_body": req.body.decode("utf-8", errors="replace"),
+            "prompt_tokens": None,
+            "completion_tokens": None,
+            "status": None,
+            "outcome": None,
+        }
+        if isinstance(body, dict):
+            model = body.get("model")
+            rec["model"] = model
+            if req.path == "/v1/chat/completions":
+                mt = body.get("max_tokens")
+                if mt is None:
+                    mt = body.get("max_completion_tokens")
+                rec["max_tokens"] = mt
+                so = body.get("stream_options")
+                if isinstance(so, dict):
+                    rec["include_usage"] = so.get("include_usage")
+            opts = body.get("options")
+            if isinstance(opts, dict):
+                rec["num_predict"] = opts.get("num_predict")
+            rec["stream"] = body.get("stream")
+        self.records.append(rec)
+        return rec
+
+    # ---- dispatch --------------------------------------------------------
+
+    async def dispatch(self, req, reader, writer):
+        """Handles one request; returns True to keep the connection open."""
+        path, method = req.path, req.method
+        if path.startswith("/_sim/"):
+            return await self.control(req, writer)
+
+        rec = self.new_record(req)
+        t0 = time.monotonic()
+        try:
+            keep = await self.route(req, rec, reader, writer)
+        finally:
+            log.info("%s %s -> %s %s (%.1f ms)", method, req.target, rec["status"],
+                     rec["outcome"], (time.monotonic() - t0) * 1000)
+        return keep
+
+    async def respond(self, req, rec, writer, status, body, content_type="application/json",
+                      outcome=None, extra=()):
+        rec["status"] = status
+        if outcome is not None or rec["outcome"] is None:
+            rec["outcome"] = outcome or ("ok" if status < 400 else "error:%d" % status)
+        await send_full(writer, req, status, body, content_type, extra)
+        return req.keep_alive
+
+    async def route(self, req, rec, reader, writer):
+        path, method = req.path, req.method
+        routes = {
+            "/": ("GET", "HEAD"),
+            "/api/version": ("GET", "HEAD"),
+            "/api/tags": ("GET", "HEAD"),
+            "/v1/models": ("GET", "HEAD"),
+            "/v1/chat/completions": ("POST",),
+            "/api/chat": ("POST",),
+            "/api/generate": ("POST",),
+        }
+        allowed = routes.get(path)
+        if allowed is None and path.startswith("/v1/models/"):
+            allowed = ("GET", "HEAD")
+        if allowed is None:
+            return await self.respond(req, rec, writer, 404, dumps({"error": "not found"}))
+        if method not in allowed:
+            return await self.respond(req, rec, writer, 405,
+                                      dumps({"error": "method not allowed"}),
+                                      extra=[("Allow", ", ".join(allowed))])
+
+        # x-sim-delay-ms and x-sim-status apply to every non-/_sim endpoint.
+        delay = req.headers.get("x-sim-delay-ms")
+        if delay:
+            try:
+                await asyncio.sleep(max(0.0, float(delay)) / 1000.0)
+            except ValueError:
+                log.warning("ignoring bad x-sim-delay-ms %r", delay)
+        status_h = req.headers.get("x-sim-status")
+        if status_h:
+            try:
+                status = int(status_h.strip())
+                if not 100 <= status <= 999:
+                    raise ValueError
+            except ValueError:
+                log.warning("ignoring bad x-sim-status %r", status_h)
+            else:
+                return await self.respond(req, rec, writer, status,
+                                          error_body(path, status, "simulated status %d" % status),
+                                          outcome="status:%d" % status)
+
+        if path == "/":
+            return await self.respond(req, rec, writer, 200, b"Ollama is running",
+                                      "text/plain; charset=utf-8")
+        if path == "/api/version":
+            return await self.respond(req, rec, writer, 200, dumps({"version": "0.5.7"}))
+        if path == "/api/tags":
+            return await self.respond(req, rec, writer, 200, dumps(tags_payload()))
+        if path == "/v1/models":
+            return await self.respond(req, rec, writer, 200, dumps(
+                {"object": "list", "data": [openai_model(m[0]) for m in MODELS]}))
+        if path.startswith("/v1/models/"):
+            name = path[len("/v1/models/"):]
+            if name in [m[0] for m in MODELS]:
+                return await self.respond(req, rec, writer, 200, dumps(openai_model(name)))
+            return await self.respond(req, rec, writer, 404,
+                                      error_body(path, 404, 'model "%s" not found' % name))
+        return await self.model_endpoint(req, rec, reader, writer)
+
+    async def control(self, req, writer):
+        path, method = req.path, req.method
+        if path == "/_sim/health" and method in ("GET", "HEAD"):
+            await send_full(writer, req, 200, b"ok", "text/plain; charset=utf-8")
+        elif path == "/_sim/requests" and method in ("GET", "HEAD"):
+            await send_full(writer, req, 200, dumps(self.records))
+        elif path == "/_sim/reset" and method == "POST":
+            self.records = []
+            await send_full(writer, req, 200, dumps({"ok": True}))
+        elif path in ("/_sim/health", "/_sim/requests", "/_sim/reset"):
+            await send_full(writer, req, 405, dumps({"error": "method not allowed"}))
+        else:
+            await send_full(writer, req, 404, dumps({"error": "not found"}))
+        return req.keep_alive
+
+    # ---- model endpoints -------------------------------------------------
+
+    async def model_endpoint(self, req, rec, reader, writer):
+        path = req.path
+        openai = path == "/v1/chat/completions"
+        faults = parse_faults(req.headers.get("x-sim-fault"))
+        fault_outcome = "fault:" + faults.raw if faults.any else None
+
+        if faults.error500:
+            return await self.respond(req, rec, writer, 500,
+                                      error_body(path, 500, "simulated failure"),
+                                      outcome=fault_outcome)
+        if faults.stall:
+            rec["outcome"] = fault_outcome
+            await wait_for_eof(reader)
+            return False
+
+        # ---- validation
+        body = None
+        err = None
+        if not req.body.strip():
+            err = "missing request body" if not openai else "invalid JSON: empty body"
+        else:
+            try:
+                body = json.loads(req.body.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError) as e:
+                err = "invalid JSON: %s" % e
+        if err is None and not isinstance(body, dict):
+            err = "invalid request: body must be a JSON object"
+        if err is None and (not isinstance(body.get("model"), str) or not body.get("model")):
+            err = "model is required"
+        if err is None and path == "/api/generate" and body.get("prompt") is not None \
+                and not isinstance(body.get("prompt"), str):
+            err = "invalid request: prompt must be a string"
+        if err is not None:
+            return await self.respond(req, rec, writer, 400, error_body(path, 400, err))
+
+        model = body["model"]
+        P = count_prompt_tokens(body, path)
+        C, finish = plan_completion(body, path, req.headers)
+        rec["prompt_tokens"] = P
+        rec["completion_tokens"] = 0
+        if openai:
+            stream = body.get("stream") is True
+            so = body.get("stream_options")
+            include_usage = isinstance(so, dict) and so.get("include_usage") is True
+        else:
+            stream = body.get("stream") is not False
+            include_usage = False
+
+        seed = req.headers.get("x-sim-seed")
+        rng = random.Random(seed) if seed is not None else random.Random()
+        split = req.headers.get("x-sim-split", "").strip().lower() != "none"
+        piece_delay = 0.0
+        pd = req.headers.get("x-sim-piece-delay-ms")
+        if pd:
+            try:
+                piece_delay = max(0.0, float(pd)) / 1000.0
+            except ValueError:
+                pass
+
+        gen = Generation(self, path, model, P, C, finish, include_usage)
+
+        if not stream:
+            if faults.stall_after is not None:
+                rec["outcome"] = fault_outcome
+                await wait_for_eof(reader)
+                return False
+            if faults.drop is not None:
+                rec["outcome"] = fault_outcome
+                rec["completion_tokens"] = None
+                drop_connection(writer, faults.drop_rst)
+                return False
+            if faults.slow_ms:
+                await asyncio.sleep(faults.slow_ms / 1000.0)
+            rec["completion_tokens"] = C
+            return await self.respond(req, rec, writer, 200, gen.full_body(),
+                                      outcome=fault_outcome or "ok")
+
+        # ---- streaming
+        ctype = "text/event-stream" if openai else "application/x-ndjson"
+        extra = [("Content-Type", ctype), ("Transfer-Encoding", "chunked")]
+        if openai:
+            extra.append(("Cache-Control", "no-cache"))
+        rec["status"] = 200
+        rec["outcome"] = fault_outcome or "streaming"
+        try:
+            writer.write(response_head(200, extra, req.keep_alive, req.version))
+            await writer.drain()
+            em = ChunkedEmitter(writer, rng, split, piece_delay)
+            for i in range(C):
+                if faults.stall_after is not None and i >= faults.stall_after:
+                    await em.flush()
+                    await wait_for_eof(reader)
+                    return False
+                if faults.drop is not None and i >= faults.drop:
+                    await em.flush()
+                    drop_connection(writer, faults.drop_rst)
+                    return False
+                if faults.slow_ms:
+                    await em.flush()
+                    await asyncio.sleep(faults.slow_ms / 1000.0)
+                await em.feed(gen.token_frame(i))
+                rec["completion_tokens"] = i + 1
+            # K >= C: everything but the final frame has been sent.
+            if faults.stall_after is not None:
+                await em.flush()
+                await wait_for_eof(reader)
+                return False
+            if faults.drop is not None:
+                await em.flush()
+                drop_connection(writer, faults.drop_rst)
+                return False
+            for frame in gen.final_frames():
+                await em.feed(frame)
+            await em.finish()
+        except (ConnectionError, OSError):
+            if not fault_outcome:
+                rec["outcome"] = "client-disconnect"
+            return False
+        if not fault_outcome:
+            rec["outcome"] = "ok"
+        return req.keep_alive
+
+
+class Generation:
+    def __init__(self, sim, path, model, P, C, finish, include_usage):
+        self.path = path
+        self.model = model
+        self.P = P
+        self.C = C
+        self.finish = finish
+        self.include_usage = include_usage
+        self.created = int(time.time())
+        self.t0 = time.monotonic_ns()
+        if path == "/v1/chat/completions":
+            sim.completion_seq += 1
+            self.id = "chatcmpl-%d" % sim.completion_seq
+
+    def content(self):
+        return "".join(token_at(i) for i in range(self.C))
+
+    def usage(self):
+        return {"prompt_tokens": self.P, "completion_tokens": self.C,
+                "total_tokens": self.P + self.C}
+
+    def native_final(self, content):
+        load = 1_000_000
+        prompt_eval = self.P * 100_000
+        eval_d = self.C * 1_000_000
+        elapsed = time.monotonic_ns() - self.t0
+        obj = {"model": self.model, "created_at": rfc3339_now()}
+        if self.path == "/api/chat":
+            obj["message"] = {"role": "assistant", "content": content}
+        else:
+            obj["response"] = content
+        obj.update({
+            "done": True,
+            "done_reason": self.finish,
+            "total_duration": max(elapsed, load + prompt_eval + eval_d),
+            "load_duration": load,
+            "prompt_eval_count": self.P,
+            "prompt_eval_duration": prompt_eval,
+            "eval_count": self.C,
+            "eval_duration": eval_d,
+        })
+        return obj
+
+    def _chunk(self, choices, usage=None):
+        obj = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+               "model": self.model, "system_fingerprint": "fp_ollama", "choices": choices}
+        if usage is not None:
+            obj["usage"] = usage
+        return b"data: " + dumps(obj) + b"\n\n"
+
+    def full_body(self):
+        if self.path == "/v1/chat/completions":
+            return dumps({
+                "id": self.id, "object": "chat.completion", "created": self.created,
+                "model": self.model, "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0,
+                             "message": {"role": "assistant", "content": self.content()},
+                             "finish_reason": self.finish}],
+                "usage": self.usage(),
+            })
+        return dumps(self.native_final(self.content()))
+
+    def token_frame(self, i):
+        tok = token_at(i)
+        if self.path == "/v1/chat/completions":
+            return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": tok},
+                                 "finish_reason": None}])
+        obj = {"model": self.model, "created_at": rfc3339_now()}
+        if self.path == "/api/chat":
+            obj["message"] = {"role": "assistant", "content": tok}
+        else:
+            obj["response"] = tok
+        obj["done"] = False
+        return dumps(obj) + b"\n"
+
+    def final_frames(self):
+        if self.path == "/v1/chat/completions":
+            frames = [self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": self.finish}])]
+            if self.include_usage:
+                frames.append(self._chunk([], self.usage()))
+            frames.append(b"data: [DONE]\n\n")
+            return frames
+        return [dumps(self.native_final("")) + b"\n"]
+
+
+# --------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------
+
+class Server:
+    def __init__(self):
+        self.sim = Sim()
+        self.tasks = set()
+
+    async def handle_conn(self, reader, writer):
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                try:
+                    req = await read_request(reader, writer)
+                except BadRequest as e:
+                    log.warning("bad request from %s: %s", peer, e.message)
+                    try:
+                        body = dumps({"error": e.message})
+                        head = response_head(e.status, [("Content-Type", "application/json"),
+                                                        ("Content-Length", str(len(body)))],
+                                             False)
+                        writer.write(head + body)
+                        await writer.drain()
+                    except Exception:
+                        pass
+                    break
+                if req is None:
+                    break
+                if not await self.sim.dispatch(req, reader, writer):
+                    break
+        except asyncio.CancelledError:
+            pass
+        except (asyncio.IncompleteReadError, ConnectionError, OSError) as e:
+            log.info("connection %s ended: %r", peer, e)
+        except Exception:
+            log.exception("error on connection %s", peer)
+        finally:
+            self.tasks.discard(task)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+
+async def amain(args):
+    srv = Server()
+    server = await asyncio.start_server(srv.handle_conn, args.host, args.port,
+                                        limit=HEAD_LIMIT, backlog=1024, reuse_address=True)
+    port = server.sockets[0].getsockname()[1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if args.pidfile:
+        with open(args.pidfile, "w") as f:
+            f.write("%d\n" % os.getpid())
+    host = args.host
+    print("listening on %s:%d" % (host, port), flush=True)
+    log.info("listening on %s:%d", host, port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        server.close()
+        for t in list(srv.tasks):
+            t.cancel()
+        if srv.tasks:
+            await asyncio.wait(list(srv.tasks), timeout=2)
+        if args.pidfile:
+            try:
+                os.unlink(args.pidfile)
+            except OSError:
+                pass
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Ollama simulator for tests")
+    ap.add_argument("--port", type=int, required=True, help="TCP port (0 = pick a free one)")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--pidfile")
+    ap.add_argument("--log", help="log file (default: warnings to stderr)")
+    args = ap.parse_args(argv)
+    if args.log:
+        handler = logging.FileHandler(args.log)
+        level = logging.INFO
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        level = logging.WARNING
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    try:
+        asyncio.run(amain(args))
+    except OSError as e:
+        print("ollama_sim: %s" % e, file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

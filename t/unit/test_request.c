@@ -1,0 +1,308 @@
+/*
+ * Unit tests of the request parser and validator (nebula_request.c).
+ */
+
+#include <stdlib.h>
+
+#include "nebula_request.h"
+#include "tap.h"
+
+
+static nebula_request_t  req;
+
+
+static nebula_req_error_e
+parse(nebula_api_e api, const char *body)
+{
+    return nebula_request_parse(&req, api, (const unsigned char *) body,
+                                strlen(body));
+}
+
+
+static void
+refused(const char *body, nebula_req_error_e err, const char *param,
+    const char *name)
+{
+    nebula_req_error_e  rc;
+
+    rc = parse(NEBULA_API_CHAT, body);
+    is_int(rc, err, "%s: refused with %s", name,
+           nebula_req_error_code(err));
+
+    if (param) {
+        is_str(req.param, param, "%s: param", name);
+    }
+
+    ok(req.message[0] != '\0', "%s: a message is given", name);
+}
+
+
+static char *
+rewrite(const char *body, const char *upstream)
+{
+    unsigned char   q[512];
+    nebula_edit_t   edit;
+    size_t          n;
+    char           *out;
+
+    edit.start = req.model_span.start;
+    edit.end = req.model_span.end;
+    edit.data = q;
+    edit.len = nebula_json_quote(q, (const unsigned char *) upstream,
+                                 strlen(upstream));
+
+    n = nebula_edit_length(strlen(body), &edit, 1);
+    out = malloc(n + 1);
+    nebula_edit_apply((const unsigned char *) body, strlen(body), &edit, 1,
+                      (unsigned char *) out);
+    out[n] = '\0';
+
+    return out;
+}
+
+
+static void
+test_valid(void)
+{
+    const char  *body;
+    char        *out;
+
+    body = "{\"model\":\"qwen3:latest\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"Hello\"}]}";
+
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "seed example");
+    is_str(req.model, "qwen3:latest", "model");
+    is_int(req.stream, 0, "stream defaults to false on /v1");
+    is_int(req.max_tokens, -1, "no max_tokens");
+    is_int(req.messages, 1, "one message");
+    is_int(req.text_bytes, 5, "text counted");
+    /* (5 + 3) / 4 + 4 * 1 + 3 */
+    is_int(req.prompt_tokens, 2 + 4 + 3, "prompt estimate");
+
+    out = rewrite(body, "qwen3:8b");
+    is_str(out, "{\"model\":\"qwen3:8b\",\"messages\":[{\"role\":\"user\","
+                "\"content\":\"Hello\"}]}", "model rewritten, rest intact");
+    free(out);
+
+    /* spacing, escapes and field order are the client's business */
+    body = " {\n \"messages\" : [ {\"content\":\"hi\", \"role\":\"system\"} ],"
+           "\n \"model\"\t:  \"qw\\u0065n3\" , \"temperature\": 0,"
+           " \"max_tokens\": 100, \"stream\": true,"
+           " \"stream_options\": {\"include_usage\": false}, \"seed\": 7 }\n";
+
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "spaced body");
+    is_str(req.model, "qwen3", "escaped model name decoded");
+    is_int(req.max_tokens, 100, "max_tokens");
+    is_int(req.stream, 1, "stream");
+    is_int(req.include_usage, 0, "include_usage");
+    ok(req.has_temperature && req.temperature == 0.0, "temperature 0");
+
+    out = rewrite(body, "up\"stream");
+    is_str(out, " {\n \"messages\" : [ {\"content\":\"hi\", \"role\":\"system\"}"
+                " ],\n \"model\"\t:  \"up\\\"stream\" , \"temperature\": 0,"
+                " \"max_tokens\": 100, \"stream\": true,"
+                " \"stream_options\": {\"include_usage\": false},"
+                " \"seed\": 7 }\n", "escaped span replaced, quoted name");
+    free(out);
+
+    is_int(body[req.max_tokens_span.start], '1', "max_tokens span start");
+    is_int(req.max_tokens_span.end - req.max_tokens_span.start, 3,
+           "max_tokens span length");
+    is_int(body[req.stream_options_span.start], '{', "stream_options start");
+    is_int(body[req.stream_options_span.end - 1], '}', "stream_options end");
+
+    /* content parts, tools, an assistant turn calling a tool */
+    body = "{\"model\":\"m\",\"messages\":["
+           "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"abcd\"},"
+           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]},"
+           "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[]},"
+           "{\"role\":\"assistant\",\"tool_calls\":[]},"
+           "{\"role\":\"tool\",\"content\":\"ok\",\"tool_call_id\":\"x\"}],"
+           "\"tools\":[{\"type\":\"function\"}],\"temperature\":2}";
+
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "parts and tools");
+    is_int(req.images, 1, "one image");
+    is_int(req.messages, 4, "four messages");
+    is_int(req.text_bytes, 6, "text of parts and tool answer");
+    ok(req.other_bytes > 0, "tools counted");
+}
+
+
+static void
+test_refusals(void)
+{
+    char    *deep, *p;
+    size_t   n;
+
+    refused("", NEBULA_REQ_INVALID_JSON, "", "empty body");
+    refused("   \n", NEBULA_REQ_INVALID_JSON, "", "blank body");
+    refused("null", NEBULA_REQ_INVALID_JSON, "", "null");
+    refused("[]", NEBULA_REQ_INVALID_JSON, "", "array");
+    refused("\"x\"", NEBULA_REQ_INVALID_JSON, "", "string");
+    refused("{\"model\":\"m\",\"messages\":[", NEBULA_REQ_INVALID_JSON, "",
+            "truncated");
+    refused("{\"model\":5,\"messages\":[", NEBULA_REQ_INVALID_JSON, "",
+            "syntax error wins over a bad value");
+    refused("{\"model\":\"m\"} {}", NEBULA_REQ_INVALID_JSON, "",
+            "trailing garbage");
+    refused("{\"model\":\"\xff\xfe\",\"messages\":[]}", NEBULA_REQ_INVALID_JSON,
+            "", "invalid UTF-8");
+    refused("{\"model\":\"m\",\"model\":\"n\",\"messages\":[{\"role\":\"user\","
+            "\"content\":\"x\"}]}", NEBULA_REQ_INVALID_JSON, "",
+            "duplicate model key");
+
+    n = 100000;
+    deep = malloc(2 * n + 64);
+    p = deep + sprintf(deep, "{\"model\":\"m\",\"x\":");
+    memset(p, '[', n);
+    memset(p + n, ']', n);
+    strcpy(p + 2 * n, "}");
+    refused(deep, NEBULA_REQ_INVALID_JSON, "", "nesting 100,000 deep");
+    free(deep);
+
+    refused("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+            NEBULA_REQ_MISSING_FIELD, "model", "no model");
+    refused("{\"model\":\"m\"}", NEBULA_REQ_MISSING_FIELD, "messages",
+            "no messages");
+    refused("{\"model\":[\"m\"],\"messages\":[{\"role\":\"user\","
+            "\"content\":\"x\"}]}", NEBULA_REQ_INVALID_VALUE, "model",
+            "model as an array");
+    refused("{\"model\":null,\"messages\":[]}", NEBULA_REQ_INVALID_VALUE,
+            "model", "model null");
+    refused("{\"model\":\"\",\"messages\":[]}", NEBULA_REQ_INVALID_VALUE,
+            "model", "model empty");
+    refused("{\"model\":\"a\\u0000b\",\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "model", "NUL in the model name");
+    refused("{\"model\":\"m\",\"messages\":[]}", NEBULA_REQ_INVALID_VALUE,
+            "messages", "empty messages");
+    refused("{\"model\":\"m\",\"messages\":{}}", NEBULA_REQ_INVALID_VALUE,
+            "messages", "messages as an object");
+    refused("{\"model\":\"m\",\"messages\":\"hi\"}", NEBULA_REQ_INVALID_VALUE,
+            "messages", "messages as a string");
+    refused("{\"model\":\"m\",\"messages\":[\"hi\"]}", NEBULA_REQ_INVALID_VALUE,
+            "messages[0]", "message as a string");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
+            "{\"role\":\"robot\",\"content\":\"x\"}]}", NEBULA_REQ_INVALID_VALUE,
+            "messages[1].role", "unknown role");
+    refused("{\"model\":\"m\",\"messages\":[{\"content\":\"x\"}]}",
+            NEBULA_REQ_MISSING_FIELD, "messages[0].role", "no role");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}",
+            NEBULA_REQ_MISSING_FIELD, "messages[0].content", "no content");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":5}]}",
+            NEBULA_REQ_INVALID_VALUE, "messages[0].content", "content number");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+            "[{\"type\":\"audio\"}]}]}", NEBULA_REQ_INVALID_VALUE,
+            "messages[0].content[0].type", "unknown part type");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+            "[{\"text\":\"x\"}]}]}", NEBULA_REQ_MISSING_FIELD,
+            "messages[0].content[0].type", "part without type");
+    refused("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+            "[\"x\"]}]}", NEBULA_REQ_INVALID_VALUE,
+            "messages[0].content[0]", "part as a string");
+
+    refused("{\"model\":\"m\",\"temperature\":2.5,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "temperature", "temperature 2.5");
+    refused("{\"model\":\"m\",\"temperature\":-0.1,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "temperature", "temperature -0.1");
+    refused("{\"model\":\"m\",\"temperature\":1e400,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "temperature", "temperature 1e400");
+    refused("{\"model\":\"m\",\"temperature\":\"0.7\",\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "temperature", "temperature string");
+    refused("{\"model\":\"m\",\"max_tokens\":0,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "max_tokens", "max_tokens 0");
+    refused("{\"model\":\"m\",\"max_tokens\":-5,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "max_tokens", "max_tokens -5");
+    refused("{\"model\":\"m\",\"max_tokens\":1.5,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "max_tokens", "max_tokens 1.5");
+    refused("{\"model\":\"m\",\"max_tokens\":1e3,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "max_tokens", "max_tokens 1e3");
+    refused("{\"model\":\"m\",\"max_tokens\":\"10\",\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "max_tokens", "max_tokens string");
+    refused("{\"model\":\"m\",\"max_tokens\":99999999999999999999,"
+            "\"messages\":[]}", NEBULA_REQ_INVALID_VALUE, "max_tokens",
+            "max_tokens too large");
+    refused("{\"model\":\"m\",\"stream\":\"yes\",\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "stream", "stream string");
+    refused("{\"model\":\"m\",\"stream\":1,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "stream", "stream number");
+    refused("{\"model\":\"m\",\"stream_options\":{\"include_usage\":1},"
+            "\"messages\":[]}", NEBULA_REQ_INVALID_VALUE,
+            "stream_options.include_usage", "include_usage number");
+    refused("{\"model\":\"m\",\"stream_options\":true,\"messages\":[]}",
+            NEBULA_REQ_INVALID_VALUE, "stream_options", "stream_options bool");
+}
+
+
+static void
+test_nulls(void)
+{
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":"
+                 "\"user\",\"content\":\"x\"}],\"temperature\":null,"
+                 "\"max_tokens\":null,\"stream\":null}"), NEBULA_REQ_OK,
+           "optional fields may be null");
+    is_int(req.max_tokens, -1, "null max_tokens is absent");
+    is_int(req.has_temperature, 0, "null temperature is absent");
+}
+
+
+static void
+test_native(void)
+{
+    const char  *body;
+
+    body = "{\"model\":\"gemma3:1b\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"hello there\",\"images\":[\"AAAA\"]}],"
+           "\"options\":{\"num_predict\":64,\"temperature\":9}}";
+
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK, "/api/chat");
+    is_int(req.stream, 1, "native streams by default");
+    is_int(req.num_predict, 64, "num_predict");
+    is_int(req.images, 1, "native image");
+    is_int(body[req.num_predict_span.start], '6', "num_predict span");
+    is_int(body[req.options_span.start], '{', "options span");
+
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":"
+                 "[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}"),
+           NEBULA_REQ_INVALID_VALUE, "native content must be a string");
+
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":"
+                 "[{\"role\":\"user\",\"content\":\"x\"}],"
+                 "\"options\":{\"num_predict\":-1}}"),
+           NEBULA_REQ_OK, "num_predict -1 is Ollama's no limit");
+
+    body = "{\"model\":\"m\",\"prompt\":\"one two three\",\"system\":\"s\","
+           "\"stream\":false}";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "/api/generate");
+    is_int(req.stream, 0, "stream false");
+    is_int(req.text_bytes, 14, "prompt and system counted");
+
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":7}"),
+           NEBULA_REQ_INVALID_VALUE, "prompt must be a string");
+    is_str(req.param, "prompt", "prompt param");
+}
+
+
+static void
+test_quote(void)
+{
+    unsigned char  out[64];
+    size_t         n;
+
+    n = nebula_json_quote(out, (const unsigned char *) "a\"b\\c\n\x01", 7);
+    out[n] = '\0';
+    is_str((char *) out, "\"a\\\"b\\\\c\\n\\u0001\"", "json quoting");
+}
+
+
+int
+main(void)
+{
+    test_valid();
+    test_refusals();
+    test_nulls();
+    test_native();
+    test_quote();
+
+    return done_testing();
+}

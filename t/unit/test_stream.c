@@ -1,0 +1,268 @@
+/*
+ * Unit tests of the response scanner (nebula_stream.c): the public model
+ * name restored in JSON, NDJSON and SSE bodies fed in arbitrary slices.
+ */
+
+#include <stdlib.h>
+
+#include "nebula_stream.h"
+#include "tap.h"
+
+
+#define PUBLIC  "\"pub/lic:1\""
+
+
+typedef struct {
+    char    *data;
+    size_t   len;
+    int      skipping;
+} out_t;
+
+
+static void
+emit(out_t *o, const unsigned char *p, size_t n)
+{
+    memcpy(o->data + o->len, p, n);
+    o->len += n;
+}
+
+
+/* what the nginx filter does with each slice */
+static void
+feed(nebula_stream_t *s, out_t *o, const unsigned char *p, size_t len)
+{
+    size_t          n, start, pos;
+    nebula_event_e  ev;
+
+    pos = 0;
+    start = 0;
+
+    while (pos < len) {
+        n = nebula_stream_scan(s, p + pos, len - pos, &ev);
+        pos += n;
+
+        if (ev == NEBULA_EV_MODEL_END) {
+            o->skipping = 0;
+            start = pos;
+            continue;
+        }
+
+        if (o->skipping) {
+            start = pos;
+            continue;
+        }
+
+        if (ev == NEBULA_EV_MODEL_START) {
+            emit(o, p + start, pos - 1 - start);
+            emit(o, (const unsigned char *) PUBLIC, strlen(PUBLIC));
+            o->skipping = 1;
+            start = pos;
+            continue;
+        }
+
+        emit(o, p + start, pos - start);
+        start = pos;
+    }
+}
+
+
+/* feeds input cut at the given points; returns the output, NUL-ended */
+static char *
+run(nebula_format_e format, const char *input, const size_t *cuts,
+    size_t ncuts)
+{
+    nebula_stream_t  s;
+    out_t            o;
+    size_t           i, prev, len;
+
+    len = strlen(input);
+    o.data = malloc(len * 4 + 64);
+    o.len = 0;
+    o.skipping = 0;
+
+    nebula_stream_init(&s, format);
+
+    prev = 0;
+
+    for (i = 0; i <= ncuts; i++) {
+        size_t  at = (i < ncuts) ? cuts[i] : len;
+
+        feed(&s, &o, (const unsigned char *) input + prev, at - prev);
+        prev = at;
+    }
+
+    o.data[o.len] = '\0';
+    return o.data;
+}
+
+
+static int
+every_split(nebula_format_e format, const char *input, const char *want)
+{
+    size_t   len, a, b, cuts[2];
+    char    *got;
+    int      bad;
+
+    len = strlen(input);
+    bad = 0;
+
+    for (a = 0; a <= len && !bad; a++) {
+        for (b = a; b <= len && !bad; b += 7) {
+            cuts[0] = a;
+            cuts[1] = b;
+            got = run(format, input, cuts, 2);
+
+            if (strcmp(got, want) != 0) {
+                printf("# cut at %zu and %zu:\n# got:  %s\n# want: %s\n",
+                       a, b, got, want);
+                bad = 1;
+            }
+
+            free(got);
+        }
+    }
+
+    return !bad;
+}
+
+
+static int
+byte_by_byte(nebula_format_e format, const char *input, const char *want)
+{
+    size_t   i, len, *cuts;
+    char    *got;
+    int      same;
+
+    len = strlen(input);
+    cuts = malloc(len * sizeof(size_t) + 1);
+
+    for (i = 0; i < len; i++) {
+        cuts[i] = i;
+    }
+
+    got = run(format, input, cuts, len);
+    same = strcmp(got, want) == 0;
+
+    if (!same) {
+        printf("# got:  %s\n# want: %s\n", got, want);
+    }
+
+    free(got);
+    free(cuts);
+    return same;
+}
+
+
+static void
+test_sse(void)
+{
+    const char  *in, *want;
+
+    in = "data: {\"id\":\"c1\",\"model\":\"up:8b\",\"choices\":[{\"delta\":"
+         "{\"content\":\"h\\u00e9 \\\"model\\\": x\",\"model\":\"keep\"}}]}\n\n"
+         ": keep-alive comment with \"model\":\"x\"\n\n"
+         "event: message\r\ndata: {\"model\" : \"up:8b\", \"x\":[1,2]}\r\n\r\n"
+         "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":3},"
+         "\"model\":\"up:8b\"}\n\n"
+         "data: {\"model\":\"a\\\"b\"}\n\n"
+         "data: [DONE]\n\n";
+
+    want = "data: {\"id\":\"c1\",\"model\":" PUBLIC ",\"choices\":[{\"delta\":"
+           "{\"content\":\"h\\u00e9 \\\"model\\\": x\",\"model\":\"keep\"}}]}\n\n"
+           ": keep-alive comment with \"model\":\"x\"\n\n"
+           "event: message\r\ndata: {\"model\" : " PUBLIC ", \"x\":[1,2]}\r\n\r\n"
+           "data:{\"choices\":[],\"usage\":{\"prompt_tokens\":3},"
+           "\"model\":" PUBLIC "}\n\n"
+           "data: {\"model\":" PUBLIC "}\n\n"
+           "data: [DONE]\n\n";
+
+    ok(every_split(NEBULA_FORMAT_SSE, in, want),
+       "SSE: restored at every split into three slices");
+    ok(byte_by_byte(NEBULA_FORMAT_SSE, in, want), "SSE: byte by byte");
+
+    /* a broken event does not spoil the next one */
+    in = "data: {\"a\":[[[{\n\ndata: {\"model\":\"up\"}\n\n";
+    want = "data: {\"a\":[[[{\n\ndata: {\"model\":" PUBLIC "}\n\n";
+    ok(every_split(NEBULA_FORMAT_SSE, in, want),
+       "SSE: an unbalanced event is forgotten at its end");
+
+    /* multi-line data is one JSON document */
+    in = "data: {\"x\":1,\ndata: \"model\":\"up\"}\n\n";
+    want = "data: {\"x\":1,\ndata: \"model\":" PUBLIC "}\n\n";
+    ok(every_split(NEBULA_FORMAT_SSE, in, want), "SSE: multi-line data");
+
+    /* UTF-8 split anywhere passes through untouched */
+    in = "data: {\"model\":\"up\",\"c\":\"w\xc3\xb6rld \xe4\xbd\xa0 "
+         "\xf0\x9f\x99\x82\"}\n\n";
+    want = "data: {\"model\":" PUBLIC ",\"c\":\"w\xc3\xb6rld \xe4\xbd\xa0 "
+           "\xf0\x9f\x99\x82\"}\n\n";
+    ok(byte_by_byte(NEBULA_FORMAT_SSE, in, want), "SSE: UTF-8 intact");
+}
+
+
+static void
+test_ndjson(void)
+{
+    const char  *in, *want;
+
+    in = "{\"model\":\"gemma3:1b\",\"message\":{\"role\":\"assistant\","
+         "\"content\":\"Hi\"},\"done\":false}\n"
+         "{\"model\":\"gemma3:1b\",\"done\":true,\"prompt_eval_count\":5,"
+         "\"eval_count\":2}\n";
+    want = "{\"model\":" PUBLIC ",\"message\":{\"role\":\"assistant\","
+           "\"content\":\"Hi\"},\"done\":false}\n"
+           "{\"model\":" PUBLIC ",\"done\":true,\"prompt_eval_count\":5,"
+           "\"eval_count\":2}\n";
+
+    ok(every_split(NEBULA_FORMAT_NDJSON, in, want), "NDJSON: every split");
+    ok(byte_by_byte(NEBULA_FORMAT_NDJSON, in, want), "NDJSON: byte by byte");
+
+    in = "{\"error\":\"model 'x' not found\"}\n";
+    ok(every_split(NEBULA_FORMAT_NDJSON, in, in),
+       "NDJSON: an error without a model key passes unchanged");
+}
+
+
+static void
+test_json(void)
+{
+    const char  *in, *want;
+
+    in = "{\n  \"id\": \"chatcmpl-1\",\n  \"model\": \"up:8b\",\n"
+         "  \"choices\": [{\"message\": {\"content\": \"x\"}}],\n"
+         "  \"usage\": {\"prompt_tokens\": 1, \"model\": \"no\"}\n}\n";
+    want = "{\n  \"id\": \"chatcmpl-1\",\n  \"model\": " PUBLIC ",\n"
+           "  \"choices\": [{\"message\": {\"content\": \"x\"}}],\n"
+           "  \"usage\": {\"prompt_tokens\": 1, \"model\": \"no\"}\n}\n";
+
+    ok(every_split(NEBULA_FORMAT_JSON, in, want), "JSON: pretty-printed");
+
+    /* a value that is not a string is left alone */
+    in = "{\"model\":null,\"x\":{\"model\":\"up\"}}";
+    ok(every_split(NEBULA_FORMAT_JSON, in, in), "JSON: model null kept");
+
+    /* a key that merely starts like ours */
+    in = "{\"models\":\"up\",\"mode\":\"up\",\"model\":\"up\"}";
+    want = "{\"models\":\"up\",\"mode\":\"up\",\"model\":" PUBLIC "}";
+    ok(every_split(NEBULA_FORMAT_JSON, in, want), "JSON: only the exact key");
+}
+
+
+static void
+test_state_size(void)
+{
+    ok(sizeof(nebula_stream_t) <= 64, "scanner state is %zu bytes",
+       sizeof(nebula_stream_t));
+}
+
+
+int
+main(void)
+{
+    test_sse();
+    test_ndjson();
+    test_json();
+    test_state_size();
+
+    return done_testing();
+}
