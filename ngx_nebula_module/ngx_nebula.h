@@ -105,6 +105,7 @@ typedef struct {
     ngx_chain_t              *busy;
 
     unsigned                  body_done:1;     /* validated and rewritten */
+    unsigned                  refused:1;       /* an error was sent */
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
     unsigned                  skipping:1;      /* inside the model value */

@@ -81,7 +81,7 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 
     rc = ngx_nebula_process_body(r, ctx);
 
-    if (rc != NGX_OK) {
+    if (rc != NGX_OK || ctx->refused) {
         ngx_http_finalize_request(r, rc);
         return;
     }
@@ -97,7 +97,19 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 }
 
 
-/* returns NGX_OK, or the result of sending an error */
+/* sends a refusal; ngx_nebula_body_handler then finalizes with its result */
+static ngx_int_t
+ngx_nebula_refuse(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    const char *message)
+{
+    ctx->refused = 1;
+
+    return ngx_nebula_send_error(r, status, type, code, param, message);
+}
+
+
+/* returns NGX_OK to proxy the request, or what finalizes it */
 static ngx_int_t
 ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
@@ -141,7 +153,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                       "nebula: refused request: %s: %s",
                       nebula_req_error_code(req->error), req->message);
 
-        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
                                      "invalid_request_error",
                                      nebula_req_error_code(req->error),
                                      req->param, req->message);
@@ -158,7 +170,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                          req->model);
         *p = '\0';
 
-        return ngx_nebula_send_error(r, NGX_HTTP_NOT_FOUND,
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_NOT_FOUND,
                                      "invalid_request_error",
                                      "model_not_found", "model",
                                      (char *) message);
@@ -172,7 +184,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                          &model->name);
         *p = '\0';
 
-        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
                                      "invalid_request_error",
                                      "invalid_value", "messages",
                                      (char *) message);
@@ -185,7 +197,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                          "%uL tokens.", model->context, req->prompt_tokens);
         *p = '\0';
 
-        return ngx_nebula_send_error(r, NGX_HTTP_BAD_REQUEST,
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
                                      "invalid_request_error",
                                      "context_length_exceeded", "messages",
                                      (char *) message);
@@ -258,7 +270,7 @@ ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len)
 
     if (cl->next == NULL && !cl->buf->in_file) {
         *len = cl->buf->last - cl->buf->pos;
-        return cl->buf->pos;
+        return *len ? cl->buf->pos : (u_char *) "";
     }
 
     size = 0;

@@ -95,14 +95,18 @@ sub render {
                '--cloud-key', 'sim-cloud-key');
     system(@cmd) == 0 or die "render-conf failed\n";
 
-    if ($o{patch}) {
-        my $f = "$conf/nebula.conf";
+    # patch => sub { edit nebula.conf }, patch_proxy => sub { nebula-proxy.conf }
+    for ([patch => 'nebula.conf'], [patch_proxy => 'nebula-proxy.conf']) {
+        my ($opt, $file) = @$_;
+        next unless $o{$opt};
+        my $f = "$conf/$file";
         open my $in, '<', $f or die "$f: $!";
         my $text = do { local $/; <$in> };
         close $in;
-        $text = $o{patch}->($text);
+        my $new = $o{$opt}->($text);
+        die "render: the $opt patch changed nothing\n" if $new eq $text;
         open my $out, '>', $f or die "$f: $!";
-        print $out $text;
+        print $out $new;
         close $out;
     }
     return "$conf/nebula.conf";
@@ -215,6 +219,8 @@ sub exchange {
     return parse_response($raw);
 }
 
+# reads until the response is complete (by its Content-Length or its last
+# chunk), the peer closes, or the timeout passes
 sub read_all {
     my ($s, $timeout) = @_;
     my $sel = IO::Select->new($s);
@@ -225,8 +231,21 @@ sub read_all {
         my $n = sysread($s, my $buf, 65536);
         last unless $n;
         $raw .= $buf;
+        last if response_complete($raw);
     }
     return $raw;
+}
+
+sub response_complete {
+    my ($raw) = @_;
+    my $end = index($raw, "\r\n\r\n");
+    return 0 if $end < 0;
+    my $head = substr($raw, 0, $end);
+    my $blen = length($raw) - $end - 4;
+    return 1 if $head =~ m{^HTTP/1\.\d (1\d\d|204|304)};
+    return $blen >= $1 if $head =~ /\r\ncontent-length:\s*(\d+)/i;
+    return substr($raw, -7) eq "\r\n0\r\n\r\n" if $head =~ /\r\ntransfer-encoding:\s*chunked/i;
+    return 0;
 }
 
 sub parse_response {
