@@ -1,0 +1,71 @@
+#!/usr/bin/perl
+# Mistakes in the catalog are caught by nginx -t with a message that names
+# the file and the line of the directive at fault.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Nebula::Test qw(nginx_test_conf);
+
+my $module = $Nebula::Test::MODULE;
+
+sub conf {
+    my ($http) = @_;
+    return <<"CONF";
+load_module $module;
+error_log logs/error.log;
+pid logs/nginx.pid;
+events { }
+http {
+    upstream ollama_local { server 127.0.0.1:1; }
+$http
+}
+CONF
+}
+
+my $model = 'pool=ollama_local upstream_model=m context=4096 input_price=0.1 output_price=0.2';
+
+my ($rc, $out, $file) = nginx_test_conf(conf(<<"CONF"));
+    nebula_model a $model group=basic;
+    nebula_plan free input_tokens=10 output_tokens=10 groups=basic;
+    server { listen 127.0.0.1:1; location / { nebula chat; } }
+CONF
+is $rc, 0, 'a good catalog passes nginx -t' or diag $out;
+
+my @cases = (
+    ['unknown pool', "    nebula_model a pool=nowhere upstream_model=m context=1 input_price=0 output_price=0 group=g;\n",
+     qr/unknown pool "nowhere".* in \S+nginx\.conf:7/],
+    ['duplicate model', "    nebula_model a $model group=g;\n    nebula_model a $model group=g;\n",
+     qr/duplicate model "a" in \S+nginx\.conf:8/],
+    ['bad number', "    nebula_model a pool=ollama_local upstream_model=m context=4k input_price=0 output_price=0 group=g;\n",
+     qr/invalid parameter "context=4k" of model "a" in \S+nginx\.conf:7/],
+    ['bad price', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=\$1 output_price=0 group=g;\n",
+     qr/invalid parameter "input_price=\$1" .* in \S+nginx\.conf:7/],
+    ['missing parameter', "    nebula_model a pool=ollama_local context=1 input_price=0 output_price=0 group=g;\n",
+     qr/model "a" needs pool=, upstream_model=.* in \S+nginx\.conf:7/],
+    ['plan with an unknown group', "    nebula_model a $model group=basic;\n"
+     . "    nebula_plan free input_tokens=1 output_tokens=1 groups=basic,gold;\n",
+     qr/plan "free" names unknown group "gold".* in \S+nginx\.conf:8/],
+    ['plan with a bad number', "    nebula_model a $model group=basic;\n"
+     . "    nebula_plan free input_tokens=-1 output_tokens=1 groups=basic;\n",
+     qr/invalid parameter "input_tokens=-1" of plan "free" in \S+nginx\.conf:8/],
+    ['unknown endpoint', "    server { listen 127.0.0.1:1; location / { nebula chatt; } }\n",
+     qr/unknown nebula endpoint "chatt".* in \S+nginx\.conf:7/],
+    ['pool secret never echoed', "    upstream c { server 127.0.0.1:2; }\n"
+     . "    nebula_pool c https api_key=sk-very-secret bogus=1;\n",
+     qr/invalid parameter 3 of pool "c" in \S+nginx\.conf:8/],
+    ['model directive outside http', undef, qr/"nebula_model" directive is not allowed here/],
+);
+
+for my $c (@cases) {
+    my ($name, $http, $want) = @$c;
+    my $text = defined $http ? conf($http)
+        : "load_module $module;\nevents { }\nnebula_model a $model group=g;\nhttp { }\n";
+    ($rc, $out) = nginx_test_conf($text);
+    isnt $rc, 0, "$name: nginx -t fails";
+    like $out, $want, "$name: the message names the fault, file and line";
+    unlike $out, qr/sk-very-secret/, "$name: no secret in the message";
+}
+
+done_testing;
