@@ -123,7 +123,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     ngx_nebula_model_t      *model;
     ngx_nebula_loc_conf_t   *nlcf;
     ngx_nebula_main_conf_t  *nmcf;
-    u_char                   message[NEBULA_MESSAGE_MAX + NEBULA_MODEL_NAME_MAX];
+    u_char                   message[2 * NEBULA_MESSAGE_MAX];
 
     if (r->request_body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

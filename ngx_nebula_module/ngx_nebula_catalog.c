@@ -265,7 +265,9 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             model->modalities = 0;
 
             for (n = 0; n < v->len; /* void */) {
-                if (v->len - n >= 4 && ngx_strncmp(v->data + n, "text", 4) == 0) {
+                if (v->len - n >= 4
+                    && ngx_strncmp(v->data + n, "text", 4) == 0)
+                {
                     model->modalities |= NGX_NEBULA_MODALITY_TEXT;
                     n += 4;
 
@@ -732,7 +734,8 @@ ngx_nebula_catalog_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
     hash.hash = &nmcf->models_hash;
     hash.key = ngx_hash_key;
     hash.max_size = 4096;
-    hash.bucket_size = ngx_align(64 + NEBULA_MODEL_NAME_MAX, ngx_cacheline_size);
+    hash.bucket_size = ngx_align(64 + NEBULA_MODEL_NAME_MAX,
+                                 ngx_cacheline_size);
     hash.name = "nebula_models_hash";
     hash.pool = cf->pool;
     hash.temp_pool = NULL;

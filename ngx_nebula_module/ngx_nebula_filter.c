@@ -151,7 +151,7 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                 pos += n;
 
                 if (ev == NEBULA_EV_MODEL_END) {
-                    /* the upstream's name, closing quote included, is dropped */
+                    /* the upstream's name and closing quote are dropped */
                     ctx->skipping = 0;
                     start = pos;
                     continue;

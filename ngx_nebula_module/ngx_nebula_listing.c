@@ -125,7 +125,8 @@ ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
         tp = ngx_cpymem(tp, ",\"modified_at\":\"", 16);
         ngx_gmtime(model[i].created, &tm);
         tp = ngx_sprintf(tp, "%4d-%02d-%02dT%02d:%02d:%02dZ\","
-                         "\"size\":0,\"digest\":\"\",\"details\":{\"format\":\"\",\"family\":\"\",\"families\":null,"
+                         "\"size\":0,\"digest\":\"\",\"details\":{"
+                         "\"format\":\"\",\"family\":\"\",\"families\":null,"
                          "\"parameter_size\":\"\",\"quantization_level\":\"\""
                          "}}",
                          tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,

@@ -112,12 +112,19 @@ sub render {
     return "$conf/nebula.conf";
 }
 
+# nginx runs in the foreground as our child, so stopping it is a waitpid
 sub start_nginx {
     my ($self, %o) = @_;
     $self->render(%o);
-    my $out = `nginx -p $self->{dir} -c conf/nebula.conf 2>&1`;
-    die "nginx did not start:\n$out" if $?;
-    $self->{nginx} = 1;
+    my $out = `nginx -t -q -p $self->{dir} -c conf/nebula.conf 2>&1`;
+    die "nginx -t failed:\n$out" if $?;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDERR, '>>', "$self->{dir}/logs/stderr.log";
+        exec 'nginx', '-p', $self->{dir}, '-c', 'conf/nebula.conf', '-g', 'daemon off;';
+        exit 127;
+    }
+    $self->{nginx} = $pid;
     $self->wait_port($self->{port});
 }
 
@@ -137,15 +144,16 @@ sub reload {
 
 sub stop_nginx {
     my ($self) = @_;
-    return unless $self->{nginx};
-    my $pid = $self->nginx_pid;
-    if ($pid) {
-        kill 'QUIT', $pid;
-        for (1 .. 100) {
-            last unless kill 0, $pid;
-            sleep 0.05;
-        }
-        kill 'KILL', $pid if kill 0, $pid;
+    my $pid = $self->{nginx} or return;
+    kill 'TERM', $pid;
+    my $deadline = time + 10;
+    while (time < $deadline) {
+        last if waitpid($pid, WNOHANG) == $pid;
+        sleep 0.01;
+    }
+    if (kill 0, $pid) {
+        kill 'KILL', $pid;
+        waitpid $pid, 0;
     }
     $self->{nginx} = 0;
 }
@@ -246,6 +254,37 @@ sub response_complete {
     return $blen >= $1 if $head =~ /\r\ncontent-length:\s*(\d+)/i;
     return substr($raw, -7) eq "\r\n0\r\n\r\n" if $head =~ /\r\ntransfer-encoding:\s*chunked/i;
     return 0;
+}
+
+sub read_until_eof {
+    my ($s, $timeout) = @_;
+    my $sel = IO::Select->new($s);
+    my $raw = '';
+    my $deadline = time + $timeout;
+    while (time < $deadline && $sel->can_read($deadline - time)) {
+        my $n = sysread($s, my $buf, 65536);
+        last unless $n;
+        $raw .= $buf;
+    }
+    return $raw;
+}
+
+# the first response of a pipelined stream of them, and the rest
+sub split_response {
+    my ($raw) = @_;
+    my $end = index($raw, "\r\n\r\n");
+    return if $end < 0;
+    my $head = substr($raw, 0, $end + 4);
+    my $rest = substr($raw, $end + 4);
+    if ($head =~ /\r\ncontent-length:\s*(\d+)/i) {
+        return ($head . substr($rest, 0, $1), substr($rest, $1));
+    }
+    if ($head =~ /\r\ntransfer-encoding:\s*chunked/i) {
+        my $i = index($rest, "\r\n0\r\n\r\n");
+        $i = index($rest, "0\r\n\r\n") == 0 ? -5 : $i;
+        return ($head . substr($rest, 0, $i + 7), substr($rest, $i + 7));
+    }
+    return ($raw, '');
 }
 
 sub parse_response {

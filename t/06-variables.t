@@ -1,0 +1,48 @@
+#!/usr/bin/perl
+# The $nebula_* variables, as an operator uses them in log_format and
+# add_header.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Nebula::Test;
+
+my $t = Nebula::Test->new(patch => sub {
+    my $c = shift;
+    $c =~ s{(location = /v1/chat/completions \{\n)}
+           {$1            add_header x-nebula-vars "\$nebula_model|\$nebula_upstream_model|\$nebula_pool|\$nebula_pool_url|\$nebula_pool_host|\$nebula_prompt_tokens_estimate" always;\n};
+    $c =~ s{(access_log\s+logs/access\.log nebula;)}
+           {log_format vars '\$request_uri m=\$nebula_model u=\$nebula_upstream_model p=\$nebula_pool a=\$nebula_pool_authorization';\n    access_log logs/vars.log vars;\n    $1};
+    return $c;
+});
+
+my $r = $t->post('/v1/chat/completions', { model => 'qwen/qwen3-coder:free',
+                                           messages => [{ role => 'user', content => 'abcdefgh' }] });
+is $r->{status}, 200, 'local model';
+# (8 + 3) / 4 + 4 + 3 = 9
+is $r->{headers}{'x-nebula-vars'},
+   'qwen/qwen3-coder:free|qwen3-coder:30b|ollama_local|http://ollama_local|ollama_local|9',
+   'variables of a local model';
+
+$r = $t->post('/v1/chat/completions', { model => 'deepseek-v3.1:671b-cloud',
+                                        messages => [{ role => 'user', content => 'x' }] });
+is $r->{headers}{'x-nebula-vars'},
+   'deepseek-v3.1:671b-cloud|deepseek-v3.1:671b|ollama_cloud|http://ollama_cloud|127.0.0.1|8',
+   'variables of a cloud model (rendered for plain HTTP to the simulator)';
+
+$r = $t->post('/v1/chat/completions', { model => 'nope', messages => [{ role => 'user', content => 'x' }] });
+is $r->{status}, 404, 'unknown model';
+is $r->{headers}{'x-nebula-vars'}, '|||||', 'variables are empty before a model is chosen';
+
+$t->stop_nginx;   # flushes the access log
+open my $f, '<', $t->dir . '/logs/vars.log' or die $!;
+my @log = <$f>;
+is scalar @log, 3, 'three requests logged';
+like $log[0], qr{^/v1/chat/completions m=qwen/qwen3-coder:free u=qwen3-coder:30b p=ollama_local a=$},
+    'log line of the local model: no pool key';
+like $log[1], qr{ m=deepseek-v3\.1:671b-cloud u=deepseek-v3\.1:671b p=ollama_cloud a=Bearer sim-cloud-key$},
+    'log line of the cloud model';
+like $log[2], qr{ m=- u=- p=- a=-$}, 'log line of a refusal';
+
+$t->done;
