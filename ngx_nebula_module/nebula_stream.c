@@ -26,6 +26,68 @@ enum {
 };
 
 
+enum {
+    N_NONE = 0,
+    N_PROMPT,           /* usage.prompt_tokens */
+    N_COMPLETION,       /* usage.completion_tokens */
+    N_PROMPT_EVAL,      /* prompt_eval_count */
+    N_EVAL              /* eval_count */
+};
+
+
+static int
+key_is(nebula_stream_t *s, const char *name, size_t len)
+{
+    return s->key_len == len && memcmp(s->key, name, len) == 0;
+}
+
+
+static void
+number_done(nebula_stream_t *s)
+{
+    switch (s->num_key) {
+    case N_PROMPT:
+    case N_PROMPT_EVAL:
+        s->prompt_tokens = s->num;
+        s->has_prompt = 1;
+        break;
+    case N_COMPLETION:
+    case N_EVAL:
+        s->completion_tokens = s->num;
+        s->has_completion = 1;
+        break;
+    }
+
+    s->num_key = N_NONE;
+    s->num_digits = 0;
+    s->num = 0;
+}
+
+
+/* a byte of a value after a counted key: digits make the number */
+static void
+number_byte(nebula_stream_t *s, unsigned char c)
+{
+    if (c >= '0' && c <= '9') {
+        if (s->num < 1000000000000000ULL) {
+            s->num = s->num * 10 + (c - '0');
+        }
+        s->num_digits = 1;
+        return;
+    }
+
+    if (s->num_digits) {
+        number_done(s);
+        return;
+    }
+
+    if (c != ':' && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+        /* null, a string, a fraction: not a count */
+        s->num_key = N_NONE;
+    }
+}
+
+
 static void
 json_reset(nebula_stream_t *s)
 {
@@ -36,6 +98,11 @@ json_reset(nebula_stream_t *s)
     s->key_len = 0;
     s->depth = 0;
     s->maps = 0;
+    s->num_key = N_NONE;
+    s->num_digits = 0;
+    s->num = 0;
+    s->usage_key = 0;
+    s->in_usage = 0;
 }
 
 
@@ -64,6 +131,10 @@ json_byte(nebula_stream_t *s, unsigned char c)
     switch (s->json_state) {
 
     case J_VALUE:
+        if (s->num_key) {
+            number_byte(s, c);
+        }
+
         switch (c) {
 
         case '{':
@@ -80,6 +151,8 @@ json_byte(nebula_stream_t *s, unsigned char c)
             s->depth++;
             s->expect_key = (c == '{');
             s->model_key = 0;
+            s->in_usage = (s->depth == 2 && s->usage_key && c == '{');
+            s->usage_key = 0;
             break;
 
         case '}':
@@ -89,11 +162,15 @@ json_byte(nebula_stream_t *s, unsigned char c)
             }
             s->expect_key = 0;
             s->model_key = 0;
+            if (s->depth < 2) {
+                s->in_usage = 0;
+            }
             break;
 
         case ',':
             s->expect_key = in_map(s);
             s->model_key = 0;
+            s->usage_key = 0;
             break;
 
         case '"':
@@ -104,6 +181,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
             }
 
             s->json_state = J_STRING;
+            s->usage_key = 0;
 
             if (s->model_key) {
                 s->in_model = 1;
@@ -123,8 +201,30 @@ json_byte(nebula_stream_t *s, unsigned char c)
         if (c == '"') {
             s->json_state = J_VALUE;
             s->expect_key = 0;
-            s->model_key = (s->depth == 1 && s->key_len == 5
-                            && memcmp(s->key, "model", 5) == 0);
+            s->model_key = 0;
+            s->usage_key = 0;
+            s->num_key = N_NONE;
+
+            if (s->depth == 1) {
+                s->model_key = key_is(s, "model", 5);
+                s->usage_key = key_is(s, "usage", 5);
+
+                if (key_is(s, "prompt_eval_count", 17)) {
+                    s->num_key = N_PROMPT_EVAL;
+
+                } else if (key_is(s, "eval_count", 10)) {
+                    s->num_key = N_EVAL;
+                }
+
+            } else if (s->depth == 2 && s->in_usage) {
+                if (key_is(s, "prompt_tokens", 13)) {
+                    s->num_key = N_PROMPT;
+
+                } else if (key_is(s, "completion_tokens", 17)) {
+                    s->num_key = N_COMPLETION;
+                }
+            }
+
             break;
         }
 

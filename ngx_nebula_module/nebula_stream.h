@@ -9,6 +9,10 @@
  * (one document a line, as Ollama's native API streams) or Server-Sent
  * Events whose "data:" fields carry JSON (OpenAI's streams).
  *
+ * On the way it picks up the usage the upstream reports: OpenAI's
+ * usage.prompt_tokens and usage.completion_tokens, or Ollama's native
+ * prompt_eval_count and eval_count; the last values seen are kept.
+ *
  * Its state is a few dozen bytes, whatever the length of the stream.
  */
 
@@ -33,7 +37,8 @@ typedef enum {
 } nebula_event_e;
 
 
-#define NEBULA_KEY_MAX  16
+/* long enough for "prompt_eval_count" */
+#define NEBULA_KEY_MAX  20
 
 
 typedef struct {
@@ -54,6 +59,17 @@ typedef struct {
     uint32_t         depth;
     uint64_t         maps;          /* bit d: the container at depth d+1 */
     unsigned char    key[NEBULA_KEY_MAX];
+
+    /* the usage counts, as the upstream reports them */
+    unsigned         num_key:3;     /* which count a number being read is */
+    unsigned         num_digits:1;
+    unsigned         usage_key:1;   /* the current top-level key is "usage" */
+    unsigned         in_usage:1;    /* inside the top-level "usage" object */
+    unsigned         has_prompt:1;
+    unsigned         has_completion:1;
+    uint64_t         num;
+    uint64_t         prompt_tokens;      /* prompt_tokens, prompt_eval_count */
+    uint64_t         completion_tokens;  /* completion_tokens, eval_count */
 } nebula_stream_t;
 
 

@@ -248,10 +248,81 @@ test_json(void)
 }
 
 
+/* the usage counts found when the input is cut at every point */
+static int
+usage_every_split(nebula_format_e format, const char *input, int64_t prompt,
+    int64_t completion)
+{
+    nebula_stream_t  s;
+    out_t            o;
+    size_t           a, len;
+    int64_t          p, c;
+
+    len = strlen(input);
+    o.data = malloc(len * 4 + 64);
+
+    for (a = 0; a <= len; a++) {
+        o.len = 0;
+        o.skipping = 0;
+        nebula_stream_init(&s, format);
+        feed(&s, &o, (const unsigned char *) input, a);
+        feed(&s, &o, (const unsigned char *) input + a, len - a);
+
+        p = s.has_prompt ? (int64_t) s.prompt_tokens : -1;
+        c = s.has_completion ? (int64_t) s.completion_tokens : -1;
+
+        if (p != prompt || c != completion) {
+            printf("# cut at %zu: prompt %lld completion %lld\n", a,
+                   (long long) p, (long long) c);
+            free(o.data);
+            return 0;
+        }
+    }
+
+    free(o.data);
+    return 1;
+}
+
+
+static void
+test_usage(void)
+{
+    ok(usage_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"x\"}}],"
+       "\"usage\":null}\n\n"
+       "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":123,"
+       "\"completion_tokens\":4567,\"total_tokens\":4690}}\n\n"
+       "data: [DONE]\n\n", 123, 4567), "SSE: the usage chunk");
+
+    ok(usage_every_split(NEBULA_FORMAT_JSON,
+       "{\"id\":\"c\",\"choices\":[{\"message\":{\"content\":"
+       "\"prompt_tokens: 9\"},\"usage\":{\"prompt_tokens\":1}}],"
+       "\"usage\" : { \"completion_tokens\" : 12 , \"prompt_tokens\" : 10 ,"
+       "\"total_tokens\":22 } }", 10, 12),
+       "JSON: top-level usage only, spaces anywhere");
+
+    ok(usage_every_split(NEBULA_FORMAT_NDJSON,
+       "{\"model\":\"m\",\"message\":{\"content\":\"a\"},\"done\":false}\n"
+       "{\"model\":\"m\",\"done\":true,\"total_duration\":5589157167,"
+       "\"prompt_eval_count\":26,\"prompt_eval_duration\":1,"
+       "\"eval_count\":298,\"eval_duration\":4799921000}\n", 26, 298),
+       "NDJSON: prompt_eval_count and eval_count");
+
+    ok(usage_every_split(NEBULA_FORMAT_NDJSON,
+       "{\"model\":\"m\",\"done\":true,\"eval_count\":7}\n", -1, 7),
+       "NDJSON: a cached prompt without prompt_eval_count");
+
+    ok(usage_every_split(NEBULA_FORMAT_JSON,
+       "{\"usage\":{\"prompt_tokens\":null,\"completion_tokens\":\"5\","
+       "\"x\":{\"prompt_tokens\":3}}}", -1, -1),
+       "JSON: counts that are not numbers are ignored");
+}
+
+
 static void
 test_state_size(void)
 {
-    ok(sizeof(nebula_stream_t) <= 64, "scanner state is %zu bytes",
+    ok(sizeof(nebula_stream_t) <= 96, "scanner state is %zu bytes",
        sizeof(nebula_stream_t));
 }
 
@@ -262,6 +333,7 @@ main(void)
     test_sse();
     test_ndjson();
     test_json();
+    test_usage();
     test_state_size();
 
     return done_testing();
