@@ -11,6 +11,8 @@
 
 #include "nebula_request.h"
 #include "nebula_stream.h"
+#include "nebula_reply.h"
+#include "ngx_nebula_redis.h"
 
 
 /* what a location serves, from the "nebula" directive */
@@ -21,8 +23,17 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_GENERATE,    /* proxied: /api/generate */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
-    NGX_NEBULA_API_ERROR               /* content: error_page target */
+    NGX_NEBULA_API_ERROR,              /* content: error_page target */
+    NGX_NEBULA_API_KEY,                /* content: GET /v1/key */
+    NGX_NEBULA_API_ADMIN               /* content: /admin/... */
 } ngx_nebula_api_e;
+
+
+#define NGX_NEBULA_KEY_ID_LEN       16
+#define NGX_NEBULA_KEY_SECRET_LEN   46     /* "nb-" and 43 characters */
+
+/* how long usage counters live in Redis: a year and a bit */
+#define NGX_NEBULA_USAGE_TTL        34560000
 
 
 #define NGX_NEBULA_MODALITY_TEXT   0x01
@@ -86,6 +97,14 @@ typedef struct {
     ngx_hash_t                models_hash;
     ngx_str_t                 models_json;     /* GET /v1/models */
     ngx_str_t                 tags_json;       /* GET /api/tags */
+
+    ngx_nebula_redis_conf_t  *redis;           /* NULL: keys not checked */
+    ngx_msec_t                redis_timeout;
+    ngx_msec_t                redis_connect_timeout;
+    ngx_uint_t                failure_open;    /* serve unmetered */
+    ngx_str_t                 admin_token;
+    ngx_flag_t                test_clock;
+    ngx_str_t                 plans_table;     /* ARGV of the ADMIT script */
 } ngx_nebula_main_conf_t;
 
 
@@ -94,10 +113,31 @@ typedef struct {
 } ngx_nebula_loc_conf_t;
 
 
+typedef struct ngx_nebula_admission_s  ngx_nebula_admission_t;
+
+
 /* the state of one request */
 typedef struct {
     ngx_nebula_model_t       *model;
     nebula_request_t         *req;
+    void                     *admin;           /* the admin API's state */
+    u_char                   *body;            /* as the client sent it */
+    size_t                    body_len;
+
+    /* the key, the admission and the settlement */
+    ngx_str_t                 secret;
+    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    digest[65];
+    time_t                    now;
+    ngx_nebula_admission_t   *adm;             /* while Redis answers */
+    nebula_admit_t            admit;
+    uint64_t                  reserved_in;
+    uint64_t                  reserved_out;
+    uint64_t                  prompt_tokens;   /* settled */
+    uint64_t                  completion_tokens;
+    uint64_t                  cost;            /* picodollars */
+    u_char                    request_id[33];
+    u_char                    month[8];
 
     /* the response filter */
     nebula_stream_t           stream;
@@ -109,6 +149,11 @@ typedef struct {
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
     unsigned                  skipping:1;      /* inside the model value */
+    unsigned                  admitted:1;      /* a reservation is held */
+    unsigned                  settled:1;
+    unsigned                  unmetered:1;     /* Redis down, mode open */
+    unsigned                  estimated:1;     /* usage not reported */
+    unsigned                  output_seen:1;   /* the pool answered 2xx */
 } ngx_nebula_ctx_t;
 
 
@@ -139,9 +184,35 @@ ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_access.c */
 ngx_int_t ngx_nebula_access_handler(ngx_http_request_t *r);
+void ngx_nebula_refused(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    const char *message);
+void ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
 
 /* ngx_nebula_filter.c */
 ngx_int_t ngx_nebula_filter_init(ngx_conf_t *cf);
+
+/* ngx_nebula_key.c */
+ngx_int_t ngx_nebula_key_from_request(ngx_http_request_t *r,
+    ngx_str_t *secret);
+ngx_int_t ngx_nebula_key_well_formed(ngx_str_t *secret);
+ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
+    u_char *id);
+ngx_int_t ngx_nebula_key_generate(u_char *out);
+ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
+
+/* ngx_nebula_quota.c */
+ngx_int_t ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
+time_t ngx_nebula_now(ngx_http_request_t *r);
+u_char *ngx_nebula_month(u_char *p, time_t now);
+ngx_int_t ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
+ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
+    nebula_admit_t *a, time_t now);
+void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
+
+/* ngx_nebula_admin.c */
+ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
+ngx_int_t ngx_nebula_key_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_variables.c */
 ngx_int_t ngx_nebula_add_variables(ngx_conf_t *cf);

@@ -1,10 +1,13 @@
 /*
  * Nebula: the access phase of a proxied request.
  *
- * The body is read without blocking (nginx spills a large one to a temp
- * file), parsed and validated, the model looked up in the catalog, and the
- * body rewritten with the upstream's model name before proxy_pass carries
- * it to the model's pool ($nebula_pool_url).
+ * The key is looked for first (no key, no body read: 401 at once).  Then
+ * the body is read without blocking (nginx spills a large one to a temp
+ * file), parsed and validated, and the model looked up in the catalog.
+ * With keys on, the request waits here, suspended, for the admission
+ * Redis decides (ngx_nebula_quota.c).  At last the body is rewritten for
+ * the upstream (its model name, max_tokens clamped to the reservation)
+ * and proxy_pass carries it to the model's pool ($nebula_pool_url).
  */
 
 #include "ngx_nebula.h"
@@ -14,14 +17,17 @@ static void ngx_nebula_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
+static ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 
 
 ngx_int_t
 ngx_nebula_access_handler(ngx_http_request_t *r)
 {
-    ngx_int_t               rc;
-    ngx_nebula_ctx_t       *ctx;
-    ngx_nebula_loc_conf_t  *nlcf;
+    ngx_int_t                rc;
+    ngx_nebula_ctx_t        *ctx;
+    ngx_nebula_loc_conf_t   *nlcf;
+    ngx_nebula_main_conf_t  *nmcf;
 
     nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
 
@@ -59,6 +65,30 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
 
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis) {
+        if (ngx_nebula_key_from_request(r, &ctx->secret) != NGX_OK) {
+            ngx_http_finalize_request(r,
+                ngx_nebula_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                    "invalid_request_error", "invalid_api_key", NULL,
+                    "You didn't provide an API key. Send it as "
+                    "\"Authorization: Bearer nb-...\"."));
+            return NGX_DONE;
+        }
+
+        if (!ngx_nebula_key_well_formed(&ctx->secret)
+            || ngx_nebula_key_digest(&ctx->secret, ctx->digest, ctx->key_id)
+               != NGX_OK)
+        {
+            ngx_http_finalize_request(r,
+                ngx_nebula_send_error(r, NGX_HTTP_UNAUTHORIZED,
+                    "invalid_request_error", "invalid_api_key", NULL,
+                    "Incorrect API key provided."));
+            return NGX_DONE;
+        }
+    }
+
     rc = ngx_http_read_client_request_body(r, ngx_nebula_body_handler);
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
@@ -74,8 +104,9 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
 static void
 ngx_nebula_body_handler(ngx_http_request_t *r)
 {
-    ngx_int_t          rc;
-    ngx_nebula_ctx_t  *ctx;
+    ngx_int_t                rc;
+    ngx_nebula_ctx_t        *ctx;
+    ngx_nebula_main_conf_t  *nmcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
 
@@ -83,6 +114,46 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 
     if (rc != NGX_OK || ctx->refused) {
         ngx_http_finalize_request(r, rc);
+        return;
+    }
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis) {
+        rc = ngx_nebula_admit(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            return;     /* Redis decides; ngx_nebula_quota.c goes on */
+        }
+
+        if (rc != NGX_DECLINED) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            return;
+        }
+
+        /* Redis cannot be asked now: the failure mode decides */
+
+        if (!nmcf->failure_open) {
+            ngx_nebula_refused(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                               "api_error", "quota_store_unavailable", NULL,
+                               "The quota store is unavailable; "
+                               "please retry shortly.");
+            return;
+        }
+
+        ctx->unmetered = 1;
+    }
+
+    ngx_nebula_proceed(r, ctx);
+}
+
+
+/* the request passes: its body is rewritten and proxy_pass carries it */
+void
+ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    if (ngx_nebula_rewrite_body(r, ctx) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
@@ -94,6 +165,19 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
+}
+
+
+/* a refusal decided after the body was read: sent, and the request ends */
+void
+ngx_nebula_refused(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    const char *message)
+{
+    ctx->refused = 1;
+
+    ngx_http_finalize_request(r,
+        ngx_nebula_send_error(r, status, type, code, param, message));
 }
 
 
@@ -114,11 +198,8 @@ static ngx_int_t
 ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char                  *body, *p;
-    size_t                   len, n;
-    ngx_buf_t               *b;
-    ngx_chain_t             *cl;
+    size_t                   len;
     nebula_api_e             api;
-    nebula_edit_t            edit;
     nebula_request_t        *req;
     ngx_nebula_model_t      *model;
     ngx_nebula_loc_conf_t   *nlcf;
@@ -162,8 +243,8 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     model = ngx_nebula_find_model(nmcf, (u_char *) req->model,
                                   req->model_len);
 
-    if (model == NULL || model->private) {
-        /* private models become reachable through keys (issue 3) */
+    /* a private model exists only for the keys that list it (admission) */
+    if (model == NULL || (model->private && nmcf->redis == NULL)) {
         p = ngx_snprintf(message, sizeof(message) - 1,
                          "The model '%s' does not exist. "
                          "See GET /v1/models for the models served here.",
@@ -203,27 +284,162 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      (char *) message);
     }
 
-    /* the body sent upstream names the upstream's model; nothing else moves */
+    ctx->body = body;
+    ctx->body_len = len;
 
-    edit.start = req->model_span.start;
-    edit.end = req->model_span.end;
-    edit.data = model->upstream_quoted.data;
-    edit.len = model->upstream_quoted.len;
+    return NGX_OK;
+}
 
-    n = nebula_edit_length(len, &edit, 1);
+
+/*
+ * The upstream is asked for no more output than the reservation holds:
+ * max_tokens (and max_completion_tokens) on /v1, options.num_predict on
+ * the native API, replaced when larger, added when absent.
+ */
+static size_t
+ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
+    u_char num[][64])
+{
+    size_t             n, i;
+    uint64_t           cap;
+    nebula_request_t  *req = ctx->req;
+
+    cap = ctx->reserved_out;
+    n = 0;
+
+    if (req->api == NEBULA_API_CHAT) {
+
+        if (req->max_tokens_span.end > req->max_tokens_span.start) {
+            if ((uint64_t) req->max_tokens != cap) {
+                e[n].start = req->max_tokens_span.start;
+                e[n].end = req->max_tokens_span.end;
+                e[n].data = num[n];
+                e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
+                n++;
+            }
+
+        } else {
+            e[n].start = req->top_start + 1;
+            e[n].end = e[n].start;
+            e[n].data = num[n];
+            e[n].len = ngx_sprintf(num[n], "\"max_tokens\":%uL,", cap)
+                       - num[n];
+            n++;
+        }
+
+        if (req->max_completion_tokens_span.end
+            > req->max_completion_tokens_span.start
+            && (uint64_t) req->max_completion_tokens != cap)
+        {
+            e[n].start = req->max_completion_tokens_span.start;
+            e[n].end = req->max_completion_tokens_span.end;
+            e[n].data = num[n];
+            e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
+            n++;
+        }
+
+        return n;
+    }
+
+    if (req->num_predict_span.end > req->num_predict_span.start) {
+        if (req->num_predict < 0 || (uint64_t) req->num_predict != cap) {
+            e[n].start = req->num_predict_span.start;
+            e[n].end = req->num_predict_span.end;
+            e[n].data = num[n];
+            e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
+            n++;
+        }
+
+        return n;
+    }
+
+    if (req->options_span.end > req->options_span.start) {
+        /* {"num_predict":N} into "options": {} or {"num_predict":N, ...} */
+        for (i = req->options_span.start + 1;
+             i < ctx->body_len && (ctx->body[i] == ' '
+                                   || ctx->body[i] == '\t'
+                                   || ctx->body[i] == '\r'
+                                   || ctx->body[i] == '\n');
+             i++)
+        {
+            /* void */
+        }
+
+        e[n].start = req->options_span.start + 1;
+        e[n].end = e[n].start;
+        e[n].data = num[n];
+        e[n].len = ngx_sprintf(num[n], "\"num_predict\":%uL%s", cap,
+                               (i < ctx->body_len && ctx->body[i] == '}')
+                               ? "" : ",")
+                   - num[n];
+        n++;
+        return n;
+    }
+
+    e[n].start = req->top_start + 1;
+    e[n].end = e[n].start;
+    e[n].data = num[n];
+    e[n].len = ngx_sprintf(num[n], "\"options\":{\"num_predict\":%uL},",
+                           cap)
+               - num[n];
+    n++;
+
+    return n;
+}
+
+
+/*
+ * The body sent upstream names the upstream's model and, when a
+ * reservation was made, asks for no more output than it holds; nothing
+ * else moves.
+ */
+static ngx_int_t
+ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char               *p, *q;
+    size_t                n, i, j, nedits;
+    ngx_buf_t            *b;
+    ngx_chain_t          *cl;
+    nebula_edit_t         edits[4], e;
+    nebula_request_t     *req = ctx->req;
+    ngx_nebula_model_t   *model = ctx->model;
+    u_char                num[4][64];
+
+    nedits = 0;
+
+    edits[nedits].start = req->model_span.start;
+    edits[nedits].end = req->model_span.end;
+    edits[nedits].data = model->upstream_quoted.data;
+    edits[nedits].len = model->upstream_quoted.len;
+    nedits++;
+
+    if (ctx->admitted) {
+        nedits += ngx_nebula_clamp_edits(ctx, &edits[nedits], num);
+    }
+
+    /* the edits must run in body order */
+    for (i = 1; i < nedits; i++) {
+        for (j = i; j > 0 && edits[j - 1].start > edits[j].start; j--) {
+            e = edits[j];
+            edits[j] = edits[j - 1];
+            edits[j - 1] = e;
+        }
+    }
+
+    n = nebula_edit_length(ctx->body_len, edits, nedits);
 
     b = ngx_create_temp_buf(r->pool, n);
     if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
-    nebula_edit_apply(body, len, &edit, 1, b->pos);
+    nebula_edit_apply(ctx->body, ctx->body_len, edits, nedits, b->pos);
     b->last = b->pos + n;
     b->last_buf = 1;
 
     cl = ngx_alloc_chain_link(r->pool);
     if (cl == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     cl->buf = b;
@@ -235,17 +451,18 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     if (r->headers_in.content_length) {
         p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
         if (p == NULL) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
+        q = ngx_sprintf(p, "%uz", n);
         r->headers_in.content_length->value.data = p;
-        r->headers_in.content_length->value.len = ngx_sprintf(p, "%uz", n) - p;
+        r->headers_in.content_length->value.len = q - p;
     }
 
-    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "nebula: model \"%V\" to \"%V\" on pool \"%V\"",
-                   &model->name, &model->upstream_model,
-                   &model->pool->name);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "nebula: model \"%V\" to \"%V\" on pool \"%V\", "
+                   "%uz edits", &model->name, &model->upstream_model,
+                   &model->pool->name, nedits);
 
     return NGX_OK;
 }

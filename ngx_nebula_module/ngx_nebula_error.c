@@ -161,9 +161,15 @@ ngx_nebula_error_handler(ngx_http_request_t *r)
         break;
 
     case NGX_HTTP_REQUEST_URI_TOO_LARGE:
-    case NGX_HTTP_REQUEST_HEADER_TOO_LARGE:
         code = "request_too_large";
-        message = "The request line or headers are too large.";
+        message = "The request line is too large.";
+        break;
+
+    case NGX_HTTP_REQUEST_HEADER_TOO_LARGE:
+        /* nginx's own 494 goes out as 400, as nginx sends it */
+        status = NGX_HTTP_BAD_REQUEST;
+        code = "request_too_large";
+        message = "The request headers are too large.";
         break;
 
     case NGX_HTTP_TOO_MANY_REQUESTS:

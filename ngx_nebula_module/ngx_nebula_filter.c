@@ -142,6 +142,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         ib = cl->buf;
         b = NULL;
 
+        if (ngx_buf_size(ib) && r->headers_out.status < 300) {
+            ctx->output_seen = 1;
+        }
+
         if (ngx_buf_in_memory(ib)) {
             pos = ib->pos;
             start = pos;

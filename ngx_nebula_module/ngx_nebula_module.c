@@ -14,6 +14,17 @@ static char *ngx_nebula_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_nebula_init_process(ngx_cycle_t *cycle);
+static void ngx_nebula_exit_process(ngx_cycle_t *cycle);
+
+
+static ngx_conf_enum_t  ngx_nebula_failure_modes[] = {
+    { ngx_string("closed"), 0 },
+    { ngx_string("open"), 1 },
+    { ngx_null_string, 0 }
+};
 
 
 static ngx_command_t  ngx_nebula_commands[] = {
@@ -37,6 +48,48 @@ static ngx_command_t  ngx_nebula_commands[] = {
       ngx_nebula_pool_directive,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,
+      NULL },
+
+    { ngx_string("nebula_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_nebula_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("nebula_redis_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("nebula_redis_connect_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("nebula_redis_failure"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, failure_open),
+      &ngx_nebula_failure_modes },
+
+    { ngx_string("nebula_admin_token"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, admin_token),
+      NULL },
+
+    { ngx_string("nebula_test_clock"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, test_clock),
       NULL },
 
     { ngx_string("nebula"),
@@ -72,10 +125,10 @@ ngx_module_t  ngx_http_nebula_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_nebula_init_process,               /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_nebula_exit_process,               /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -88,6 +141,8 @@ static ngx_conf_enum_t  ngx_nebula_apis[] = {
     { ngx_string("models"), NGX_NEBULA_API_MODELS },
     { ngx_string("ollama_tags"), NGX_NEBULA_API_OLLAMA_TAGS },
     { ngx_string("error"), NGX_NEBULA_API_ERROR },
+    { ngx_string("key"), NGX_NEBULA_API_KEY },
+    { ngx_string("admin"), NGX_NEBULA_API_ADMIN },
     { ngx_null_string, 0 }
 };
 
@@ -113,6 +168,10 @@ ngx_nebula_postconfiguration(ngx_conf_t *cf)
     }
 
     *h = ngx_nebula_access_handler;
+
+    if (ngx_nebula_scripts_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     return ngx_nebula_filter_init(cf);
 }
@@ -140,6 +199,11 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    nmcf->failure_open = NGX_CONF_UNSET_UINT;
+    nmcf->test_clock = NGX_CONF_UNSET;
+    nmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
+    nmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+
     return nmcf;
 }
 
@@ -149,15 +213,155 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_nebula_main_conf_t  *nmcf = conf;
 
+    ngx_conf_init_uint_value(nmcf->failure_open, 0);
+    ngx_conf_init_value(nmcf->test_clock, 0);
+    ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
+    ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
+
+    if (nmcf->redis) {
+        nmcf->redis->timeout = nmcf->redis_timeout;
+        nmcf->redis->connect_timeout = nmcf->redis_connect_timeout;
+    }
+
     if (ngx_nebula_catalog_init(cf, nmcf) != NGX_CONF_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (ngx_nebula_build_listings(cf, nmcf) != NGX_OK) {
+    if (ngx_nebula_build_listings(cf, nmcf) != NGX_OK
+        || ngx_nebula_quota_init(cf, nmcf) != NGX_OK)
+    {
         return NGX_CONF_ERROR;
     }
 
     return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_nebula_init_process(ngx_cycle_t *cycle)
+{
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_nebula_module);
+
+    if (nmcf == NULL || nmcf->redis == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_nebula_settle_init_worker(cycle);
+
+    return ngx_nebula_redis_init_worker(cycle, nmcf->redis);
+}
+
+
+static void
+ngx_nebula_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_nebula_redis_exit_worker(cycle);
+}
+
+
+/*
+ * nebula_redis 127.0.0.1:6379 | unix:/path [user=NAME] [password=SECRET]
+ *              [db=N];
+ *
+ * The name is resolved now: a worker connecting later never waits on a
+ * resolver.
+ */
+static char *
+ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_nebula_main_conf_t  *nmcf = conf;
+
+    size_t                    len;
+    ngx_str_t                *value;
+    ngx_url_t                 u;
+    ngx_uint_t                i;
+    ngx_nebula_redis_conf_t  *rc;
+
+    if (nmcf->redis) {
+        return "is duplicate";
+    }
+
+    rc = ngx_pcalloc(cf->pool, sizeof(ngx_nebula_redis_conf_t));
+    if (rc == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    value = cf->args->elts;
+    rc->name = value[1];
+
+    if (value[1].len > 5 && ngx_strncmp(value[1].data, "unix:", 5) == 0) {
+        len = value[1].len - 5;
+        rc->unix_path = ngx_pnalloc(cf->pool, len + 1);
+        if (rc->unix_path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(rc->unix_path, value[1].data + 5, len);
+        rc->unix_path[len] = '\0';
+
+    } else {
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = value[1];
+        u.default_port = 6379;
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis address \"%V\"%s%s",
+                               &value[1], u.err ? ": " : "",
+                               u.err ? u.err : "");
+            return NGX_CONF_ERROR;
+        }
+
+        /* the first address, as text: hiredis takes no sockaddr */
+        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, rc->ip,
+                            NGX_SOCKADDR_STRLEN, 0);
+        rc->ip[len] = '\0';
+        rc->port = u.port;
+    }
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
+            rc->user.data = value[i].data + 5;
+            rc->user.len = value[i].len - 5;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
+            rc->password.data = value[i].data + 9;
+            rc->password.len = value[i].len - 9;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
+            rc->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
+            if (rc->db == NGX_ERROR) {
+                goto invalid;
+            }
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (rc->user.len && rc->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "nebula_redis: user= needs password=");
+        return NGX_CONF_ERROR;
+    }
+
+    nmcf->redis = rc;
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    /* never echo the parameter: it may be the password */
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter %ui of nebula_redis", i - 1);
+    return NGX_CONF_ERROR;
 }
 
 
@@ -225,7 +429,7 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "unknown nebula endpoint \"%V\": expected chat, "
                            "ollama_chat, ollama_generate, models, "
-                           "ollama_tags or error", &value[1]);
+                           "ollama_tags, key, admin or error", &value[1]);
         return NGX_CONF_ERROR;
     }
 
@@ -242,6 +446,16 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     case NGX_NEBULA_API_ERROR:
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
         clcf->handler = ngx_nebula_error_handler;
+        break;
+
+    case NGX_NEBULA_API_KEY:
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->handler = ngx_nebula_key_handler;
+        break;
+
+    case NGX_NEBULA_API_ADMIN:
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->handler = ngx_nebula_admin_handler;
         break;
 
     default:

@@ -13,6 +13,7 @@ my $t = Nebula::Test->new;
 sub req {
     my ($body, $close) = @_;
     return "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+         . "Authorization: Bearer " . $t->key . "\r\n"
          . "Content-Type: application/json\r\nContent-Length: " . length($body) . "\r\n"
          . ($close ? "Connection: close\r\n" : '') . "\r\n" . $body;
 }
@@ -48,6 +49,7 @@ is scalar(grep { ref $_ && $_->{model} eq 'gemma3:1b' } @ev), @ev - 1,
 # Expect: 100-continue is answered before the body is sent
 $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port) or die $!;
 print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+       . "Authorization: Bearer " . $t->key . "\r\n"
        . "Content-Length: " . length($good) . "\r\nExpect: 100-continue\r\n\r\n";
 my $line = <$s>;
 like $line, qr{^HTTP/1\.1 100 }, '100 Continue';

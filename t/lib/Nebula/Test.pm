@@ -69,14 +69,39 @@ sub new {
     make_path("$self->{dir}/logs");
 
     $self->{port} = free_port();
+    $self->{admin_token} = 'test-admin-token-' . join('', map { int rand 10 } 1 .. 16);
 
     for my $pool (qw(local cloud)) {
         $self->{sims}{$pool} = Nebula::Test::Sim->start($self, $pool);
     }
+    $self->{redis} = Nebula::Test::Redis->start($self);
 
-    $self->start_nginx(%o) unless $o{no_nginx};
+    unless ($o{no_nginx}) {
+        $self->start_nginx(%o);
+        # every request carries this key unless a test says otherwise
+        $self->{key} = $self->new_key(plan => 'enterprise', name => 'harness')->{key};
+    }
 
     return $self;
+}
+
+sub redis { $_[0]{redis} }
+sub key { $_[0]{key} }
+sub admin_token { $_[0]{admin_token} }
+
+# the admin API, with the admin token
+sub admin {
+    my ($self, $method, $path, $body) = @_;
+    return $self->request($method, $path, body => $body,
+                          headers => { Authorization => "Bearer $self->{admin_token}" });
+}
+
+# a new key through the admin API: {id, key, plan, name, created}
+sub new_key {
+    my ($self, %o) = @_;
+    my $r = $self->admin('POST', '/admin/keys', { plan => 'free', %o });
+    die "creating a key failed: $r->{status} $r->{body}\n" unless $r->{status} == 201;
+    return $r->{json};
 }
 
 sub dir { $_[0]{dir} }
@@ -92,7 +117,9 @@ sub render {
                '--port', $self->{port}, '--workers', $o{workers} // 2,
                '--ollama', '127.0.0.1:' . $self->sim('local')->port,
                '--cloud', 'http://127.0.0.1:' . $self->sim('cloud')->port,
-               '--cloud-key', 'sim-cloud-key');
+               '--cloud-key', 'sim-cloud-key',
+               '--redis', '127.0.0.1:' . $self->redis->port,
+               '--admin-token', $self->{admin_token});
     system(@cmd) == 0 or die "render-conf failed\n";
 
     # patch => sub { edit nebula.conf }, patch_proxy => sub { nebula-proxy.conf }
@@ -200,7 +227,11 @@ sub request {
     my $port = $o{port} // $self->{port};
     my $body = $o{body};
     $body = json_encode($body) if ref $body;
-    my %h = (Host => 'localhost', Connection => 'close', %{ $o{headers} // {} });
+    my %h = (Host => 'localhost', Connection => 'close');
+    # the file's key goes to the gateway, unless the test sets its own
+    $h{Authorization} = "Bearer $self->{key}"
+        if $self->{key} && !$o{port} && !$o{nokey};
+    %h = (%h, %{ $o{headers} // {} });
     $h{'Content-Length'} = length $body if defined $body && !exists $h{'Content-Length'}
                                            && !exists $h{'Transfer-Encoding'};
     $h{'Content-Type'} //= 'application/json' if defined $body;
@@ -375,6 +406,7 @@ sub DESTROY {
     $self->check_error_log if $self->{nginx} || -s "$self->{dir}/logs/error.log";
     $self->stop_nginx;
     $_->stop for values %{ $self->{sims} };
+    $self->{redis}->stop if $self->{redis};
 }
 
 END {
@@ -429,12 +461,82 @@ sub reset {
     $self->{t}->post('/_sim/reset', '', port => $self->{port});
 }
 
+sub pid { $_[0]{pid} }
+
 sub stop {
     my ($self) = @_;
     return unless $self->{pid};
     kill 'TERM', $self->{pid};
     waitpid $self->{pid}, 0;
     $self->{pid} = 0;
+}
+
+
+
+package Nebula::Test::Redis;
+
+# A private redis-server for one test file; it can be stopped, frozen
+# (SIGSTOP: accepts connections, never answers) and started again on the
+# same port.
+
+use strict;
+use warnings;
+use Time::HiRes qw(sleep);
+
+sub start {
+    my ($class, $t) = @_;
+    my $self = bless { t => $t, port => Nebula::Test::free_port(),
+                       dir => "$t->{dir}/redis" }, $class;
+    mkdir $self->{dir};
+    $self->launch;
+    return $self;
+}
+
+sub launch {
+    my ($self) = @_;
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        open STDOUT, '>>', "$self->{t}{dir}/logs/redis.log";
+        open STDERR, '>&', \*STDOUT;
+        exec 'redis-server', '--port', $self->{port}, '--bind', '127.0.0.1',
+             '--save', '', '--appendonly', 'no', '--dir', $self->{dir},
+             '--daemonize', 'no';
+        exit 127;
+    }
+    $self->{pid} = $pid;
+    for (1 .. 200) {
+        my $pong = `redis-cli -p $self->{port} PING 2>/dev/null`;
+        return if $pong =~ /PONG/;
+        sleep 0.02;
+    }
+    die "redis-server did not start\n";
+}
+
+sub port { $_[0]{port} }
+
+sub cli {
+    my ($self, @args) = @_;
+    my $out = `redis-cli -p $self->{port} @{[ map { quotemeta } @args ]} 2>&1`;
+    chomp $out;
+    return $out;
+}
+
+sub stop {
+    my ($self) = @_;
+    return unless $self->{pid};
+    kill 'CONT', $self->{pid};
+    kill 'TERM', $self->{pid};
+    waitpid $self->{pid}, 0;
+    $self->{pid} = 0;
+}
+
+sub freeze { kill 'STOP', $_[0]{pid} }
+sub thaw { kill 'CONT', $_[0]{pid} }
+
+sub restart {
+    my ($self) = @_;
+    $self->stop;
+    $self->launch;
 }
 
 1;

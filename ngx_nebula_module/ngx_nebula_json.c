@@ -1,0 +1,164 @@
+/*
+ * Nebula: a small JSON writer for the answers the gateway builds itself
+ * (the admin API, /v1/key), growing in the request's pool.
+ */
+
+#include "ngx_nebula.h"
+#include "ngx_nebula_json.h"
+
+
+static ngx_int_t
+ngx_nebula_json_reserve(ngx_nebula_json_t *j, size_t n)
+{
+    u_char  *p;
+    size_t   size;
+
+    if (j->failed) {
+        return NGX_ERROR;
+    }
+
+    if ((size_t) (j->end - j->pos) >= n) {
+        return NGX_OK;
+    }
+
+    size = ngx_max((size_t) (j->end - j->start) * 2, (size_t) (j->pos - j->start) + n + 256);
+
+    p = ngx_pnalloc(j->pool, size);
+    if (p == NULL) {
+        j->failed = 1;
+        return NGX_ERROR;
+    }
+
+    j->pos = ngx_cpymem(p, j->start, j->pos - j->start);
+    j->start = p;
+    j->end = p + size;
+
+    return NGX_OK;
+}
+
+
+void
+ngx_nebula_json_init(ngx_nebula_json_t *j, ngx_pool_t *pool)
+{
+    ngx_memzero(j, sizeof(ngx_nebula_json_t));
+    j->pool = pool;
+}
+
+
+void
+ngx_nebula_json_raw(ngx_nebula_json_t *j, const char *s, size_t len)
+{
+    if (ngx_nebula_json_reserve(j, len) == NGX_OK) {
+        j->pos = ngx_cpymem(j->pos, s, len);
+    }
+}
+
+
+void
+ngx_nebula_json_str(ngx_nebula_json_t *j, u_char *s, size_t len)
+{
+    size_t  n;
+
+    n = len + ngx_escape_json(NULL, s, len) + 2;
+
+    if (ngx_nebula_json_reserve(j, n) == NGX_OK) {
+        *j->pos++ = '"';
+        j->pos = (u_char *) ngx_escape_json(j->pos, s, len);
+        *j->pos++ = '"';
+    }
+}
+
+
+void
+ngx_nebula_json_cstr(ngx_nebula_json_t *j, const char *s)
+{
+    ngx_nebula_json_str(j, (u_char *) s, ngx_strlen(s));
+}
+
+
+void
+ngx_nebula_json_int(ngx_nebula_json_t *j, int64_t v)
+{
+    if (ngx_nebula_json_reserve(j, NGX_INT64_LEN) == NGX_OK) {
+        j->pos = ngx_sprintf(j->pos, "%L", v);
+    }
+}
+
+
+/* a picodollar amount as a decimal number of dollars, exactly */
+void
+ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico)
+{
+    u_char    frac[12];
+    int       i, last;
+    uint64_t  f;
+
+    if (ngx_nebula_json_reserve(j, NGX_INT64_LEN + 14) != NGX_OK) {
+        return;
+    }
+
+    j->pos = ngx_sprintf(j->pos, "%uL", pico / 1000000000000ULL);
+    f = pico % 1000000000000ULL;
+
+    if (f == 0) {
+        return;
+    }
+
+    last = 0;
+
+    for (i = 11; i >= 0; i--) {
+        frac[i] = (u_char) ('0' + f % 10);
+        f /= 10;
+
+        if (last == 0 && frac[i] != '0') {
+            last = i + 1;
+        }
+    }
+
+    *j->pos++ = '.';
+    j->pos = ngx_cpymem(j->pos, frac, last);
+}
+
+
+/* sends what was written as the whole response */
+ngx_int_t
+ngx_nebula_json_send(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    ngx_uint_t status)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    ngx_nebula_json_raw(j, "\n", 1);
+
+    if (j->failed) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = j->start;
+    b->last = j->pos;
+    b->memory = 1;
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = b->last - b->pos;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}

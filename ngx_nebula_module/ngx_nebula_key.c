@@ -1,0 +1,175 @@
+/*
+ * Nebula: API keys.
+ *
+ * A secret is "nb-" and 43 base64url characters from OpenSSL's CSPRNG
+ * (256 bits).  Redis keeps only its SHA-256 digest; the key's ID is the
+ * digest's first 16 hex digits, so a request finds its key's data, all
+ * under the hash tag {ID}, from the secret alone.  The secret is never
+ * logged and never leaves for an upstream.
+ */
+
+#include "ngx_nebula.h"
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+
+#define NGX_NEBULA_KEY_PREFIX      "nb-"
+#define NGX_NEBULA_KEY_RANDOM      32
+
+
+/*
+ * The secret from "Authorization: Bearer nb-..." or "x-api-key: nb-...".
+ * Returns NGX_OK, or NGX_DECLINED when the request carries none.
+ */
+ngx_int_t
+ngx_nebula_key_from_request(ngx_http_request_t *r, ngx_str_t *secret)
+{
+    u_char           *p, *last;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    if (r->headers_in.authorization) {
+        p = r->headers_in.authorization->value.data;
+        last = p + r->headers_in.authorization->value.len;
+
+        if (last - p > 7 && ngx_strncasecmp(p, (u_char *) "Bearer ", 7) == 0)
+        {
+            p += 7;
+
+            while (p < last && *p == ' ') {
+                p++;
+            }
+
+            while (last > p && last[-1] == ' ') {
+                last--;
+            }
+
+            secret->data = p;
+            secret->len = last - p;
+
+            return secret->len ? NGX_OK : NGX_DECLINED;
+        }
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == 9
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9) == 0
+            && h[i].value.len)
+        {
+            *secret = h[i].value;
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* whether a secret could be one of ours: saves a Redis round trip if not */
+ngx_int_t
+ngx_nebula_key_well_formed(ngx_str_t *secret)
+{
+    u_char  c;
+    size_t  i;
+
+    if (secret->len < 3 + 40 || secret->len > 128
+        || ngx_strncmp(secret->data, NGX_NEBULA_KEY_PREFIX, 3) != 0)
+    {
+        return 0;
+    }
+
+    for (i = 3; i < secret->len; i++) {
+        c = secret->data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+              || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+        {
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+/* digest: 64 hex digits; id: the first 16 of them */
+ngx_int_t
+ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest, u_char *id)
+{
+    u_char        hash[EVP_MAX_MD_SIZE];
+    unsigned int  len;
+
+    if (EVP_Digest(secret->data, secret->len, hash, &len, EVP_sha256(), NULL)
+        != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    ngx_hex_dump(digest, hash, len);
+    digest[64] = '\0';
+
+    ngx_memcpy(id, digest, NGX_NEBULA_KEY_ID_LEN);
+    id[NGX_NEBULA_KEY_ID_LEN] = '\0';
+
+    return NGX_OK;
+}
+
+
+/* a new secret into out, which holds NGX_NEBULA_KEY_SECRET_LEN bytes */
+ngx_int_t
+ngx_nebula_key_generate(u_char *out)
+{
+    u_char     random[NGX_NEBULA_KEY_RANDOM];
+    ngx_str_t  src, dst;
+
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(out, NGX_NEBULA_KEY_PREFIX, 3);
+
+    src.data = random;
+    src.len = sizeof(random);
+    dst.data = out + 3;
+
+    ngx_encode_base64url(&dst, &src);
+
+    return NGX_OK;
+}
+
+
+/* compares secrets in a time that does not depend on where they differ */
+ngx_int_t
+ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b)
+{
+    size_t  i;
+    u_char  diff;
+
+    if (a->len != b->len) {
+        return 0;
+    }
+
+    diff = 0;
+
+    for (i = 0; i < a->len; i++) {
+        diff |= a->data[i] ^ b->data[i];
+    }
+
+    return diff == 0;
+}

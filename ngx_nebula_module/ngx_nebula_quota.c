@@ -1,0 +1,830 @@
+/*
+ * Nebula: admission and settlement against the monthly quotas in Redis.
+ *
+ * Admission is one EVALSHA of the ADMIT script (ngx_nebula_scripts.c): the
+ * key, its status, the plan's models, the per-minute limit, the month's
+ * remaining tokens and the reservation, atomically.  The request waits in
+ * the access phase, suspended; the reply resumes it.
+ *
+ * Settlement runs when the request's pool is destroyed, a point every
+ * request reaches exactly once, whatever its ending and even after an
+ * internal redirect to error_page: the reservation is replaced by the
+ * real usage.  A settlement Redis could not take is kept and sent again
+ * once Redis is back; the SETTLE script's marker makes a repeat harmless.
+ */
+
+#include "ngx_nebula.h"
+
+
+/* the state of an admission in flight; it outlives a request that leaves */
+struct ngx_nebula_admission_s {
+    ngx_http_request_t       *r;            /* NULL once the request is gone */
+    ngx_nebula_ctx_t         *ctx;
+    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    month[8];
+    u_char                    request_id[33];
+    uint64_t                  prompt;
+};
+
+
+/* a settlement to send, or to send again */
+typedef struct {
+    ngx_queue_t               queue;
+    ngx_str_t                 argv[15];
+    ngx_uint_t                argc;
+    u_char                    data[1];       /* the strings, in a row */
+} ngx_nebula_settlement_t;
+
+
+#define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
+
+
+typedef struct {
+    ngx_queue_t               retry;
+    ngx_uint_t                nretry;
+    ngx_uint_t                dropped;
+    ngx_log_t                *log;
+    ngx_event_t               flush;
+} ngx_nebula_settle_queue_t;
+
+
+static ngx_nebula_settle_queue_t  ngx_nebula_settle_queue;
+
+
+static void ngx_nebula_admit_reply(void *data, redisReply *reply);
+static void ngx_nebula_admission_cleanup(void *data);
+static void ngx_nebula_settle_cleanup(void *data);
+static void ngx_nebula_settle_send(ngx_nebula_settlement_t *s);
+static ngx_int_t ngx_nebula_settle_register(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
+
+
+/* "\nfree 100000 20000 20 basic\n..." for the ADMIT script, built once */
+ngx_int_t
+ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
+{
+    u_char             *p;
+    size_t              len;
+    ngx_str_t          *g;
+    ngx_uint_t          i, j;
+    ngx_nebula_plan_t  *plan;
+
+    plan = nmcf->plans.elts;
+    len = 1;
+
+    for (i = 0; i < nmcf->plans.nelts; i++) {
+        len += plan[i].name.len + 3 * NGX_INT64_LEN + 5;
+        g = plan[i].group_names.elts;
+
+        for (j = 0; j < plan[i].group_names.nelts; j++) {
+            len += g[j].len + 1;
+        }
+    }
+
+    p = ngx_pnalloc(cf->pool, len);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    nmcf->plans_table.data = p;
+    *p++ = '\n';
+
+    for (i = 0; i < nmcf->plans.nelts; i++) {
+        p = ngx_sprintf(p, "%V %uL %uL %uL", &plan[i].name,
+                        plan[i].input_tokens, plan[i].output_tokens,
+                        plan[i].requests_per_minute);
+        g = plan[i].group_names.elts;
+
+        for (j = 0; j < plan[i].group_names.nelts; j++) {
+            p = ngx_sprintf(p, " %V", &g[j]);
+        }
+
+        *p++ = '\n';
+    }
+
+    nmcf->plans_table.len = p - nmcf->plans_table.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * Now, or the time a test says it is: with nebula_test_clock on, the
+ * X-Nebula-Test-Time header (Unix seconds) moves the clock, so a test can
+ * step into the next month.
+ */
+time_t
+ngx_nebula_now(ngx_http_request_t *r)
+{
+    ngx_int_t                n;
+    ngx_uint_t               i;
+    ngx_list_part_t         *part;
+    ngx_table_elt_t         *h;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (!nmcf->test_clock) {
+        return ngx_time();
+    }
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("x-nebula-test-time") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-nebula-test-time",
+                               h[i].key.len) == 0)
+        {
+            n = ngx_atoi(h[i].value.data, h[i].value.len);
+            if (n != NGX_ERROR) {
+                return (time_t) n;
+            }
+        }
+    }
+
+    return ngx_time();
+}
+
+
+u_char *
+ngx_nebula_month(u_char *p, time_t now)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(now, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d", tm.ngx_tm_year, tm.ngx_tm_mon);
+}
+
+
+static u_char *
+ngx_nebula_day(u_char *p, time_t now)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime(now, &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02d", tm.ngx_tm_year, tm.ngx_tm_mon,
+                       tm.ngx_tm_mday);
+}
+
+
+/* seconds from now to the first second of the next month, UTC */
+static time_t
+ngx_nebula_month_left(time_t now)
+{
+    ngx_tm_t   tm;
+    struct tm  next;
+
+    ngx_gmtime(now, &tm);
+
+    ngx_memzero(&next, sizeof(struct tm));
+    next.tm_year = tm.ngx_tm_year - 1900 + (tm.ngx_tm_mon == 12);
+    next.tm_mon = tm.ngx_tm_mon % 12;
+    next.tm_mday = 1;
+
+    return timegm(&next) - now;
+}
+
+
+/* "6d3h12m5s", as OpenAI writes its reset durations */
+static u_char *
+ngx_nebula_duration(u_char *p, time_t s)
+{
+    time_t  d, h, m;
+
+    d = s / 86400;
+    h = s % 86400 / 3600;
+    m = s % 3600 / 60;
+    s = s % 60;
+
+    if (d) {
+        return ngx_sprintf(p, "%Td%Th%Tm%Ts", d, h, m, s);
+    }
+
+    if (h) {
+        return ngx_sprintf(p, "%Th%Tm%Ts", h, m, s);
+    }
+
+    if (m) {
+        return ngx_sprintf(p, "%Tm%Ts", m, s);
+    }
+
+    return ngx_sprintf(p, "%Ts", s);
+}
+
+
+static ngx_int_t
+ngx_nebula_add_header(ngx_http_request_t *r, const char *name, u_char *value,
+    size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.data = (u_char *) name;
+    h->key.len = ngx_strlen(name);
+    h->value.data = ngx_pnalloc(r->pool, len);
+    if (h->value.data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(h->value.data, value, len);
+    h->value.len = len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_nebula_add_number(ngx_http_request_t *r, const char *name, int64_t v)
+{
+    u_char  buf[NGX_INT64_LEN + 1];
+
+    return ngx_nebula_add_header(r, name, buf,
+                                 ngx_sprintf(buf, "%L", v < 0 ? 0 : v) - buf);
+}
+
+
+/* the contract's x-ratelimit-* headers, from what the admission said */
+ngx_int_t
+ngx_nebula_ratelimit_headers(ngx_http_request_t *r, nebula_admit_t *a,
+    time_t now)
+{
+    u_char  buf[64];
+
+    if (a->rpm > 0) {
+        if (ngx_nebula_add_number(r, "x-ratelimit-limit-requests", a->rpm)
+            != NGX_OK
+            || ngx_nebula_add_number(r, "x-ratelimit-remaining-requests",
+                                     a->rpm_left)
+               != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (a->status == NEBULA_ADMIT_RATE_LIMITED) {
+        return ngx_nebula_add_number(r, "retry-after", a->retry_after);
+    }
+
+    if (ngx_nebula_add_number(r, "x-ratelimit-limit-input-tokens",
+                              a->in_limit) != NGX_OK
+        || ngx_nebula_add_number(r, "x-ratelimit-remaining-input-tokens",
+                                 a->in_left) != NGX_OK
+        || ngx_nebula_add_number(r, "x-ratelimit-limit-output-tokens",
+                                 a->out_limit) != NGX_OK
+        || ngx_nebula_add_number(r, "x-ratelimit-remaining-output-tokens",
+                                 a->out_left) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_nebula_add_header(r, "x-ratelimit-reset-tokens", buf,
+                                 ngx_nebula_duration(buf,
+                                     ngx_nebula_month_left(now)) - buf);
+}
+
+
+/*
+ * Sends the ADMIT script.  NGX_AGAIN: the request waits for the reply;
+ * NGX_DECLINED: Redis cannot be asked now.
+ */
+ngx_int_t
+ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char                  *p;
+    int64_t                  want, cap;
+    uint32_t                 rnd[4];
+    ngx_uint_t               i;
+    ngx_str_t                argv[12];
+    ngx_pool_cleanup_t      *cln;
+    ngx_nebula_model_t      *model = ctx->model;
+    nebula_request_t        *req = ctx->req;
+    ngx_nebula_main_conf_t  *nmcf;
+    ngx_nebula_admission_t  *adm;
+    u_char                   keys[3][64], nums[5][NGX_INT64_LEN];
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    ctx->now = ngx_nebula_now(r);
+
+    adm = ngx_alloc(sizeof(ngx_nebula_admission_t), r->connection->log);
+    if (adm == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(adm, sizeof(ngx_nebula_admission_t));
+    adm->r = r;
+    adm->ctx = ctx;
+    adm->prompt = req->prompt_tokens;
+    ngx_memcpy(adm->key_id, ctx->key_id, sizeof(adm->key_id));
+    *ngx_nebula_month(adm->month, ctx->now) = '\0';
+
+    /* a random id names the settlement, so it is applied once */
+    for (i = 0; i < 4; i++) {
+        rnd[i] = (uint32_t) ngx_random();
+    }
+
+    p = ngx_hex_dump(adm->request_id, (u_char *) rnd, sizeof(rnd));
+    *p = '\0';
+
+    want = req->max_tokens > 0 ? req->max_tokens
+           : req->max_completion_tokens > 0 ? req->max_completion_tokens
+           : req->num_predict > 0 ? req->num_predict : 0;
+
+    if (req->max_tokens > 0 && req->max_completion_tokens > 0) {
+        want = ngx_min(req->max_tokens, req->max_completion_tokens);
+    }
+
+    /* no answer is longer than what is left of the context */
+    cap = (int64_t) model->context - (int64_t) req->prompt_tokens;
+    if (cap < 1) {
+        cap = 1;
+    }
+
+    argv[0].data = keys[0];
+    argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:key", ctx->key_id) - keys[0];
+    argv[1].data = keys[1];
+    argv[1].len = ngx_sprintf(keys[1], "nb:{%s}:u:%s", ctx->key_id,
+                              adm->month) - keys[1];
+    argv[2].data = keys[2];
+    argv[2].len = ngx_sprintf(keys[2], "nb:{%s}:r:%T", ctx->key_id,
+                              ctx->now / 60) - keys[2];
+
+    argv[3].data = ctx->digest;
+    argv[3].len = 64;
+    argv[4] = model->name;
+    argv[5] = model->private ? (ngx_str_t) ngx_null_string : model->group;
+    argv[6] = nmcf->plans_table;
+
+    argv[7].data = nums[0];
+    argv[7].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
+    argv[8].data = nums[1];
+    argv[8].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
+    argv[9].data = nums[2];
+    argv[9].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
+    argv[10].data = nums[3];
+    argv[10].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
+    argv[11].data = nums[4];
+    argv[11].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
+                   - nums[4];
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_free(adm);
+        return NGX_ERROR;
+    }
+
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 3, 12, argv,
+                              ngx_nebula_admit_reply, adm)
+        == NULL)
+    {
+        ngx_free(adm);
+        return NGX_DECLINED;
+    }
+
+    ctx->adm = adm;
+    cln->handler = ngx_nebula_admission_cleanup;
+    cln->data = ctx;
+
+    /* a client that leaves while Redis answers ends the request */
+    r->read_event_handler = ngx_http_test_reading;
+
+    return NGX_AGAIN;
+}
+
+
+/* the request is going away while its admission is in flight */
+static void
+ngx_nebula_admission_cleanup(void *data)
+{
+    ngx_nebula_ctx_t  *ctx = data;
+
+    if (ctx->adm) {
+        ctx->adm->r = NULL;
+        ctx->adm = NULL;
+    }
+}
+
+
+static ngx_nebula_settlement_t *
+ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost)
+{
+    u_char                   *p;
+    ngx_nebula_settlement_t  *s;
+
+    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 512 + model->len, log);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    p = s->data;
+    s->argc = 11;
+
+#define ngx_nebula_arg(i, fmt, ...)                                          \
+    s->argv[i].data = p;                                                      \
+    p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
+    s->argv[i].len = p - s->argv[i].data
+
+    ngx_nebula_arg(0, "nb:{%s}:u:%s", key_id, month);
+    ngx_nebula_arg(1, "nb:{%s}:m:%s", key_id, month);
+    s->argv[2].data = p;
+    p = ngx_sprintf(p, "nb:{%s}:d:", key_id);
+    p = ngx_nebula_day(p, now);
+    s->argv[2].len = p - s->argv[2].data;
+    ngx_nebula_arg(3, "nb:{%s}:s:%s", key_id, request_id);
+    ngx_nebula_arg(4, "%uL", rin);
+    ngx_nebula_arg(5, "%uL", rout);
+    ngx_nebula_arg(6, "%uL", in);
+    ngx_nebula_arg(7, "%uL", out);
+    ngx_nebula_arg(8, "%uL", cost);
+    ngx_nebula_arg(9, "%V", model);
+    ngx_nebula_arg(10, "%d", NGX_NEBULA_USAGE_TTL);
+
+#undef ngx_nebula_arg
+
+    return s;
+}
+
+
+static void
+ngx_nebula_admit_reply(void *data, redisReply *reply)
+{
+    ngx_nebula_admission_t  *adm = data;
+
+    ngx_connection_t        *c;
+    ngx_http_request_t      *r;
+    ngx_nebula_ctx_t        *ctx;
+    nebula_admit_t           a;
+    ngx_nebula_main_conf_t  *nmcf;
+    ngx_nebula_settlement_t *s;
+    ngx_str_t                model = ngx_string("-");
+    u_char                   msg[NEBULA_MESSAGE_MAX];
+
+    (void) nebula_admit_parse(reply, &a);
+
+    r = adm->r;
+
+    if (r == NULL) {
+        /* the client left: give back what was reserved for it */
+        if (a.status == NEBULA_ADMIT_OK) {
+            s = ngx_nebula_settlement(ngx_cycle->log, adm->key_id,
+                                      adm->month, ngx_time(),
+                                      adm->request_id, &model, adm->prompt,
+                                      a.reserved_out, 0, 0, 0);
+            if (s) {
+                ngx_nebula_settle_send(s);
+            }
+        }
+
+        ngx_free(adm);
+        return;
+    }
+
+    ctx = adm->ctx;
+    ctx->adm = NULL;
+    c = r->connection;
+
+    r->read_event_handler = ngx_http_block_reading;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (reply && a.status == NEBULA_ADMIT_BAD_REPLY) {
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "nebula: unexpected reply from the admission script%s%s",
+                      reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+    }
+
+    ctx->admit = a;
+
+    switch (a.status) {
+
+    case NEBULA_ADMIT_OK:
+        ctx->admitted = 1;
+        ctx->reserved_in = adm->prompt;
+        ctx->reserved_out = a.reserved_out;
+        ngx_memcpy(ctx->request_id, adm->request_id, sizeof(ctx->request_id));
+        ngx_memcpy(ctx->month, adm->month, sizeof(ctx->month));
+        ngx_free(adm);
+
+        if (ngx_nebula_settle_register(r, ctx) != NGX_OK
+            || ngx_nebula_ratelimit_headers(r, &a, ctx->now) != NGX_OK)
+        {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+            break;
+        }
+
+        ngx_nebula_proceed(r, ctx);
+        break;
+
+    case NEBULA_ADMIT_UNKNOWN_KEY:
+    case NEBULA_ADMIT_REVOKED:
+        ngx_free(adm);
+        ngx_nebula_refused(r, ctx, NGX_HTTP_UNAUTHORIZED,
+                           "invalid_request_error", "invalid_api_key", NULL,
+                           a.status == NEBULA_ADMIT_REVOKED
+                           ? "This API key has been revoked."
+                           : "Incorrect API key provided.");
+        break;
+
+    case NEBULA_ADMIT_MODEL_NOT_ALLOWED:
+        ngx_free(adm);
+
+        if (ctx->model->private) {
+            /* nobody learns of a customer's model from a refusal */
+            *ngx_snprintf(msg, sizeof(msg) - 1,
+                          "The model '%V' does not exist. See GET "
+                          "/v1/models for the models served here.",
+                          &ctx->model->name) = '\0';
+            ngx_nebula_refused(r, ctx, NGX_HTTP_NOT_FOUND,
+                               "invalid_request_error", "model_not_found",
+                               "model", (char *) msg);
+            break;
+        }
+
+        *ngx_snprintf(msg, sizeof(msg) - 1,
+                      "Your plan (%s) does not include the model '%V'.",
+                      a.plan, &ctx->model->name) = '\0';
+        ngx_nebula_refused(r, ctx, NGX_HTTP_FORBIDDEN, "permission_error",
+                           "model_not_allowed", "model", (char *) msg);
+        break;
+
+    case NEBULA_ADMIT_RATE_LIMITED:
+        ngx_free(adm);
+        (void) ngx_nebula_ratelimit_headers(r, &a, ctx->now);
+        *ngx_snprintf(msg, sizeof(msg) - 1,
+                      "Rate limit reached: %L requests per minute. "
+                      "Retry in %L s.", a.rpm, a.retry_after) = '\0';
+        ngx_nebula_refused(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                           "rate_limit_error", "rate_limit_exceeded", NULL,
+                           (char *) msg);
+        break;
+
+    case NEBULA_ADMIT_NO_QUOTA:
+        ngx_free(adm);
+        (void) ngx_nebula_ratelimit_headers(r, &a, ctx->now);
+        ngx_nebula_refused(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                           "insufficient_quota", "insufficient_quota", NULL,
+                           "You exceeded your monthly token quota; it "
+                           "resets at the start of next month (UTC).");
+        break;
+
+    case NEBULA_ADMIT_UNKNOWN_PLAN:
+        ngx_free(adm);
+        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+                      "nebula: key %s has plan \"%s\", which this "
+                      "configuration does not declare", ctx->key_id, a.plan);
+        ngx_nebula_refused(r, ctx, NGX_HTTP_FORBIDDEN, "permission_error",
+                           "model_not_allowed", "model",
+                           "Your key's plan is not served here.");
+        break;
+
+    default: /* no reply, or not one of the script's */
+        ngx_free(adm);
+
+        if (nmcf->failure_open) {
+            ctx->unmetered = 1;
+            ngx_nebula_proceed(r, ctx);
+            break;
+        }
+
+        ngx_nebula_refused(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE, "api_error",
+                           "quota_store_unavailable", NULL,
+                           "The quota store is unavailable; please retry "
+                           "shortly.");
+        break;
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+ngx_int_t
+ngx_nebula_settle_register(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_ERROR;
+    }
+
+    cln->handler = ngx_nebula_settle_cleanup;
+    cln->data = ctx;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The request is over, however it ended: its pool goes, and the usage it
+ * had replaces its reservation.  Reported counts are used as they are;
+ * without them the prompt is our estimate and the output what we know of
+ * it, and the record is marked estimated.  A request that produced
+ * nothing (the pool failed first) is charged nothing.
+ */
+static void
+ngx_nebula_settle_cleanup(void *data)
+{
+    ngx_nebula_ctx_t  *ctx = data;
+
+    uint64_t                  in, out;
+    nebula_stream_t          *st = &ctx->stream;
+    ngx_nebula_model_t       *model = ctx->model;
+    ngx_nebula_settlement_t  *s;
+
+    if (!ctx->admitted || ctx->settled) {
+        return;
+    }
+
+    ctx->settled = 1;
+
+    in = 0;
+    out = 0;
+
+    if (ctx->filtering && st->has_completion) {
+        out = st->completion_tokens;
+
+    } else if (ctx->output_seen) {
+        ctx->estimated = 1;
+    }
+
+    if (ctx->filtering && st->has_prompt
+        && (st->prompt_tokens > 0 || ctx->req->prompt_tokens == 0))
+    {
+        in = st->prompt_tokens;
+
+    } else if (ctx->output_seen || out > 0) {
+        /* Ollama leaves the count out when the prompt was cached */
+        in = ctx->req->prompt_tokens;
+        ctx->estimated = 1;
+    }
+
+    ctx->prompt_tokens = in;
+    ctx->completion_tokens = out;
+    ctx->cost = in * model->input_price + out * model->output_price;
+
+    s = ngx_nebula_settlement(ngx_cycle->log, ctx->key_id, ctx->month,
+                              ctx->now, ctx->request_id, &model->name,
+                              ctx->reserved_in, ctx->reserved_out, in, out,
+                              ctx->cost);
+    if (s == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "nebula: no memory to settle a request of key %s",
+                      ctx->key_id);
+        return;
+    }
+
+    ngx_nebula_settle_send(s);
+}
+
+
+static void
+ngx_nebula_settle_retry(ngx_nebula_settlement_t *s)
+{
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (q->nretry >= NGX_NEBULA_SETTLE_QUEUE_MAX) {
+        if (q->dropped++ == 0) {
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "nebula: %d settlements wait for redis already: "
+                          "dropping more", NGX_NEBULA_SETTLE_QUEUE_MAX);
+        }
+
+        ngx_free(s);
+        return;
+    }
+
+    ngx_queue_insert_tail(&q->retry, &s->queue);
+    q->nretry++;
+
+    if (!q->flush.timer_set) {
+        ngx_add_timer(&q->flush, 500);
+    }
+}
+
+
+static void
+ngx_nebula_settle_reply(void *data, redisReply *reply)
+{
+    ngx_nebula_settlement_t  *s = data;
+
+    if (reply == NULL) {
+        /* Redis went away: maybe applied, maybe not; the marker knows */
+        ngx_nebula_settle_retry(s);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "nebula: redis refused a settlement: %s", reply->str);
+    }
+
+    ngx_free(s);
+}
+
+
+static void
+ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
+{
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 4, s->argc, s->argv,
+                              ngx_nebula_settle_reply, s)
+        == NULL)
+    {
+        ngx_nebula_settle_retry(s);
+    }
+}
+
+
+static void
+ngx_nebula_settle_flush(ngx_event_t *ev)
+{
+    ngx_queue_t                *h;
+    ngx_nebula_settlement_t    *s;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (!ngx_nebula_redis_ready()) {
+        if (ngx_exiting && !ngx_queue_empty(&q->retry)) {
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "nebula: worker exits with %ui settlements that "
+                          "redis did not take", q->nretry);
+
+            while (!ngx_queue_empty(&q->retry)) {
+                h = ngx_queue_head(&q->retry);
+                ngx_queue_remove(h);
+                ngx_free(ngx_queue_data(h, ngx_nebula_settlement_t, queue));
+            }
+
+            q->nretry = 0;
+            return;
+        }
+
+        if (!ngx_queue_empty(&q->retry)) {
+            ngx_add_timer(&q->flush, 500);
+        }
+
+        return;
+    }
+
+    if (q->dropped) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "nebula: %ui settlements were dropped while redis "
+                      "was away", q->dropped);
+        q->dropped = 0;
+    }
+
+    while (!ngx_queue_empty(&q->retry)) {
+        h = ngx_queue_head(&q->retry);
+        ngx_queue_remove(h);
+        q->nretry--;
+
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 4, s->argc,
+                                  s->argv, ngx_nebula_settle_reply, s)
+            == NULL)
+        {
+            ngx_queue_insert_head(&q->retry, h);
+            q->nretry++;
+            ngx_add_timer(&q->flush, 500);
+            return;
+        }
+    }
+}
+
+
+void
+ngx_nebula_settle_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    ngx_memzero(q, sizeof(ngx_nebula_settle_queue_t));
+    ngx_queue_init(&q->retry);
+    q->log = cycle->log;
+    q->flush.handler = ngx_nebula_settle_flush;
+    q->flush.log = cycle->log;
+    q->flush.data = q;
+
+    /* settlements that wait keep a worker that shuts down alive a while */
+    q->flush.cancelable = 0;
+}

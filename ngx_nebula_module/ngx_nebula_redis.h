@@ -1,0 +1,77 @@
+/*
+ * Nebula: one Redis connection per worker, on nginx's event loop.
+ */
+
+#ifndef NGX_NEBULA_REDIS_H
+#define NGX_NEBULA_REDIS_H
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+
+
+typedef struct ngx_nebula_redis_op_s  ngx_nebula_redis_op_t;
+
+/*
+ * Called once per command: with the reply, or with NULL when the command
+ * failed (timeout, connection lost).  Never called for a cancelled op.
+ */
+typedef void (*ngx_nebula_redis_handler_pt)(void *data, redisReply *reply);
+
+
+typedef enum {
+    NGX_NEBULA_SCRIPT_ADMIT = 0,
+    NGX_NEBULA_SCRIPT_SETTLE,
+    NGX_NEBULA_SCRIPT_KEY_CREATE,
+    NGX_NEBULA_SCRIPT_KEY_GET,
+    NGX_NEBULA_SCRIPT_KEY_LIST,
+    NGX_NEBULA_SCRIPT_KEY_UPDATE,
+    NGX_NEBULA_SCRIPT_USAGE,
+    NGX_NEBULA_SCRIPT_N
+} ngx_nebula_script_e;
+
+
+typedef struct {
+    ngx_str_t                  source;
+    u_char                     sha1[41];
+} ngx_nebula_script_t;
+
+
+typedef struct {
+    ngx_str_t                  name;        /* as written, for messages */
+    u_char                     ip[NGX_SOCKADDR_STRLEN + 1];
+    ngx_int_t                  port;
+    u_char                    *unix_path;
+    ngx_str_t                  user;
+    ngx_str_t                  password;
+    ngx_int_t                  db;
+    ngx_msec_t                 connect_timeout;
+    ngx_msec_t                 timeout;
+} ngx_nebula_redis_conf_t;
+
+
+ngx_int_t ngx_nebula_scripts_init(ngx_conf_t *cf);
+ngx_nebula_script_t *ngx_nebula_script(ngx_nebula_script_e script);
+
+ngx_int_t ngx_nebula_redis_init_worker(ngx_cycle_t *cycle,
+    ngx_nebula_redis_conf_t *conf);
+void ngx_nebula_redis_exit_worker(ngx_cycle_t *cycle);
+
+/* whether a command sent now would go on an established connection */
+ngx_int_t ngx_nebula_redis_ready(void);
+
+/*
+ * Runs a script with EVALSHA (loading it again on NOSCRIPT).  Returns the
+ * op, or NULL when Redis is unavailable now: the caller applies its
+ * failure mode at once rather than wait.
+ */
+ngx_nebula_redis_op_t *ngx_nebula_redis_eval(ngx_nebula_script_e script,
+    ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
+    ngx_nebula_redis_handler_pt handler, void *data);
+
+/* the request behind an op went away: its reply will touch nothing */
+void ngx_nebula_redis_cancel(ngx_nebula_redis_op_t *op);
+
+#endif /* NGX_NEBULA_REDIS_H */

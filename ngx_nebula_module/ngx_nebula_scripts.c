@@ -1,0 +1,258 @@
+/*
+ * Nebula: the server-side Lua scripts, run with EVALSHA.
+ *
+ * The data of one API key lives under one hash tag, {ID}, so a Redis
+ * Cluster keeps it in one slot and every per-request script touches one
+ * slot only (docs/redis.md has the whole layout):
+ *
+ *   nb:{ID}:key            hash: digest, name, plan, status, created,
+ *                          in_limit, out_limit, rpm_limit, models
+ *   nb:{ID}:u:YYYY-MM      hash: in, out, rin, rout (reserved), req, cost
+ *   nb:{ID}:m:YYYY-MM      hash: MODEL|in, MODEL|out, MODEL|req, MODEL|cost
+ *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost
+ *   nb:{ID}:r:MINUTE       the requests of one minute
+ *   nb:{ID}:s:REQUEST      a settled request, so a retry settles nothing
+ *   nb:keys                set of every key ID (admin listing)
+ *
+ * Costs are integers in picodollars (10^-12 USD): tokens times the price
+ * in micro-USD per 1M tokens, exact however many requests add up.
+ */
+
+#include "ngx_nebula.h"
+#include "ngx_nebula_redis.h"
+
+#include <openssl/evp.h>
+
+
+/*
+ * ADMIT: one round trip admits a request, atomically.
+ *
+ * KEYS: key hash, month usage hash, minute counter
+ * ARGV: digest, model, model group ("" if private), plans table,
+ *       prompt estimate, requested output (0: none), output cap,
+ *       seconds left in the minute, usage TTL
+ *
+ * The plans table comes from nginx.conf, built once: a line per plan,
+ * "NAME INPUT OUTPUT RPM GROUP GROUP ..." ("*" for every group).
+ *
+ * Returns {0, reserved_out, in_limit, out_limit, rpm, in_left, out_left,
+ *          rpm_left, plan, name}
+ *      or {1} unknown key, {2} revoked, {3, plan} model not allowed,
+ *         {4, retry_after, rpm} rate limited,
+ *         {5, in_limit, out_limit, in_left, out_left} quota used up,
+ *         {6, plan} the key's plan is not configured here.
+ */
+static char  ngx_nebula_script_admit[] =
+    "local k = redis.call('HMGET', KEYS[1], 'digest', 'status', 'plan',\n"
+    "  'in_limit', 'out_limit', 'rpm_limit', 'models', 'name')\n"
+    "if not k[1] or k[1] ~= ARGV[1] then return {1} end\n"
+    "if k[2] ~= 'active' then return {2} end\n"
+    "local plan = nil\n"
+    "for line in string.gmatch(ARGV[4], '[^\\n]+') do\n"
+    "  local name, rest = string.match(line, '^(%S+) (.*)$')\n"
+    "  if name == k[3] then plan = rest break end\n"
+    "end\n"
+    "if not plan then return {6, k[3]} end\n"
+    "local pin, pout, prpm, groups = string.match(plan,\n"
+    "  '^(%d+) (%d+) (%d+) ?(.*)$')\n"
+    "local allowed = false\n"
+    "if ARGV[3] ~= '' then\n"
+    "  for g in string.gmatch(groups, '%S+') do\n"
+    "    if g == '*' or g == ARGV[3] then allowed = true break end\n"
+    "  end\n"
+    "end\n"
+    "if not allowed and k[7] then\n"
+    "  for m in string.gmatch(k[7], '%S+') do\n"
+    "    if m == ARGV[2] then allowed = true break end\n"
+    "  end\n"
+    "end\n"
+    "if not allowed then return {3, k[3]} end\n"
+    "local in_limit = tonumber(k[4]) or tonumber(pin)\n"
+    "local out_limit = tonumber(k[5]) or tonumber(pout)\n"
+    "local rpm = tonumber(k[6]) or tonumber(prpm)\n"
+    "local rpm_left = -1\n"
+    "if rpm > 0 then\n"
+    "  local n = redis.call('INCR', KEYS[3])\n"
+    "  if n == 1 then redis.call('EXPIRE', KEYS[3], 120) end\n"
+    "  if n > rpm then return {4, tonumber(ARGV[8]), rpm} end\n"
+    "  rpm_left = rpm - n\n"
+    "end\n"
+    "local u = redis.call('HMGET', KEYS[2], 'in', 'out', 'rin', 'rout')\n"
+    "local in_left = in_limit - (tonumber(u[1]) or 0) - (tonumber(u[3]) or 0)\n"
+    "local out_left = out_limit - (tonumber(u[2]) or 0)\n"
+    "  - (tonumber(u[4]) or 0)\n"
+    "local prompt = tonumber(ARGV[5])\n"
+    "if in_left < prompt or out_left <= 0 then\n"
+    "  return {5, in_limit, out_limit, math.max(in_left, 0),\n"
+    "          math.max(out_left, 0)}\n"
+    "end\n"
+    "local out = out_left\n"
+    "local want = tonumber(ARGV[6])\n"
+    "if want > 0 and want < out then out = want end\n"
+    "local cap = tonumber(ARGV[7])\n"
+    "if cap > 0 and cap < out then out = cap end\n"
+    "redis.call('HINCRBY', KEYS[2], 'rin', prompt)\n"
+    "redis.call('HINCRBY', KEYS[2], 'rout', out)\n"
+    "redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))\n"
+    "return {0, out, in_limit, out_limit, rpm, in_left - prompt,\n"
+    "        out_left - out, rpm_left, k[3], k[8] or ''}\n";
+
+
+/*
+ * SETTLE: the reservation is replaced by the real usage, once.
+ *
+ * KEYS: month usage hash, month model hash, day hash, settled marker
+ * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL
+ */
+static char  ngx_nebula_script_settle[] =
+    "if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400) then\n"
+    "  return 0\n"
+    "end\n"
+    "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
+    "local i, o, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
+    "local ttl = tonumber(ARGV[7])\n"
+    "redis.call('HINCRBY', KEYS[1], 'rin', -rin)\n"
+    "redis.call('HINCRBY', KEYS[1], 'rout', -rout)\n"
+    "redis.call('HINCRBY', KEYS[1], 'in', i)\n"
+    "redis.call('HINCRBY', KEYS[1], 'out', o)\n"
+    "redis.call('HINCRBY', KEYS[1], 'req', 1)\n"
+    "redis.call('HINCRBY', KEYS[1], 'cost', c)\n"
+    "redis.call('EXPIRE', KEYS[1], ttl)\n"
+    "local m = ARGV[6]\n"
+    "redis.call('HINCRBY', KEYS[2], m .. '|in', i)\n"
+    "redis.call('HINCRBY', KEYS[2], m .. '|out', o)\n"
+    "redis.call('HINCRBY', KEYS[2], m .. '|req', 1)\n"
+    "redis.call('HINCRBY', KEYS[2], m .. '|cost', c)\n"
+    "redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "redis.call('HINCRBY', KEYS[3], 'in', i)\n"
+    "redis.call('HINCRBY', KEYS[3], 'out', o)\n"
+    "redis.call('HINCRBY', KEYS[3], 'req', 1)\n"
+    "redis.call('HINCRBY', KEYS[3], 'cost', c)\n"
+    "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "return 1\n";
+
+
+/*
+ * KEY_CREATE. KEYS: key hash, key set.
+ * ARGV: id, digest, name, plan, created, in_limit, out_limit, rpm_limit,
+ *       models (empty strings for "the plan's")
+ */
+static char  ngx_nebula_script_key_create[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
+    "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'digest', ARGV[2],\n"
+    "  'name', ARGV[3], 'plan', ARGV[4], 'status', 'active',\n"
+    "  'created', ARGV[5])\n"
+    "local f = {'in_limit', 'out_limit', 'rpm_limit', 'models'}\n"
+    "for i = 1, 4 do\n"
+    "  if ARGV[5 + i] ~= '' then\n"
+    "    redis.call('HSET', KEYS[1], f[i], ARGV[5 + i])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('SADD', KEYS[2], ARGV[1])\n"
+    "return 1\n";
+
+
+/*
+ * KEY_GET. KEYS: key hash, month usage hash, month model hash.
+ * Returns {key fields, usage fields, model fields}, each HGETALL's list.
+ */
+static char  ngx_nebula_script_key_get[] =
+    "local k = redis.call('HGETALL', KEYS[1])\n"
+    "if #k == 0 then return {} end\n"
+    "return {k, redis.call('HGETALL', KEYS[2]),\n"
+    "        redis.call('HGETALL', KEYS[3])}\n";
+
+
+/*
+ * KEY_LIST. KEYS: key set. ARGV: month.
+ * Returns, per key, {key fields, usage fields}.  It reads keys of every
+ * slot: on a Redis Cluster the admin listing needs a single-node Redis
+ * or a script per key (docs/redis.md).
+ */
+static char  ngx_nebula_script_key_list[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local k = redis.call('HGETALL', 'nb:{' .. id .. '}:key')\n"
+    "  if #k > 0 then\n"
+    "    out[#out + 1] = {k, redis.call('HGETALL',\n"
+    "      'nb:{' .. id .. '}:u:' .. ARGV[1])}\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+
+/*
+ * KEY_UPDATE. KEYS: key hash. ARGV: field, value, ... ("" deletes).
+ * Returns 0 when there is no such key.
+ */
+static char  ngx_nebula_script_key_update[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+    "for i = 1, #ARGV, 2 do\n"
+    "  if ARGV[i + 1] == '' then\n"
+    "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "  else\n"
+    "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+
+/*
+ * USAGE. KEYS: key set. ARGV: month.
+ * Returns, per key, {id, usage fields, model fields}.
+ */
+static char  ngx_nebula_script_usage[] =
+    "local out = {}\n"
+    "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+    "  local p = 'nb:{' .. id .. '}:'\n"
+    "  out[#out + 1] = {id, redis.call('HGETALL', p .. 'u:' .. ARGV[1]),\n"
+    "    redis.call('HGETALL', p .. 'm:' .. ARGV[1])}\n"
+    "end\n"
+    "return out\n";
+
+
+static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
+    { ngx_string(ngx_nebula_script_admit), "" },
+    { ngx_string(ngx_nebula_script_settle), "" },
+    { ngx_string(ngx_nebula_script_key_create), "" },
+    { ngx_string(ngx_nebula_script_key_get), "" },
+    { ngx_string(ngx_nebula_script_key_list), "" },
+    { ngx_string(ngx_nebula_script_key_update), "" },
+    { ngx_string(ngx_nebula_script_usage), "" }
+};
+
+
+/* EVALSHA names a script by the SHA-1 of its text: computed once */
+ngx_int_t
+ngx_nebula_scripts_init(ngx_conf_t *cf)
+{
+    u_char                hash[EVP_MAX_MD_SIZE];
+    unsigned int          len;
+    ngx_uint_t            i;
+    ngx_nebula_script_t  *s;
+
+    for (i = 0; i < NGX_NEBULA_SCRIPT_N; i++) {
+        s = &ngx_nebula_scripts[i];
+
+        if (EVP_Digest(s->source.data, s->source.len, hash, &len,
+                       EVP_sha1(), NULL)
+            != 1)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "nebula: SHA-1 of a script failed");
+            return NGX_ERROR;
+        }
+
+        ngx_hex_dump(s->sha1, hash, len);
+        s->sha1[40] = '\0';
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_nebula_script_t *
+ngx_nebula_script(ngx_nebula_script_e script)
+{
+    return &ngx_nebula_scripts[script];
+}
