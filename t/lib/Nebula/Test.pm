@@ -96,6 +96,21 @@ sub admin {
                           headers => { Authorization => "Bearer $self->{admin_token}" });
 }
 
+# Settlement runs as a request's pool goes, just after its response: a
+# test that reads usage right away waits until the key holds no
+# reservation, i.e. every request it made is settled.
+sub wait_settled {
+    my ($self, $secret) = @_;
+    my $me = $self->get('/v1/key', headers => { Authorization => "Bearer $secret" });
+    my $id = $me->{json}{data}{id} or return 0;
+    for (1 .. 200) {
+        my $u = $self->admin('GET', "/admin/keys/$id")->{json}{usage};
+        return 1 if $u && !$u->{reserved_input_tokens} && !$u->{reserved_output_tokens};
+        sleep 0.01;
+    }
+    return 0;
+}
+
 # a new key through the admin API: {id, key, plan, name, created}
 sub new_key {
     my ($self, %o) = @_;
@@ -122,8 +137,10 @@ sub render {
                '--admin-token', $self->{admin_token});
     system(@cmd) == 0 or die "render-conf failed\n";
 
-    # patch => sub { edit nebula.conf }, patch_proxy => sub { nebula-proxy.conf }
-    for ([patch => 'nebula.conf'], [patch_proxy => 'nebula-proxy.conf']) {
+    # patch => sub { edit nebula.conf }, patch_proxy and patch_catalog
+    # for nebula-proxy.conf and nebula-catalog.conf
+    for ([patch => 'nebula.conf'], [patch_proxy => 'nebula-proxy.conf'],
+         [patch_catalog => 'nebula-catalog.conf']) {
         my ($opt, $file) = @$_;
         next unless $o{$opt};
         my $f = "$conf/$file";
