@@ -89,6 +89,12 @@ typedef struct {
 } ngx_nebula_plan_t;
 
 
+/* what the workers share */
+typedef struct {
+    ngx_atomic_t              redis_outage;    /* logged, not yet over */
+} ngx_nebula_shctx_t;
+
+
 typedef struct {
     ngx_array_t               models;          /* ngx_nebula_model_t */
     ngx_array_t               plans;           /* ngx_nebula_plan_t */
@@ -99,8 +105,10 @@ typedef struct {
     ngx_str_t                 tags_json;       /* GET /api/tags */
 
     ngx_nebula_redis_conf_t  *redis;           /* NULL: keys not checked */
+    ngx_shm_zone_t           *shm_zone;
     ngx_msec_t                redis_timeout;
     ngx_msec_t                redis_connect_timeout;
+    ngx_msec_t                reservation_timeout;
     ngx_uint_t                failure_open;    /* serve unmetered */
     ngx_str_t                 admin_token;
     ngx_flag_t                test_clock;

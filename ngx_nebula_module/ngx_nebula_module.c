@@ -16,6 +16,7 @@ static char *ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static ngx_int_t ngx_nebula_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_nebula_init_process(ngx_cycle_t *cycle);
 static void ngx_nebula_exit_process(ngx_cycle_t *cycle);
 
@@ -69,6 +70,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_nebula_main_conf_t, redis_connect_timeout),
+      NULL },
+
+    { ngx_string("nebula_reservation_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, reservation_timeout),
       NULL },
 
     { ngx_string("nebula_redis_failure"),
@@ -203,6 +211,7 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
     nmcf->test_clock = NGX_CONF_UNSET;
     nmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    nmcf->reservation_timeout = NGX_CONF_UNSET_MSEC;
 
     return nmcf;
 }
@@ -213,14 +222,32 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_nebula_main_conf_t  *nmcf = conf;
 
+    static ngx_str_t  zone_name = ngx_string("nebula");
+
     ngx_conf_init_uint_value(nmcf->failure_open, 0);
     ngx_conf_init_value(nmcf->test_clock, 0);
     ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
+    ngx_conf_init_msec_value(nmcf->reservation_timeout, 15 * 60 * 1000);
+
+    if (nmcf->reservation_timeout < 1000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "nebula_reservation_timeout must be 1s or more");
+        return NGX_CONF_ERROR;
+    }
 
     if (nmcf->redis) {
         nmcf->redis->timeout = nmcf->redis_timeout;
         nmcf->redis->connect_timeout = nmcf->redis_connect_timeout;
+
+        nmcf->shm_zone = ngx_shared_memory_add(cf, &zone_name,
+                                               8 * ngx_pagesize,
+                                               &ngx_http_nebula_module);
+        if (nmcf->shm_zone == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        nmcf->shm_zone->init = ngx_nebula_init_zone;
     }
 
     if (ngx_nebula_catalog_init(cf, nmcf) != NGX_CONF_OK) {
@@ -237,6 +264,37 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 }
 
 
+/* state the workers share; kept across reloads, as limit_req keeps its */
+static ngx_int_t
+ngx_nebula_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_slab_pool_t      *shpool;
+    ngx_nebula_shctx_t   *sh;
+
+    if (data) {
+        shm_zone->data = data;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        shm_zone->data = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_nebula_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    shpool->data = sh;
+    shm_zone->data = sh;
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_nebula_init_process(ngx_cycle_t *cycle)
 {
@@ -247,6 +305,9 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
     if (nmcf == NULL || nmcf->redis == NULL) {
         return NGX_OK;
     }
+
+    nmcf->redis->outage = &((ngx_nebula_shctx_t *) nmcf->shm_zone->data)
+                               ->redis_outage;
 
     ngx_nebula_settle_init_worker(cycle);
 

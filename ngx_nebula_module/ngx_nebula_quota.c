@@ -30,7 +30,7 @@ struct ngx_nebula_admission_s {
 /* a settlement to send, or to send again */
 typedef struct {
     ngx_queue_t               queue;
-    ngx_str_t                 argv[15];
+    ngx_str_t                 argv[16];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
 } ngx_nebula_settlement_t;
@@ -313,13 +313,13 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     int64_t                  want, cap;
     uint32_t                 rnd[4];
     ngx_uint_t               i;
-    ngx_str_t                argv[12];
+    ngx_str_t                argv[16];
     ngx_pool_cleanup_t      *cln;
     ngx_nebula_model_t      *model = ctx->model;
     nebula_request_t        *req = ctx->req;
     ngx_nebula_main_conf_t  *nmcf;
     ngx_nebula_admission_t  *adm;
-    u_char                   keys[3][64], nums[5][NGX_INT64_LEN];
+    u_char                   keys[4][64], nums[7][NGX_INT64_LEN];
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
@@ -368,23 +368,34 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     argv[2].len = ngx_sprintf(keys[2], "nb:{%s}:r:%T", ctx->key_id,
                               ctx->now / 60) - keys[2];
 
-    argv[3].data = ctx->digest;
-    argv[3].len = 64;
-    argv[4] = model->name;
-    argv[5] = model->private ? (ngx_str_t) ngx_null_string : model->group;
-    argv[6] = nmcf->plans_table;
+    argv[3].data = keys[3];
+    argv[3].len = ngx_sprintf(keys[3], "nb:{%s}:res:%s", ctx->key_id,
+                              adm->month) - keys[3];
 
-    argv[7].data = nums[0];
-    argv[7].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
-    argv[8].data = nums[1];
-    argv[8].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
-    argv[9].data = nums[2];
-    argv[9].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
-    argv[10].data = nums[3];
-    argv[10].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
-    argv[11].data = nums[4];
-    argv[11].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
+    argv[4].data = ctx->digest;
+    argv[4].len = 64;
+    argv[5] = model->name;
+    argv[6] = model->private ? (ngx_str_t) ngx_null_string : model->group;
+    argv[7] = nmcf->plans_table;
+
+    argv[8].data = nums[0];
+    argv[8].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
+    argv[9].data = nums[1];
+    argv[9].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
+    argv[10].data = nums[2];
+    argv[10].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
+    argv[11].data = nums[3];
+    argv[11].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
+    argv[12].data = nums[4];
+    argv[12].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
                    - nums[4];
+    argv[13].data = nums[5];
+    argv[13].len = ngx_sprintf(nums[5], "%T", ctx->now) - nums[5];
+    argv[14].data = nums[6];
+    argv[14].len = ngx_sprintf(nums[6], "%M",
+                               nmcf->reservation_timeout / 1000) - nums[6];
+    argv[15].data = adm->request_id;
+    argv[15].len = 32;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -392,7 +403,7 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 3, 12, argv,
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 4, 16, argv,
                               ngx_nebula_admit_reply, adm)
         == NULL)
     {
@@ -427,7 +438,8 @@ ngx_nebula_admission_cleanup(void *data)
 static ngx_nebula_settlement_t *
 ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
-    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost)
+    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
+    ngx_uint_t counted)
 {
     u_char                   *p;
     ngx_nebula_settlement_t  *s;
@@ -438,7 +450,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     }
 
     p = s->data;
-    s->argc = 11;
+    s->argc = 14;
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
     s->argv[i].data = p;                                                      \
@@ -452,13 +464,16 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     p = ngx_nebula_day(p, now);
     s->argv[2].len = p - s->argv[2].data;
     ngx_nebula_arg(3, "nb:{%s}:s:%s", key_id, request_id);
-    ngx_nebula_arg(4, "%uL", rin);
-    ngx_nebula_arg(5, "%uL", rout);
-    ngx_nebula_arg(6, "%uL", in);
-    ngx_nebula_arg(7, "%uL", out);
-    ngx_nebula_arg(8, "%uL", cost);
-    ngx_nebula_arg(9, "%V", model);
-    ngx_nebula_arg(10, "%d", NGX_NEBULA_USAGE_TTL);
+    ngx_nebula_arg(4, "nb:{%s}:res:%s", key_id, month);
+    ngx_nebula_arg(5, "%uL", rin);
+    ngx_nebula_arg(6, "%uL", rout);
+    ngx_nebula_arg(7, "%uL", in);
+    ngx_nebula_arg(8, "%uL", out);
+    ngx_nebula_arg(9, "%uL", cost);
+    ngx_nebula_arg(10, "%V", model);
+    ngx_nebula_arg(11, "%d", NGX_NEBULA_USAGE_TTL);
+    ngx_nebula_arg(12, "%s:%uL:%uL", request_id, rin, rout);
+    ngx_nebula_arg(13, "%ui", counted);
 
 #undef ngx_nebula_arg
 
@@ -490,7 +505,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
             s = ngx_nebula_settlement(ngx_cycle->log, adm->key_id,
                                       adm->month, ngx_time(),
                                       adm->request_id, &model, adm->prompt,
-                                      a.reserved_out, 0, 0, 0);
+                                      a.reserved_out, 0, 0, 0, 0);
             if (s) {
                 ngx_nebula_settle_send(s);
             }
@@ -687,7 +702,7 @@ ngx_nebula_settle_cleanup(void *data)
     s = ngx_nebula_settlement(ngx_cycle->log, ctx->key_id, ctx->month,
                               ctx->now, ctx->request_id, &model->name,
                               ctx->reserved_in, ctx->reserved_out, in, out,
-                              ctx->cost);
+                              ctx->cost, 1);
     if (s == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "nebula: no memory to settle a request of key %s",
@@ -747,7 +762,7 @@ ngx_nebula_settle_reply(void *data, redisReply *reply)
 static void
 ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
 {
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 4, s->argc, s->argv,
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc, s->argv,
                               ngx_nebula_settle_reply, s)
         == NULL)
     {
@@ -800,7 +815,7 @@ ngx_nebula_settle_flush(ngx_event_t *ev)
 
         s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
 
-        if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 4, s->argc,
+        if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc,
                                   s->argv, ngx_nebula_settle_reply, s)
             == NULL)
         {

@@ -162,9 +162,12 @@ ngx_nebula_redis_lost(const char *why)
 
     if (!rd->down) {
         rd->down = 1;
-        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "nebula: redis at \"%V\" unavailable: %s; will retry",
-                      &rd->conf->name, why);
+
+        if (ngx_atomic_cmp_set(rd->conf->outage, 0, 1)) {
+            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                          "nebula: redis at \"%V\" unavailable: %s; "
+                          "will retry", &rd->conf->name, why);
+        }
 
     } else {
         ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rd->log, 0,
@@ -214,8 +217,12 @@ ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
 
     if (rd->down) {
         rd->down = 0;
-        ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                      "nebula: redis at \"%V\" is back", &rd->conf->name);
+
+        if (ngx_atomic_cmp_set(rd->conf->outage, 1, 0)) {
+            ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                          "nebula: redis at \"%V\" is back",
+                          &rd->conf->name);
+        }
     }
 
     ngx_nebula_redis_arm_timer();

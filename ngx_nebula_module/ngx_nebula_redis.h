@@ -49,6 +49,8 @@ typedef struct {
     ngx_int_t                  db;
     ngx_msec_t                 connect_timeout;
     ngx_msec_t                 timeout;
+    ngx_atomic_t              *outage;     /* in shared memory: one log line
+                                              an outage, not one a worker */
 } ngx_nebula_redis_conf_t;
 
 

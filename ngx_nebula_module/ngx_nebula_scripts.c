@@ -8,6 +8,8 @@
  *   nb:{ID}:key            hash: digest, name, plan, status, created,
  *                          in_limit, out_limit, rpm_limit, models
  *   nb:{ID}:u:YYYY-MM      hash: in, out, rin, rout (reserved), req, cost
+ *   nb:{ID}:res:YYYY-MM    sorted set of the reservations in flight:
+ *                          "REQUEST:IN:OUT" scored by when they expire
  *   nb:{ID}:m:YYYY-MM      hash: MODEL|in, MODEL|out, MODEL|req, MODEL|cost
  *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost
  *   nb:{ID}:r:MINUTE       the requests of one minute
@@ -27,10 +29,15 @@
 /*
  * ADMIT: one round trip admits a request, atomically.
  *
- * KEYS: key hash, month usage hash, minute counter
+ * KEYS: key hash, month usage hash, minute counter, month reservations
  * ARGV: digest, model, model group ("" if private), plans table,
  *       prompt estimate, requested output (0: none), output cap,
- *       seconds left in the minute, usage TTL
+ *       seconds left in the minute, usage TTL, now, reservation TTL,
+ *       request id
+ *
+ * A reservation nobody settled (a worker that died, a reply lost to a
+ * timeout after Redis applied it) expires: the next admission of the key
+ * gives it back.
  *
  * The plans table comes from nginx.conf, built once: a line per plan,
  * "NAME INPUT OUTPUT RPM GROUP GROUP ..." ("*" for every group).
@@ -77,6 +84,16 @@ static char  ngx_nebula_script_admit[] =
     "  if n > rpm then return {4, tonumber(ARGV[8]), rpm} end\n"
     "  rpm_left = rpm - n\n"
     "end\n"
+    "local now = tonumber(ARGV[10])\n"
+    "local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)\n"
+    "for _, m in ipairs(old) do\n"
+    "  local a, b = string.match(m, ':(%d+):(%d+)$')\n"
+    "  redis.call('HINCRBY', KEYS[2], 'rin', -tonumber(a))\n"
+    "  redis.call('HINCRBY', KEYS[2], 'rout', -tonumber(b))\n"
+    "end\n"
+    "if #old > 0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)\n"
+    "end\n"
     "local u = redis.call('HMGET', KEYS[2], 'in', 'out', 'rin', 'rout')\n"
     "local in_left = in_limit - (tonumber(u[1]) or 0) - (tonumber(u[3]) or 0)\n"
     "local out_left = out_limit - (tonumber(u[2]) or 0)\n"
@@ -94,6 +111,9 @@ static char  ngx_nebula_script_admit[] =
     "redis.call('HINCRBY', KEYS[2], 'rin', prompt)\n"
     "redis.call('HINCRBY', KEYS[2], 'rout', out)\n"
     "redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))\n"
+    "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
+    "  ARGV[12] .. ':' .. prompt .. ':' .. out)\n"
+    "redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))\n"
     "return {0, out, in_limit, out_limit, rpm, in_left - prompt,\n"
     "        out_left - out, rpm_left, k[3], k[8] or ''}\n";
 
@@ -101,8 +121,13 @@ static char  ngx_nebula_script_admit[] =
 /*
  * SETTLE: the reservation is replaced by the real usage, once.
  *
- * KEYS: month usage hash, month model hash, day hash, settled marker
- * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL
+ * KEYS: month usage hash, month model hash, day hash, settled marker,
+ *       month reservations
+ * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL,
+ *       the reservation's member, counted (0: only give it back)
+ *
+ * A reservation that expired was given back already: only the usage is
+ * added then.
  */
 static char  ngx_nebula_script_settle[] =
     "if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400) then\n"
@@ -111,8 +136,11 @@ static char  ngx_nebula_script_settle[] =
     "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local i, o, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local ttl = tonumber(ARGV[7])\n"
-    "redis.call('HINCRBY', KEYS[1], 'rin', -rin)\n"
-    "redis.call('HINCRBY', KEYS[1], 'rout', -rout)\n"
+    "if redis.call('ZREM', KEYS[5], ARGV[8]) == 1 then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'rin', -rin)\n"
+    "  redis.call('HINCRBY', KEYS[1], 'rout', -rout)\n"
+    "end\n"
+    "if ARGV[9] == '0' then return 1 end\n"
     "redis.call('HINCRBY', KEYS[1], 'in', i)\n"
     "redis.call('HINCRBY', KEYS[1], 'out', o)\n"
     "redis.call('HINCRBY', KEYS[1], 'req', 1)\n"
