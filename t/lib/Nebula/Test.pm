@@ -431,6 +431,12 @@ END {
     # destruction, too late for Test::More: tests call $t->done instead
 }
 
+# checks error.log and stops everything; done also ends the test file
+sub finish {
+    my ($self) = @_;
+    $self->DESTROY;
+}
+
 sub done {
     my ($self) = @_;
     $self->DESTROY;
