@@ -49,7 +49,7 @@ for (1 .. 3) {
 waitpid $_, 0 for @pids;
 my @res = map { [split / /] } grep { length } split /\n/, do { local $/; <$rd> };
 
-is scalar(() = $t->error_log =~ /reconfiguring/g), 3, 'nginx reloaded three times';
+is scalar(() = $t->error_log =~ /signal 1 \(SIGHUP\) received/g), 3, 'nginx reloaded three times';
 is scalar @res, $C * $N, 'every request answered';
 my @ok = grep { $_->[0] == 200 } @res;
 is scalar @ok, $C * $N, 'every request served across three reloads';
