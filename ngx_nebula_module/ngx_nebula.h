@@ -74,6 +74,7 @@ typedef struct {
     ngx_str_t                 owned_by;
     time_t                    created;
     unsigned                  private:1;       /* reached through keys only */
+    ngx_str_t                 tags_entry;      /* its /api/tags object */
     ngx_nebula_conf_pos_t     pos;
 } ngx_nebula_model_t;
 
@@ -102,7 +103,6 @@ typedef struct {
     ngx_array_t               groups;          /* ngx_str_t */
     ngx_hash_t                models_hash;
     ngx_str_t                 models_json;     /* GET /v1/models */
-    ngx_str_t                 tags_json;       /* GET /api/tags */
 
     ngx_nebula_redis_conf_t  *redis;           /* NULL: keys not checked */
     ngx_shm_zone_t           *shm_zone;
@@ -221,6 +221,7 @@ void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_key_handler(ngx_http_request_t *r);
+ngx_int_t ngx_nebula_tags_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_variables.c */
 ngx_int_t ngx_nebula_add_variables(ngx_conf_t *cf);

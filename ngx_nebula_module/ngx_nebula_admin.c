@@ -26,7 +26,8 @@ typedef enum {
     NGX_NEBULA_ADMIN_UPDATE,
     NGX_NEBULA_ADMIN_REVOKE,
     NGX_NEBULA_ADMIN_USAGE,
-    NGX_NEBULA_ADMIN_SELF            /* GET /v1/key */
+    NGX_NEBULA_ADMIN_SELF,           /* GET /v1/key */
+    NGX_NEBULA_ADMIN_TAGS            /* GET /api/tags */
 } ngx_nebula_admin_op_e;
 
 
@@ -49,6 +50,8 @@ static void ngx_nebula_admin_body_handler(ngx_http_request_t *r);
 static void ngx_nebula_admin_reply(void *data, redisReply *reply);
 static void ngx_nebula_admin_write_models(ngx_http_request_t *r,
     ngx_nebula_json_t *j, redisReply *reply);
+static void ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *k);
 
 
 static ngx_int_t
@@ -403,6 +406,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
 
     case NGX_NEBULA_ADMIN_GET:
     case NGX_NEBULA_ADMIN_SELF:
+    case NGX_NEBULA_ADMIN_TAGS:
         if (reply->type != REDIS_REPLY_ARRAY) {
             break;
         }
@@ -415,7 +419,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
             break;
         }
 
-        if (actx->kind == NGX_NEBULA_ADMIN_SELF) {
+        if (actx->kind != NGX_NEBULA_ADMIN_GET) {
             e = (redisReply *) nebula_reply_field(reply->element[0], "digest");
             if (e == NULL || e->type != REDIS_REPLY_STRING || e->len != 64
                 || ngx_strncmp(e->str, actx->digest, 64) != 0)
@@ -431,6 +435,11 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
                                               "invalid_api_key", NULL,
                                               "This API key has been "
                                               "revoked.");
+            }
+
+            if (actx->kind == NGX_NEBULA_ADMIN_TAGS) {
+                ngx_nebula_tags_write(r, &j, reply->element[0]);
+                return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
             }
 
             ngx_nebula_json_lit(&j, "{\"data\":");
@@ -543,7 +552,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
 
 unknown:
 
-    if (actx->kind == NGX_NEBULA_ADMIN_SELF) {
+    if (actx->kind != NGX_NEBULA_ADMIN_GET) {
         return ngx_nebula_admin_error(r, NGX_HTTP_UNAUTHORIZED,
                                       "invalid_api_key", NULL,
                                       "Incorrect API key provided.");
@@ -1393,6 +1402,143 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
                                    1, 2, argv);
         break;
     }
+
+    if (rc != NGX_AGAIN) {
+        return rc;
+    }
+
+    r->main->count++;
+    return NGX_DONE;
+}
+
+
+/* whether a key's record lists a model among its own */
+static ngx_uint_t
+ngx_nebula_key_lists(const redisReply *k, ngx_str_t *name)
+{
+    u_char            *p, *last, *s;
+    const redisReply  *v;
+
+    v = nebula_reply_field(k, "models");
+
+    if (v == NULL || v->type != REDIS_REPLY_STRING) {
+        return 0;
+    }
+
+    p = (u_char *) v->str;
+    last = p + v->len;
+
+    while (p < last) {
+        s = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        if ((size_t) (p - s) == name->len
+            && ngx_strncmp(s, name->data, name->len) == 0)
+        {
+            return 1;
+        }
+
+        p++;
+    }
+
+    return 0;
+}
+
+
+/* Ollama's model list, of the models a key reaches (all without keys) */
+static void
+ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *k)
+{
+    uint64_t                 groups;
+    ngx_uint_t               i, first, ok;
+    const redisReply        *v;
+    ngx_nebula_plan_t       *plan;
+    ngx_nebula_model_t      *model;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    groups = (uint64_t) -1;
+
+    if (k) {
+        v = nebula_reply_field(k, "plan");
+        plan = (v && v->type == REDIS_REPLY_STRING)
+               ? ngx_nebula_find_plan(nmcf, (u_char *) v->str, v->len) : NULL;
+        groups = plan ? plan->groups : 0;
+    }
+
+    model = nmcf->models.elts;
+    first = 1;
+
+    ngx_nebula_json_lit(j, "{\"models\":[");
+
+    for (i = 0; i < nmcf->models.nelts; i++) {
+        ok = !model[i].private
+             && (groups & ((uint64_t) 1 << model[i].group_index));
+
+        if (!ok && k) {
+            ok = ngx_nebula_key_lists(k, &model[i].name);
+        }
+
+        if (!ok) {
+            continue;
+        }
+
+        if (!first) {
+            ngx_nebula_json_lit(j, ",");
+        }
+
+        first = 0;
+        ngx_nebula_json_raw(j, (char *) model[i].tags_entry.data,
+                            model[i].tags_entry.len);
+    }
+
+    ngx_nebula_json_lit(j, "]}");
+}
+
+
+/* GET /api/tags: the models the caller's key reaches */
+ngx_int_t
+ngx_nebula_tags_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                rc;
+    ngx_str_t                secret;
+    ngx_nebula_json_t        j;
+    ngx_nebula_admin_ctx_t  *actx;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL) {
+        ngx_nebula_json_init(&j, r->pool);
+        ngx_nebula_tags_write(r, &j, NULL);
+        return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
+    }
+
+    if (ngx_nebula_key_from_request(r, &secret) != NGX_OK
+        || !ngx_nebula_key_well_formed(&secret))
+    {
+        return ngx_nebula_admin_error(r, NGX_HTTP_UNAUTHORIZED,
+                                      "invalid_api_key", NULL,
+                                      "Missing or incorrect API key.");
+    }
+
+    actx = ngx_nebula_admin_ctx(r);
+    if (actx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    actx->kind = NGX_NEBULA_ADMIN_TAGS;
+
+    if (ngx_nebula_key_digest(&secret, actx->digest, actx->id) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_nebula_admin_get(r, actx);
 
     if (rc != NGX_AGAIN) {
         return rc;

@@ -1,7 +1,7 @@
 /*
- * Nebula: GET /v1/models (OpenAI's list with OpenRouter's fields) and
- * GET /api/tags (Ollama's), built once from the catalog when the
- * configuration is read and served as they are.
+ * Nebula: GET /v1/models (OpenAI's list with OpenRouter's fields), built
+ * once from the catalog when the configuration is read and served as it
+ * is, and the entries GET /api/tags (Ollama's) picks from for each key.
  */
 
 #include "ngx_nebula.h"
@@ -50,6 +50,42 @@ ngx_nebula_write_json_string(u_char *p, ngx_str_t *s)
 }
 
 
+/* one entry of GET /v1/models */
+static u_char *
+ngx_nebula_models_entry(u_char *p, ngx_nebula_model_t *model,
+    ngx_uint_t first)
+{
+    if (!first) {
+        *p++ = ',';
+    }
+
+    p = ngx_cpymem(p, "{\"id\":", 6);
+    p = ngx_nebula_write_json_string(p, &model->name);
+    p = ngx_sprintf(p, ",\"object\":\"model\",\"created\":%T,\"owned_by\":",
+                    model->created);
+    p = ngx_nebula_write_json_string(p, &model->owned_by);
+    p = ngx_cpymem(p, ",\"name\":", 8);
+    p = ngx_nebula_write_json_string(p, &model->name);
+    p = ngx_sprintf(p, ",\"context_length\":%uL,\"pricing\":{\"prompt\":",
+                    model->context);
+    p = ngx_nebula_write_price(p, model->input_price);
+    p = ngx_cpymem(p, ",\"completion\":", 14);
+    p = ngx_nebula_write_price(p, model->output_price);
+    p = ngx_cpymem(p, "},\"architecture\":{\"input_modalities\":[\"text\"",
+                   sizeof("},\"architecture\":{\"input_modalities\":"
+                          "[\"text\"") - 1);
+
+    if (model->modalities & NGX_NEBULA_MODALITY_IMAGE) {
+        p = ngx_cpymem(p, ",\"image\"", 8);
+    }
+
+    p = ngx_cpymem(p, "],\"output_modalities\":[\"text\"]}}",
+                   sizeof("],\"output_modalities\":[\"text\"]}}") - 1);
+
+    return p;
+}
+
+
 ngx_int_t
 ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
 {
@@ -68,55 +104,31 @@ ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
     }
 
     p = ngx_pnalloc(cf->pool, size);
-    tp = ngx_pnalloc(cf->pool, size);
-    if (p == NULL || tp == NULL) {
+    if (p == NULL) {
         return NGX_ERROR;
     }
 
     nmcf->models_json.data = p;
-    nmcf->tags_json.data = tp;
 
     p = ngx_cpymem(p, "{\"object\":\"list\",\"data\":[",
                    sizeof("{\"object\":\"list\",\"data\":[") - 1);
-    tp = ngx_cpymem(tp, "{\"models\":[", sizeof("{\"models\":[") - 1);
 
     first = 1;
 
     for (i = 0; i < nmcf->models.nelts; i++) {
 
-        if (model[i].private) {
-            continue;   /* a customer's own model is nobody else's business */
+        /* /api/tags lists, per key, the entries built here */
+        tp = ngx_pnalloc(cf->pool, 512 + 12 * model[i].name.len);
+        if (tp == NULL) {
+            return NGX_ERROR;
         }
 
-        if (!first) {
-            *p++ = ',';
-            *tp++ = ',';
+        model[i].tags_entry.data = tp;
+
+        if (!model[i].private) {
+            p = ngx_nebula_models_entry(p, &model[i], first);
+            first = 0;
         }
-
-        first = 0;
-
-        p = ngx_cpymem(p, "{\"id\":", 6);
-        p = ngx_nebula_write_json_string(p, &model[i].name);
-        p = ngx_sprintf(p, ",\"object\":\"model\",\"created\":%T,\"owned_by\":",
-                        model[i].created);
-        p = ngx_nebula_write_json_string(p, &model[i].owned_by);
-        p = ngx_cpymem(p, ",\"name\":", 8);
-        p = ngx_nebula_write_json_string(p, &model[i].name);
-        p = ngx_sprintf(p, ",\"context_length\":%uL,\"pricing\":{\"prompt\":",
-                        model[i].context);
-        p = ngx_nebula_write_price(p, model[i].input_price);
-        p = ngx_cpymem(p, ",\"completion\":", 14);
-        p = ngx_nebula_write_price(p, model[i].output_price);
-        p = ngx_cpymem(p, "},\"architecture\":{\"input_modalities\":[\"text\"",
-                       sizeof("},\"architecture\":{\"input_modalities\":"
-                              "[\"text\"") - 1);
-
-        if (model[i].modalities & NGX_NEBULA_MODALITY_IMAGE) {
-            p = ngx_cpymem(p, ",\"image\"", 8);
-        }
-
-        p = ngx_cpymem(p, "],\"output_modalities\":[\"text\"]}}",
-                       sizeof("],\"output_modalities\":[\"text\"]}}") - 1);
 
         tp = ngx_cpymem(tp, "{\"name\":", 8);
         tp = ngx_nebula_write_json_string(tp, &model[i].name);
@@ -131,13 +143,13 @@ ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
                          "}}",
                          tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
                          tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+        model[i].tags_entry.len = tp - model[i].tags_entry.data;
     }
 
     p = ngx_cpymem(p, "]}\n", 3);
-    tp = ngx_cpymem(tp, "]}\n", 3);
 
     nmcf->models_json.len = p - nmcf->models_json.data;
-    nmcf->tags_json.len = tp - nmcf->tags_json.data;
 
     return NGX_OK;
 }
@@ -168,8 +180,12 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
     nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
-    body = (nlcf->api == NGX_NEBULA_API_MODELS) ? &nmcf->models_json
-                                                : &nmcf->tags_json;
+    if (nlcf->api == NGX_NEBULA_API_OLLAMA_TAGS) {
+        /* what a key may use: behind the key, like the rest of /api */
+        return ngx_nebula_tags_handler(r);
+    }
+
+    body = &nmcf->models_json;
 
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = body->len;

@@ -61,6 +61,15 @@ is $r->{json}{model}, 'acme-ft:7b', 'under its public name';
 is $t->sim('local')->last->{model}, 'acme-ft:7b-q4', 'sent as the upstream\'s name';
 my $dev_extra = $t->new_key(plan => 'free', models => ['deepseek-v3.1:671b-cloud'])->{key};
 is ask($dev_extra, 'deepseek-v3.1:671b-cloud')->{status}, 200, 'a key\'s extra model beyond its plan';
+sub tags { [ sort map { $_->{name} } @{ $t->get('/api/tags', headers => { Authorization => "Bearer $_[0]" })
+                                          ->{json}{models} } ] }
+is_deeply tags($t->new_key(plan => 'free')->{key}),
+    ['gemma3:1b', 'qwen/qwen3-coder:free', 'qwen3:latest'], '/api/tags: a free key sees the basic models';
+is_deeply tags($t->new_key(plan => 'pro')->{key}), ['deepseek-v3.1:671b-cloud', 'gemma3:1b',
+    'qwen/qwen3-coder:free', 'qwen3-vl:235b-cloud', 'qwen3:latest'], '/api/tags: pro sees all five';
+ok !grep({ $_ eq 'acme-ft:7b' } @{ tags($ent) }), '/api/tags: not the private model of another key';
+ok scalar(grep { $_ eq 'acme-ft:7b' } @{ tags($own) }), '/api/tags: the private model of its key';
+Nebula::Test::is_error($t->get('/api/tags', nokey => 1), 401, $bad, 'invalid_api_key', '/api/tags needs a key');
 my $listing = $t->get('/v1/models');
 ok !grep({ $_->{id} eq 'acme-ft:7b' } @{ $listing->{json}{data} }), 'private models are not listed';
 
