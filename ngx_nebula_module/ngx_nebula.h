@@ -208,6 +208,7 @@ ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
     u_char *id);
 ngx_int_t ngx_nebula_key_generate(u_char *out);
 ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
+void ngx_nebula_key_hide(ngx_http_request_t *r);
 
 /* ngx_nebula_quota.c */
 ngx_int_t ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);

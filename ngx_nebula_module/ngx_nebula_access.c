@@ -157,6 +157,8 @@ ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return;
     }
 
+    ngx_nebula_key_hide(r);
+
     ctx->body_done = 1;
     ctx->proxied = 1;
 

@@ -173,3 +173,46 @@ ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b)
 
     return diff == 0;
 }
+
+
+/*
+ * The client's key never goes upstream, whatever proxy_set_header says:
+ * its headers are renamed to one that proxy_pass always writes itself
+ * (Connection), so the proxy module skips them as overridden.  The values
+ * stay for $http_authorization, should an operator choose to log it.
+ */
+void
+ngx_nebula_key_hide(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if ((h[i].key.len == 13
+             && ngx_strncasecmp(h[i].key.data, (u_char *) "authorization", 13)
+                == 0)
+            || (h[i].key.len == 9
+                && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9)
+                   == 0))
+        {
+            ngx_str_set(&h[i].key, "Connection");
+            h[i].lowcase_key = (u_char *) "connection";
+            h[i].hash = ngx_hash_key(h[i].lowcase_key, 10);
+        }
+    }
+}

@@ -247,12 +247,29 @@ ngx_nebula_redis_on_disconnect(const redisAsyncContext *ac, int status)
 static void
 ngx_nebula_redis_internal_reply(void *data, redisReply *reply)
 {
+    char                 why[256];
     ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
 
-    if (reply && reply->type == REDIS_REPLY_ERROR) {
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    if (ngx_strcmp(data, "SCRIPT LOAD") == 0) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                      "nebula: redis at \"%V\" refused %s: %s",
-                      &rd->conf->name, (char *) data, reply->str);
+                      "nebula: redis at \"%V\" refused SCRIPT LOAD: %s",
+                      &rd->conf->name, reply->str);
+        return;
+    }
+
+    /*
+     * A refused AUTH or SELECT leaves a connection no command can use:
+     * it is an outage, logged once, and retried with backoff.
+     */
+    *ngx_snprintf((u_char *) why, sizeof(why) - 1, "%s refused: %s",
+                  (char *) data, reply->str) = '\0';
+
+    if (rd->ac) {
+        ngx_nebula_redis_lost(why);
     }
 }
 

@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use IO::Select;
 use POSIX ();
 use Time::HiRes qw(time sleep);
 use Nebula::Test;
@@ -85,6 +86,29 @@ sub eventually {
     ok $t->wait_settled($k2->{key}), 'and its settlement too';
     is $t->admin('GET', "/admin/keys/$k2->{id}")->{json}{usage}{requests}, $u0->{requests} + 2,
         'both metered';
+
+    # a client that leaves while a slow Redis decides: the late reply
+    # touches nothing freed and gives the reservation back at once
+    system("redis-cli -p " . $t->redis->port . " DEBUG SLEEP 0.4 >/dev/null 2>&1 &");
+    ok eventually('asleep', sub {
+        # a PING that goes unanswered for 50 ms: Redis sleeps
+        my $p = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->redis->port) or return 0;
+        print $p "PING\r\n";
+        my $sel = IO::Select->new($p);
+        return !$sel->can_read(0.05);
+    }), 'Redis is busy';
+    {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port) or die $!;
+        my $body = Nebula::Test::json_encode($hello);
+        print $s "POST $chat HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer $k2->{key}\r\n"
+               . "Content-Length: " . length($body) . "\r\n\r\n$body";
+        sleep 0.1;
+        close $s;
+    }
+    sleep 0.5;
+    my $res = $t->admin('GET', "/admin/keys/$k2->{id}")->{json}{usage};
+    is $res->{reserved_output_tokens}, 0, 'a late admission of a client gone is given back';
+    is $res->{requests}, $u0->{requests} + 2, 'and not counted as a request';
 
     # frozen: connections are accepted, nothing is answered
     $t->redis->freeze;

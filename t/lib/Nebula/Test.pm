@@ -74,7 +74,7 @@ sub new {
     for my $pool (qw(local cloud)) {
         $self->{sims}{$pool} = Nebula::Test::Sim->start($self, $pool);
     }
-    $self->{redis} = Nebula::Test::Redis->start($self);
+    $self->{redis} = Nebula::Test::Redis->start($self, @{ $o{redis_args} // [] });
 
     unless ($o{no_nginx}) {
         $self->start_nginx(%o);
@@ -507,9 +507,9 @@ use warnings;
 use Time::HiRes qw(sleep);
 
 sub start {
-    my ($class, $t) = @_;
+    my ($class, $t, @args) = @_;
     my $self = bless { t => $t, port => Nebula::Test::free_port(),
-                       dir => "$t->{dir}/redis" }, $class;
+                       dir => "$t->{dir}/redis", args => \@args }, $class;
     mkdir $self->{dir};
     $self->launch;
     return $self;
@@ -523,13 +523,13 @@ sub launch {
         open STDERR, '>&', \*STDOUT;
         exec 'redis-server', '--port', $self->{port}, '--bind', '127.0.0.1',
              '--save', '', '--appendonly', 'no', '--dir', $self->{dir},
-             '--daemonize', 'no';
+             '--daemonize', 'no', '--enable-debug-command', 'local', @{ $self->{args} };
         exit 127;
     }
     $self->{pid} = $pid;
     for (1 .. 200) {
         my $pong = `redis-cli -p $self->{port} PING 2>/dev/null`;
-        return if $pong =~ /PONG/;
+        return if $pong =~ /PONG|NOAUTH/;
         sleep 0.02;
     }
     die "redis-server did not start\n";
@@ -539,7 +539,8 @@ sub port { $_[0]{port} }
 
 sub cli {
     my ($self, @args) = @_;
-    my $out = `redis-cli -p $self->{port} @{[ map { quotemeta } @args ]} 2>&1`;
+    my $auth = $self->{password} ? '--no-auth-warning -a ' . quotemeta($self->{password}) : '';
+    my $out = `redis-cli -p $self->{port} $auth @{[ map { quotemeta } @args ]} 2>&1`;
     chomp $out;
     return $out;
 }
