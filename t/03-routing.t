@@ -100,6 +100,14 @@ for my $seed (1 .. 8) {
     }
 }
 
+# keepalive to the pools: requests share upstream connections
+for my $pool (qw(local cloud)) {
+    my @recs = @{ $t->sim($pool)->requests };
+    my %conns = map { $_->{connection} => 1 } @recs;
+    ok @recs >= 8 && keys(%conns) < @recs,
+        "keepalive to the $pool pool: " . @recs . ' requests on ' . keys(%conns) . ' connections';
+}
+
 # native NDJSON keeps the public name on every line
 for my $path ('/api/chat', '/api/generate') {
     my $body = $path eq '/api/chat'

@@ -236,7 +236,7 @@ class BadRequest(Exception):
 
 class Request:
     __slots__ = ("method", "target", "path", "query", "version", "header_list",
-                 "headers", "body", "keep_alive")
+                 "headers", "body", "keep_alive", "connection")
 
 
 class Faults:
@@ -543,6 +543,7 @@ class Sim:
             "completion_tokens": None,
             "status": None,
             "outcome": None,
+            "connection": getattr(req, "connection", None),
         }
         if isinstance(body, dict):
             model = body.get("model")
@@ -903,6 +904,8 @@ class Server:
                     break
                 if req is None:
                     break
+                # which TCP connection brought it: tests check keepalive
+                req.connection = "%s:%s" % (peer[0], peer[1]) if peer else None
                 if not await self.sim.dispatch(req, reader, writer):
                     break
         except asyncio.CancelledError:

@@ -1,0 +1,111 @@
+#!/usr/bin/perl
+# The Ollama simulator itself, spoken to directly: the stand-in must
+# behave as Ollama does for the gateway's tests to mean anything.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Nebula::Test;
+
+my $t = Nebula::Test->new(no_nginx => 1);
+my $port = $t->sim('local')->port;
+
+sub sim_post {
+    my ($path, $body, %h) = @_;
+    return $t->request('POST', $path, body => $body, port => $port, headers => \%h);
+}
+
+my $msgs = [{ role => 'system', content => 'be brief' }, { role => 'user', content => 'one two three' }];
+
+# JSON answer: usage from the deterministic counts
+my $r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs });
+is $r->{status}, 200, 'chat completion';
+is $r->{json}{model}, 'm', 'names the model it was asked for';
+# (2 + 3) + (3 + 3) + 2 = 13, completion 12 by default
+is $r->{json}{usage}{prompt_tokens}, 13, 'prompt tokens: words + 3 a message + 2';
+is $r->{json}{usage}{completion_tokens}, 12, '12 tokens by default';
+
+# a stream: chunked, split at random places (seeded), usage only when asked
+my $b = Nebula::Test::json_encode({ model => 'm', stream => JSON::PP::true, messages => $msgs });
+$r = $t->exchange("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  . "x-sim-seed: 7\r\nx-sim-tokens: 30\r\nContent-Type: application/json\r\n"
+                  . "Content-Length: " . length($b) . "\r\n\r\n$b",
+                  port => $port);
+like $r->{headers}{'content-type'}, qr{^text/event-stream}, 'SSE';
+is $r->{headers}{'transfer-encoding'}, 'chunked', 'chunked';
+my ($head, $raw) = split /\r\n\r\n/, $r->{raw}, 2;
+my @sizes;
+while ($raw =~ s/^([0-9a-f]+)\r\n//) {
+    my $n = hex $1;
+    last unless $n;
+    push @sizes, $n;
+    my $piece = substr($raw, 0, $n, '');
+    $raw =~ s/^\r\n//;
+}
+ok @sizes > 40, scalar(@sizes) . ' HTTP chunks for 30 tokens: frames are cut';
+ok !grep({ $_ > 40 } @sizes), 'no chunk over 40 bytes';
+my $cut_utf8 = 0;
+{
+    # a chunk that ends inside a UTF-8 character: its last byte is a lead
+    # or continuation byte whose character is not complete
+    my $body = $r->{body};
+    my $pos = 0;
+    for my $n (@sizes[0 .. $#sizes - 1]) {
+        $pos += $n;
+        my $next = ord substr($body, $pos, 1);
+        $cut_utf8++ if ($next & 0xC0) == 0x80;
+    }
+}
+ok $cut_utf8 > 0, "$cut_utf8 cuts fall inside a UTF-8 character";
+my @ev = Nebula::Test::sse_events($r->{body});
+is $ev[-1], '[DONE]', 'ends with [DONE]';
+ok !grep({ ref $_ && $_->{usage} } @ev), 'no usage chunk unless asked';
+
+$r = sim_post('/v1/chat/completions', { model => 'm', stream => JSON::PP::true, messages => $msgs,
+                                        stream_options => { include_usage => JSON::PP::true } });
+@ev = Nebula::Test::sse_events($r->{body});
+my ($u) = grep { ref $_ && $_->{usage} } @ev;
+ok $u, 'a usage chunk when asked';
+is_deeply $u->{choices}, [], 'with choices: []';
+is $u->{usage}{completion_tokens}, 12, 'its counts';
+is $ev[-2], $u, 'just before [DONE]';
+
+# max_tokens and num_predict are honoured
+$r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs, max_tokens => 5 });
+is $r->{json}{usage}{completion_tokens}, 5, 'max_tokens caps the answer';
+is $r->{json}{choices}[0]{finish_reason}, 'length', 'finish_reason length';
+$r = sim_post('/api/chat', { model => 'm', messages => $msgs, options => { num_predict => 4 } });
+my @lines = Nebula::Test::ndjson_lines($r->{body});
+like $r->{headers}{'content-type'}, qr{^application/x-ndjson}, 'native: NDJSON by default';
+is $lines[-1]{eval_count}, 4, 'num_predict caps the native answer';
+is $lines[-1]{prompt_eval_count}, 13, 'prompt_eval_count on the final line';
+ok $lines[-1]{done} && !$lines[0]{done}, 'done only on the last line';
+$r = sim_post('/api/generate', { model => 'm', prompt => 'a b c', stream => JSON::PP::false });
+is $r->{json}{prompt_eval_count}, 5, '/api/generate: words + 2';
+ok defined $r->{json}{response}, '/api/generate answers with response';
+
+# what it received is reported
+$t->sim('local')->reset;
+sim_post('/v1/chat/completions', { model => 'xyz', messages => $msgs, max_tokens => 9 },
+         Authorization => 'Bearer leak');
+my $rec = $t->sim('local')->last;
+is $rec->{model}, 'xyz', 'reports the model';
+is $rec->{max_tokens}, 9, 'reports max_tokens';
+ok $rec->{authorization}, 'reports an Authorization header';
+
+# faults
+$r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs }, 'x-sim-fault' => '500');
+is $r->{status}, 500, 'fault 500';
+my $b2 = Nebula::Test::json_encode({ model => 'm', stream => JSON::PP::true, messages => $msgs });
+$r = $t->exchange("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-sim-fault: drop:3\r\n"
+                  . "Content-Length: " . length($b2) . "\r\n\r\n$b2",
+                  port => $port, timeout => 5);
+ok !$r->{chunked_complete}, 'drop:3 ends the stream without its last chunk';
+is scalar(grep { ref $_ } Nebula::Test::sse_events($r->{body})), 3, 'after three tokens';
+$r = $t->exchange("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-sim-fault: stall\r\n"
+                  . "Content-Length: " . length($b2) . "\r\n\r\n$b2", port => $port, timeout => 1);
+is $r->{status}, 0, 'stall: no answer';
+
+$t->finish;
+done_testing;
