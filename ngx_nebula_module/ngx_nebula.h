@@ -201,6 +201,8 @@ void ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
 ngx_int_t ngx_nebula_filter_init(ngx_conf_t *cf);
 
 /* ngx_nebula_key.c */
+ngx_table_elt_t *ngx_nebula_header(ngx_http_request_t *r, const char *name,
+    size_t len);
 ngx_int_t ngx_nebula_key_from_request(ngx_http_request_t *r,
     ngx_str_t *secret);
 ngx_int_t ngx_nebula_key_well_formed(ngx_str_t *secret);

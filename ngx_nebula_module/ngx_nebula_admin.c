@@ -1501,75 +1501,21 @@ ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
 }
 
 
-/* GET /api/tags: the models the caller's key reaches */
-ngx_int_t
-ngx_nebula_tags_handler(ngx_http_request_t *r)
-{
-    ngx_int_t                rc;
-    ngx_str_t                secret;
-    ngx_nebula_json_t        j;
-    ngx_nebula_admin_ctx_t  *actx;
-    ngx_nebula_main_conf_t  *nmcf;
-
-    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
-
-    if (nmcf->redis == NULL) {
-        ngx_nebula_json_init(&j, r->pool);
-        ngx_nebula_tags_write(r, &j, NULL);
-        return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
-    }
-
-    if (ngx_nebula_key_from_request(r, &secret) != NGX_OK
-        || !ngx_nebula_key_well_formed(&secret))
-    {
-        return ngx_nebula_admin_error(r, NGX_HTTP_UNAUTHORIZED,
-                                      "invalid_api_key", NULL,
-                                      "Missing or incorrect API key.");
-    }
-
-    actx = ngx_nebula_admin_ctx(r);
-    if (actx == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    actx->kind = NGX_NEBULA_ADMIN_TAGS;
-
-    if (ngx_nebula_key_digest(&secret, actx->digest, actx->id) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    rc = ngx_nebula_admin_get(r, actx);
-
-    if (rc != NGX_AGAIN) {
-        return rc;
-    }
-
-    r->main->count++;
-    return NGX_DONE;
-}
-
-
-/* GET /v1/key: the caller's own key, usage and limits */
-ngx_int_t
-ngx_nebula_key_handler(ngx_http_request_t *r)
+/*
+ * The caller's own key, read with KEY_GET: GET /v1/key answers it, GET
+ * /api/tags the models it reaches.
+ */
+static ngx_int_t
+ngx_nebula_self_lookup(ngx_http_request_t *r, ngx_nebula_admin_op_e kind)
 {
     ngx_int_t                rc;
     ngx_str_t                secret;
     ngx_nebula_admin_ctx_t  *actx;
-    ngx_nebula_main_conf_t  *nmcf;
-
-    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_nebula_admin_error(r, NGX_HTTP_NOT_ALLOWED,
                                       "method_not_allowed", NULL,
                                       "This endpoint takes GET only.");
-    }
-
-    if (nmcf->redis == NULL) {
-        return ngx_nebula_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found", NULL,
-                                      "Keys are not enabled: they need "
-                                      "nebula_redis.");
     }
 
     if (ngx_nebula_key_from_request(r, &secret) != NGX_OK
@@ -1590,7 +1536,7 @@ ngx_nebula_key_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    actx->kind = NGX_NEBULA_ADMIN_SELF;
+    actx->kind = kind;
 
     if (ngx_nebula_key_digest(&secret, actx->digest, actx->id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1602,7 +1548,43 @@ ngx_nebula_key_handler(ngx_http_request_t *r)
         return rc;
     }
 
-    /* ngx_nebula_admin_get leaves SELF in place: it only reads */
     r->main->count++;
     return NGX_DONE;
+}
+
+
+/* GET /api/tags: the models the caller's key reaches */
+ngx_int_t
+ngx_nebula_tags_handler(ngx_http_request_t *r)
+{
+    ngx_nebula_json_t        j;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL) {
+        ngx_nebula_json_init(&j, r->pool);
+        ngx_nebula_tags_write(r, &j, NULL);
+        return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
+    }
+
+    return ngx_nebula_self_lookup(r, NGX_NEBULA_ADMIN_TAGS);
+}
+
+
+/* GET /v1/key: the caller's own key, usage and limits */
+ngx_int_t
+ngx_nebula_key_handler(ngx_http_request_t *r)
+{
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL) {
+        return ngx_nebula_admin_error(r, NGX_HTTP_NOT_FOUND, "not_found", NULL,
+                                      "Keys are not enabled: they need "
+                                      "nebula_redis.");
+    }
+
+    return ngx_nebula_self_lookup(r, NGX_NEBULA_ADMIN_SELF);
 }

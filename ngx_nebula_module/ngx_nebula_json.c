@@ -85,23 +85,19 @@ ngx_nebula_json_int(ngx_nebula_json_t *j, int64_t v)
 }
 
 
-/* a picodollar amount as a decimal number of dollars, exactly */
-void
-ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico)
+/* v / 10^12 as a decimal number, exactly, without trailing zeros */
+u_char *
+ngx_nebula_decimal12(u_char *p, uint64_t v)
 {
     u_char    frac[12];
     int       i, last;
     uint64_t  f;
 
-    if (ngx_nebula_json_reserve(j, NGX_INT64_LEN + 14) != NGX_OK) {
-        return;
-    }
-
-    j->pos = ngx_sprintf(j->pos, "%uL", pico / 1000000000000ULL);
-    f = pico % 1000000000000ULL;
+    p = ngx_sprintf(p, "%uL", v / 1000000000000ULL);
+    f = v % 1000000000000ULL;
 
     if (f == 0) {
-        return;
+        return p;
     }
 
     last = 0;
@@ -115,8 +111,19 @@ ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico)
         }
     }
 
-    *j->pos++ = '.';
-    j->pos = ngx_cpymem(j->pos, frac, last);
+    *p++ = '.';
+
+    return ngx_cpymem(p, frac, last);
+}
+
+
+/* a picodollar amount as a number of dollars */
+void
+ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico)
+{
+    if (ngx_nebula_json_reserve(j, NGX_INT64_LEN + 14) == NGX_OK) {
+        j->pos = ngx_nebula_decimal12(j->pos, pico);
+    }
 }
 
 

@@ -27,6 +27,7 @@ void ngx_nebula_json_str(ngx_nebula_json_t *j, u_char *s, size_t len);
 void ngx_nebula_json_cstr(ngx_nebula_json_t *j, const char *s);
 void ngx_nebula_json_int(ngx_nebula_json_t *j, int64_t v);
 void ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico);
+u_char *ngx_nebula_decimal12(u_char *p, uint64_t v);
 ngx_int_t ngx_nebula_json_send(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_uint_t status);
 

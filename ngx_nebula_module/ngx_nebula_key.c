@@ -18,6 +18,38 @@
 #define NGX_NEBULA_KEY_RANDOM      32
 
 
+/* a request header by its name, any case; the first one */
+ngx_table_elt_t *
+ngx_nebula_header(ngx_http_request_t *r, const char *name, size_t len)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
 /*
  * The secret from "Authorization: Bearer nb-..." or "x-api-key: nb-...".
  * Returns NGX_OK, or NGX_DECLINED when the request carries none.
@@ -26,8 +58,6 @@ ngx_int_t
 ngx_nebula_key_from_request(ngx_http_request_t *r, ngx_str_t *secret)
 {
     u_char           *p, *last;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
     if (r->headers_in.authorization) {
@@ -53,28 +83,11 @@ ngx_nebula_key_from_request(ngx_http_request_t *r, ngx_str_t *secret)
         }
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_nebula_header(r, "x-api-key", 9);
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == 9
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9) == 0
-            && h[i].value.len)
-        {
-            *secret = h[i].value;
-            return NGX_OK;
-        }
+    if (h && h->value.len) {
+        *secret = h->value;
+        return NGX_OK;
     }
 
     return NGX_DECLINED;

@@ -5,37 +5,17 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_json.h"
 
 
 /* USD per token, as OpenRouter writes it: micro-USD per 1M over 10^12 */
 static u_char *
 ngx_nebula_write_price(u_char *p, uint64_t micro_per_million)
 {
-    u_char    frac[12];
-    int       i, last;
-    uint64_t  f;
-
-    p = ngx_sprintf(p, "\"%uL", micro_per_million / 1000000000000ULL);
-
-    f = micro_per_million % 1000000000000ULL;
-
-    if (f) {
-        last = 0;
-
-        for (i = 11; i >= 0; i--) {
-            frac[i] = (u_char) ('0' + f % 10);
-            f /= 10;
-
-            if (last == 0 && frac[i] != '0') {
-                last = i + 1;
-            }
-        }
-
-        *p++ = '.';
-        p = ngx_cpymem(p, frac, last);
-    }
-
     *p++ = '"';
+    p = ngx_nebula_decimal12(p, micro_per_million);
+    *p++ = '"';
+
     return p;
 }
 

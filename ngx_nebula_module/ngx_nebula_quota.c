@@ -117,8 +117,6 @@ time_t
 ngx_nebula_now(ngx_http_request_t *r)
 {
     ngx_int_t                n;
-    ngx_uint_t               i;
-    ngx_list_part_t         *part;
     ngx_table_elt_t         *h;
     ngx_nebula_main_conf_t  *nmcf;
 
@@ -128,29 +126,13 @@ ngx_nebula_now(ngx_http_request_t *r)
         return ngx_time();
     }
 
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_nebula_header(r, "x-nebula-test-time",
+                          sizeof("x-nebula-test-time") - 1);
 
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == sizeof("x-nebula-test-time") - 1
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-nebula-test-time",
-                               h[i].key.len) == 0)
-        {
-            n = ngx_atoi(h[i].value.data, h[i].value.len);
-            if (n != NGX_ERROR) {
-                return (time_t) n;
-            }
+    if (h) {
+        n = ngx_atoi(h->value.data, h->value.len);
+        if (n != NGX_ERROR) {
+            return (time_t) n;
         }
     }
 
