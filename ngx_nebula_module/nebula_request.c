@@ -469,12 +469,17 @@ on_null(void *ctx)
 
     switch (slot) {
 
+    case S_STREAM_OPTIONS:
+        /* the gateway may need to put an object in its place */
+        record_span(p, parent, &p->req->stream_options_span);
+        p->req->stream_options_null = 1;
+        break;
+
     /* optional fields: null means "not given", as in OpenAI's API */
     case S_TEMPERATURE:
     case S_MAX_TOKENS:
     case S_MAX_COMPLETION_TOKENS:
     case S_STREAM:
-    case S_STREAM_OPTIONS:
     case S_OPTIONS:
     case S_INCLUDE_USAGE:
     case S_NUM_PREDICT:
@@ -512,6 +517,7 @@ on_boolean(void *ctx, int v)
         break;
     case S_INCLUDE_USAGE:
         p->req->include_usage = v;
+        record_span(p, parent, &p->req->include_usage_span);
         break;
     case S_OTHER:
     case S_TOOLS:

@@ -57,7 +57,9 @@ typedef struct {
 
     int                 stream;             /* -1 absent, 0 or 1 */
     int                 include_usage;      /* -1 absent, 0 or 1 */
-    nebula_span_t       stream_options_span;
+    nebula_span_t       include_usage_span;
+    nebula_span_t       stream_options_span;   /* an object, or null */
+    int                 stream_options_null;
 
     int64_t             max_tokens;         /* -1 absent */
     nebula_span_t       max_tokens_span;

@@ -103,6 +103,13 @@ json_reset(nebula_stream_t *s)
     s->num = 0;
     s->usage_key = 0;
     s->in_usage = 0;
+    s->choices_key = 0;
+    s->choices_open = 0;
+    s->doc_choices_empty = 0;
+    s->doc_usage = 0;
+    s->content_key = 0;
+    s->content_open = 0;
+    s->doc_content = 0;
 }
 
 
@@ -135,6 +142,24 @@ json_byte(nebula_stream_t *s, unsigned char c)
             number_byte(s, c);
         }
 
+        if (s->done_key && c != ':' && c != ' ' && c != '\t' && c != '\r'
+            && c != '\n')
+        {
+            /* Ollama's final line: "done": true */
+            s->done |= (c == 't');
+            s->done_key = 0;
+        }
+
+        if (s->choices_open && c != ' ' && c != '\t' && c != '\r'
+            && c != '\n')
+        {
+            s->choices_open = 0;
+
+            if (c == ']') {
+                s->doc_choices_empty = 1;
+            }
+        }
+
         switch (c) {
 
         case '{':
@@ -152,7 +177,11 @@ json_byte(nebula_stream_t *s, unsigned char c)
             s->expect_key = (c == '{');
             s->model_key = 0;
             s->in_usage = (s->depth == 2 && s->usage_key && c == '{');
+            s->doc_usage |= s->in_usage;
             s->usage_key = 0;
+            s->choices_open = (s->depth == 2 && s->choices_key && c == '[');
+            s->choices_key = 0;
+            s->content_key = 0;
             break;
 
         case '}':
@@ -171,6 +200,8 @@ json_byte(nebula_stream_t *s, unsigned char c)
             s->expect_key = in_map(s);
             s->model_key = 0;
             s->usage_key = 0;
+            s->choices_key = 0;
+            s->content_key = 0;
             break;
 
         case '"':
@@ -182,6 +213,9 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
             s->json_state = J_STRING;
             s->usage_key = 0;
+            s->choices_key = 0;
+            s->content_open = s->content_key;
+            s->content_key = 0;
 
             if (s->model_key) {
                 s->in_model = 1;
@@ -205,9 +239,16 @@ json_byte(nebula_stream_t *s, unsigned char c)
             s->usage_key = 0;
             s->num_key = N_NONE;
 
+            /* choices[].delta.content, message.content, response */
+            s->content_key = ((s->depth == 4 || s->depth == 2)
+                              && key_is(s, "content", 7))
+                             || (s->depth == 1 && key_is(s, "response", 8));
+            s->done_key = (s->depth == 1 && key_is(s, "done", 4));
+
             if (s->depth == 1) {
                 s->model_key = key_is(s, "model", 5);
                 s->usage_key = key_is(s, "usage", 5);
+                s->choices_key = key_is(s, "choices", 7);
 
                 if (key_is(s, "prompt_eval_count", 17)) {
                     s->num_key = N_PROMPT_EVAL;
@@ -245,6 +286,15 @@ json_byte(nebula_stream_t *s, unsigned char c)
         break;
 
     case J_STRING:
+        if (s->content_open) {
+            s->content_open = 0;
+
+            if (c != '"' && !s->doc_content) {
+                s->doc_content = 1;
+                s->content_docs++;
+            }
+        }
+
         if (c == '"') {
             s->json_state = J_VALUE;
             s->model_key = 0;
@@ -286,9 +336,16 @@ sse_byte(nebula_stream_t *s, unsigned char c)
     if (c == '\r' || c == '\n') {
         s->after_cr = (c == '\r');
 
+        if (s->line_state == L_DATA && s->done_pos == 6) {
+            s->done = 1;    /* data: [DONE] */
+        }
+
         if (s->line_state == L_START) {
             /* a blank line ends the event: its JSON is complete */
+            s->usage_only = s->doc_choices_empty && s->doc_usage;
             json_reset(s);
+            s->line_state = L_START;
+            return NEBULA_EV_EVENT_END;
         }
 
         s->line_state = L_START;
@@ -318,6 +375,7 @@ sse_byte(nebula_stream_t *s, unsigned char c)
 
     case L_DATA_SPACE:
         s->line_state = L_DATA;
+        s->done_pos = 0;
 
         if (c == ' ') {
             break;
@@ -326,6 +384,13 @@ sse_byte(nebula_stream_t *s, unsigned char c)
         /* fall through */
 
     case L_DATA:
+        if (s->done_pos < 6 && c == (unsigned char) "[DONE]"[s->done_pos]) {
+            s->done_pos++;
+
+        } else {
+            s->done_pos = 7;
+        }
+
         return json_byte(s, c);
 
     default:
@@ -355,9 +420,12 @@ nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
             if (p[i] == '\n') {
                 /* a raw LF never occurs inside a JSON token */
                 json_reset(s);
+                s->mid_line = 0;
                 e = NEBULA_EV_NONE;
                 break;
             }
+
+            s->mid_line = 1;
 
             /* fall through */
 

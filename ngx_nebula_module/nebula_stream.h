@@ -11,7 +11,10 @@
  *
  * On the way it picks up the usage the upstream reports: OpenAI's
  * usage.prompt_tokens and usage.completion_tokens, or Ollama's native
- * prompt_eval_count and eval_count; the last values seen are kept.
+ * prompt_eval_count and eval_count; the last values seen are kept.  It
+ * counts the documents that carried text (Ollama streams a token a chunk),
+ * for when no usage comes, and tells the usage-only chunk of a stream
+ * (choices: []) from the others, for a caller that removes it.
  *
  * Its state is a few dozen bytes, whatever the length of the stream.
  */
@@ -33,7 +36,8 @@ typedef enum {
 typedef enum {
     NEBULA_EV_NONE = 0,        /* everything given was consumed */
     NEBULA_EV_MODEL_START,     /* the last byte consumed opened the value */
-    NEBULA_EV_MODEL_END        /* the last byte consumed closed it */
+    NEBULA_EV_MODEL_END,       /* the last byte consumed closed it */
+    NEBULA_EV_EVENT_END        /* SSE: the last byte consumed ended an event */
 } nebula_event_e;
 
 
@@ -70,6 +74,26 @@ typedef struct {
     uint64_t         num;
     uint64_t         prompt_tokens;      /* prompt_tokens, prompt_eval_count */
     uint64_t         completion_tokens;  /* completion_tokens, eval_count */
+
+    /* what one document (an SSE event, an NDJSON line) holds */
+    unsigned         choices_key:1;      /* the current key is "choices" */
+    unsigned         choices_open:1;     /* just after "choices": [ */
+    unsigned         doc_choices_empty:1;
+    unsigned         doc_usage:1;        /* it has a "usage" object */
+    unsigned         content_key:1;      /* the current key holds text */
+    unsigned         content_open:1;     /* just after its opening quote */
+    unsigned         doc_content:1;      /* it carried text */
+    unsigned         usage_only:1;       /* the event just ended was the
+                                            usage chunk: choices [] */
+
+    /* documents that carried text: the tokens streamed, give or take */
+    uint64_t         content_docs;
+
+    /* the stream's end as the upstream marks it: data: [DONE], "done":true */
+    unsigned         done:1;
+    unsigned         done_key:1;
+    unsigned         done_pos:3;         /* "[DONE]" matched so far, 7: no */
+    unsigned         mid_line:1;         /* NDJSON: a line is open */
 } nebula_stream_t;
 
 

@@ -66,6 +66,7 @@ typedef struct {
     ngx_str_t                 pool_name;
     ngx_nebula_pool_t        *pool;
     uint64_t                  context;         /* tokens */
+    uint64_t                  max_output;      /* the longest answer */
     uint64_t                  input_price;     /* micro-USD per 1M tokens */
     uint64_t                  output_price;
     ngx_uint_t                modalities;
@@ -150,13 +151,19 @@ typedef struct {
     /* the response filter */
     nebula_stream_t           stream;
     ngx_chain_t              *free;
+    ngx_chain_t              *free_mem;        /* event buffers, to reuse */
     ngx_chain_t              *busy;
+    ngx_chain_t              *event;           /* strip mode: held event */
 
     unsigned                  body_done:1;     /* validated and rewritten */
     unsigned                  refused:1;       /* an error was sent */
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
     unsigned                  skipping:1;      /* inside the model value */
+    unsigned                  strip_usage:1;   /* drop the usage chunk */
+    unsigned                  usage_stripped:1;
+    unsigned                  event_passing:1; /* too big to hold */
+    unsigned                  stream_broken:1; /* ended before its end */
     unsigned                  admitted:1;      /* a reservation is held */
     unsigned                  settled:1;
     unsigned                  unmetered:1;     /* Redis down, mode open */
@@ -217,6 +224,8 @@ ngx_int_t ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
 time_t ngx_nebula_now(ngx_http_request_t *r);
 u_char *ngx_nebula_month(u_char *p, time_t now);
 ngx_int_t ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
+ngx_uint_t ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in,
+    uint64_t *out);
 ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
     nebula_admit_t *a, time_t now);
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);

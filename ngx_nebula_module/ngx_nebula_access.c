@@ -402,7 +402,7 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     size_t                n, i, j, nedits;
     ngx_buf_t            *b;
     ngx_chain_t          *cl;
-    nebula_edit_t         edits[4], e;
+    nebula_edit_t         edits[5], *e, swap;
     nebula_request_t     *req = ctx->req;
     ngx_nebula_model_t   *model = ctx->model;
     u_char                num[4][64];
@@ -419,12 +419,68 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         nedits += ngx_nebula_clamp_edits(ctx, &edits[nedits], num);
     }
 
+    if (req->api == NEBULA_API_CHAT && req->stream == 1
+        && req->include_usage != 1)
+    {
+        /*
+         * The gateway always gets usage for its metering; the client, who
+         * did not ask, never sees the chunk (ngx_nebula_filter.c).
+         */
+        e = &edits[nedits++];
+
+        if (req->include_usage_span.end > req->include_usage_span.start) {
+            e->start = req->include_usage_span.start;
+            e->end = req->include_usage_span.end;
+            e->data = (u_char *) "true";
+            e->len = 4;
+
+        } else if (req->stream_options_null) {
+            e->start = req->stream_options_span.start;
+            e->end = req->stream_options_span.end;
+            e->data = (u_char *) "{\"include_usage\":true}";
+            e->len = sizeof("{\"include_usage\":true}") - 1;
+
+        } else if (req->stream_options_span.end
+                   > req->stream_options_span.start)
+        {
+            e->start = req->stream_options_span.start + 1;
+            e->end = e->start;
+
+            for (i = e->start;
+                 i < ctx->body_len && (ctx->body[i] == ' '
+                                       || ctx->body[i] == '\t'
+                                       || ctx->body[i] == '\r'
+                                       || ctx->body[i] == '\n');
+                 i++)
+            {
+                /* void */
+            }
+
+            if (i < ctx->body_len && ctx->body[i] == '}') {
+                e->data = (u_char *) "\"include_usage\":true";
+                e->len = sizeof("\"include_usage\":true") - 1;
+
+            } else {
+                e->data = (u_char *) "\"include_usage\":true,";
+                e->len = sizeof("\"include_usage\":true,") - 1;
+            }
+
+        } else {
+            e->start = req->top_start + 1;
+            e->end = e->start;
+            e->data = (u_char *) "\"stream_options\":{\"include_usage\":true},";
+            e->len = sizeof("\"stream_options\":{\"include_usage\":true},") - 1;
+        }
+
+        ctx->strip_usage = 1;
+    }
+
     /* the edits must run in body order */
     for (i = 1; i < nedits; i++) {
         for (j = i; j > 0 && edits[j - 1].start > edits[j].start; j--) {
-            e = edits[j];
+            swap = edits[j];
             edits[j] = edits[j - 1];
-            edits[j - 1] = e;
+            edits[j - 1] = swap;
         }
     }
 

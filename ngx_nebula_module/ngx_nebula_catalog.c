@@ -2,7 +2,8 @@
  * Nebula: the model catalog, plans and pools declared in nginx.conf.
  *
  *   nebula_model NAME pool=UPSTREAM upstream_model=NAME context=TOKENS
- *                input_price=USD output_price=USD [modalities=text,image]
+ *                input_price=USD output_price=USD [max_output=TOKENS]
+ *                [modalities=text,image]
  *                [group=NAME] [private] [owned_by=NAME] [created=UNIXTIME];
  *   nebula_plan NAME input_tokens=N output_tokens=N groups=G[,G...]|*
  *               [requests_per_minute=N];
@@ -245,6 +246,15 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if ((v = ngx_nebula_param(&value[i], "max_output")) != NULL) {
+            if (ngx_nebula_parse_count(v, &model->max_output) != NGX_OK
+                || model->max_output == 0)
+            {
+                goto invalid;
+            }
+            continue;
+        }
+
         if ((v = ngx_nebula_param(&value[i], "input_price")) != NULL) {
             if (ngx_nebula_parse_price(v, &model->input_price) != NGX_OK) {
                 goto invalid;
@@ -331,6 +341,10 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "model \"%V\" needs pool=, upstream_model=, "
                            "context=, input_price= and output_price=", &name);
         return NGX_CONF_ERROR;
+    }
+
+    if (model->max_output == 0 || model->max_output > model->context) {
+        model->max_output = model->context;
     }
 
     if (model->group.len == 0 && !model->private) {

@@ -15,6 +15,8 @@
 static ngx_int_t ngx_nebula_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -84,6 +86,10 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
     nebula_stream_init(&ctx->stream, format);
     ctx->filtering = 1;
 
+    if (format != NEBULA_FORMAT_SSE) {
+        ctx->strip_usage = 0;
+    }
+
     r->filter_need_in_memory = 1;
 
     /* the public name has another length than the upstream's */
@@ -118,15 +124,363 @@ ngx_nebula_out_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 }
 
 
+/*
+ * Shadow mode: the bytes of ib go on as buffers pointing into it; only the
+ * public name is memory of ours.
+ */
+static ngx_int_t
+ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_buf_t *ib, ngx_chain_t ***ll)
+{
+    u_char          *pos, *start;
+    size_t           n;
+    ngx_buf_t       *b;
+    nebula_event_e   ev;
+
+    b = NULL;
+    pos = ib->pos;
+    start = pos;
+
+    while (pos < ib->last) {
+        n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
+        pos += n;
+
+        if (ev == NEBULA_EV_MODEL_END) {
+            /* the upstream's name and closing quote are dropped */
+            ctx->skipping = 0;
+            start = pos;
+            continue;
+        }
+
+        if (ctx->skipping) {
+            start = pos;
+            continue;
+        }
+
+        if (ev == NEBULA_EV_MODEL_START) {
+            pos--;      /* the opening quote goes with the name */
+            ctx->skipping = 1;
+        }
+
+        if (pos > start) {
+            b = ngx_nebula_out_buf(r, ctx, ll);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            b->memory = 1;
+            b->pos = start;
+            b->last = pos;
+        }
+
+        if (ev == NEBULA_EV_MODEL_START) {
+            b = ngx_nebula_out_buf(r, ctx, ll);
+            if (b == NULL) {
+                return NGX_ERROR;
+            }
+
+            b->memory = 1;
+            b->pos = ctx->model->quoted.data;
+            b->last = ctx->model->quoted.data + ctx->model->quoted.len;
+
+            pos++;
+        }
+
+        start = pos;
+    }
+
+    if (ib->last_buf) {
+        if (ngx_nebula_stream_error(r, ctx, ll) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        b = NULL;
+    }
+
+    /*
+     * The last buffer made from ib carries it as its shadow and its flags:
+     * ib is marked consumed only once that buffer has been sent, so the
+     * upstream does not reuse memory we still point into.
+     */
+
+    if (b == NULL) {
+        b = ngx_nebula_out_buf(r, ctx, ll);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->sync = 1;
+    }
+
+    b->last_buf = ib->last_buf;
+    b->last_in_chain = ib->last_in_chain;
+    b->flush = ib->flush;
+    b->shadow = ib;
+    b->recycled = ib->recycled;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The upstream's stream ended without its end ([DONE], "done": true): it
+ * failed or timed out midway.  nginx ends the response cleanly; the
+ * client also gets an error it can read, in the stream's own format.
+ */
+static ngx_int_t
+ngx_nebula_stream_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll)
+{
+    ngx_buf_t        *b;
+    nebula_stream_t  *st = &ctx->stream;
+
+    static ngx_str_t  sse = ngx_string(
+        "data: {\"error\":{\"message\":\"The model pool stopped before "
+        "the answer was complete.\",\"type\":\"api_error\",\"param\":null,"
+        "\"code\":\"upstream_error\"}}\n\n");
+    static ngx_str_t  ndjson = ngx_string(
+        "{\"error\":\"The model pool stopped before the answer was "
+        "complete.\"}\n");
+
+    if (st->done || r->headers_out.status >= 300
+        || st->format == NEBULA_FORMAT_JSON)
+    {
+        return NGX_OK;
+    }
+
+    ctx->stream_broken = 1;
+
+    /* whatever was cut off is closed first */
+    if ((st->format == NEBULA_FORMAT_SSE && st->line_state != 0)
+        || (st->format == NEBULA_FORMAT_NDJSON && st->mid_line))
+    {
+        b = ngx_nebula_out_buf(r, ctx, ll);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->memory = 1;
+        b->pos = (u_char *) "\n\n";
+        b->last = b->pos + (st->format == NEBULA_FORMAT_SSE ? 2 : 1);
+    }
+
+    b = ngx_nebula_out_buf(r, ctx, ll);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->memory = 1;
+    b->pos = (st->format == NEBULA_FORMAT_SSE) ? sse.data : ndjson.data;
+    b->last = b->pos + ((st->format == NEBULA_FORMAT_SSE) ? sse.len
+                                                           : ndjson.len);
+
+    return NGX_OK;
+}
+
+
+/* an event larger than this is no usage chunk: it goes on as it comes */
+#define NGX_NEBULA_EVENT_HOLD_MAX  65536
+
+
+static ngx_int_t
+ngx_nebula_event_append(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    u_char *p, size_t n)
+{
+    size_t        size, have;
+    ngx_buf_t    *b, *nb;
+    ngx_chain_t  *cl, **pcl;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    cl = ctx->event;
+
+    if (cl && (size_t) (cl->buf->end - cl->buf->last) >= n) {
+        cl->buf->last = ngx_cpymem(cl->buf->last, p, n);
+        return NGX_OK;
+    }
+
+    b = cl ? cl->buf : NULL;
+    have = b ? (size_t) (b->last - b->pos) : 0;
+    size = ngx_max(2 * (have + n), 2048);
+
+    if (cl == NULL) {
+        /* a buffer sent before and big enough, from the free list */
+        for (pcl = &ctx->free_mem; *pcl; pcl = &(*pcl)->next) {
+            if ((size_t) ((*pcl)->buf->end - (*pcl)->buf->start) >= n) {
+                cl = *pcl;
+                *pcl = cl->next;
+                cl->next = NULL;
+                cl->buf->pos = cl->buf->start;
+                cl->buf->last = ngx_cpymem(cl->buf->start, p, n);
+                ctx->event = cl;
+                return NGX_OK;
+            }
+        }
+
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->next = NULL;
+    }
+
+    /* a new buffer, or a bigger one for an event that outgrew its own */
+    nb = ngx_create_temp_buf(r->pool, size);
+    if (nb == NULL) {
+        return NGX_ERROR;
+    }
+
+    nb->tag = (ngx_buf_tag_t) &ngx_http_nebula_module;
+
+    if (have) {
+        nb->last = ngx_cpymem(nb->last, b->pos, have);
+    }
+
+    nb->last = ngx_cpymem(nb->last, p, n);
+
+    cl->buf = nb;
+    ctx->event = cl;
+
+    return NGX_OK;
+}
+
+
+/* the event held so far goes on */
+static void
+ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll)
+{
+    ngx_chain_t  *cl;
+
+    cl = ctx->event;
+
+    if (cl == NULL || cl->buf->last == cl->buf->pos) {
+        return;
+    }
+
+    cl->next = NULL;
+    **ll = cl;
+    *ll = &cl->next;
+
+    ctx->event = NULL;
+}
+
+
+/*
+ * Strip mode, for a stream whose client did not ask for usage while the
+ * gateway did: each SSE event is copied out whole and dropped if it is
+ * the usage chunk.  An event is a token, so the client waits for nothing
+ * it could use: a half event is of no use to it.
+ */
+static ngx_int_t
+ngx_nebula_filter_strip(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_buf_t *ib, ngx_chain_t ***ll)
+{
+    u_char          *pos, *start;
+    size_t           n;
+    ngx_buf_t       *b;
+    nebula_event_e   ev;
+
+    pos = ib->pos;
+    start = pos;
+
+    while (pos < ib->last) {
+        n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
+        pos += n;
+
+        if (ev == NEBULA_EV_MODEL_END) {
+            ctx->skipping = 0;
+            start = pos;
+            continue;
+        }
+
+        if (ctx->skipping) {
+            start = pos;
+            continue;
+        }
+
+        if (ev == NEBULA_EV_MODEL_START) {
+            if (ngx_nebula_event_append(r, ctx, start, pos - 1 - start)
+                != NGX_OK
+                || ngx_nebula_event_append(r, ctx, ctx->model->quoted.data,
+                                           ctx->model->quoted.len)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            ctx->skipping = 1;
+            start = pos;
+            continue;
+        }
+
+        if (pos > start
+            && ngx_nebula_event_append(r, ctx, start, pos - start) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        start = pos;
+
+        if (ev == NEBULA_EV_EVENT_END) {
+            if (ctx->stream.usage_only && !ctx->event_passing) {
+                /* the chunk the client did not ask for */
+                if (ctx->event) {
+                    ctx->event->buf->last = ctx->event->buf->pos;
+                }
+
+                ctx->usage_stripped = 1;
+
+            } else {
+                ngx_nebula_event_send(ctx, ll);
+            }
+
+            ctx->event_passing = 0;
+            continue;
+        }
+
+        if (ctx->event && ctx->event->buf->last - ctx->event->buf->pos
+                          > NGX_NEBULA_EVENT_HOLD_MAX)
+        {
+            ctx->event_passing = 1;
+        }
+    }
+
+    if (ctx->event_passing || ib->last_buf) {
+        ngx_nebula_event_send(ctx, ll);
+    }
+
+    if (ib->last_buf && ngx_nebula_stream_error(r, ctx, ll) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    /* copied: the upstream may reuse its buffer at once */
+    ib->pos = ib->last;
+
+    if (ib->last_buf || ib->last_in_chain || ib->flush) {
+        b = ngx_nebula_out_buf(r, ctx, ll);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        b->sync = 1;
+        b->last_buf = ib->last_buf;
+        b->last_in_chain = ib->last_in_chain;
+        b->flush = ib->flush;
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    u_char             *pos, *start;
-    size_t              n;
     ngx_int_t           rc;
     ngx_buf_t          *b, *ib;
     ngx_chain_t        *out, **ll, *cl;
-    nebula_event_e      ev;
     ngx_nebula_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
@@ -140,100 +494,30 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     for (cl = in; cl; cl = cl->next) {
         ib = cl->buf;
-        b = NULL;
 
         if (ngx_buf_size(ib) && r->headers_out.status < 300) {
             ctx->output_seen = 1;
         }
 
-        if (ngx_buf_in_memory(ib)) {
-            pos = ib->pos;
-            start = pos;
-
-            while (pos < ib->last) {
-                n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
-                pos += n;
-
-                if (ev == NEBULA_EV_MODEL_END) {
-                    /* the upstream's name and closing quote are dropped */
-                    ctx->skipping = 0;
-                    start = pos;
-                    continue;
-                }
-
-                if (ctx->skipping) {
-                    start = pos;
-                    continue;
-                }
-
-                if (ev == NEBULA_EV_MODEL_START) {
-                    pos--;      /* the opening quote goes with the name */
-                    ctx->skipping = 1;
-                }
-
-                if (pos > start) {
-                    b = ngx_nebula_out_buf(r, ctx, &ll);
-                    if (b == NULL) {
-                        return NGX_ERROR;
-                    }
-
-                    b->memory = 1;
-                    b->pos = start;
-                    b->last = pos;
-                }
-
-                if (ev == NEBULA_EV_MODEL_START) {
-                    b = ngx_nebula_out_buf(r, ctx, &ll);
-                    if (b == NULL) {
-                        return NGX_ERROR;
-                    }
-
-                    b->memory = 1;
-                    b->pos = ctx->model->quoted.data;
-                    b->last = ctx->model->quoted.data + ctx->model->quoted.len;
-
-                    pos++;
-                    start = pos;
-
-                } else {
-                    start = pos;
-                }
-            }
-
-        } else if (ngx_buf_size(ib)) {
+        if (!ngx_buf_in_memory(ib) && ngx_buf_size(ib)) {
             /* filter_need_in_memory makes this a bug, not a state */
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "nebula: response buffer not in memory");
             return NGX_ERROR;
         }
 
-        /*
-         * The last buffer made from ib carries it as its shadow and its
-         * flags: ib is marked consumed only once that buffer has been sent,
-         * so the upstream does not reuse memory we still point into.
-         */
-
-        if (b == NULL) {
-            b = ngx_nebula_out_buf(r, ctx, &ll);
-            if (b == NULL) {
-                return NGX_ERROR;
-            }
-
-            b->sync = 1;
+        rc = ctx->strip_usage ? ngx_nebula_filter_strip(r, ctx, ib, &ll)
+                              : ngx_nebula_filter_shadow(r, ctx, ib, &ll);
+        if (rc != NGX_OK) {
+            return NGX_ERROR;
         }
-
-        b->last_buf = ib->last_buf;
-        b->last_in_chain = ib->last_in_chain;
-        b->flush = ib->flush;
-        b->shadow = ib;
-        b->recycled = ib->recycled;
     }
 
     *ll = NULL;
 
     rc = ngx_http_next_body_filter(r, out);
 
-    /* what has been sent goes back to the free list, its shadow consumed */
+    /* what has been sent goes back to a free list, its shadow consumed */
 
     for (ll = &ctx->busy; *ll; ll = &(*ll)->next) { /* void */ }
     *ll = out;
@@ -251,8 +535,16 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         ctx->busy = cl->next;
-        cl->next = ctx->free;
-        ctx->free = cl;
+
+        if (b->temporary && b->tag == (ngx_buf_tag_t) &ngx_http_nebula_module) {
+            /* an event buffer of ours: its memory serves again */
+            cl->next = ctx->free_mem;
+            ctx->free_mem = cl;
+
+        } else {
+            cl->next = ctx->free;
+            ctx->free = cl;
+        }
     }
 
     return rc;

@@ -59,8 +59,10 @@ ngx_nebula_models_entry(u_char *p, ngx_nebula_model_t *model,
         p = ngx_cpymem(p, ",\"image\"", 8);
     }
 
-    p = ngx_cpymem(p, "],\"output_modalities\":[\"text\"]}}",
-                   sizeof("],\"output_modalities\":[\"text\"]}}") - 1);
+    p = ngx_sprintf(p, "],\"output_modalities\":[\"text\"]},"
+                    "\"top_provider\":{\"context_length\":%uL,"
+                    "\"max_completion_tokens\":%uL,\"is_moderated\":false}}",
+                    model->context, model->max_output);
 
     return p;
 }

@@ -335,8 +335,13 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         want = ngx_min(req->max_tokens, req->max_completion_tokens);
     }
 
-    /* no answer is longer than what is left of the context */
+    /*
+     * No answer is longer than the model's longest, nor than what is left
+     * of its context: that is what a request that names no max_tokens
+     * reserves, and is asked for.
+     */
     cap = (int64_t) model->context - (int64_t) req->prompt_tokens;
+    cap = ngx_min(cap, (int64_t) model->max_output);
     if (cap < 1) {
         cap = 1;
     }
@@ -634,19 +639,52 @@ ngx_nebula_settle_register(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
 
 /*
- * The request is over, however it ended: its pool goes, and the usage it
- * had replaces its reservation.  Reported counts are used as they are;
- * without them the prompt is our estimate and the output what we know of
- * it, and the record is marked estimated.  A request that produced
- * nothing (the pool failed first) is charged nothing.
+ * The usage of a request as far as it went.  Reported counts are used as
+ * they are.  Without them the output is the number of chunks that carried
+ * text (Ollama streams a token a chunk) and the prompt our estimate, and
+ * the result is estimated.  A request that produced nothing (the pool
+ * failed first) used nothing.
  */
+ngx_uint_t
+ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
+{
+    ngx_uint_t        estimated;
+    nebula_stream_t  *st = &ctx->stream;
+
+    estimated = 0;
+    *in = 0;
+    *out = 0;
+
+    if (ctx->filtering && st->has_completion) {
+        *out = st->completion_tokens;
+
+    } else if (ctx->filtering && (ctx->output_seen || st->content_docs)) {
+        *out = st->content_docs;
+        estimated = 1;
+    }
+
+    if (ctx->filtering && st->has_prompt
+        && (st->prompt_tokens > 0 || ctx->req->prompt_tokens == 0))
+    {
+        *in = st->prompt_tokens;
+
+    } else if (ctx->output_seen || *out > 0) {
+        /* Ollama leaves the count out, or 0, when the prompt was cached */
+        *in = ctx->req->prompt_tokens;
+        estimated = 1;
+    }
+
+    return estimated;
+}
+
+
+/* the request is over, however it ended: its usage replaces its reservation */
 static void
 ngx_nebula_settle_cleanup(void *data)
 {
     ngx_nebula_ctx_t  *ctx = data;
 
     uint64_t                  in, out;
-    nebula_stream_t          *st = &ctx->stream;
     ngx_nebula_model_t       *model = ctx->model;
     ngx_nebula_settlement_t  *s;
 
@@ -656,27 +694,7 @@ ngx_nebula_settle_cleanup(void *data)
 
     ctx->settled = 1;
 
-    in = 0;
-    out = 0;
-
-    if (ctx->filtering && st->has_completion) {
-        out = st->completion_tokens;
-
-    } else if (ctx->output_seen) {
-        ctx->estimated = 1;
-    }
-
-    if (ctx->filtering && st->has_prompt
-        && (st->prompt_tokens > 0 || ctx->req->prompt_tokens == 0))
-    {
-        in = st->prompt_tokens;
-
-    } else if (ctx->output_seen || out > 0) {
-        /* Ollama leaves the count out when the prompt was cached */
-        in = ctx->req->prompt_tokens;
-        ctx->estimated = 1;
-    }
-
+    ctx->estimated = ngx_nebula_usage(ctx, &in, &out);
     ctx->prompt_tokens = in;
     ctx->completion_tokens = out;
     ctx->cost = in * model->input_price + out * model->output_price;

@@ -5,6 +5,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_json.h"
 
 
 typedef enum {
@@ -14,7 +15,13 @@ typedef enum {
     NGX_NEBULA_VAR_POOL_URL,
     NGX_NEBULA_VAR_POOL_HOST,
     NGX_NEBULA_VAR_POOL_AUTHORIZATION,
-    NGX_NEBULA_VAR_PROMPT_ESTIMATE
+    NGX_NEBULA_VAR_PROMPT_ESTIMATE,
+    NGX_NEBULA_VAR_KEY_ID,
+    NGX_NEBULA_VAR_PLAN,
+    NGX_NEBULA_VAR_PROMPT_TOKENS,
+    NGX_NEBULA_VAR_COMPLETION_TOKENS,
+    NGX_NEBULA_VAR_COST,
+    NGX_NEBULA_VAR_USAGE_SOURCE
 } ngx_nebula_var_e;
 
 
@@ -45,6 +52,24 @@ static ngx_http_variable_t  ngx_nebula_vars[] = {
     { ngx_string("nebula_prompt_tokens_estimate"), NULL, ngx_nebula_variable,
       NGX_NEBULA_VAR_PROMPT_ESTIMATE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("nebula_key_id"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_KEY_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_plan"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_PLAN, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_prompt_tokens"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_PROMPT_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_completion_tokens"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_COMPLETION_TOKENS, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_cost"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_COST, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("nebula_usage_source"), NULL, ngx_nebula_variable,
+      NGX_NEBULA_VAR_USAGE_SOURCE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
 
@@ -73,18 +98,86 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
 {
     u_char              *p;
-    ngx_str_t           *s;
+    uint64_t             in, out;
+    ngx_str_t           *s, str;
+    ngx_uint_t           estimated;
     ngx_nebula_ctx_t    *ctx;
     ngx_nebula_model_t  *model;
 
     ctx = ngx_http_get_module_ctx(r->main, ngx_http_nebula_module);
 
-    if (ctx == NULL || ctx->model == NULL) {
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    if (data == NGX_NEBULA_VAR_KEY_ID || data == NGX_NEBULA_VAR_PLAN) {
+        if (data == NGX_NEBULA_VAR_KEY_ID ? ctx->key_id[0] == '\0'
+                                          : !ctx->admitted)
+        {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        str.data = (data == NGX_NEBULA_VAR_KEY_ID)
+                   ? ctx->key_id : (u_char *) ctx->admit.plan;
+        str.len = ngx_strlen(str.data);
+        s = &str;
+        goto found;
+    }
+
+    if (ctx->model == NULL || ctx->req == NULL) {
         v->not_found = 1;
         return NGX_OK;
     }
 
     model = ctx->model;
+
+    if (data >= NGX_NEBULA_VAR_PROMPT_TOKENS) {
+        /* as far as the request went: final once it is over (log phase) */
+        if (!ctx->proxied) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        estimated = ngx_nebula_usage(ctx, &in, &out);
+
+        if (data == NGX_NEBULA_VAR_USAGE_SOURCE) {
+            ngx_str_set(&str, "reported");
+
+            if (estimated) {
+                ngx_str_set(&str, "estimated");
+            }
+
+            s = &str;
+            goto found;
+        }
+
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 16);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+
+        v->data = p;
+
+        switch (data) {
+        case NGX_NEBULA_VAR_PROMPT_TOKENS:
+            p = ngx_sprintf(p, "%uL", in);
+            break;
+        case NGX_NEBULA_VAR_COMPLETION_TOKENS:
+            p = ngx_sprintf(p, "%uL", out);
+            break;
+        default: /* NGX_NEBULA_VAR_COST: USD */
+            p = ngx_nebula_decimal12(p, in * model->input_price
+                                        + out * model->output_price);
+        }
+
+        v->len = p - v->data;
+        v->valid = 1;
+        v->no_cacheable = 1;
+        v->not_found = 0;
+        return NGX_OK;
+    }
 
     switch (data) {
 
@@ -126,6 +219,8 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         v->not_found = 0;
         return NGX_OK;
     }
+
+found:
 
     v->len = s->len;
     v->data = s->data;

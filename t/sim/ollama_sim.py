@@ -440,13 +440,18 @@ class ChunkedEmitter:
     generated so far reaches the client).  With splitting off, every fed frame
     is one HTTP chunk."""
 
-    def __init__(self, writer, rng, split, piece_delay):
+    def __init__(self, writer, rng, split, piece_delay, record=None):
         self.writer = writer
         self.rng = rng
         self.split = split
         self.piece_delay = piece_delay
         self.buf = bytearray()
         self.next = rng.randint(1, 40)
+        # what was sent, whole, for tests that compare it with what a
+        # client behind the gateway received
+        self.record = record
+        if record is not None:
+            record["sent"] = ""
 
     async def _send(self, piece):
         self.writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
@@ -457,6 +462,8 @@ class ChunkedEmitter:
             await asyncio.sleep(0)
 
     async def feed(self, data):
+        if self.record is not None:
+            self.record["sent"] += data.decode("utf-8", errors="replace")
         if not self.split:
             await self._send(data)
             return
@@ -751,7 +758,7 @@ class Sim:
         try:
             writer.write(response_head(200, extra, req.keep_alive, req.version))
             await writer.drain()
-            em = ChunkedEmitter(writer, rng, split, piece_delay)
+            em = ChunkedEmitter(writer, rng, split, piece_delay, rec)
             for i in range(C):
                 if faults.stall_after is not None and i >= faults.stall_after:
                     await em.flush()

@@ -41,6 +41,12 @@ feed(nebula_stream_t *s, out_t *o, const unsigned char *p, size_t len)
         n = nebula_stream_scan(s, p + pos, len - pos, &ev);
         pos += n;
 
+        if (ev == NEBULA_EV_EVENT_END) {
+            emit(o, p + start, pos - start);
+            start = pos;
+            continue;
+        }
+
         if (ev == NEBULA_EV_MODEL_END) {
             o->skipping = 0;
             start = pos;
@@ -319,6 +325,73 @@ test_usage(void)
 }
 
 
+/* the events of a whole SSE body cut at every point: ends, usage-only */
+static void
+test_events(void)
+{
+    const char       *in;
+    nebula_stream_t   s;
+    nebula_event_e    ev;
+    size_t            len, a, i, n, ends, usage_only, last_end;
+    int               ok_all;
+
+    in = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n"
+         ": comment\n\n"
+         "data: {\"choices\":[{\"delta\":{\"content\":\"\"},"
+         "\"finish_reason\":\"stop\"}]}\n\n"
+         "data: {\"id\":\"x\",\"choices\": [ ],\"usage\":{\"prompt_tokens\":3,"
+         "\"completion_tokens\":1}}\n\n"
+         "data: [DONE]\n\n";
+    len = strlen(in);
+    ok_all = 1;
+
+    for (a = 0; a <= len; a++) {
+        nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+        ends = 0;
+        usage_only = 0;
+        last_end = 0;
+
+        for (i = 0; i < len; i += n) {
+            size_t  lim = (i < a) ? a - i : len - i;
+
+            n = nebula_stream_scan(&s, (const unsigned char *) in + i, lim, &ev);
+
+            if (ev == NEBULA_EV_EVENT_END) {
+                ends++;
+                usage_only += s.usage_only;
+
+                if (s.usage_only) {
+                    last_end = i + n;
+                }
+            }
+        }
+
+        if (ends != 5 || usage_only != 1 || s.content_docs != 1
+            || strncmp(in + last_end, "data: [DONE]", 12) != 0)
+        {
+            printf("# cut at %zu: %zu ends, %zu usage-only, %llu content\n",
+                   a, ends, usage_only, (unsigned long long) s.content_docs);
+            ok_all = 0;
+            break;
+        }
+    }
+
+    ok(ok_all, "SSE: five event ends, one usage-only chunk, one with text");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
+    in = "{\"message\":{\"content\":\"a\"},\"done\":false}\n"
+         "{\"message\":{\"content\":\"b\"},\"done\":false}\n"
+         "{\"message\":{\"content\":\"\"},\"done\":true,\"eval_count\":2}\n";
+    (void) nebula_stream_scan(&s, (const unsigned char *) in, strlen(in), &ev);
+    is_int(s.content_docs, 2, "NDJSON /api/chat: two lines with text");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
+    in = "{\"response\":\"a\",\"done\":false}\n{\"response\":\"\\\"\",\"done\":false}\n";
+    (void) nebula_stream_scan(&s, (const unsigned char *) in, strlen(in), &ev);
+    is_int(s.content_docs, 2, "NDJSON /api/generate: two lines with text");
+}
+
+
 static void
 test_state_size(void)
 {
@@ -334,6 +407,7 @@ main(void)
     test_ndjson();
     test_json();
     test_usage();
+    test_events();
     test_state_size();
 
     return done_testing();
