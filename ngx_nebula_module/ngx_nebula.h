@@ -154,6 +154,8 @@ typedef struct {
     ngx_chain_t              *free_mem;        /* event buffers, to reuse */
     ngx_chain_t              *busy;
     ngx_chain_t              *event;           /* strip mode: held event */
+    void                    (*upstream_finalize)(ngx_http_request_t *r,
+                                                 ngx_int_t rc);
 
     unsigned                  body_done:1;     /* validated and rewritten */
     unsigned                  refused:1;       /* an error was sent */
@@ -164,6 +166,7 @@ typedef struct {
     unsigned                  usage_stripped:1;
     unsigned                  event_passing:1; /* too big to hold */
     unsigned                  stream_broken:1; /* ended before its end */
+    unsigned                  closing:1;       /* its error event is out */
     unsigned                  admitted:1;      /* a reservation is held */
     unsigned                  settled:1;
     unsigned                  unmetered:1;     /* Redis down, mode open */

@@ -17,6 +17,9 @@ static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+static void ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+static void ngx_nebula_upstream_finalize(ngx_http_request_t *r,
+    ngx_int_t rc);
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -33,6 +36,48 @@ ngx_nebula_filter_init(ngx_conf_t *cf)
     ngx_http_top_body_filter = ngx_nebula_body_filter;
 
     return NGX_OK;
+}
+
+
+static void
+ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_chain_t       *out, **ll;
+    ngx_nebula_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+
+    if (ctx == NULL) {
+        return;
+    }
+
+    ctx->upstream_finalize(r, rc);
+
+    if (!(rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
+        || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
+        || rc == NGX_HTTP_REQUEST_TIME_OUT
+        || !r->upstream->header_sent || r->connection->error
+        || !ctx->filtering || ctx->closing)
+    {
+        return;
+    }
+
+    out = NULL;
+    ll = &out;
+
+    /* an event held whole goes first, cut as it is */
+    ngx_nebula_event_send(ctx, &ll);
+
+    if (ngx_nebula_stream_error(r, ctx, &ll) != NGX_OK) {
+        return;
+    }
+
+    *ll = NULL;
+
+    if (out) {
+        ctx->closing = 1;   /* the filter passes what follows as it is */
+        (void) ngx_http_output_filter(r, out);
+    }
 }
 
 
@@ -85,6 +130,12 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
 
     nebula_stream_init(&ctx->stream, format);
     ctx->filtering = 1;
+
+    if (r->upstream && format != NEBULA_FORMAT_JSON) {
+        /* to hear of a failure midway, before nginx cuts the response */
+        ctx->upstream_finalize = r->upstream->finalize_request;
+        r->upstream->finalize_request = ngx_nebula_upstream_finalize;
+    }
 
     if (format != NEBULA_FORMAT_SSE) {
         ctx->strip_usage = 0;
@@ -189,14 +240,6 @@ ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         start = pos;
     }
 
-    if (ib->last_buf) {
-        if (ngx_nebula_stream_error(r, ctx, ll) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        b = NULL;
-    }
-
     /*
      * The last buffer made from ib carries it as its shadow and its flags:
      * ib is marked consumed only once that buffer has been sent, so the
@@ -223,9 +266,10 @@ ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
 
 /*
- * The upstream's stream ended without its end ([DONE], "done": true): it
- * failed or timed out midway.  nginx ends the response cleanly; the
- * client also gets an error it can read, in the stream's own format.
+ * The upstream failed or timed out midway through a stream (before its
+ * [DONE] or "done": true).  nginx cuts the response short, which HTTP
+ * clients notice; the client also gets an error it can read, in the
+ * stream's own format, just before.
  */
 static ngx_int_t
 ngx_nebula_stream_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
@@ -452,9 +496,6 @@ ngx_nebula_filter_strip(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         ngx_nebula_event_send(ctx, ll);
     }
 
-    if (ib->last_buf && ngx_nebula_stream_error(r, ctx, ll) != NGX_OK) {
-        return NGX_ERROR;
-    }
 
     /* copied: the upstream may reuse its buffer at once */
     ib->pos = ib->last;
@@ -504,6 +545,18 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                           "nebula: response buffer not in memory");
             return NGX_ERROR;
+        }
+
+        if (ctx->closing) {
+            /* the gateway's own last words: passed as they are */
+            *ll = ngx_alloc_chain_link(r->pool);
+            if (*ll == NULL) {
+                return NGX_ERROR;
+            }
+
+            (*ll)->buf = ib;
+            ll = &(*ll)->next;
+            continue;
         }
 
         rc = ctx->strip_usage ? ngx_nebula_filter_strip(r, ctx, ib, &ll)

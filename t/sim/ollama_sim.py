@@ -451,7 +451,10 @@ class ChunkedEmitter:
         # client behind the gateway received
         self.record = record
         if record is not None:
-            record["sent"] = ""
+            # bytes, joined only when reported: += on a growing str is
+            # quadratic
+            self.sent = []
+            record["sent"] = self.sent
 
     async def _send(self, piece):
         self.writer.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
@@ -463,7 +466,7 @@ class ChunkedEmitter:
 
     async def feed(self, data):
         if self.record is not None:
-            self.record["sent"] += data.decode("utf-8", errors="replace")
+            self.sent.append(data)
         if not self.split:
             await self._send(data)
             return
@@ -659,7 +662,13 @@ class Sim:
         if path == "/_sim/health" and method in ("GET", "HEAD"):
             await send_full(writer, req, 200, b"ok", "text/plain; charset=utf-8")
         elif path == "/_sim/requests" and method in ("GET", "HEAD"):
-            await send_full(writer, req, 200, dumps(self.records))
+            out = []
+            for rec in self.records:
+                if isinstance(rec.get("sent"), list):
+                    rec = dict(rec)
+                    rec["sent"] = b"".join(rec["sent"]).decode("utf-8", errors="replace")
+                out.append(rec)
+            await send_full(writer, req, 200, dumps(out))
         elif path == "/_sim/reset" and method == "POST":
             self.records = []
             await send_full(writer, req, 200, dumps({"ok": True}))
