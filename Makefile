@@ -10,8 +10,13 @@ UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/test_*.c))
 CFLAGS_UNIT := -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror \
                -Ingx_nebula_module -It/unit
 PROVE_JOBS ?= 2
+FUZZ_TARGETS := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c))
+FUZZ_SECONDS ?= 600
+CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+               -Ingx_nebula_module
+UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c
 
-.PHONY: all deps module unit test run clean
+.PHONY: all deps module unit fuzz-build fuzz test run clean
 
 all: module
 
@@ -29,8 +34,26 @@ $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_SRCS) $(wildcard ngx_nebula_modu
 
 unit: deps $(UNIT_TESTS)
 
+$(BUILD)/fuzz/%: t/fuzz/%.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+	@mkdir -p $(BUILD)/fuzz
+	clang $(CFLAGS_FUZZ) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+fuzz-build: deps $(FUZZ_TARGETS)
+
+# every target for FUZZ_SECONDS (600 by default) from the seed corpora in
+# t/fuzz/corpus; what it learns goes to build/fuzz/corpus, not the repo
+fuzz: fuzz-build
+	@for f in $(FUZZ_TARGETS); do \
+	    name=$$(basename $$f | sed 's/^fuzz_//'); \
+	    mkdir -p $(BUILD)/fuzz/corpus/$$name; \
+	    echo "== $$name: $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(BUILD)/fuzz/crash-$$name- \
+	        $(BUILD)/fuzz/corpus/$$name t/fuzz/corpus/$$name || exit 1; \
+	done
+
 # the C unit tests and the end-to-end suite, in one prove run
-test: module unit
+test: module unit fuzz-build
 	prove -j$(PROVE_JOBS) --timer $(UNIT_TESTS) t/
 
 run: module

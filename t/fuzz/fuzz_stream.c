@@ -1,0 +1,134 @@
+/*
+ * libFuzzer target: the response scanner (SSE, NDJSON, JSON).
+ *
+ * The first byte picks the format and the second seeds where the body is
+ * cut.  The scanner is resumable, so what it makes of the body cut into
+ * pieces must be exactly what it makes of it whole: the same output with
+ * the model restored, the same usage, the same event ends.
+ */
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "nebula_stream.h"
+
+
+typedef struct {
+    unsigned char  *data;
+    size_t          len;
+    int             skipping;
+    size_t          events;
+    size_t          usage_only;
+} out_t;
+
+
+static void
+feed(nebula_stream_t *s, out_t *o, const unsigned char *p, size_t len)
+{
+    size_t          n, pos, start;
+    nebula_event_e  ev;
+
+    pos = 0;
+    start = 0;
+
+    while (pos < len) {
+        n = nebula_stream_scan(s, p + pos, len - pos, &ev);
+
+        if (n == 0 || n > len - pos) {
+            abort();    /* the scanner must always move on */
+        }
+
+        pos += n;
+
+        if (ev == NEBULA_EV_EVENT_END) {
+            o->events++;
+            o->usage_only += s->usage_only;
+        }
+
+        if (ev == NEBULA_EV_MODEL_END) {
+            o->skipping = 0;
+            start = pos;
+            continue;
+        }
+
+        if (o->skipping) {
+            start = pos;
+            continue;
+        }
+
+        if (ev == NEBULA_EV_MODEL_START) {
+            memcpy(o->data + o->len, p + start, pos - 1 - start);
+            o->len += pos - 1 - start;
+            memcpy(o->data + o->len, "\"pub\"", 5);
+            o->len += 5;
+            o->skipping = 1;
+            start = pos;
+            continue;
+        }
+
+        memcpy(o->data + o->len, p + start, pos - start);
+        o->len += pos - start;
+        start = pos;
+    }
+}
+
+
+int
+LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
+{
+    size_t            i, cut, len;
+    unsigned int      seed;
+    nebula_stream_t   whole, parts;
+    out_t             a, b;
+    const unsigned char *body;
+
+    if (size < 2) {
+        return 0;
+    }
+
+    body = data + 2;
+    len = size - 2;
+    seed = data[1] + 1;
+
+    /* each model value becomes 5 bytes, so 5 times the input is room */
+    memset(&a, 0, sizeof(out_t));
+    memset(&b, 0, sizeof(out_t));
+    a.data = malloc(5 * len + 16);
+    b.data = malloc(5 * len + 16);
+    if (a.data == NULL || b.data == NULL) {
+        free(a.data);
+        free(b.data);
+        return 0;
+    }
+
+    nebula_stream_init(&whole, (nebula_format_e) (data[0] % 3));
+    nebula_stream_init(&parts, (nebula_format_e) (data[0] % 3));
+
+    feed(&whole, &a, body, len);
+
+    for (i = 0; i < len; i += cut) {
+        seed = seed * 1103515245 + 12345;
+        cut = 1 + (seed >> 16) % 17;
+        if (cut > len - i) {
+            cut = len - i;
+        }
+        feed(&parts, &b, body + i, cut);
+    }
+
+    if (a.len != b.len || memcmp(a.data, b.data, a.len) != 0
+        || a.events != b.events || a.usage_only != b.usage_only
+        || whole.has_prompt != parts.has_prompt
+        || whole.has_completion != parts.has_completion
+        || (whole.has_prompt && whole.prompt_tokens != parts.prompt_tokens)
+        || (whole.has_completion
+            && whole.completion_tokens != parts.completion_tokens)
+        || whole.content_docs != parts.content_docs
+        || whole.done != parts.done)
+    {
+        abort();
+    }
+
+    free(a.data);
+    free(b.data);
+    return 0;
+}
