@@ -10,7 +10,9 @@ UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/test_*.c))
 CFLAGS_UNIT := -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror \
                -Ingx_nebula_module -It/unit
 PROVE_JOBS ?= 2
-FUZZ_TARGETS := $(patsubst t/fuzz/%.c,$(BUILD)/fuzz/%,$(wildcard t/fuzz/fuzz_*.c))
+# the stream scanner has a target per format
+FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_reply \
+                $(BUILD)/fuzz/fuzz_sse $(BUILD)/fuzz/fuzz_ndjson $(BUILD)/fuzz/fuzz_json
 FUZZ_SECONDS ?= 600
 CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Ingx_nebula_module
@@ -37,6 +39,20 @@ unit: deps $(UNIT_TESTS)
 $(BUILD)/fuzz/%: t/fuzz/%.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
 	@mkdir -p $(BUILD)/fuzz
 	clang $(CFLAGS_FUZZ) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+FUZZ_DEPS := t/fuzz/fuzz_stream.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+
+$(BUILD)/fuzz/fuzz_json: $(FUZZ_DEPS)
+	@mkdir -p $(BUILD)/fuzz
+	clang $(CFLAGS_FUZZ) -DNEBULA_FUZZ_FORMAT=0 -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+$(BUILD)/fuzz/fuzz_ndjson: $(FUZZ_DEPS)
+	@mkdir -p $(BUILD)/fuzz
+	clang $(CFLAGS_FUZZ) -DNEBULA_FUZZ_FORMAT=1 -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+$(BUILD)/fuzz/fuzz_sse: $(FUZZ_DEPS)
+	@mkdir -p $(BUILD)/fuzz
+	clang $(CFLAGS_FUZZ) -DNEBULA_FUZZ_FORMAT=2 -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
 
 fuzz-build: deps $(FUZZ_TARGETS)
 

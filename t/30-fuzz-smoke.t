@@ -8,10 +8,8 @@ use File::Temp qw(tempdir);
 use Test::More;
 
 my $root = "$FindBin::Bin/..";
-my $seconds = $ENV{FUZZ_SMOKE_SECONDS} // 5;
-my @targets = map { m{fuzz_(\w+)\.c$} ? $1 : () } glob "$root/t/fuzz/fuzz_*.c";
-
-ok @targets >= 3, 'fuzz targets: ' . join(', ', @targets);
+my $seconds = $ENV{FUZZ_SMOKE_SECONDS} // 3;
+my @targets = qw(request reply sse ndjson json);
 
 for my $name (@targets) {
     my $bin = "$root/build/fuzz/fuzz_$name";

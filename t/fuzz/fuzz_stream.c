@@ -1,8 +1,9 @@
 /*
  * libFuzzer target: the response scanner (SSE, NDJSON, JSON).
  *
- * The first byte picks the format and the second seeds where the body is
- * cut.  The scanner is resumable, so what it makes of the body cut into
+ * Built once per format (NEBULA_FUZZ_FORMAT: 0 JSON, 1 NDJSON, 2 SSE);
+ * without it the first byte picks the format.  The next byte seeds where
+ * the body is cut.  The scanner is resumable, so what it makes of the body cut into
  * pieces must be exactly what it makes of it whole: the same output with
  * the model restored, the same usage, the same event ends.
  */
@@ -101,8 +102,13 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         return 0;
     }
 
+#ifdef NEBULA_FUZZ_FORMAT
+    nebula_stream_init(&whole, (nebula_format_e) NEBULA_FUZZ_FORMAT);
+    nebula_stream_init(&parts, (nebula_format_e) NEBULA_FUZZ_FORMAT);
+#else
     nebula_stream_init(&whole, (nebula_format_e) (data[0] % 3));
     nebula_stream_init(&parts, (nebula_format_e) (data[0] % 3));
+#endif
 
     feed(&whole, &a, body, len);
 
