@@ -124,17 +124,36 @@ ngx_nebula_key_name(ngx_pool_t *pool, const char *fmt, u_char *id,
 static ngx_int_t
 ngx_nebula_admin_get(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx)
 {
-    ngx_str_t  argv[3], *k;
+    u_char     minute[NGX_TIME_T_LEN + 1];
+    ngx_str_t  argv[4], *k;
 
     k = ngx_nebula_key_name(r->pool, "nb:{%s}:key%s", actx->id,
                             (u_char *) "");
+    if (k == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
     argv[0] = *k;
+
     k = ngx_nebula_key_name(r->pool, "nb:{%s}:u:%s", actx->id, actx->month);
+    if (k == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
     argv[1] = *k;
+
     k = ngx_nebula_key_name(r->pool, "nb:{%s}:m:%s", actx->id, actx->month);
+    if (k == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
     argv[2] = *k;
 
-    return ngx_nebula_admin_eval(r, actx, NGX_NEBULA_SCRIPT_KEY_GET, 3, 3,
+    *ngx_sprintf(minute, "%T", actx->now / 60) = '\0';
+    k = ngx_nebula_key_name(r->pool, "nb:{%s}:r:%s", actx->id, minute);
+    if (k == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+    argv[3] = *k;
+
+    return ngx_nebula_admin_eval(r, actx, NGX_NEBULA_SCRIPT_KEY_GET, 4, 4,
                                  argv);
 }
 
@@ -173,6 +192,48 @@ ngx_nebula_json_field_str(ngx_nebula_json_t *j, const redisReply *list,
     } else {
         ngx_nebula_json_lit(j, "null");
     }
+}
+
+
+/* a key's limits and what is left, from KEY_GET's reply, as ADMIT says */
+static void
+ngx_nebula_key_limits(ngx_http_request_t *r, redisReply *reply, time_t now,
+    nebula_admit_t *a)
+{
+    int64_t                  used;
+    const redisReply        *k, *u, *v;
+    ngx_nebula_plan_t       *plan;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    k = reply->element[0];
+    u = reply->element[1];
+
+    v = nebula_reply_field(k, "plan");
+    plan = (v && v->type == REDIS_REPLY_STRING)
+           ? ngx_nebula_find_plan(nmcf, (u_char *) v->str, v->len) : NULL;
+
+    ngx_memzero(a, sizeof(nebula_admit_t));
+    a->status = NEBULA_ADMIT_OK;
+
+    a->in_limit = nebula_reply_int(k, "in_limit",
+                                   plan ? (int64_t) plan->input_tokens : 0);
+    a->out_limit = nebula_reply_int(k, "out_limit",
+                                    plan ? (int64_t) plan->output_tokens : 0);
+    a->rpm = nebula_reply_int(k, "rpm_limit",
+                              plan ? (int64_t) plan->requests_per_minute : 0);
+
+    a->in_left = a->in_limit - nebula_reply_int(u, "in", 0)
+                 - nebula_reply_int(u, "rin", 0);
+    a->out_left = a->out_limit - nebula_reply_int(u, "out", 0)
+                  - nebula_reply_int(u, "rout", 0);
+
+    used = reply->element[3]->type == REDIS_REPLY_INTEGER
+           ? reply->element[3]->integer : 0;
+    a->rpm_left = ngx_max(a->rpm - used, 0);
+
+    (void) now;
 }
 
 
@@ -365,6 +426,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     ngx_nebula_json_t        j;
     const redisReply        *u;
     uint64_t                 tin, tout, treq, tcost;
+    nebula_admit_t           a;
 
     ngx_nebula_json_init(&j, r->pool);
 
@@ -415,7 +477,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
             goto unknown;
         }
 
-        if (reply->elements != 3) {
+        if (reply->elements != 4) {
             break;
         }
 
@@ -435,6 +497,13 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
                                               "invalid_api_key", NULL,
                                               "This API key has been "
                                               "revoked.");
+            }
+
+            /* an authenticated answer: the limits, as on every one */
+            ngx_nebula_key_limits(r, reply, actx->now, &a);
+
+            if (ngx_nebula_ratelimit_headers(r, &a, actx->now) != NGX_OK) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
             }
 
             if (actx->kind == NGX_NEBULA_ADMIN_TAGS) {

@@ -181,14 +181,16 @@ static char  ngx_nebula_script_key_create[] =
 
 
 /*
- * KEY_GET. KEYS: key hash, month usage hash, month model hash.
- * Returns {key fields, usage fields, model fields}, each HGETALL's list.
+ * KEY_GET. KEYS: key hash, month usage hash, month model hash, minute
+ * counter.  Returns {key fields, usage fields, model fields} (HGETALL's
+ * lists) and the requests of the minute.
  */
 static char  ngx_nebula_script_key_get[] =
     "local k = redis.call('HGETALL', KEYS[1])\n"
     "if #k == 0 then return {} end\n"
     "return {k, redis.call('HGETALL', KEYS[2]),\n"
-    "        redis.call('HGETALL', KEYS[3])}\n";
+    "        redis.call('HGETALL', KEYS[3]),\n"
+    "        tonumber(redis.call('GET', KEYS[4]) or '0')}\n";
 
 
 /*

@@ -87,6 +87,15 @@ is $h->{'x-ratelimit-remaining-output-tokens'}, 20000 - $sim->{max_tokens},
 like $h->{'x-ratelimit-reset-tokens'}, qr/^(\d+d)?(\d+h)?(\d+m)?\d+s$/, 'reset-tokens as 6d3h12m5s';
 like $h->{'x-request-id'}, qr/^[0-9a-f]{32}$/, 'x-request-id';
 
+# the same limits on the other authenticated answers
+for my $path ('/v1/key', '/api/tags') {
+    my $h2 = $t->get($path, headers => { Authorization => "Bearer $k->{key}" })->{headers};
+    is $h2->{'x-ratelimit-limit-output-tokens'}, 20000, "$path: limit-output-tokens";
+    is $h2->{'x-ratelimit-limit-requests'}, 20, "$path: limit-requests";
+    is $h2->{'x-ratelimit-remaining-requests'}, 19, "$path: remaining-requests of this minute";
+    like $h2->{'x-ratelimit-reset-tokens'}, qr/s$/, "$path: reset-tokens";
+}
+
 # --- settlement is exact, with the cost from the model's prices
 my $before = $t->get('/v1/key', headers => { Authorization => "Bearer $k->{key}" })->{json}{data}{usage};
 my ($p, $c) = (0, 0);
