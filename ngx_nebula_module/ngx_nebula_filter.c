@@ -7,6 +7,11 @@
  * passes every other byte on as it arrives, in buffers that point into the
  * upstream's own (shadows, as the sub filter does), so nothing is copied and
  * nothing is held back.
+ *
+ * One exception, strip mode: a stream whose client did not ask for usage
+ * while the gateway did (ngx_nebula_access.c) has each SSE event copied
+ * and held until its end, and the usage chunk dropped.  An event is a
+ * token: the client waits for nothing it could use.
  */
 
 #include "ngx_nebula.h"
@@ -18,8 +23,14 @@ static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 static void ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+static ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, u_char *p, size_t n);
 static void ngx_nebula_upstream_finalize(ngx_http_request_t *r,
     ngx_int_t rc);
+
+
+/* an event larger than this is no usage chunk: it goes on as it comes */
+#define NGX_NEBULA_EVENT_HOLD_MAX  65536
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -176,21 +187,57 @@ ngx_nebula_out_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
 
 /*
- * Shadow mode: the bytes of ib go on as buffers pointing into it; only the
- * public name is memory of ours.
+ * Passes bytes on: in shadow mode as a buffer pointing at them (into the
+ * upstream's buffer, or the public name's memory), in strip mode copied
+ * into the event held.
  */
 static ngx_int_t
-ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+ngx_nebula_emit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll, u_char *p, size_t n, ngx_buf_t **last)
+{
+    ngx_buf_t  *b;
+
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    if (ctx->strip_usage) {
+        return ngx_nebula_event_append(r, ctx, p, n);
+    }
+
+    b = ngx_nebula_out_buf(r, ctx, ll);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->memory = 1;
+    b->pos = p;
+    b->last = p + n;
+    *last = b;
+
+    return NGX_OK;
+}
+
+
+/*
+ * One buffer of the upstream's body: scanned, the public name put in place
+ * of the upstream's; in strip mode, events are held whole and the usage
+ * chunk dropped.
+ */
+static ngx_int_t
+ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_buf_t *ib, ngx_chain_t ***ll)
 {
     u_char          *pos, *start;
     size_t           n;
     ngx_buf_t       *b;
+    ngx_str_t       *name;
     nebula_event_e   ev;
 
     b = NULL;
     pos = ib->pos;
     start = pos;
+    name = &ctx->model->quoted;
 
     while (pos < ib->last) {
         n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
@@ -209,41 +256,74 @@ ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         }
 
         if (ev == NEBULA_EV_MODEL_START) {
-            pos--;      /* the opening quote goes with the name */
+            /* the opening quote goes with the name */
+            if (ngx_nebula_emit(r, ctx, ll, start, pos - 1 - start, &b)
+                != NGX_OK
+                || ngx_nebula_emit(r, ctx, ll, name->data, name->len, &b)
+                   != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
             ctx->skipping = 1;
+            start = pos;
+            continue;
         }
 
-        if (pos > start) {
-            b = ngx_nebula_out_buf(r, ctx, ll);
-            if (b == NULL) {
-                return NGX_ERROR;
-            }
-
-            b->memory = 1;
-            b->pos = start;
-            b->last = pos;
-        }
-
-        if (ev == NEBULA_EV_MODEL_START) {
-            b = ngx_nebula_out_buf(r, ctx, ll);
-            if (b == NULL) {
-                return NGX_ERROR;
-            }
-
-            b->memory = 1;
-            b->pos = ctx->model->quoted.data;
-            b->last = ctx->model->quoted.data + ctx->model->quoted.len;
-
-            pos++;
+        if (ngx_nebula_emit(r, ctx, ll, start, pos - start, &b) != NGX_OK) {
+            return NGX_ERROR;
         }
 
         start = pos;
+
+        if (!ctx->strip_usage) {
+            continue;
+        }
+
+        if (ev == NEBULA_EV_EVENT_END) {
+            if (ctx->stream.usage_only && !ctx->event_passing) {
+                /* the chunk the client did not ask for */
+                if (ctx->event) {
+                    ctx->event->buf->last = ctx->event->buf->pos;
+                }
+
+                ctx->usage_stripped = 1;
+
+            } else {
+                ngx_nebula_event_send(ctx, ll);
+            }
+
+            ctx->event_passing = 0;
+            continue;
+        }
+
+        if (ctx->event && ctx->event->buf->last - ctx->event->buf->pos
+                          > NGX_NEBULA_EVENT_HOLD_MAX)
+        {
+            /* no usage chunk is that large: it goes on as it comes */
+            ctx->event_passing = 1;
+        }
+    }
+
+    if (ctx->strip_usage) {
+        if (ctx->event_passing || ib->last_buf) {
+            ngx_nebula_event_send(ctx, ll);
+        }
+
+        /* copied: the upstream may reuse its buffer at once */
+        ib->pos = ib->last;
+
+        if (!(ib->last_buf || ib->last_in_chain || ib->flush)) {
+            return NGX_OK;
+        }
+
+        b = NULL;
     }
 
     /*
-     * The last buffer made from ib carries it as its shadow and its flags:
-     * ib is marked consumed only once that buffer has been sent, so the
-     * upstream does not reuse memory we still point into.
+     * In shadow mode the last buffer made from ib carries it as its shadow
+     * and its flags: ib is marked consumed only once that buffer has been
+     * sent, so the upstream does not reuse memory we still point into.
      */
 
     if (b == NULL) {
@@ -258,8 +338,11 @@ ngx_nebula_filter_shadow(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     b->last_buf = ib->last_buf;
     b->last_in_chain = ib->last_in_chain;
     b->flush = ib->flush;
-    b->shadow = ib;
-    b->recycled = ib->recycled;
+
+    if (!ctx->strip_usage) {
+        b->shadow = ib;
+        b->recycled = ib->recycled;
+    }
 
     return NGX_OK;
 }
@@ -320,10 +403,6 @@ ngx_nebula_stream_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
     return NGX_OK;
 }
-
-
-/* an event larger than this is no usage chunk: it goes on as it comes */
-#define NGX_NEBULA_EVENT_HOLD_MAX  65536
 
 
 static ngx_int_t
@@ -412,110 +491,6 @@ ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll)
 }
 
 
-/*
- * Strip mode, for a stream whose client did not ask for usage while the
- * gateway did: each SSE event is copied out whole and dropped if it is
- * the usage chunk.  An event is a token, so the client waits for nothing
- * it could use: a half event is of no use to it.
- */
-static ngx_int_t
-ngx_nebula_filter_strip(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
-    ngx_buf_t *ib, ngx_chain_t ***ll)
-{
-    u_char          *pos, *start;
-    size_t           n;
-    ngx_buf_t       *b;
-    nebula_event_e   ev;
-
-    pos = ib->pos;
-    start = pos;
-
-    while (pos < ib->last) {
-        n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
-        pos += n;
-
-        if (ev == NEBULA_EV_MODEL_END) {
-            ctx->skipping = 0;
-            start = pos;
-            continue;
-        }
-
-        if (ctx->skipping) {
-            start = pos;
-            continue;
-        }
-
-        if (ev == NEBULA_EV_MODEL_START) {
-            if (ngx_nebula_event_append(r, ctx, start, pos - 1 - start)
-                != NGX_OK
-                || ngx_nebula_event_append(r, ctx, ctx->model->quoted.data,
-                                           ctx->model->quoted.len)
-                   != NGX_OK)
-            {
-                return NGX_ERROR;
-            }
-
-            ctx->skipping = 1;
-            start = pos;
-            continue;
-        }
-
-        if (pos > start
-            && ngx_nebula_event_append(r, ctx, start, pos - start) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        start = pos;
-
-        if (ev == NEBULA_EV_EVENT_END) {
-            if (ctx->stream.usage_only && !ctx->event_passing) {
-                /* the chunk the client did not ask for */
-                if (ctx->event) {
-                    ctx->event->buf->last = ctx->event->buf->pos;
-                }
-
-                ctx->usage_stripped = 1;
-
-            } else {
-                ngx_nebula_event_send(ctx, ll);
-            }
-
-            ctx->event_passing = 0;
-            continue;
-        }
-
-        if (ctx->event && ctx->event->buf->last - ctx->event->buf->pos
-                          > NGX_NEBULA_EVENT_HOLD_MAX)
-        {
-            ctx->event_passing = 1;
-        }
-    }
-
-    if (ctx->event_passing || ib->last_buf) {
-        ngx_nebula_event_send(ctx, ll);
-    }
-
-
-    /* copied: the upstream may reuse its buffer at once */
-    ib->pos = ib->last;
-
-    if (ib->last_buf || ib->last_in_chain || ib->flush) {
-        b = ngx_nebula_out_buf(r, ctx, ll);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->sync = 1;
-        b->last_buf = ib->last_buf;
-        b->last_in_chain = ib->last_in_chain;
-        b->flush = ib->flush;
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -559,9 +534,7 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             continue;
         }
 
-        rc = ctx->strip_usage ? ngx_nebula_filter_strip(r, ctx, ib, &ll)
-                              : ngx_nebula_filter_shadow(r, ctx, ib, &ll);
-        if (rc != NGX_OK) {
+        if (ngx_nebula_filter_buf(r, ctx, ib, &ll) != NGX_OK) {
             return NGX_ERROR;
         }
     }
