@@ -82,6 +82,7 @@ typedef struct {
     int                    depth;   /* frames in use */
     int                    too_deep;
     int                    duplicate;
+    int                    case_mismatch;
     frame_t                frames[NEBULA_JSON_MAX_DEPTH];
 } parse_t;
 
@@ -469,20 +470,39 @@ on_null(void *ctx)
 
     switch (slot) {
 
+    /*
+     * Fields the gateway may have to set: it puts its value in place of the
+     * null, for a second key would leave the client's null the last word.
+     */
     case S_STREAM_OPTIONS:
-        /* the gateway may need to put an object in its place */
         record_span(p, parent, &p->req->stream_options_span);
         p->req->stream_options_null = 1;
         break;
 
+    case S_OPTIONS:
+        record_span(p, parent, &p->req->options_span);
+        p->req->options_null = 1;
+        break;
+
+    case S_MAX_TOKENS:
+        record_span(p, parent, &p->req->max_tokens_span);
+        break;
+
+    case S_MAX_COMPLETION_TOKENS:
+        record_span(p, parent, &p->req->max_completion_tokens_span);
+        break;
+
+    case S_NUM_PREDICT:
+        record_span(p, parent, &p->req->num_predict_span);
+        break;
+
+    case S_INCLUDE_USAGE:
+        record_span(p, parent, &p->req->include_usage_span);
+        break;
+
     /* optional fields: null means "not given", as in OpenAI's API */
     case S_TEMPERATURE:
-    case S_MAX_TOKENS:
-    case S_MAX_COMPLETION_TOKENS:
     case S_STREAM:
-    case S_OPTIONS:
-    case S_INCLUDE_USAGE:
-    case S_NUM_PREDICT:
     case S_TOOLS:
     case S_OTHER:
     case S_SYSTEM:
@@ -902,15 +922,66 @@ on_end(void *ctx)
 }
 
 
+/*
+ * Ollama decodes bodies with Go's encoding/json, which matches a key to a
+ * field whatever its case (and takes U+017F for s, U+212A for k), the last
+ * one winning.  So keys are folded the same way before they are looked
+ * up; a key that names one of our fields in another spelling is refused,
+ * or a client could have us check "model" while Ollama reads "MODEL".
+ */
+static size_t
+fold_key(const unsigned char *key, size_t len, unsigned char *out,
+    size_t size)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        if (n == size) {
+            return size + 1;    /* longer than any field of ours */
+        }
+
+        if (key[i] >= 'A' && key[i] <= 'Z') {
+            out[n++] = key[i] + ('a' - 'A');
+
+        } else if (key[i] == 0xc5 && i + 1 < len && key[i + 1] == 0xbf) {
+            out[n++] = 's';
+            i++;
+
+        } else if (key[i] == 0xe2 && i + 2 < len && key[i + 1] == 0x84
+                   && key[i + 2] == 0xaa)
+        {
+            out[n++] = 'k';
+            i += 2;
+
+        } else {
+            out[n++] = key[i];
+        }
+    }
+
+    return n;
+}
+
+
 static int
 on_map_key(void *ctx, const unsigned char *key, size_t len)
 {
-    parse_t  *p = ctx;
-    frame_t  *f;
-    slot_e    slot;
+    parse_t        *p = ctx;
+    frame_t        *f;
+    slot_e          slot;
+    size_t          n;
+    unsigned char   folded[32];
 
     f = &p->frames[p->depth - 1];
-    slot = slot_for_key(p, f, key, len);
+
+    n = fold_key(key, len, folded, sizeof(folded));
+    slot = (n <= sizeof(folded)) ? slot_for_key(p, f, folded, n) : S_OTHER;
+
+    if (slot != S_OTHER && (n != len || memcmp(folded, key, len) != 0)) {
+        p->case_mismatch = 1;
+        return 0;
+    }
 
     if (slot != S_OTHER) {
         if (f->seen & (1u << slot)) {
@@ -1015,6 +1086,11 @@ nebula_request_parse(nebula_request_t *req, nebula_api_e api,
             snprintf(req->message, sizeof(req->message),
                      "The request body repeats a key: each field may "
                      "appear once.");
+
+        } else if (p.case_mismatch) {
+            snprintf(req->message, sizeof(req->message),
+                     "A key of the request body names a field in another "
+                     "case: fields are written in lower case.");
 
         } else {
             snprintf(req->message, sizeof(req->message),

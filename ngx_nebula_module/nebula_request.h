@@ -61,14 +61,15 @@ typedef struct {
     nebula_span_t       stream_options_span;   /* an object, or null */
     int                 stream_options_null;
 
-    int64_t             max_tokens;         /* -1 absent */
-    nebula_span_t       max_tokens_span;
+    int64_t             max_tokens;         /* -1 absent or null */
+    nebula_span_t       max_tokens_span;    /* its value, null included */
     int64_t             max_completion_tokens;  /* -1 absent */
     nebula_span_t       max_completion_tokens_span;
 
     int64_t             num_predict;        /* native options.num_predict */
     nebula_span_t       num_predict_span;
-    nebula_span_t       options_span;       /* native "options" object */
+    nebula_span_t       options_span;       /* native "options", or null */
+    int                 options_null;
 
     int                 has_temperature;
     double              temperature;

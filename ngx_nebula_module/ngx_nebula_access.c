@@ -312,7 +312,7 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
     if (req->api == NEBULA_API_CHAT) {
 
         if (req->max_tokens_span.end > req->max_tokens_span.start) {
-            if ((uint64_t) req->max_tokens != cap) {
+            if (req->max_tokens < 0 || (uint64_t) req->max_tokens != cap) {
                 e[n].start = req->max_tokens_span.start;
                 e[n].end = req->max_tokens_span.end;
                 e[n].data = num[n];
@@ -331,7 +331,8 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
 
         if (req->max_completion_tokens_span.end
             > req->max_completion_tokens_span.start
-            && (uint64_t) req->max_completion_tokens != cap)
+            && (req->max_completion_tokens < 0
+                || (uint64_t) req->max_completion_tokens != cap))
         {
             e[n].start = req->max_completion_tokens_span.start;
             e[n].end = req->max_completion_tokens_span.end;
@@ -344,6 +345,7 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
     }
 
     if (req->num_predict_span.end > req->num_predict_span.start) {
+        /* -1 (no limit), -2 (fill the context) and null are replaced too */
         if (req->num_predict < 0 || (uint64_t) req->num_predict != cap) {
             e[n].start = req->num_predict_span.start;
             e[n].end = req->num_predict_span.end;
@@ -352,6 +354,15 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
             n++;
         }
 
+        return n;
+    }
+
+    if (req->options_null) {
+        e[n].start = req->options_span.start;
+        e[n].end = req->options_span.end;
+        e[n].data = num[n];
+        e[n].len = ngx_sprintf(num[n], "{\"num_predict\":%uL}", cap) - num[n];
+        n++;
         return n;
     }
 

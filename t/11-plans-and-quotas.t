@@ -152,6 +152,26 @@ $t->wait_settled($q->{key});
 my $u = $t->admin('GET', "/admin/keys/$q->{id}")->{json}{usage};
 is $u->{output_tokens}, 30, 'exactly the quota used, never more';
 
+# no way around the clamp: a null, or a key in another case
+my $q2 = $t->new_key(plan => 'developer', limits => { output_tokens => 30 })->{key};
+$r = $t->request('POST', $chat, headers => { Authorization => "Bearer $q2" },
+                 body => '{"model":"qwen3:latest","messages":[{"role":"user","content":"hi"}],"max_tokens":null}');
+is $r->{status}, 200, 'max_tokens null: served';
+my $raw = $t->sim('local')->last->{raw_body};
+is scalar(() = $raw =~ /"max_tokens"/g), 1, 'max_tokens null: one max_tokens upstream';
+is $t->sim('local')->last->{max_tokens}, 30, 'and it is the clamp';
+$r = $t->request('POST', $chat, headers => { Authorization => "Bearer $q2" },
+                 body => '{"model":"qwen3:latest","messages":[{"role":"user","content":"hi"}],"Max_Tokens":100000}');
+Nebula::Test::is_error($r, 400, $bad, 'invalid_json', 'Max_Tokens: refused');
+$r = $t->request('POST', $chat, headers => { Authorization => "Bearer $q2" },
+                 body => '{"model":"gemma3:1b","messages":[{"role":"user","content":"hi"}],"MODEL":"acme-ft:7b-q4"}');
+Nebula::Test::is_error($r, 400, $bad, 'invalid_json', 'MODEL: refused');
+$r = $t->request('POST', '/api/chat', headers => { Authorization => "Bearer $q2" },
+                 body => '{"model":"gemma3:1b","stream":false,"messages":[{"role":"user","content":"hi"}],"options":null}');
+is $r->{status}, 200, 'options null: served';
+my $np = $t->sim('local')->last->{num_predict};
+ok defined $np && $np >= 1 && $np <= 30, 'options null: replaced, num_predict within the output left';
+
 my $qi = $t->new_key(plan => 'developer', limits => { input_tokens => 20 });
 $r = ask($qi->{key}, 'qwen3:latest', text => 'x' x 200);
 Nebula::Test::is_error($r, 429, 'insufficient_quota', 'insufficient_quota',

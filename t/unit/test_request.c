@@ -245,6 +245,63 @@ test_nulls(void)
 }
 
 
+/* keys Go's encoding/json would take for ours, in another spelling */
+static void
+test_case(void)
+{
+    const char  *bad[] = {
+        "{\"model\":\"m\",\"MODEL\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"Max_Tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"\xc5\xbftream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}",
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+        "\"stream_options\":{\"include_usage\":true,\"Include_Usage\":false}}",
+        NULL
+    };
+    int  i;
+
+    for (i = 0; bad[i]; i++) {
+        is_int(parse(NEBULA_API_CHAT, bad[i]), NEBULA_REQ_INVALID_JSON,
+               "a field in another case is refused (%d)", i);
+    }
+
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":"
+                 "\"user\",\"content\":\"x\"}],\"Options\":{\"num_predict\":9}}"),
+           NEBULA_REQ_INVALID_JSON, "native: Options refused");
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":"
+                 "\"user\",\"content\":\"x\"}],\"options\":{\"NUM_PREDICT\":9}}"),
+           NEBULA_REQ_INVALID_JSON, "native: NUM_PREDICT refused");
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"m\",\"Seed\":1,\"messages\":[{"
+                 "\"role\":\"user\",\"content\":\"x\"}]}"),
+           NEBULA_REQ_OK, "a field not ours keeps its spelling");
+}
+
+
+/* nulls the gateway must replace rather than add a second key beside */
+static void
+test_null_spans(void)
+{
+    const char  *body;
+
+    body = "{\"model\":\"m\",\"max_tokens\":null,\"messages\":[{\"role\":"
+           "\"user\",\"content\":\"x\"}],\"stream_options\":{\"include_usage\":null}}";
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "nulls accepted");
+    is_int(req.max_tokens, -1, "max_tokens null is absent");
+    is_int(req.max_tokens_span.end - req.max_tokens_span.start, 4,
+           "but its span is known");
+    is_int(body[req.include_usage_span.start], 'n', "include_usage null span");
+
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"options\":null}";
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK, "options null");
+    ok(req.options_null && body[req.options_span.start] == 'n', "options null span");
+
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+           "\"options\":{\"num_predict\":null}}";
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK, "num_predict null");
+    is_int(body[req.num_predict_span.start], 'n', "num_predict null span");
+}
+
+
 static void
 test_native(void)
 {
@@ -301,6 +358,8 @@ main(void)
     test_valid();
     test_refusals();
     test_nulls();
+    test_case();
+    test_null_spans();
     test_native();
     test_quote();
 
