@@ -161,7 +161,6 @@ typedef struct {
     unsigned                  refused:1;       /* an error was sent */
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
-    unsigned                  skipping:1;      /* inside the model value */
     unsigned                  strip_usage:1;   /* drop the usage chunk */
     unsigned                  usage_stripped:1;
     unsigned                  event_passing:1; /* too big to hold */

@@ -22,7 +22,8 @@ static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
-static void ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+static ngx_buf_t *ngx_nebula_event_send(ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll);
 static ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, u_char *p, size_t n);
 static void ngx_nebula_upstream_finalize(ngx_http_request_t *r,
@@ -77,7 +78,7 @@ ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
     ll = &out;
 
     /* an event held whole goes first, cut as it is */
-    ngx_nebula_event_send(ctx, &ll);
+    (void) ngx_nebula_event_send(ctx, &ll);
 
     if (ngx_nebula_stream_error(r, ctx, &ll) != NGX_OK) {
         return;
@@ -243,14 +244,13 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
         pos += n;
 
-        if (ev == NEBULA_EV_MODEL_END) {
-            /* the upstream's name and closing quote are dropped */
-            ctx->skipping = 0;
-            start = pos;
-            continue;
-        }
-
-        if (ctx->skipping) {
+        /*
+         * Inside the upstream's model value nothing is passed; the scanner
+         * knows where it ends, even when a broken document ends first.
+         */
+        if (ev == NEBULA_EV_MODEL_END
+            || (ctx->stream.in_model && ev != NEBULA_EV_MODEL_START))
+        {
             start = pos;
             continue;
         }
@@ -265,7 +265,6 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
                 return NGX_ERROR;
             }
 
-            ctx->skipping = 1;
             start = pos;
             continue;
         }
@@ -290,7 +289,7 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
                 ctx->usage_stripped = 1;
 
             } else {
-                ngx_nebula_event_send(ctx, ll);
+                b = ngx_nebula_event_send(ctx, ll);
             }
 
             ctx->event_passing = 0;
@@ -307,39 +306,54 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
     if (ctx->strip_usage) {
         if (ctx->event_passing || ib->last_buf) {
-            ngx_nebula_event_send(ctx, ll);
+            b = ngx_nebula_event_send(ctx, ll);
         }
 
         /* copied: the upstream may reuse its buffer at once */
         ib->pos = ib->last;
+    }
 
-        if (!(ib->last_buf || ib->last_in_chain || ib->flush)) {
+    if (b == NULL) {
+        /*
+         * Nothing of ib went on (it lay in the model value, or in an event
+         * held): nothing points into it, it is consumed now.  Only the end
+         * of the response needs a buffer of its own, a fresh one: an empty
+         * buffer is done at once for us but not for the filters after us,
+         * so it is never put back on a free list.
+         */
+        ib->pos = ib->last;
+
+        if (!(ib->last_buf || ib->last_in_chain)) {
             return NGX_OK;
         }
 
-        b = NULL;
-    }
-
-    /*
-     * In shadow mode the last buffer made from ib carries it as its shadow
-     * and its flags: ib is marked consumed only once that buffer has been
-     * sent, so the upstream does not reuse memory we still point into.
-     */
-
-    if (b == NULL) {
-        b = ngx_nebula_out_buf(r, ctx, ll);
+        b = ngx_calloc_buf(r->pool);
         if (b == NULL) {
             return NGX_ERROR;
         }
 
         b->sync = 1;
+
+        **ll = ngx_alloc_chain_link(r->pool);
+        if (**ll == NULL) {
+            return NGX_ERROR;
+        }
+
+        (**ll)->buf = b;
+        *ll = &(**ll)->next;
     }
+
+    /*
+     * The last buffer made from ib carries its flags and, in shadow mode,
+     * ib as its shadow: ib is marked consumed only once that buffer has
+     * been sent, so the upstream does not reuse memory we still point into.
+     */
 
     b->last_buf = ib->last_buf;
     b->last_in_chain = ib->last_in_chain;
     b->flush = ib->flush;
 
-    if (!ctx->strip_usage) {
+    if (!ctx->strip_usage && ngx_buf_size(b)) {
         b->shadow = ib;
         b->recycled = ib->recycled;
     }
@@ -471,8 +485,8 @@ ngx_nebula_event_append(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 }
 
 
-/* the event held so far goes on */
-static void
+/* the event held so far goes on; returns its buffer, if any */
+static ngx_buf_t *
 ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll)
 {
     ngx_chain_t  *cl;
@@ -480,14 +494,20 @@ ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll)
     cl = ctx->event;
 
     if (cl == NULL || cl->buf->last == cl->buf->pos) {
-        return;
+        return NULL;
     }
+
+    cl->buf->flush = 0;
+    cl->buf->last_buf = 0;
+    cl->buf->last_in_chain = 0;
 
     cl->next = NULL;
     **ll = cl;
     *ll = &cl->next;
 
     ctx->event = NULL;
+
+    return cl->buf;
 }
 
 
@@ -562,7 +582,11 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         ctx->busy = cl->next;
 
-        if (b->temporary && b->tag == (ngx_buf_tag_t) &ngx_http_nebula_module) {
+        if (b->tag != (ngx_buf_tag_t) &ngx_http_nebula_module) {
+            continue;   /* a fresh end-of-response buffer: not reused */
+        }
+
+        if (b->temporary) {
             /* an event buffer of ours: its memory serves again */
             cl->next = ctx->free_mem;
             ctx->free_mem = cl;
