@@ -1,5 +1,6 @@
 /*
- * Nebula: the access phase of a proxied request.
+ * Nebula: a proxied request before its content handler (the precontent
+ * phase, after nginx's own access checks).
  *
  * The key is looked for first (no key, no body read: 401 at once).  Then
  * the body is read without blocking (nginx spills a large one to a temp
@@ -14,11 +15,72 @@
 
 
 static void ngx_nebula_body_handler(ngx_http_request_t *r);
+static void ngx_nebula_ctx_cleanup(void *data);
 static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
 static ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
+
+
+/*
+ * The ctx is also found through a pool cleanup of its own, as the realip
+ * module finds its: an internal redirect zeroes r->ctx, not the pool.
+ */
+static ngx_nebula_ctx_t *
+ngx_nebula_create_ctx(ngx_http_request_t *r)
+{
+    ngx_nebula_ctx_t    *ctx;
+    ngx_pool_cleanup_t  *cln;
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_nebula_ctx_t));
+    if (ctx == NULL) {
+        return NULL;
+    }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_nebula_ctx_cleanup;
+    cln->data = ctx;
+
+    ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
+
+    return ctx;
+}
+
+
+static void
+ngx_nebula_ctx_cleanup(void *data)
+{
+    /* only a marker: see ngx_nebula_get_ctx */
+}
+
+
+ngx_nebula_ctx_t *
+ngx_nebula_get_ctx(ngx_http_request_t *r)
+{
+    ngx_nebula_ctx_t    *ctx;
+    ngx_pool_cleanup_t  *cln;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+
+    if (ctx || !(r->internal || r->filter_finalize)) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_nebula_ctx_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
 
 
 ngx_int_t
@@ -42,11 +104,15 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+    ctx = ngx_nebula_get_ctx(r);
 
     if (ctx != NULL) {
-        /* re-entered once the body has been read and handled */
-        return ctx->body_done ? NGX_OK : NGX_AGAIN;
+        /*
+         * Re-entered: once the body has been read and handled, or after
+         * an internal redirect (which forgets module contexts) into
+         * another location of ours, where it must not be admitted twice.
+         */
+        return ctx->body_done ? NGX_DECLINED : NGX_AGAIN;
     }
 
     if (r->method != NGX_HTTP_POST) {
@@ -58,12 +124,10 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
         return NGX_DONE;
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_nebula_ctx_t));
+    ctx = ngx_nebula_create_ctx(r);
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 

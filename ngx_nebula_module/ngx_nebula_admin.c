@@ -490,8 +490,8 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
             }
 
             e = (redisReply *) nebula_reply_field(reply->element[0], "status");
-            if (e == NULL || e->type != REDIS_REPLY_STRING
-                || ngx_strncmp(e->str, "active", e->len) != 0)
+            if (e == NULL || e->type != REDIS_REPLY_STRING || e->len != 6
+                || ngx_strncmp(e->str, "active", 6) != 0)
             {
                 return ngx_nebula_admin_error(r, NGX_HTTP_UNAUTHORIZED,
                                               "invalid_api_key", NULL,
@@ -539,7 +539,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
                 continue;
             }
 
-            if (i) {
+            if (j.pos[-1] != '[') {
                 ngx_nebula_json_lit(&j, ",");
             }
 
@@ -573,7 +573,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
 
             u = e->element[1];
 
-            if (i) {
+            if (j.pos[-1] != '[') {
                 ngx_nebula_json_lit(&j, ",");
             }
 

@@ -170,7 +170,12 @@ ngx_nebula_postconfiguration(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /*
+     * The precontent phase, as the mirror module reads bodies: after
+     * allow/deny, auth_basic and auth_request have had their say, so a
+     * refused request neither reads its body nor touches Redis.
+     */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }

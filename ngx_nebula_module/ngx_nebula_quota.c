@@ -30,6 +30,7 @@ struct ngx_nebula_admission_s {
 /* a settlement to send, or to send again */
 typedef struct {
     ngx_queue_t               queue;
+    ngx_uint_t                attempts;      /* refused as "not now" */
     ngx_str_t                 argv[16];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
@@ -37,6 +38,7 @@ typedef struct {
 
 
 #define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
+#define NGX_NEBULA_SETTLE_ATTEMPTS   20
 
 
 typedef struct {
@@ -131,7 +133,9 @@ ngx_nebula_now(ngx_http_request_t *r)
 
     if (h) {
         n = ngx_atoi(h->value.data, h->value.len);
-        if (n != NGX_ERROR) {
+
+        /* up to 9999-12-31: months and days keep their width */
+        if (n != NGX_ERROR && n <= 253402300799LL) {
             return (time_t) n;
         }
     }
@@ -295,13 +299,13 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     int64_t                  want, cap;
     uint32_t                 rnd[4];
     ngx_uint_t               i;
-    ngx_str_t                argv[16];
+    ngx_str_t                argv[17];
     ngx_pool_cleanup_t      *cln;
     ngx_nebula_model_t      *model = ctx->model;
     nebula_request_t        *req = ctx->req;
     ngx_nebula_main_conf_t  *nmcf;
     ngx_nebula_admission_t  *adm;
-    u_char                   keys[4][64], nums[7][NGX_INT64_LEN];
+    u_char                   keys[5][64], nums[7][NGX_INT64_LEN];
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
@@ -358,31 +362,34 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     argv[3].data = keys[3];
     argv[3].len = ngx_sprintf(keys[3], "nb:{%s}:res:%s", ctx->key_id,
                               adm->month) - keys[3];
+    argv[4].data = keys[4];
+    argv[4].len = ngx_sprintf(keys[4], "nb:{%s}:exp:%s", ctx->key_id,
+                              adm->month) - keys[4];
 
-    argv[4].data = ctx->digest;
-    argv[4].len = 64;
-    argv[5] = model->name;
-    argv[6] = model->private ? (ngx_str_t) ngx_null_string : model->group;
-    argv[7] = nmcf->plans_table;
+    argv[5].data = ctx->digest;
+    argv[5].len = 64;
+    argv[6] = model->name;
+    argv[7] = model->private ? (ngx_str_t) ngx_null_string : model->group;
+    argv[8] = nmcf->plans_table;
 
-    argv[8].data = nums[0];
-    argv[8].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
-    argv[9].data = nums[1];
-    argv[9].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
-    argv[10].data = nums[2];
-    argv[10].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
-    argv[11].data = nums[3];
-    argv[11].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
-    argv[12].data = nums[4];
-    argv[12].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
+    argv[9].data = nums[0];
+    argv[9].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
+    argv[10].data = nums[1];
+    argv[10].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
+    argv[11].data = nums[2];
+    argv[11].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
+    argv[12].data = nums[3];
+    argv[12].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
+    argv[13].data = nums[4];
+    argv[13].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
                    - nums[4];
-    argv[13].data = nums[5];
-    argv[13].len = ngx_sprintf(nums[5], "%T", ctx->now) - nums[5];
-    argv[14].data = nums[6];
-    argv[14].len = ngx_sprintf(nums[6], "%M",
+    argv[14].data = nums[5];
+    argv[14].len = ngx_sprintf(nums[5], "%T", ctx->now) - nums[5];
+    argv[15].data = nums[6];
+    argv[15].len = ngx_sprintf(nums[6], "%M",
                                nmcf->reservation_timeout / 1000) - nums[6];
-    argv[15].data = adm->request_id;
-    argv[15].len = 32;
+    argv[16].data = adm->request_id;
+    argv[16].len = 32;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -390,7 +397,7 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 4, 16, argv,
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 5, 17, argv,
                               ngx_nebula_admit_reply, adm)
         == NULL)
     {
@@ -438,6 +445,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
 
     p = s->data;
     s->argc = 14;
+    s->attempts = 0;
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
     s->argv[i].data = p;                                                      \
@@ -450,8 +458,8 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     p = ngx_sprintf(p, "nb:{%s}:d:", key_id);
     p = ngx_nebula_day(p, now);
     s->argv[2].len = p - s->argv[2].data;
-    ngx_nebula_arg(3, "nb:{%s}:s:%s", key_id, request_id);
-    ngx_nebula_arg(4, "nb:{%s}:res:%s", key_id, month);
+    ngx_nebula_arg(3, "nb:{%s}:res:%s", key_id, month);
+    ngx_nebula_arg(4, "nb:{%s}:exp:%s", key_id, month);
     ngx_nebula_arg(5, "%uL", rin);
     ngx_nebula_arg(6, "%uL", rout);
     ngx_nebula_arg(7, "%uL", in);
@@ -739,6 +747,27 @@ ngx_nebula_settle_retry(ngx_nebula_settlement_t *s)
 }
 
 
+/* errors that say "not now" rather than "never" */
+static ngx_uint_t
+ngx_nebula_redis_transient(redisReply *reply)
+{
+    static const char  *transient[] = { "BUSY", "READONLY", "LOADING", "OOM",
+                                        "NOSCRIPT", "MASTERDOWN", "TRYAGAIN",
+                                        "CLUSTERDOWN", "NOREPLICAS", NULL };
+    ngx_uint_t          i;
+
+    for (i = 0; transient[i]; i++) {
+        if (ngx_strncmp(reply->str, transient[i], ngx_strlen(transient[i]))
+            == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
 static void
 ngx_nebula_settle_reply(void *data, redisReply *reply)
 {
@@ -751,6 +780,13 @@ ngx_nebula_settle_reply(void *data, redisReply *reply)
     }
 
     if (reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_nebula_redis_transient(reply)
+            && ++s->attempts < NGX_NEBULA_SETTLE_ATTEMPTS)
+        {
+            ngx_nebula_settle_retry(s);
+            return;
+        }
+
         ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                       "nebula: redis refused a settlement: %s", reply->str);
     }

@@ -195,7 +195,9 @@ ngx_nebula_redis_lost(const char *why)
 static void
 ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    ngx_queue_t            *q;
+    ngx_nebula_redis_op_t  *op;
+    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
 
     if (ac != rd->ac) {
         return;
@@ -209,10 +211,18 @@ ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     rd->connected = 1;
-    rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
 
     if (rd->timer.timer_set) {
         ngx_del_timer(&rd->timer);
+    }
+
+    /* what was queued while connecting has its whole time from now */
+    for (q = ngx_queue_head(&rd->pending);
+         q != ngx_queue_sentinel(&rd->pending);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+        op->deadline = ngx_current_msec + rd->conf->timeout;
     }
 
     if (rd->down) {
@@ -290,6 +300,14 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_queue_remove(&op->queue);
     rd->npending--;
+
+    if (reply && reply->type != REDIS_REPLY_ERROR && rd->ac == ac) {
+        /*
+         * Redis answers: only now is a reconnection a success (a Redis
+         * that accepts and then refuses AUTH is still an outage).
+         */
+        rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
+    }
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !op->retried
         && !op->internal && op->cmd
@@ -476,6 +494,15 @@ ngx_nebula_redis_cleanup(void *privdata)
 
     ngx_nebula_redis_del_read(privdata);
     ngx_nebula_redis_del_write(privdata);
+
+    /* as ngx_close_connection does: a posted event must not outlive it */
+    if (c->read->posted) {
+        ngx_delete_posted_event(c->read);
+    }
+
+    if (c->write->posted) {
+        ngx_delete_posted_event(c->write);
+    }
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;

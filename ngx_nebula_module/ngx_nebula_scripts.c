@@ -12,8 +12,8 @@
  *                          "REQUEST:IN:OUT" scored by when they expire
  *   nb:{ID}:m:YYYY-MM      hash: MODEL|in, MODEL|out, MODEL|req, MODEL|cost
  *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost
+ *   nb:{ID}:exp:YYYY-MM    set of the reservations that expired unsettled
  *   nb:{ID}:r:MINUTE       the requests of one minute
- *   nb:{ID}:s:REQUEST      a settled request, so a retry settles nothing
  *   nb:keys                set of every key ID (admin listing)
  *
  * Costs are integers in picodollars (10^-12 USD): tokens times the price
@@ -29,7 +29,8 @@
 /*
  * ADMIT: one round trip admits a request, atomically.
  *
- * KEYS: key hash, month usage hash, minute counter, month reservations
+ * KEYS: key hash, month usage hash, minute counter, month reservations,
+ *       month expired reservations
  * ARGV: digest, model, model group ("" if private), plans table,
  *       prompt estimate, requested output (0: none), output cap,
  *       seconds left in the minute, usage TTL, now, reservation TTL,
@@ -90,9 +91,11 @@ static char  ngx_nebula_script_admit[] =
     "  local a, b = string.match(m, ':(%d+):(%d+)$')\n"
     "  redis.call('HINCRBY', KEYS[2], 'rin', -tonumber(a))\n"
     "  redis.call('HINCRBY', KEYS[2], 'rout', -tonumber(b))\n"
+    "  redis.call('SADD', KEYS[5], m)\n"
     "end\n"
     "if #old > 0 then\n"
     "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)\n"
+    "  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))\n"
     "end\n"
     "local u = redis.call('HMGET', KEYS[2], 'in', 'out', 'rin', 'rout')\n"
     "local in_left = in_limit - (tonumber(u[1]) or 0) - (tonumber(u[3]) or 0)\n"
@@ -112,7 +115,7 @@ static char  ngx_nebula_script_admit[] =
     "redis.call('HINCRBY', KEYS[2], 'rout', out)\n"
     "redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))\n"
     "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
-    "  ARGV[12] .. ':' .. prompt .. ':' .. out)\n"
+    "  string.format('%s:%d:%d', ARGV[12], prompt, out))\n"
     "redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))\n"
     "return {0, out, in_limit, out_limit, rpm, in_left - prompt,\n"
     "        out_left - out, rpm_left, k[3], k[8] or ''}\n";
@@ -121,24 +124,24 @@ static char  ngx_nebula_script_admit[] =
 /*
  * SETTLE: the reservation is replaced by the real usage, once.
  *
- * KEYS: month usage hash, month model hash, day hash, settled marker,
- *       month reservations
+ * KEYS: month usage hash, month model hash, day hash, month reservations,
+ *       month expired reservations
  * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL,
  *       the reservation's member, counted (0: only give it back)
  *
- * A reservation that expired was given back already: only the usage is
- * added then.
+ * The reservation itself makes it once: it is in flight (given back now),
+ * or it expired (given back already; its usage is still to add), or it is
+ * gone, and this is a repeat that settles nothing.  No key a request.
  */
 static char  ngx_nebula_script_settle[] =
-    "if not redis.call('SET', KEYS[4], '1', 'NX', 'EX', 86400) then\n"
-    "  return 0\n"
-    "end\n"
     "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local i, o, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local ttl = tonumber(ARGV[7])\n"
-    "if redis.call('ZREM', KEYS[5], ARGV[8]) == 1 then\n"
+    "if redis.call('ZREM', KEYS[4], ARGV[8]) == 1 then\n"
     "  redis.call('HINCRBY', KEYS[1], 'rin', -rin)\n"
     "  redis.call('HINCRBY', KEYS[1], 'rout', -rout)\n"
+    "elseif redis.call('SREM', KEYS[5], ARGV[8]) == 0 then\n"
+    "  return 0\n"
     "end\n"
     "if ARGV[9] == '0' then return 1 end\n"
     "redis.call('HINCRBY', KEYS[1], 'in', i)\n"
