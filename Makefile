@@ -18,7 +18,7 @@ CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
                -Ingx_nebula_module
 UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c
 
-.PHONY: all deps module unit fuzz-build fuzz test run clean
+.PHONY: all deps module unit fuzz-build fuzz test run bench bench-callgrind clean
 
 all: module
 
@@ -74,6 +74,16 @@ test: module unit fuzz-build
 
 run: module
 	@tools/run
+
+# Nebula against a plain nginx proxy, side by side (bench/README.md);
+# not part of make test, which only runs its setup once (t/40-bench-setup.t)
+bench: module
+	@bench/run
+
+# instructions a request, under callgrind: repeatable where seconds are not
+bench-callgrind: module
+	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
+	@BENCH_CALLGRIND=1 bench/run
 
 clean:
 	rm -rf $(BUILD)
