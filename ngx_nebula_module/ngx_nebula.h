@@ -202,6 +202,7 @@ ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
 /* ngx_nebula_access.c */
 ngx_int_t ngx_nebula_access_handler(ngx_http_request_t *r);
 ngx_nebula_ctx_t *ngx_nebula_get_ctx(ngx_http_request_t *r);
+ngx_nebula_ctx_t *ngx_nebula_find_ctx(ngx_http_request_t *r);
 void ngx_nebula_refused(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_uint_t status, const char *type, const char *code, const char *param,
     const char *message);

@@ -59,8 +59,9 @@ ngx_nebula_ctx_cleanup(void *data)
 }
 
 
+/* the request's ctx, even after an internal redirect, without restoring it */
 ngx_nebula_ctx_t *
-ngx_nebula_get_ctx(ngx_http_request_t *r)
+ngx_nebula_find_ctx(ngx_http_request_t *r)
 {
     ngx_nebula_ctx_t    *ctx;
     ngx_pool_cleanup_t  *cln;
@@ -73,13 +74,26 @@ ngx_nebula_get_ctx(ngx_http_request_t *r)
 
     for (cln = r->pool->cleanup; cln; cln = cln->next) {
         if (cln->handler == ngx_nebula_ctx_cleanup) {
-            ctx = cln->data;
-            ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
-            return ctx;
+            return cln->data;
         }
     }
 
     return NULL;
+}
+
+
+ngx_nebula_ctx_t *
+ngx_nebula_get_ctx(ngx_http_request_t *r)
+{
+    ngx_nebula_ctx_t  *ctx;
+
+    ctx = ngx_nebula_find_ctx(r);
+
+    if (ctx) {
+        ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
+    }
+
+    return ctx;
 }
 
 

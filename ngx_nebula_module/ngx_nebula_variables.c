@@ -104,7 +104,8 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     ngx_nebula_ctx_t    *ctx;
     ngx_nebula_model_t  *model;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_nebula_module);
+    /* an error_page redirect forgets module contexts: logs still want it */
+    ctx = ngx_nebula_find_ctx(r->main);
 
     if (ctx == NULL) {
         v->not_found = 1;
