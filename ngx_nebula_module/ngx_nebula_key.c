@@ -121,6 +121,47 @@ ngx_nebula_key_well_formed(ngx_str_t *secret)
 }
 
 
+/*
+ * SHA-256 with the digest fetched once a process: EVP_Digest() with
+ * EVP_sha256() looks the algorithm up in OpenSSL 3's provider store, under
+ * locks, on every call.
+ */
+static ngx_int_t
+ngx_nebula_sha256(u_char *data, size_t size, u_char *hash, unsigned int *len)
+{
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    static EVP_MD      *md;
+    static EVP_MD_CTX  *mdctx;
+
+    if (md == NULL) {
+        md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (md == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (mdctx == NULL) {
+        mdctx = EVP_MD_CTX_new();
+        if (mdctx == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (EVP_DigestInit_ex2(mdctx, md, NULL) != 1
+        || EVP_DigestUpdate(mdctx, data, size) != 1
+        || EVP_DigestFinal_ex(mdctx, hash, len) != 1)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+#else
+    return EVP_Digest(data, size, hash, len, EVP_sha256(), NULL) == 1
+           ? NGX_OK : NGX_ERROR;
+#endif
+}
+
+
 /* digest: 64 hex digits; id: the first 16 of them */
 ngx_int_t
 ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest, u_char *id)
@@ -128,9 +169,7 @@ ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest, u_char *id)
     u_char        hash[EVP_MAX_MD_SIZE];
     unsigned int  len;
 
-    if (EVP_Digest(secret->data, secret->len, hash, &len, EVP_sha256(), NULL)
-        != 1)
-    {
+    if (ngx_nebula_sha256(secret->data, secret->len, hash, &len) != NGX_OK) {
         return NGX_ERROR;
     }
 
