@@ -30,9 +30,10 @@ module: deps $(MODULE)
 $(MODULE): $(SOURCES) tools/build-module
 	@tools/build-module
 
-$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_SRCS) $(wildcard ngx_nebula_module/nebula_*.h)
+# every plain-C source, nebula_reply.c (over hiredis's reply type) too
+$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
 	@mkdir -p $(BUILD)/unit
-	$(CC) $(CFLAGS_UNIT) -o $@ $< $(UNIT_SRCS) -lyajl -lm
+	$(CC) $(CFLAGS_UNIT) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
 
 unit: deps $(UNIT_TESTS)
 

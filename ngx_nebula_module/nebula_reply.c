@@ -97,32 +97,60 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
     case NEBULA_ADMIT_REVOKED:
         break;
 
-    case NEBULA_ADMIT_MODEL_NOT_ALLOWED:
     case NEBULA_ADMIT_UNKNOWN_PLAN:
         if (reply->elements >= 2) {
             reply_str(reply->element[1], out->plan, sizeof(out->plan));
         }
         break;
 
-    case NEBULA_ADMIT_RATE_LIMITED:
-        if (reply->elements != 3
-            || reply_int(reply->element[1], &v[1]) != 0
-            || reply_int(reply->element[2], &v[2]) != 0)
-        {
+    /* the refusals of a known key carry its limits, for the headers */
+
+    case NEBULA_ADMIT_MODEL_NOT_ALLOWED:
+        if (reply->elements != 8) {
             return out->status;
+        }
+
+        for (i = 2; i < 8; i++) {
+            if (reply_int(reply->element[i], &v[i - 1]) != 0) {
+                return out->status;
+            }
+        }
+
+        reply_str(reply->element[1], out->plan, sizeof(out->plan));
+        out->in_limit = v[1];
+        out->out_limit = v[2];
+        out->rpm = v[3];
+        out->in_left = v[4];
+        out->out_left = v[5];
+        out->rpm_left = v[6];
+        break;
+
+    case NEBULA_ADMIT_RATE_LIMITED:
+        if (reply->elements != 7) {
+            return out->status;
+        }
+
+        for (i = 1; i < 7; i++) {
+            if (reply_int(reply->element[i], &v[i]) != 0) {
+                return out->status;
+            }
         }
 
         out->retry_after = v[1] > 0 ? v[1] : 1;
         out->rpm = v[2];
         out->rpm_left = 0;
+        out->in_limit = v[3];
+        out->out_limit = v[4];
+        out->in_left = v[5];
+        out->out_left = v[6];
         break;
 
     case NEBULA_ADMIT_NO_QUOTA:
-        if (reply->elements != 5) {
+        if (reply->elements != 7) {
             return out->status;
         }
 
-        for (i = 1; i < 5; i++) {
+        for (i = 1; i < 7; i++) {
             if (reply_int(reply->element[i], &v[i]) != 0) {
                 return out->status;
             }
@@ -132,6 +160,8 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
         out->out_limit = v[2];
         out->in_left = v[3];
         out->out_left = v[4];
+        out->rpm = v[5];
+        out->rpm_left = v[6];
         break;
 
     default:

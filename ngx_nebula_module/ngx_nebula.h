@@ -171,6 +171,7 @@ typedef struct {
     unsigned                  unmetered:1;     /* Redis down, mode open */
     unsigned                  estimated:1;     /* usage not reported */
     unsigned                  output_seen:1;   /* the pool answered 2xx */
+    unsigned                  upstream_failed:1; /* its 5xx replaced */
 } ngx_nebula_ctx_t;
 
 

@@ -34,6 +34,10 @@ typedef enum {
 typedef struct {
     ngx_http_request_t       *r;
     ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_op_t    *list_op;      /* a creation's SADD */
+    ngx_uint_t                waiting;      /* a creation's replies to come */
+    ngx_int_t                 created;      /* 1: created and listed */
+    ngx_uint_t                failed;       /* a creation's reply lost */
     ngx_nebula_admin_op_e     kind;
     ngx_uint_t                then_get;     /* an update answers the key */
     u_char                    id[NGX_NEBULA_KEY_ID_LEN + 1];
@@ -48,6 +52,10 @@ typedef struct {
 
 static void ngx_nebula_admin_body_handler(ngx_http_request_t *r);
 static void ngx_nebula_admin_reply(void *data, redisReply *reply);
+static ngx_int_t ngx_nebula_admin_answer(ngx_http_request_t *r,
+    ngx_nebula_admin_ctx_t *actx, redisReply *reply);
+static void ngx_nebula_admin_created(void *data, redisReply *reply);
+static void ngx_nebula_admin_listed(void *data, redisReply *reply);
 static void ngx_nebula_admin_write_models(ngx_http_request_t *r,
     ngx_nebula_json_t *j, redisReply *reply);
 static void ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
@@ -76,6 +84,132 @@ ngx_nebula_admin_cleanup(void *data)
         ngx_nebula_redis_cancel(actx->op);
         actx->op = NULL;
     }
+
+    if (actx->list_op) {
+        ngx_nebula_redis_cancel(actx->list_op);
+        actx->list_op = NULL;
+    }
+}
+
+
+/*
+ * A new key is two commands: KEY_CREATE writes nb:{ID}:key, and a plain
+ * SADD puts the ID in nb:keys, sent right after on the same connection.
+ * One script may not touch both (two hash slots: Redis Cluster refuses
+ * it).  The 201 waits for both replies, in whichever order they come (a
+ * NOSCRIPT sends the script again after the SADD).
+ */
+static ngx_int_t
+ngx_nebula_admin_create(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
+    ngx_str_t *argv)
+{
+    ngx_str_t  cmd[3];
+
+    actx->op = ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_KEY_CREATE, 1, 10,
+                                     argv, ngx_nebula_admin_created, actx);
+
+    if (actx->op) {
+        ngx_str_set(&cmd[0], "SADD");
+        ngx_str_set(&cmd[1], "nb:keys");
+        cmd[2].data = actx->id;
+        cmd[2].len = NGX_NEBULA_KEY_ID_LEN;
+
+        actx->list_op = ngx_nebula_redis_command(3, cmd,
+                                                 ngx_nebula_admin_listed,
+                                                 actx);
+        if (actx->list_op == NULL) {
+            ngx_nebula_redis_cancel(actx->op);
+            actx->op = NULL;
+        }
+    }
+
+    if (actx->op == NULL) {
+        return ngx_nebula_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                      "quota_store_unavailable", NULL,
+                                      "The key store is unavailable; "
+                                      "please retry shortly.");
+    }
+
+    actx->waiting = 2;
+    actx->created = 1;
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_nebula_admin_create_done(ngx_nebula_admin_ctx_t *actx, redisReply *reply)
+{
+    ngx_int_t            rc;
+    redisReply           answer;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    if (reply == NULL) {
+        actx->failed = 1;
+
+    } else if (reply->type != REDIS_REPLY_INTEGER) {
+        actx->created = 0;
+    }
+
+    if (--actx->waiting) {
+        return;
+    }
+
+    r = actx->r;
+    c = r->connection;
+
+    if (actx->failed) {
+        rc = ngx_nebula_admin_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                    "quota_store_unavailable", NULL,
+                                    "The key store is unavailable; please "
+                                    "retry shortly.");
+
+    } else {
+        ngx_memzero(&answer, sizeof(redisReply));
+        answer.type = REDIS_REPLY_INTEGER;
+        answer.integer = actx->created;
+        rc = ngx_nebula_admin_answer(r, actx, &answer);
+    }
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+static void
+ngx_nebula_admin_created(void *data, redisReply *reply)
+{
+    ngx_nebula_admin_ctx_t  *actx = data;
+
+    actx->op = NULL;
+
+    /* 0: the ID is taken already (a collision of 64 random bits) */
+    if (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer != 1) {
+        actx->created = 0;
+    }
+
+    ngx_nebula_admin_create_done(actx, reply);
+}
+
+
+static void
+ngx_nebula_admin_listed(void *data, redisReply *reply)
+{
+    ngx_nebula_admin_ctx_t  *actx = data;
+
+    actx->list_op = NULL;
+
+    if (reply && reply->type == REDIS_REPLY_ERROR) {
+        ngx_log_error(NGX_LOG_ERR, actx->r->connection->log, 0,
+                      "nebula: redis refused to list a new key: %s",
+                      reply->str);
+    }
+
+    ngx_nebula_admin_create_done(actx, reply);
 }
 
 
@@ -237,6 +371,51 @@ ngx_nebula_key_limits(ngx_http_request_t *r, redisReply *reply, time_t now,
 }
 
 
+/*
+ * The requests whose usage the pool did not report and the tokens the
+ * gateway counted for them (est_req, est_in, est_out of the SETTLE
+ * script): billing tells them from the pool's own counts.
+ */
+static void
+ngx_nebula_admin_write_est_counts(ngx_nebula_json_t *j, int64_t *v)
+{
+    ngx_nebula_json_lit(j, ",\"estimated_requests\":");
+    ngx_nebula_json_int(j, v[0]);
+    ngx_nebula_json_lit(j, ",\"estimated_input_tokens\":");
+    ngx_nebula_json_int(j, v[1]);
+    ngx_nebula_json_lit(j, ",\"estimated_output_tokens\":");
+    ngx_nebula_json_int(j, v[2]);
+}
+
+
+/* "MODEL|est_req": nebula_model keeps names under NEBULA_MODEL_NAME_MAX */
+#define NGX_NEBULA_ADMIN_FIELD_MAX  (NEBULA_MODEL_NAME_MAX + 16)
+
+
+/* the same from a usage hash; prefix is "MODEL|" in a model hash */
+static void
+ngx_nebula_admin_write_estimated(ngx_nebula_json_t *j, const redisReply *h,
+    const char *prefix)
+{
+    int64_t      v[3];
+    ngx_uint_t   i;
+    u_char       name[NGX_NEBULA_ADMIN_FIELD_MAX];
+
+    static const char  *field[3] = { "est_req", "est_in", "est_out" };
+
+    for (i = 0; i < 3; i++) {
+        v[i] = 0;
+
+        if (ngx_strlen(prefix) + ngx_strlen(field[i]) < sizeof(name)) {
+            *ngx_sprintf(name, "%s%s", prefix, field[i]) = '\0';
+            v[i] = nebula_reply_int(h, (char *) name, 0);
+        }
+    }
+
+    ngx_nebula_admin_write_est_counts(j, v);
+}
+
+
 /* one key as the admin API and /v1/key show it */
 static void
 ngx_nebula_admin_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
@@ -340,6 +519,7 @@ ngx_nebula_admin_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_nebula_json_int(j, nebula_reply_int(u, "req", 0));
     ngx_nebula_json_lit(j, ",\"cost_usd\":");
     ngx_nebula_json_usd(j, (uint64_t) nebula_reply_int(u, "cost", 0));
+    ngx_nebula_admin_write_estimated(j, u, "");
 
     if (!self) {
         ngx_nebula_json_lit(j, ",\"reserved_input_tokens\":");
@@ -407,6 +587,8 @@ ngx_nebula_admin_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
             *ngx_cpymem(last, "|cost", 5) = '\0';
             ngx_nebula_json_usd(j,
                                 (uint64_t) nebula_reply_int(m, (char *) p, 0));
+            *ngx_cpymem(last, "|", 1) = '\0';
+            ngx_nebula_admin_write_estimated(j, m, (char *) p);
             ngx_nebula_json_lit(j, "}");
         }
 
@@ -426,6 +608,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     ngx_nebula_json_t        j;
     const redisReply        *u;
     uint64_t                 tin, tout, treq, tcost;
+    int64_t                  est[3];
     nebula_admit_t           a;
 
     ngx_nebula_json_init(&j, r->pool);
@@ -561,6 +744,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         ngx_nebula_json_lit(&j, ",\"keys\":[");
 
         tin = tout = treq = tcost = 0;
+        ngx_memzero(est, sizeof(est));
 
         for (i = 0; i < reply->elements; i++) {
             e = reply->element[i];
@@ -588,12 +772,16 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
             ngx_nebula_json_int(&j, nebula_reply_int(u, "req", 0));
             ngx_nebula_json_lit(&j, ",\"cost_usd\":");
             ngx_nebula_json_usd(&j, (uint64_t) nebula_reply_int(u, "cost", 0));
+            ngx_nebula_admin_write_estimated(&j, u, "");
             ngx_nebula_json_lit(&j, "}");
 
             tin += nebula_reply_int(u, "in", 0);
             tout += nebula_reply_int(u, "out", 0);
             treq += nebula_reply_int(u, "req", 0);
             tcost += nebula_reply_int(u, "cost", 0);
+            est[0] += nebula_reply_int(u, "est_req", 0);
+            est[1] += nebula_reply_int(u, "est_in", 0);
+            est[2] += nebula_reply_int(u, "est_out", 0);
         }
 
         ngx_nebula_json_lit(&j, "],\"models\":");
@@ -606,6 +794,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         ngx_nebula_json_int(&j, treq);
         ngx_nebula_json_lit(&j, ",\"cost_usd\":");
         ngx_nebula_json_usd(&j, tcost);
+        ngx_nebula_admin_write_est_counts(&j, est);
         ngx_nebula_json_lit(&j, "}}");
 
         return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
@@ -670,13 +859,14 @@ ngx_nebula_admin_write_models(ngx_http_request_t *r, ngx_nebula_json_t *j,
 {
     u_char                  *p;
     size_t                   i, k, len;
-    int64_t                  v[4];
+    int64_t                  v[7];
     ngx_uint_t               n, first;
     redisReply              *e, *m, *f;
     ngx_nebula_model_t      *model;
     ngx_nebula_main_conf_t  *nmcf;
 
-    static const char  *suffix[4] = { "|in", "|out", "|req", "|cost" };
+    static const char  *suffix[7] = { "|in", "|out", "|req", "|cost",
+                                      "|est_req", "|est_in", "|est_out" };
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
     model = nmcf->models.elts;
@@ -715,7 +905,7 @@ ngx_nebula_admin_write_models(ngx_http_request_t *r, ngx_nebula_json_t *j,
                 p = (u_char *) f->str + model[n].name.len;
                 len = f->len - model[n].name.len;
 
-                for (ngx_uint_t s = 0; s < 4; s++) {
+                for (ngx_uint_t s = 0; s < 7; s++) {
                     if (len == ngx_strlen(suffix[s])
                         && ngx_strncmp(p, suffix[s], len) == 0)
                     {
@@ -748,6 +938,7 @@ ngx_nebula_admin_write_models(ngx_http_request_t *r, ngx_nebula_json_t *j,
         ngx_nebula_json_int(j, v[2]);
         ngx_nebula_json_lit(j, ",\"cost_usd\":");
         ngx_nebula_json_usd(j, (uint64_t) v[3]);
+        ngx_nebula_admin_write_est_counts(j, &v[4]);
         ngx_nebula_json_lit(j, "}");
     }
 
@@ -1105,27 +1296,25 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         s = ngx_nebula_key_name(r->pool, "nb:{%s}:key%s", actx->id,
                                 (u_char *) "");
         argv[0] = *s;
-        ngx_str_set(&argv[1], "nb:keys");
-        argv[2].data = actx->id;
-        argv[2].len = NGX_NEBULA_KEY_ID_LEN;
-        argv[3].data = actx->digest;
-        argv[3].len = 64;
-        argv[4] = actx->name;
-        argv[5] = actx->plan;
-        argv[6].data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
-        if (argv[6].data == NULL) {
+        argv[1].data = actx->id;
+        argv[1].len = NGX_NEBULA_KEY_ID_LEN;
+        argv[2].data = actx->digest;
+        argv[2].len = 64;
+        argv[3] = actx->name;
+        argv[4] = actx->plan;
+        argv[5].data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+        if (argv[5].data == NULL) {
             rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
-        argv[6].len = ngx_sprintf(argv[6].data, "%T", actx->now)
-                      - argv[6].data;
-        argv[7] = limits[0];
-        argv[8] = limits[1];
-        argv[9] = limits[2];
-        argv[10] = models;
+        argv[5].len = ngx_sprintf(argv[5].data, "%T", actx->now)
+                      - argv[5].data;
+        argv[6] = limits[0];
+        argv[7] = limits[1];
+        argv[8] = limits[2];
+        argv[9] = models;
 
-        rc = ngx_nebula_admin_eval(r, actx, NGX_NEBULA_SCRIPT_KEY_CREATE, 2,
-                                   11, argv);
+        rc = ngx_nebula_admin_create(r, actx, argv);
         goto done;
     }
 

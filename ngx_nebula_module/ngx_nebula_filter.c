@@ -12,9 +12,16 @@
  * while the gateway did (ngx_nebula_access.c) has each SSE event copied
  * and held until its end, and the usage chunk dropped.  An event is a
  * token: the client waits for nothing it could use.
+ *
+ * And one replacement: a pool that answers 5xx (Ollama's {"error": "..."},
+ * or a broken proxy's HTML page) gets the contract's 502 upstream_error
+ * (504 upstream_timeout for a 504) in the OpenAI shape, its message kept.
+ * Its 4xx pass as they are: they tell the client what was wrong.
  */
 
 #include "ngx_nebula.h"
+
+#include <yajl/yajl_tree.h>
 
 
 static ngx_int_t ngx_nebula_header_filter(ngx_http_request_t *r);
@@ -28,10 +35,22 @@ static ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, u_char *p, size_t n);
 static void ngx_nebula_upstream_finalize(ngx_http_request_t *r,
     ngx_int_t rc);
+static ngx_int_t ngx_nebula_failed_header(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
+static ngx_int_t ngx_nebula_failed_body(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t *in);
+static ngx_chain_t *ngx_nebula_failed_error(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 
 
 /* an event larger than this is no usage chunk: it goes on as it comes */
 #define NGX_NEBULA_EVENT_HOLD_MAX  65536
+
+/* of a failed pool's body, what is read for its message */
+#define NGX_NEBULA_FAILED_HOLD_MAX  4096
+
+/* of that message, what the client is shown */
+#define NGX_NEBULA_FAILED_MESSAGE_MAX  200
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -64,6 +83,30 @@ ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
     }
 
     ctx->upstream_finalize(r, rc);
+
+    if (ctx->upstream_failed) {
+        /*
+         * The pool's 5xx body was cut short: the client still gets the
+         * whole error, not a truncated one, before nginx closes.
+         */
+        if (!(rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
+            || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
+            || rc == NGX_HTTP_REQUEST_TIME_OUT
+            || !r->upstream->header_sent || r->connection->error
+            || ctx->closing || r->header_only)
+        {
+            return;
+        }
+
+        out = ngx_nebula_failed_error(r, ctx);
+
+        if (out) {
+            ctx->closing = 1;
+            (void) ngx_http_output_filter(r, out);
+        }
+
+        return;
+    }
 
     if (!(rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
         || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
@@ -112,7 +155,19 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
 
-    if (ctx == NULL || !ctx->proxied || r != r->main || r->header_only) {
+    if (ctx == NULL || !ctx->proxied || r != r->main) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (r->upstream
+        && r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR
+        && r->headers_out.status == r->upstream->headers_in.status_n
+        && !r->upstream->header_sent)
+    {
+        return ngx_nebula_failed_header(r, ctx);
+    }
+
+    if (r->header_only) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -161,6 +216,236 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
     ngx_http_weak_etag(r);
 
     return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The pool answered 5xx: the client gets the contract's error instead, its
+ * status and headers now, its body once the pool's has been read (for the
+ * message).  Nothing was produced: settlement charges nothing, as
+ * ctx->filtering stays 0.  An error page of ours (error_page, after the
+ * proxy itself failed) comes through another location, without this ctx.
+ */
+static ngx_int_t
+ngx_nebula_failed_header(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    ngx_table_elt_t  *ce;
+
+    ctx->upstream_failed = 1;
+
+    r->headers_out.status =
+        (r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT)
+        ? NGX_HTTP_GATEWAY_TIME_OUT : NGX_HTTP_BAD_GATEWAY;
+
+    /* the pool's own status line would name its status, not ours */
+    ngx_str_null(&r->headers_out.status_line);
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    ngx_str_null(&r->headers_out.charset);
+
+    ce = r->headers_out.content_encoding;
+
+    if (ce) {
+        ce->hash = 0;
+        r->headers_out.content_encoding = NULL;
+    }
+
+    ngx_http_clear_content_length(r);
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+
+    if (r->header_only) {
+        return ngx_http_next_header_filter(r);
+    }
+
+    /* the message is read from memory, whatever proxy_buffering says */
+    r->filter_need_in_memory = 1;
+
+    if (r->upstream->finalize_request != ngx_nebula_upstream_finalize) {
+        /* to answer whole even when the pool's body is cut short */
+        ctx->upstream_finalize = r->upstream->finalize_request;
+        r->upstream->finalize_request = ngx_nebula_upstream_finalize;
+    }
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The pool's body is held (its first NGX_NEBULA_FAILED_HOLD_MAX bytes, in
+ * ctx->event, unused otherwise: a failed response is not filtered) and
+ * consumed; at its end the contract's error goes out instead.
+ */
+static ngx_int_t
+ngx_nebula_failed_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    size_t        n, have;
+    ngx_uint_t    last;
+    ngx_buf_t    *ib;
+    ngx_chain_t  *cl, *out;
+
+    if (ctx->closing) {
+        /* our error is out: what follows is nginx's own (a flush) */
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        ib = cl->buf;
+
+        if (ngx_buf_in_memory(ib)) {
+            have = ctx->event ? (size_t) (ctx->event->buf->last
+                                          - ctx->event->buf->pos)
+                              : 0;
+            n = ngx_min((size_t) (ib->last - ib->pos),
+                        NGX_NEBULA_FAILED_HOLD_MAX - have);
+
+            if (ngx_nebula_event_append(r, ctx, ib->pos, n) != NGX_OK) {
+                return NGX_ERROR;
+            }
+
+            ib->pos = ib->last;
+        }
+
+        if (ib->in_file) {
+            ib->file_pos = ib->file_last;
+        }
+
+        if (ib->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    out = ngx_nebula_failed_error(r, ctx);
+    if (out == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->closing = 1;
+
+    return ngx_http_next_body_filter(r, out);
+}
+
+
+/*
+ * {"error": {"message": "The model pool failed (HTTP 500): ...", ...}}, the
+ * pool's own message taken from its JSON ({"error": {"message": "..."}} as
+ * its OpenAI API says it, {"error": "..."} as its native one).
+ */
+static ngx_chain_t *
+ngx_nebula_failed_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char       *body, *msg;
+    size_t        len, mlen;
+    ngx_buf_t    *b, *held;
+    ngx_uint_t    status;
+    yajl_val      root, v;
+    ngx_chain_t  *cl;
+    const char   *code;
+
+    static const char  *p_message[] = { "error", "message", NULL };
+    static const char  *p_error[] = { "error", NULL };
+
+    status = r->upstream->headers_in.status_n;
+    code = (r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT)
+           ? "upstream_timeout" : "upstream_error";
+
+    root = NULL;
+    msg = NULL;
+    mlen = 0;
+    held = ctx->event ? ctx->event->buf : NULL;
+
+    if (held && held->last > held->pos
+        && ngx_strlchr(held->pos, held->last, '\0') == NULL)
+    {
+        len = held->last - held->pos;
+
+        body = ngx_pnalloc(r->pool, len + 1);
+        if (body == NULL) {
+            return NULL;
+        }
+
+        *ngx_cpymem(body, held->pos, len) = '\0';
+
+        root = yajl_tree_parse((const char *) body, NULL, 0);
+
+        v = root ? yajl_tree_get(root, p_message, yajl_t_string) : NULL;
+
+        if (v == NULL && root) {
+            v = yajl_tree_get(root, p_error, yajl_t_string);
+        }
+
+        if (v) {
+            msg = (u_char *) YAJL_GET_STRING(v);
+            mlen = ngx_strlen(msg);
+        }
+    }
+
+    if (mlen > NGX_NEBULA_FAILED_MESSAGE_MAX) {
+        mlen = NGX_NEBULA_FAILED_MESSAGE_MAX;
+
+        /* not in the middle of a UTF-8 character */
+        while (mlen && (msg[mlen] & 0xc0) == 0x80) {
+            mlen--;
+        }
+    }
+
+    len = sizeof("{\"error\":{\"message\":\"The model pool timed out "
+                 "(HTTP 999): ") - 1
+          + (msg ? mlen + ngx_escape_json(NULL, msg, mlen) : 0)
+          + sizeof("\",\"type\":\"api_error\",\"param\":null,"
+                   "\"code\":\"upstream_timeout\"}}\n") - 1;
+
+    b = ngx_create_temp_buf(r->pool, len);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        if (root) {
+            yajl_tree_free(root);
+        }
+
+        return NULL;
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "{\"error\":{\"message\":\"The model pool %s "
+                          "(HTTP %03ui)",
+                          r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT
+                          ? "timed out" : "failed",
+                          ngx_min(status, 999));
+
+    if (mlen) {
+        b->last = ngx_cpymem(b->last, ": ", 2);
+        b->last = (u_char *) ngx_escape_json(b->last, msg, mlen);
+
+    } else {
+        *b->last++ = '.';
+    }
+
+    b->last = ngx_sprintf(b->last,
+                          "\",\"type\":\"api_error\",\"param\":null,"
+                          "\"code\":\"%s\"}}\n", code);
+
+    if (root) {
+        yajl_tree_free(root);
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
 }
 
 
@@ -520,6 +805,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_nebula_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+
+    if (ctx && ctx->upstream_failed && r == r->main) {
+        return ngx_nebula_failed_body(r, ctx, in);
+    }
 
     if (ctx == NULL || !ctx->filtering) {
         return ngx_http_next_body_filter(r, in);

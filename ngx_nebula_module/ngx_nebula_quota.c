@@ -266,9 +266,13 @@ ngx_nebula_ratelimit_headers(ngx_http_request_t *r, nebula_admit_t *a,
         }
     }
 
-    if (a->status == NEBULA_ADMIT_RATE_LIMITED) {
-        return ngx_nebula_add_number(r, "retry-after", a->retry_after);
+    if (a->status == NEBULA_ADMIT_RATE_LIMITED
+        && ngx_nebula_add_number(r, "retry-after", a->retry_after) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
+
+    /* on refusals too: every authenticated response carries them */
 
     if (ngx_nebula_add_number(r, "x-ratelimit-limit-input-tokens",
                               a->in_limit) != NGX_OK
@@ -429,11 +433,22 @@ ngx_nebula_admission_cleanup(void *data)
 }
 
 
+/*
+ * What a settlement does (its last argument): 0 only gives the reservation
+ * back; NGX_NEBULA_SETTLE_COUNT adds the usage and counts the request, and
+ * the EST bits say which of its counts are the gateway's own, so the
+ * record says it was estimated.
+ */
+#define NGX_NEBULA_SETTLE_COUNT    0x01
+#define NGX_NEBULA_SETTLE_EST_IN   0x02
+#define NGX_NEBULA_SETTLE_EST_OUT  0x04
+
+
 static ngx_nebula_settlement_t *
 ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
     uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
-    ngx_uint_t counted)
+    ngx_uint_t flags)
 {
     u_char                   *p;
     ngx_nebula_settlement_t  *s;
@@ -444,7 +459,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     }
 
     p = s->data;
-    s->argc = 14;
+    s->argc = 15;
     s->attempts = 0;
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
@@ -468,7 +483,11 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     ngx_nebula_arg(10, "%V", model);
     ngx_nebula_arg(11, "%d", NGX_NEBULA_USAGE_TTL);
     ngx_nebula_arg(12, "%s:%uL:%uL", request_id, rin, rout);
-    ngx_nebula_arg(13, "%ui", counted);
+    ngx_nebula_arg(13, "%d", (flags & NGX_NEBULA_SETTLE_COUNT) ? 1 : 0);
+
+    /* the SETTLE script's own encoding: 1 the input, 2 the output */
+    ngx_nebula_arg(14, "%d", ((flags & NGX_NEBULA_SETTLE_EST_IN) ? 1 : 0)
+                             | ((flags & NGX_NEBULA_SETTLE_EST_OUT) ? 2 : 0));
 
 #undef ngx_nebula_arg
 
@@ -572,6 +591,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
             break;
         }
 
+        (void) ngx_nebula_ratelimit_headers(r, &a, ctx->now);
         *ngx_snprintf(msg, sizeof(msg) - 1,
                       "Your plan (%s) does not include the model '%V'.",
                       a.plan, &ctx->model->name) = '\0';
@@ -649,9 +669,14 @@ ngx_nebula_settle_register(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 /*
  * The usage of a request as far as it went.  Reported counts are used as
  * they are.  Without them the output is the number of chunks that carried
- * text (Ollama streams a token a chunk) and the prompt our estimate, and
- * the result is estimated.  A request that produced nothing (the pool
- * failed first) used nothing.
+ * text (Ollama streams a token a chunk) and the prompt our estimate.
+ * Returns which counts are estimated (NGX_NEBULA_SETTLE_EST_*), 0 when
+ * none is.
+ *
+ * A request that failed before its first token is charged nothing, as
+ * OpenAI and OpenRouter bill no failed request: bytes without a token (an
+ * SSE comment, a chunk with the role only, an empty line) do not make the
+ * pool's work billable, only a token or the pool's own usage does.
  */
 ngx_uint_t
 ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
@@ -663,23 +688,28 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
     *in = 0;
     *out = 0;
 
-    if (ctx->filtering && st->has_completion) {
-        *out = st->completion_tokens;
-
-    } else if (ctx->filtering && (ctx->output_seen || st->content_docs)) {
-        *out = st->content_docs;
-        estimated = 1;
+    if (!ctx->filtering) {
+        /* no body we could read: the pool answered nothing to charge */
+        return 0;
     }
 
-    if (ctx->filtering && st->has_prompt
+    if (st->has_completion) {
+        *out = st->completion_tokens;
+
+    } else if (st->content_docs) {
+        *out = st->content_docs;
+        estimated |= NGX_NEBULA_SETTLE_EST_OUT;
+    }
+
+    if (st->has_prompt
         && (st->prompt_tokens > 0 || ctx->req->prompt_tokens == 0))
     {
         *in = st->prompt_tokens;
 
-    } else if (ctx->output_seen || *out > 0) {
+    } else if (*out > 0 || st->has_completion || st->has_prompt) {
         /* Ollama leaves the count out, or 0, when the prompt was cached */
         *in = ctx->req->prompt_tokens;
-        estimated = 1;
+        estimated |= NGX_NEBULA_SETTLE_EST_IN;
     }
 
     return estimated;
@@ -693,6 +723,7 @@ ngx_nebula_settle_cleanup(void *data)
     ngx_nebula_ctx_t  *ctx = data;
 
     uint64_t                  in, out;
+    ngx_uint_t                estimated;
     ngx_nebula_model_t       *model = ctx->model;
     ngx_nebula_settlement_t  *s;
 
@@ -702,15 +733,17 @@ ngx_nebula_settle_cleanup(void *data)
 
     ctx->settled = 1;
 
-    ctx->estimated = ngx_nebula_usage(ctx, &in, &out);
+    estimated = ngx_nebula_usage(ctx, &in, &out);
+    ctx->estimated = estimated ? 1 : 0;
     ctx->prompt_tokens = in;
     ctx->completion_tokens = out;
     ctx->cost = in * model->input_price + out * model->output_price;
 
+    /* the record says which counts were estimated, as the access log does */
     s = ngx_nebula_settlement(ngx_cycle->log, ctx->key_id, ctx->month,
                               ctx->now, ctx->request_id, &model->name,
                               ctx->reserved_in, ctx->reserved_out, in, out,
-                              ctx->cost, 1);
+                              ctx->cost, NGX_NEBULA_SETTLE_COUNT | estimated);
     if (s == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "nebula: no memory to settle a request of key %s",

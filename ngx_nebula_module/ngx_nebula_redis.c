@@ -48,7 +48,10 @@ typedef struct {
     ngx_queue_t                   pending;
     ngx_uint_t                    npending;
     unsigned                      connected:1;
-    unsigned                      down:1;        /* the outage was logged */
+    unsigned                      answered:1;    /* a good reply came on
+                                                    this connection */
+    unsigned                      down:1;        /* in an outage, until a
+                                                    good reply */
     unsigned                      active:1;      /* the worker uses Redis */
 } ngx_nebula_redis_t;
 
@@ -225,15 +228,11 @@ ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
         op->deadline = ngx_current_msec + rd->conf->timeout;
     }
 
-    if (rd->down) {
-        rd->down = 0;
-
-        if (ngx_atomic_cmp_set(rd->conf->outage, 1, 0)) {
-            ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                          "nebula: redis at \"%V\" is back",
-                          &rd->conf->name);
-        }
-    }
+    /*
+     * The outage is not over yet: a frozen Redis accepts connections and
+     * a Redis that refuses AUTH does so only after it; only the first
+     * good reply (ngx_nebula_redis_reply) says Redis is back.
+     */
 
     ngx_nebula_redis_arm_timer();
 }
@@ -301,16 +300,36 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
     ngx_queue_remove(&op->queue);
     rd->npending--;
 
-    if (reply && reply->type != REDIS_REPLY_ERROR && rd->ac == ac) {
+    if (reply && reply->type != REDIS_REPLY_ERROR && rd->ac == ac
+        && !rd->answered
+        && !(op->internal && op->script == NGX_NEBULA_SCRIPT_N
+             && ngx_strcmp(op->data, "SCRIPT LOAD") != 0))
+    {
         /*
          * Redis answers: only now is a reconnection a success (a Redis
-         * that accepts and then refuses AUTH is still an outage).
+         * that accepts and then refuses AUTH, or accepts and is frozen,
+         * is still an outage), so only now is the outage over.  An
+         * accepted AUTH does not count: a refused SELECT may follow.
          */
+        rd->answered = 1;
+        rd->down = 0;
         rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
+
+        /*
+         * Tried even when this worker saw no outage: a worker started
+         * after one began (reload, respawn) would otherwise leave the
+         * flag set and every later outage unlogged.  The worker that
+         * clears it says so, once.
+         */
+        if (ngx_atomic_cmp_set(rd->conf->outage, 1, 0)) {
+            ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                          "nebula: redis at \"%V\" is back",
+                          &rd->conf->name);
+        }
     }
 
     if (reply && reply->type == REDIS_REPLY_ERROR && !op->retried
-        && !op->internal && op->cmd
+        && !op->internal && op->cmd && op->script < NGX_NEBULA_SCRIPT_N
         && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
         && rd->ac == ac && rd->connected)
     {
@@ -577,6 +596,7 @@ ngx_nebula_redis_connect(void)
     rd->conn = c;
     rd->ac = ac;
     rd->connected = 0;
+    rd->answered = 0;
 
     ac->ev.data = rd;
     ac->ev.addRead = ngx_nebula_redis_add_read;
@@ -695,6 +715,68 @@ ngx_nebula_redis_ready(void)
 }
 
 
+/*
+ * A command in RESP, in one malloc()ed buffer as redisFreeCommand() frees
+ * it.  hiredis's own formatter prints every length with sprintf(): on the
+ * request path that cost more than the rest of the module together.
+ */
+static u_char *
+ngx_nebula_redis_len(u_char *p, u_char type, size_t n)
+{
+    u_char   digits[NGX_SIZE_T_LEN];
+    u_char  *d;
+
+    d = digits + sizeof(digits);
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    *p++ = type;
+    p = ngx_cpymem(p, d, digits + sizeof(digits) - d);
+    *p++ = CR;
+    *p++ = LF;
+
+    return p;
+}
+
+
+static int
+ngx_nebula_redis_format(char **out, ngx_uint_t argc, const char **argv,
+    const size_t *argvlen)
+{
+    size_t       size;
+    u_char      *buf, *p;
+    ngx_uint_t   i;
+
+    /* "*N\r\n", then "$LEN\r\nARG\r\n" an argument */
+    size = 1 + NGX_SIZE_T_LEN + 2;
+
+    for (i = 0; i < argc; i++) {
+        size += 1 + NGX_SIZE_T_LEN + 2 + argvlen[i] + 2;
+    }
+
+    buf = malloc(size);
+    if (buf == NULL) {
+        return -1;
+    }
+
+    p = ngx_nebula_redis_len(buf, '*', argc);
+
+    for (i = 0; i < argc; i++) {
+        p = ngx_nebula_redis_len(p, '$', argvlen[i]);
+        p = ngx_cpymem(p, argv[i], argvlen[i]);
+        *p++ = CR;
+        *p++ = LF;
+    }
+
+    *out = (char *) buf;
+
+    return (int) (p - buf);
+}
+
+
 ngx_nebula_redis_op_t *
 ngx_nebula_redis_eval(ngx_nebula_script_e script, ngx_uint_t nkeys,
     ngx_uint_t argc, ngx_str_t *argv, ngx_nebula_redis_handler_pt handler,
@@ -726,12 +808,42 @@ ngx_nebula_redis_eval(ngx_nebula_script_e script, ngx_uint_t nkeys,
         al[i + 3] = argv[i].len;
     }
 
-    len = redisFormatCommandArgv(&cmd, (int) argc + 3, av, al);
+    len = ngx_nebula_redis_format(&cmd, argc + 3, av, al);
     if (len <= 0) {
         return NULL;
     }
 
     return ngx_nebula_redis_send(cmd, len, script, handler, data);
+}
+
+
+ngx_nebula_redis_op_t *
+ngx_nebula_redis_command(ngx_uint_t argc, ngx_str_t *argv,
+    ngx_nebula_redis_handler_pt handler, void *data)
+{
+    char        *cmd;
+    int          len;
+    ngx_uint_t   i;
+    const char  *av[8];
+    size_t       al[8];
+
+    if (!ngx_nebula_redis_ready() || argc == 0 || argc > 8) {
+        return NULL;
+    }
+
+    for (i = 0; i < argc; i++) {
+        av[i] = (const char *) argv[i].data;
+        al[i] = argv[i].len;
+    }
+
+    len = redisFormatCommandArgv(&cmd, (int) argc, av, al);
+    if (len <= 0) {
+        return NULL;
+    }
+
+    /* no script: a NOSCRIPT reply, which it cannot get, is not retried */
+    return ngx_nebula_redis_send(cmd, len, NGX_NEBULA_SCRIPT_N, handler,
+                                 data);
 }
 
 

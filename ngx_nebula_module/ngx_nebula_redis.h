@@ -73,6 +73,13 @@ ngx_nebula_redis_op_t *ngx_nebula_redis_eval(ngx_nebula_script_e script,
     ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv,
     ngx_nebula_redis_handler_pt handler, void *data);
 
+/*
+ * A plain command (argv[0] is its name), for what a script must not do:
+ * touch keys of another hash slot.  NULL when Redis is unavailable now.
+ */
+ngx_nebula_redis_op_t *ngx_nebula_redis_command(ngx_uint_t argc,
+    ngx_str_t *argv, ngx_nebula_redis_handler_pt handler, void *data);
+
 /* the request behind an op went away: its reply will touch nothing */
 void ngx_nebula_redis_cancel(ngx_nebula_redis_op_t *op);
 

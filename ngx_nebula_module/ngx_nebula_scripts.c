@@ -7,11 +7,13 @@
  *
  *   nb:{ID}:key            hash: digest, name, plan, status, created,
  *                          in_limit, out_limit, rpm_limit, models
- *   nb:{ID}:u:YYYY-MM      hash: in, out, rin, rout (reserved), req, cost
+ *   nb:{ID}:u:YYYY-MM      hash: in, out, rin, rout (reserved), req, cost,
+ *                          est_req, est_in, est_out (estimated)
  *   nb:{ID}:res:YYYY-MM    sorted set of the reservations in flight:
  *                          "REQUEST:IN:OUT" scored by when they expire
- *   nb:{ID}:m:YYYY-MM      hash: MODEL|in, MODEL|out, MODEL|req, MODEL|cost
- *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost
+ *   nb:{ID}:m:YYYY-MM      hash: MODEL|in, MODEL|out, MODEL|req, MODEL|cost,
+ *                          MODEL|est_req, MODEL|est_in, MODEL|est_out
+ *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost, est_req, est_in, est_out
  *   nb:{ID}:exp:YYYY-MM    set of the reservations that expired unsettled
  *   nb:{ID}:r:MINUTE       the requests of one minute
  *   nb:keys                set of every key ID (admin listing)
@@ -45,10 +47,19 @@
  *
  * Returns {0, reserved_out, in_limit, out_limit, rpm, in_left, out_left,
  *          rpm_left, plan, name}
- *      or {1} unknown key, {2} revoked, {3, plan} model not allowed,
- *         {4, retry_after, rpm} rate limited,
- *         {5, in_limit, out_limit, in_left, out_left} quota used up,
+ *      or {1} unknown key, {2} revoked,
+ *         {3, plan, in_limit, out_limit, rpm, in_left, out_left, rpm_left}
+ *            model not allowed,
+ *         {4, retry_after, rpm, in_limit, out_limit, in_left, out_left}
+ *            rate limited,
+ *         {5, in_limit, out_limit, in_left, out_left, rpm, rpm_left}
+ *            quota used up,
  *         {6, plan} the key's plan is not configured here.
+ *
+ * A refusal of a known key carries the limits too: every authenticated
+ * response has its x-ratelimit-* headers, and asking again for them would
+ * cost a second round trip.  A refused model does not count against the
+ * per-minute limit (it is read, not incremented).
  */
 static char  ngx_nebula_script_admit[] =
     "local k = redis.call('HMGET', KEYS[1], 'digest', 'status', 'plan',\n"
@@ -74,17 +85,9 @@ static char  ngx_nebula_script_admit[] =
     "    if m == ARGV[2] then allowed = true break end\n"
     "  end\n"
     "end\n"
-    "if not allowed then return {3, k[3]} end\n"
     "local in_limit = tonumber(k[4]) or tonumber(pin)\n"
     "local out_limit = tonumber(k[5]) or tonumber(pout)\n"
     "local rpm = tonumber(k[6]) or tonumber(prpm)\n"
-    "local rpm_left = -1\n"
-    "if rpm > 0 then\n"
-    "  local n = redis.call('INCR', KEYS[3])\n"
-    "  if n == 1 then redis.call('EXPIRE', KEYS[3], 120) end\n"
-    "  if n > rpm then return {4, tonumber(ARGV[8]), rpm} end\n"
-    "  rpm_left = rpm - n\n"
-    "end\n"
     "local now = tonumber(ARGV[10])\n"
     "local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)\n"
     "for _, m in ipairs(old) do\n"
@@ -101,10 +104,28 @@ static char  ngx_nebula_script_admit[] =
     "local in_left = in_limit - (tonumber(u[1]) or 0) - (tonumber(u[3]) or 0)\n"
     "local out_left = out_limit - (tonumber(u[2]) or 0)\n"
     "  - (tonumber(u[4]) or 0)\n"
+    "local rpm_left = -1\n"
+    "if not allowed then\n"
+    "  if rpm > 0 then\n"
+    "    rpm_left = math.max(rpm\n"
+    "      - (tonumber(redis.call('GET', KEYS[3])) or 0), 0)\n"
+    "  end\n"
+    "  return {3, k[3], in_limit, out_limit, rpm, math.max(in_left, 0),\n"
+    "          math.max(out_left, 0), rpm_left}\n"
+    "end\n"
+    "if rpm > 0 then\n"
+    "  local n = redis.call('INCR', KEYS[3])\n"
+    "  if n == 1 then redis.call('EXPIRE', KEYS[3], 120) end\n"
+    "  if n > rpm then\n"
+    "    return {4, tonumber(ARGV[8]), rpm, in_limit, out_limit,\n"
+    "            math.max(in_left, 0), math.max(out_left, 0)}\n"
+    "  end\n"
+    "  rpm_left = rpm - n\n"
+    "end\n"
     "local prompt = tonumber(ARGV[5])\n"
     "if in_left < prompt or out_left <= 0 then\n"
     "  return {5, in_limit, out_limit, math.max(in_left, 0),\n"
-    "          math.max(out_left, 0)}\n"
+    "          math.max(out_left, 0), rpm, rpm_left}\n"
     "end\n"
     "local out = out_left\n"
     "local want = tonumber(ARGV[6])\n"
@@ -127,11 +148,18 @@ static char  ngx_nebula_script_admit[] =
  * KEYS: month usage hash, month model hash, day hash, month reservations,
  *       month expired reservations
  * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL,
- *       the reservation's member, counted (0: only give it back)
+ *       the reservation's member, counted (0: only give it back),
+ *       estimated (1: the input is our estimate, 2: the output is the
+ *       tokens streamed, 3: both; 0: all reported)
  *
  * The reservation itself makes it once: it is in flight (given back now),
  * or it expired (given back already; its usage is still to add), or it is
  * gone, and this is a repeat that settles nothing.  No key a request.
+ *
+ * An estimated request is counted apart too (est_req, and its estimated
+ * tokens in est_in, est_out): billing can tell what the pool reported
+ * from what the gateway had to count itself.  Fully reported requests
+ * write no est_* field.
  */
 static char  ngx_nebula_script_settle[] =
     "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
@@ -160,13 +188,28 @@ static char  ngx_nebula_script_settle[] =
     "redis.call('HINCRBY', KEYS[3], 'req', 1)\n"
     "redis.call('HINCRBY', KEYS[3], 'cost', c)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "local e = tonumber(ARGV[10]) or 0\n"
+    "if e > 0 then\n"
+    "  local ei, eo = 0, 0\n"
+    "  if e % 2 == 1 then ei = i end\n"
+    "  if e >= 2 then eo = o end\n"
+    "  for _, h in ipairs({{KEYS[1], ''}, {KEYS[2], m .. '|'},\n"
+    "                      {KEYS[3], ''}}) do\n"
+    "    redis.call('HINCRBY', h[1], h[2] .. 'est_req', 1)\n"
+    "    redis.call('HINCRBY', h[1], h[2] .. 'est_in', ei)\n"
+    "    redis.call('HINCRBY', h[1], h[2] .. 'est_out', eo)\n"
+    "  end\n"
+    "end\n"
     "return 1\n";
 
 
 /*
- * KEY_CREATE. KEYS: key hash, key set.
+ * KEY_CREATE. KEYS: key hash.
  * ARGV: id, digest, name, plan, created, in_limit, out_limit, rpm_limit,
  *       models (empty strings for "the plan's")
+ *
+ * It touches the key's own slot only: nb:keys is in another, so the
+ * admin API adds the ID to it with a plain SADD sent right after.
  */
 static char  ngx_nebula_script_key_create[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
@@ -179,7 +222,6 @@ static char  ngx_nebula_script_key_create[] =
     "    redis.call('HSET', KEYS[1], f[i], ARGV[5 + i])\n"
     "  end\n"
     "end\n"
-    "redis.call('SADD', KEYS[2], ARGV[1])\n"
     "return 1\n";
 
 

@@ -71,12 +71,60 @@ is_deeply $u->{choices}, [], 'with choices: []';
 is $u->{usage}{completion_tokens}, 12, 'its counts';
 is $ev[-2], $u, 'just before [DONE]';
 
+# an old Ollama (before 0.5.2): no usage chunk in a stream, even when asked
+$r = sim_post('/v1/chat/completions', { model => 'm', stream => JSON::PP::true, messages => $msgs,
+                                        stream_options => { include_usage => JSON::PP::true } },
+              'x-sim-no-usage' => 1);
+@ev = Nebula::Test::sse_events($r->{body});
+ok !grep({ ref $_ && $_->{usage} } @ev), 'x-sim-no-usage: no usage chunk though asked';
+is scalar(grep { ref $_ && @{ $_->{choices} } } @ev), 13, 'x-sim-no-usage: the 12 tokens and the final chunk';
+is $ev[-1], '[DONE]', 'x-sim-no-usage: ends with [DONE]';
+is $t->sim('local')->last->{include_usage}, JSON::PP::true, 'x-sim-no-usage: the request still asked for it';
+
+# a cached prompt: no prompt_eval_count natively, prompt_tokens 0 on /v1
+$r = sim_post('/api/chat', { model => 'm', messages => $msgs }, 'x-sim-no-prompt-count' => 1);
+my @lines = Nebula::Test::ndjson_lines($r->{body});
+ok $lines[-1]{done} && !exists $lines[-1]{prompt_eval_count}, 'x-sim-no-prompt-count: /api/chat has no prompt_eval_count';
+is $lines[-1]{eval_count}, 12, 'x-sim-no-prompt-count: eval_count still there';
+is $t->sim('local')->last->{prompt_tokens}, 13, 'x-sim-no-prompt-count: the record keeps the real count';
+$r = sim_post('/api/generate', { model => 'm', prompt => 'a b c', stream => JSON::PP::false },
+              'x-sim-no-prompt-count' => 1);
+ok !exists $r->{json}{prompt_eval_count}, 'x-sim-no-prompt-count: /api/generate (not streamed) neither';
+$r = sim_post('/v1/chat/completions', { model => 'm', stream => JSON::PP::true, messages => $msgs,
+                                        stream_options => { include_usage => JSON::PP::true } },
+              'x-sim-no-prompt-count' => 1);
+($u) = grep { ref $_ && $_->{usage} } Nebula::Test::sse_events($r->{body});
+is $u->{usage}{prompt_tokens}, 0, 'x-sim-no-prompt-count: /v1 stream reports prompt_tokens 0';
+is $u->{usage}{completion_tokens}, 12, 'and the completion tokens';
+$r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs }, 'x-sim-no-prompt-count' => 1);
+is $r->{json}{usage}{prompt_tokens}, 0, 'x-sim-no-prompt-count: /v1 answer reports prompt_tokens 0';
+
+# a preamble without tokens, then drop:0
+$r = $t->exchange("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-sim-preamble: 1\r\n"
+                  . "x-sim-fault: drop:0\r\nContent-Length: " . length($b) . "\r\n\r\n$b",
+                  port => $port, timeout => 5);
+like $r->{body}, qr/\A: keep-alive\n\ndata: \{[^\n]*"delta":\{"role":"assistant","content":""\}[^\n]*\n\n\z/,
+    'x-sim-preamble, drop:0: a comment and a role chunk, nothing else';
+ok !$r->{chunked_complete}, 'then the drop';
+is $t->sim('local')->last->{completion_tokens}, 0, 'no token sent';
+$r = sim_post('/api/chat', { model => 'm', messages => $msgs }, 'x-sim-preamble' => 1);
+@lines = Nebula::Test::ndjson_lines($r->{body});
+is $lines[0]{message}{content}, '', 'x-sim-preamble natively: a first line with empty content';
+is scalar(@lines), 14, 'then the 12 tokens and the final line';
+
+# token_times: one per token, in order, spaced by slow:MS
+$r = sim_post('/v1/chat/completions', { model => 'm', stream => JSON::PP::true, messages => $msgs },
+              'x-sim-fault' => 'slow:50', 'x-sim-tokens' => 3);
+my $tt = $t->sim('local')->last->{token_times};
+is scalar(@$tt), 3, 'token_times: one a token';
+ok $tt->[1] - $tt->[0] >= 0.045 && $tt->[2] - $tt->[1] >= 0.045, 'spaced by the slow fault';
+
 # max_tokens and num_predict are honoured
 $r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs, max_tokens => 5 });
 is $r->{json}{usage}{completion_tokens}, 5, 'max_tokens caps the answer';
 is $r->{json}{choices}[0]{finish_reason}, 'length', 'finish_reason length';
 $r = sim_post('/api/chat', { model => 'm', messages => $msgs, options => { num_predict => 4 } });
-my @lines = Nebula::Test::ndjson_lines($r->{body});
+@lines = Nebula::Test::ndjson_lines($r->{body});
 like $r->{headers}{'content-type'}, qr{^application/x-ndjson}, 'native: NDJSON by default';
 is $lines[-1]{eval_count}, 4, 'num_predict caps the native answer';
 is $lines[-1]{prompt_eval_count}, 13, 'prompt_eval_count on the final line';

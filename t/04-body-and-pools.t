@@ -82,11 +82,14 @@ is $got->{model}, 'gemma3:1b', 'chunked upload reached the pool';
 is $got->{body}{messages}[0]{content}, 'chunked hello', 'chunked body whole';
 is $got->{headers}{'content-length'}, length $got->{raw_body}, 'sent with a Content-Length';
 
-# the pool answers 500: its own error passes through, as Ollama wrote it
+# the pool answers 500: 502 upstream_error, its own message kept
+# (t/09-upstream-errors.t has the rest)
 $r = $t->post($chat, { model => 'qwen3:latest', messages => [{ role => 'user', content => 'x' }] },
               headers => { 'x-sim-fault' => '500' });
-is $r->{status}, 500, 'upstream 500 passed through';
-is $r->{json}{error}{message}, 'simulated failure', 'with the upstream error body';
+is $r->{status}, 502, 'upstream 500: 502';
+is $r->{json}{error}{code}, 'upstream_error', 'upstream 500: upstream_error';
+is $r->{json}{error}{message}, 'The model pool failed (HTTP 500): simulated failure',
+    'with the upstream error message';
 
 # the pool stalls past proxy_read_timeout: 504 upstream_timeout
 $r = $t->post($chat, { model => 'qwen3:latest', messages => [{ role => 'user', content => 'x' }] },

@@ -50,6 +50,28 @@ for my $plan (sort keys %plan_models) {
     }
 }
 
+# a refusal of a known key carries the x-ratelimit-* headers too
+{
+    my $fk = $t->new_key(plan => 'free')->{key};
+    my $r = ask($fk, 'deepseek-v3.1:671b-cloud');
+    Nebula::Test::is_error($r, 403, 'permission_error', 'model_not_allowed', '403 for the headers');
+    my $h = $r->{headers};
+    is $h->{'x-ratelimit-limit-input-tokens'}, 100000, '403: limit-input-tokens';
+    is $h->{'x-ratelimit-remaining-input-tokens'}, 100000, '403: remaining-input-tokens';
+    is $h->{'x-ratelimit-limit-output-tokens'}, 20000, '403: limit-output-tokens';
+    is $h->{'x-ratelimit-remaining-output-tokens'}, 20000, '403: remaining-output-tokens';
+    is $h->{'x-ratelimit-limit-requests'}, 20, '403: limit-requests';
+    is $h->{'x-ratelimit-remaining-requests'}, 20, '403: remaining-requests (a refused model is not counted)';
+    like $h->{'x-ratelimit-reset-tokens'}, qr/^(\d+d)?(\d+h)?(\d+m)?\d+s$/, '403: reset-tokens';
+    ok !exists $h->{'retry-after'}, '403: no retry-after';
+    $r = ask($fk, 'qwen3:latest');
+    is $r->{headers}{'x-ratelimit-remaining-requests'}, 19, 'the next request is the first counted';
+    $r = $t->post($chat, { model => 'qwen3:latest', messages => [{ role => 'user', content => 'hi' }] },
+                  headers => { Authorization => 'Bearer nb-' . ('z' x 43) });
+    Nebula::Test::is_error($r, 401, $bad, 'invalid_api_key', '401: unauthenticated');
+    ok !grep({ /^x-ratelimit/ } keys %{ $r->{headers} }), '401: no x-ratelimit headers';
+}
+
 # --- a private model: only the keys that list it, and unknown to others
 my $ent = $t->new_key(plan => 'enterprise')->{key};
 my $own = $t->new_key(plan => 'enterprise', models => ['acme-ft:7b'])->{key};
@@ -114,14 +136,38 @@ is $after->{requests} - $before->{requests}, 5, 'five requests';
 my $want_cost = ($after->{input_tokens} * 0.20 + $after->{output_tokens} * 0.60) / 1e6;
 ok abs($after->{cost_usd} - $want_cost) < 1e-12, "cost $after->{cost_usd} = $want_cost";
 
+# --- per-day totals: this key's requests all fell on today (UTC), so the
+# day's hash holds what the month's does (unless the run straddles
+# midnight UTC)
+{
+    my %mon = split /\n/, $t->redis->cli('HGETALL', "nb:{$k->{id}}:u:" . strftime('%Y-%m', gmtime));
+    my %day = split /\n/, $t->redis->cli('HGETALL', "nb:{$k->{id}}:d:" . strftime('%Y-%m-%d', gmtime));
+    ok scalar(keys %day), 'a day hash';
+    is $day{$_}, $mon{$_}, "day $_ = month $_ ($mon{$_})" for qw(in out req cost);
+    is $day{req}, 6, 'six requests today';
+    is $day{in}, $after->{input_tokens}, 'day in = recorded input';
+    is $day{out}, $after->{output_tokens}, 'day out = recorded output';
+    ok $t->redis->cli('TTL', "nb:{$k->{id}}:d:" . strftime('%Y-%m-%d', gmtime)) > 0, 'the day hash expires';
+}
+
 # --- the per-minute limit: free has 20
 my $rk = $t->new_key(plan => 'free')->{key};
 my $now = time;
 $now += 61 - $now % 60 if $now % 60 > 45;   # not across a minute boundary
 my @st = map { ask($rk, 'gemma3:1b', headers => { 'X-Nebula-Test-Time' => $now })->{status} } 1 .. 20;
 is scalar(grep { $_ == 200 } @st), 20, 'twenty requests in a minute pass';
+ok $t->wait_settled($rk), 'the twenty settled';
+my $left = $t->get('/v1/key', headers => { Authorization => "Bearer $rk" })->{json}{data}{remaining};
 $r = ask($rk, 'gemma3:1b', headers => { 'X-Nebula-Test-Time' => $now });
 Nebula::Test::is_error($r, 429, 'rate_limit_error', 'rate_limit_exceeded', 'the 21st is refused');
+is $r->{headers}{'x-ratelimit-limit-requests'}, 20, '429 rate limit: limit-requests';
+is $r->{headers}{'x-ratelimit-limit-input-tokens'}, 100000, '429 rate limit: limit-input-tokens';
+is $r->{headers}{'x-ratelimit-remaining-input-tokens'}, $left->{input_tokens},
+    "429 rate limit: remaining-input-tokens ($left->{input_tokens})";
+is $r->{headers}{'x-ratelimit-limit-output-tokens'}, 20000, '429 rate limit: limit-output-tokens';
+is $r->{headers}{'x-ratelimit-remaining-output-tokens'}, $left->{output_tokens},
+    "429 rate limit: remaining-output-tokens ($left->{output_tokens})";
+like $r->{headers}{'x-ratelimit-reset-tokens'}, qr/s$/, '429 rate limit: reset-tokens';
 like $r->{headers}{'retry-after'}, qr/^\d+$/, 'with retry-after';
 ok $r->{headers}{'retry-after'} >= 1 && $r->{headers}{'retry-after'} <= 60, 'within the minute';
 is $r->{headers}{'x-ratelimit-remaining-requests'}, 0, 'remaining-requests 0';
@@ -145,9 +191,24 @@ $r = ask($q->{key}, 'qwen3:latest', headers => { 'x-sim-tokens' => 100 });
 is $t->sim('local')->last->{max_tokens}, 22, 'no max_tokens: the 22 left are sent';
 is $r->{json}{usage}{completion_tokens}, 22, 'the upstream stops there';
 is $r->{json}{choices}[0]{finish_reason}, 'length', 'finish_reason length';
+ok $t->wait_settled($q->{key}), 'settled';
+$left = $t->get('/v1/key', headers => { Authorization => "Bearer $q->{key}" })->{json}{data}{remaining};
 $r = ask($q->{key}, 'qwen3:latest');
 Nebula::Test::is_error($r, 429, 'insufficient_quota', 'insufficient_quota', 'no output tokens left');
 is $r->{headers}{'x-ratelimit-remaining-output-tokens'}, 0, 'remaining-output-tokens 0';
+is $r->{headers}{'x-ratelimit-limit-output-tokens'}, 30, '429 quota: limit-output-tokens';
+is $r->{headers}{'x-ratelimit-limit-input-tokens'}, 1000, '429 quota: limit-input-tokens';
+is $r->{headers}{'x-ratelimit-remaining-input-tokens'}, $left->{input_tokens},
+    "429 quota: remaining-input-tokens ($left->{input_tokens})";
+ok $left->{input_tokens} > 0 && $left->{input_tokens} < 1000, 'some input used, some left';
+like $r->{headers}{'x-ratelimit-reset-tokens'}, qr/s$/, '429 quota: reset-tokens';
+ok !exists $r->{headers}{'x-ratelimit-limit-requests'}, '429 quota: no request headers without a limit';
+my $qr = $t->new_key(plan => 'free', limits => { output_tokens => 5 })->{key};
+ask($qr, 'gemma3:1b', headers => { 'x-sim-tokens' => 50 });
+$r = ask($qr, 'gemma3:1b');
+Nebula::Test::is_error($r, 429, 'insufficient_quota', 'insufficient_quota', 'free: quota used up');
+is $r->{headers}{'x-ratelimit-limit-requests'}, 20, '429 quota: limit-requests with a per-minute limit';
+ok defined $r->{headers}{'x-ratelimit-remaining-requests'}, '429 quota: remaining-requests';
 $t->wait_settled($q->{key});
 my $u = $t->admin('GET', "/admin/keys/$q->{id}")->{json}{usage};
 is $u->{output_tokens}, 30, 'exactly the quota used, never more';

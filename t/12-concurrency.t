@@ -46,13 +46,20 @@ my @refused = grep { $_->[0] == 429 } @res;
 is @ok + @refused, $N, 'each served or refused, nothing else';
 is scalar(grep { $_->[1] eq 'insufficient_quota' } @refused), scalar @refused,
     'every refusal is insufficient_quota';
-ok @ok >= 43, scalar(@ok) . " served (at least the 43 the quota holds at once)";
+# every admitted request writes its whole reservation (the simulator would
+# write 12), so a settlement never gives output back: exactly 42 of 7 and
+# one of the 6 left are served, the rest refused
+is scalar @ok, 43, 'exactly 43 served: 42 x 7 + 6 = 300';
+is scalar @refused, $N - 43, 'the others refused';
 
 my $served_out = 0;
 $served_out += $_->[2] for @ok;
 diag scalar(@ok) . ' served, ' . scalar(@refused) . ' refused';
-ok scalar(grep { $_->{max_tokens} < 7 } @{ $t->sim('local')->requests }), 'a max_tokens clamped below the 7 asked';
-ok $served_out <= $OUT, "output served $served_out <= quota $OUT";
+is scalar(grep { $_->{max_tokens} < 7 } @{ $t->sim('local')->requests }), 1,
+    'one max_tokens clamped below the 7 asked';
+is scalar(grep { $_->{max_tokens} == 6 } @{ $t->sim('local')->requests }), 1, 'to the 6 left';
+is $served_out, $OUT, "output served = the whole quota ($OUT)";
+is scalar(grep { $_->[2] == 7 } @ok), 42, '42 answers of 7 tokens';
 
 # what the simulator saw and reported
 my @seen = grep { $_->{path} eq '/v1/chat/completions' } @{ $t->sim('local')->requests };
@@ -67,7 +74,7 @@ my $u = $t->admin('GET', "/admin/keys/$k->{id}")->{json}{usage};
 is $u->{output_tokens}, $sc, "recorded output = simulator's sum ($sc)";
 is $u->{input_tokens}, $sp, "recorded input = simulator's sum ($sp)";
 is $u->{requests}, scalar @ok, 'recorded requests = served';
-ok $u->{output_tokens} <= $OUT, 'never beyond the quota';
+is $u->{output_tokens}, $OUT, 'exactly the quota, never beyond';
 is $u->{reserved_input_tokens}, 0, 'no input reservation left';
 is $u->{reserved_output_tokens}, 0, 'no output reservation left';
 

@@ -7,6 +7,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep);
 use Nebula::Test;
 
 my $chat = '/v1/chat/completions';
@@ -55,6 +56,13 @@ my $hello = { model => 'gemma3:1b', messages => [{ role => 'user', content => 'h
                            'wrong password: 503 quota_store_unavailable');
     like $t->error_log, qr/unavailable: AUTH refused: WRONGPASS/, 'error.log names the AUTH failure';
     is scalar(() = $t->error_log =~ /\[error\]/g), 1, 'once';
+    # every worker connects again and again, and each time AUTH is
+    # refused after the connect: still the same outage
+    sleep 3;
+    is $t->post($chat, $hello, headers => { Authorization => 'Bearer nb-' . ('a' x 43) })->{status},
+        503, 'still 503 a while later';
+    is scalar(() = $t->error_log =~ /unavailable/g), 1, 'still one "unavailable" line after 3 s';
+    is scalar(() = $t->error_log =~ /is back/g), 0, 'and never "is back"';
     $t->finish;
 }
 

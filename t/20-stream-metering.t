@@ -5,7 +5,10 @@
 # public name and the usage chunk it did not ask for.  Streams that end
 # early (client gone, upstream dropped, stalled, failed) settle once,
 # correctly, and a stream cut midway ends with an error event the client
-# can read.  A 10 MB stream passes and is metered exactly.
+# can read.  A 10 MB stream passes and is metered exactly, in flat
+# memory.  A slow stream's first token reaches the client as soon as the
+# pool sends it, in both modes.  The $nebula_* variables of the access log
+# hold the same numbers as the record.
 use strict;
 use warnings;
 use FindBin;
@@ -16,6 +19,10 @@ use Time::HiRes qw(sleep time);
 use Nebula::Test;
 
 my $t = Nebula::Test->new(
+    patch => sub {
+        $_[0] =~ s{(access_log\s+logs/access\.log nebula;)}
+                  {log_format metering '\$nebula_key_id|\$nebula_plan|\$nebula_prompt_tokens|\$nebula_completion_tokens|\$nebula_cost|\$nebula_usage_source';\n    access_log logs/metering.log metering;\n    $1}r;
+    },
     patch_proxy => sub { $_[0] =~ s/proxy_read_timeout\s+\d+s;/proxy_read_timeout 1s;/r },
     patch_catalog => sub {
         $_[0] . "\nnebula_model  big:1  pool=ollama_local upstream_model=big:1-up context=200000"
@@ -106,6 +113,7 @@ ok $u->{input_tokens} > 0, 'the prompt, estimated';
 my ($line) = grep { ($_->{key_id} // '') eq $ke->{id} } access_log();
 is $line->{usage_source}, 'estimated', 'logged as estimated';
 is $line->{completion_tokens}, 6, 'log: completion_tokens';
+is $u->{requests}, 1, 'dropped native stream: settled once';
 
 # ---- the SSE stream dropped mid-way
 my $kd = $t->new_key(plan => 'enterprise');
@@ -116,7 +124,9 @@ ok !$r->{chunked_complete}, 'dropped SSE: cut short';
 my @ev = Nebula::Test::sse_events($r->{body});
 is $ev[-1]{error}{code}, 'upstream_error', 'with an error event last';
 is scalar(grep { ref $_ && $_->{choices} } @ev), 4, 'after the four tokens';
-is usage_of($kd)->{output_tokens}, 4, 'four tokens charged';
+$u = usage_of($kd);
+is $u->{output_tokens}, 4, 'four tokens charged';
+is $u->{requests}, 1, 'dropped SSE: settled once';
 
 # ---- stalled past proxy_read_timeout (1 s here) after three tokens
 my $ks = $t->new_key(plan => 'enterprise');
@@ -126,14 +136,17 @@ $r = $t->post('/v1/chat/completions', { model => 'qwen3:latest', stream => JSON:
               timeout => 10);
 @ev = Nebula::Test::sse_events($r->{body});
 is $ev[-1]{error}{code}, 'upstream_error', 'stalled: an error event after the timeout';
-is usage_of($ks)->{output_tokens}, 3, 'three tokens charged';
+$u = usage_of($ks);
+is $u->{output_tokens}, 3, 'three tokens charged';
+is $u->{requests}, 1, 'stalled: settled once';
+is $u->{reserved_output_tokens}, 0, 'stalled: the reservation given back';
 
 # ---- 500 before any token: nothing charged
 my $kf = $t->new_key(plan => 'enterprise');
 $r = $t->post('/v1/chat/completions', { model => 'qwen3:latest', stream => JSON::PP::true,
                                         messages => [{ role => 'user', content => 'x' }] },
               headers => { Authorization => "Bearer $kf->{key}", 'x-sim-fault' => '500' });
-is $r->{status}, 500, 'upstream 500';
+is $r->{status}, 502, 'upstream 500: 502';
 $u = usage_of($kf);
 is $u->{input_tokens} + $u->{output_tokens}, 0, 'nothing charged';
 is $u->{requests}, 1, 'counted once';
@@ -154,21 +167,23 @@ while ($sel->can_read(5)) {
     last if (() = $got =~ /"content":"[^"]/g) >= $K;
 }
 close $s;
-sleep 1;
 $u = usage_of($kc);
 my $sent = $t->sim('local')->last->{completion_tokens};
 ok $u->{output_tokens} >= $K, "client gone after $K tokens: at least $K charged ($u->{output_tokens})";
 ok $u->{output_tokens} <= $sent, "and no more than the upstream sent ($sent)";
 ok $u->{output_tokens} < 40, 'never the whole answer';
 is $u->{reserved_output_tokens}, 0, 'the reservation is given back';
+is $u->{requests}, 1, 'client gone: settled once';
 
 # ---- a 10 MB stream passes and is metered exactly
 my $kb = $t->new_key(plan => 'enterprise');
+# the workers' peak resident memory (VmHWM): memory a stream takes and
+# gives back at its end shows too, which the resident size after it hides
 my $rss = sub {
     my $total = 0;
     for my $pid (split ' ', `pgrep -P ${\ $t->{nginx} }`) {
         open my $f, '<', "/proc/$pid/status" or next;
-        while (<$f>) { $total += $1 if /^VmRSS:\s+(\d+)/ }
+        while (<$f>) { $total += $1 if /^VmHWM:\s+(\d+)/ }
     }
     return $total;
 };
@@ -188,6 +203,80 @@ is scalar(() = $r->{body} =~ /"model":"big:1"/g), $T + 1, 'every chunk names the
 unlike $r->{body}, qr/"usage":\{/, 'no usage chunk it did not ask for';
 $u = usage_of($kb);
 is $u->{output_tokens}, 2000 + $T, 'metered exactly';
-ok $after - $before < 8192, "worker memory flat over the stream (+${\ ($after - $before)} kB)";
+# 45,000 events: 50 bytes kept per event would be 2.2 MB
+ok $after - $before < 2048, "worker peak memory flat over the stream (+${\ ($after - $before)} kB)";
+
+# ---- time to first token: a slow stream's first token reaches the client
+# as soon as the pool sends it, not when the stream ends, whether the
+# client asked for usage (the stream passes as it comes) or not (each
+# event is held until its own end, and no longer)
+for my $usage (1, 0) {
+    my $body = Nebula::Test::json_encode({ model => 'qwen3:latest', stream => JSON::PP::true,
+        ($usage ? (stream_options => { include_usage => JSON::PP::true }) : ()),
+        messages => [{ role => 'user', content => 'x' }] });
+    my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . $t->port) or die $!;
+    binmode $s;
+    syswrite $s, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+               . "Authorization: Bearer " . $t->key . "\r\nx-sim-fault: slow:300\r\n"
+               . "x-sim-tokens: 4\r\nx-sim-seed: $usage\r\nContent-Length: " . length($body)
+               . "\r\n\r\n$body";
+    my ($raw, $first, $end) = ('');
+    my $sel = IO::Select->new($s);
+    while ($sel->can_read(5)) {
+        last unless sysread $s, my $buf, 65536;
+        $raw .= $buf;
+        # the body so far, its chunked framing taken off
+        my $b = Nebula::Test::parse_response($raw)->{body} // '';
+        $first //= time if $b =~ /data: \{[^\n]*"content":"Hello"[^\n]*\n\n/;
+    }
+    $end = time;
+    close $s;
+    my $r = Nebula::Test::parse_response($raw);
+    my $sim = $t->sim('local')->last;
+    my $what = $usage ? 'include_usage (passed as it comes)' : 'no include_usage (events held whole)';
+    ok $r->{chunked_complete}, "$what: the slow stream completes";
+    is scalar(@{ $sim->{token_times} }), 4, "$what: four tokens sent, 300 ms apart";
+    ok defined $first, "$what: the first token arrived";
+    $first //= $end;
+    my $lag = $first - $sim->{token_times}[0];
+    ok $lag < 0.15, sprintf("$what: first token %.0f ms after the pool sent it", $lag * 1000);
+    ok $end - $first > 0.6, sprintf("$what: %.0f ms before the stream ended", ($end - $first) * 1000);
+}
+
+# ---- the $nebula_* variables in a log_format: one reported request, one
+# estimated, the same numbers as the record
+sub dec12 {
+    my ($pico) = @_;
+    my $s = sprintf '%d.%012d', int($pico / 1e12), $pico % 1e12;
+    $s =~ s/0+$//;
+    $s =~ s/\.$//;
+    return $s;
+}
+my $kv = $t->new_key(plan => 'enterprise');
+$t->post('/v1/chat/completions', { model => 'big:1', stream => JSON::PP::true,
+                                   stream_options => { include_usage => JSON::PP::true },
+                                   messages => [{ role => 'user', content => 'log me' }] },
+         headers => { Authorization => "Bearer $kv->{key}", 'x-sim-tokens' => 10 });
+my $P = $t->sim('local')->last->{prompt_tokens};
+$u = usage_of($kv);
+my $ke2 = $t->new_key(plan => 'enterprise');
+$r = $t->post('/api/chat', { model => 'big:1', messages => [{ role => 'user', content => 'log me' }] },
+              headers => { Authorization => "Bearer $ke2->{key}", 'x-sim-fault' => 'drop:5' });
+my $E = $r->{headers}{'x-ratelimit-limit-input-tokens'} - $r->{headers}{'x-ratelimit-remaining-input-tokens'};
+my $ue = usage_of($ke2);
+$t->stop_nginx;   # flushes the access log
+open my $mf, '<', $t->dir . '/logs/metering.log' or die $!;
+my @mlog = <$mf>;
+chomp @mlog;
+my ($lr) = grep { /^\Q$kv->{id}\E\|/ } @mlog;
+# big:1 costs 0.10 and 0.30 USD per 1M tokens: 100000 and 300000 picodollars a token
+is $lr, join('|', $kv->{id}, 'enterprise', $P, 10, dec12($P * 100000 + 10 * 300000), 'reported'),
+    'log_format, reported: key id, plan, prompt, completion, cost, source';
+is $u->{cost_usd} + 0, dec12($P * 100000 + 10 * 300000) + 0, 'the same cost recorded';
+my ($le) = grep { /^\Q$ke2->{id}\E\|/ } @mlog;
+is $le, join('|', $ke2->{id}, 'enterprise', $E, 5, dec12($E * 100000 + 5 * 300000), 'estimated'),
+    'log_format, estimated: the prompt estimate and the five tokens streamed';
+is_deeply [$ue->{input_tokens}, $ue->{output_tokens}, $ue->{estimated_requests}], [$E, 5, 1],
+    'the same numbers recorded, estimated';
 
 $t->done;

@@ -140,6 +140,11 @@ def plan_completion(body, path, headers):
     return n, "stop"
 
 
+def _flag(value):
+    """A boolean test header: "1", "true" or "yes" turn it on."""
+    return value is not None and value.strip().lower() in ("1", "true", "yes")
+
+
 def token_at(i):
     return TOKENS[i % len(TOKENS)]
 
@@ -551,6 +556,7 @@ class Sim:
             "raw_body": req.body.decode("utf-8", errors="replace"),
             "prompt_tokens": None,
             "completion_tokens": None,
+            "token_times": None,
             "status": None,
             "outcome": None,
             "connection": getattr(req, "connection", None),
@@ -740,6 +746,11 @@ class Sim:
                 pass
 
         gen = Generation(self, path, model, P, C, finish, include_usage)
+        # an Ollama older than 0.5.2 never sends usage in a stream
+        gen.no_usage = _flag(req.headers.get("x-sim-no-usage"))
+        # a cached prompt: prompt_eval_count left out (native), 0 (/v1)
+        gen.no_prompt_count = _flag(req.headers.get("x-sim-no-prompt-count"))
+        preamble = _flag(req.headers.get("x-sim-preamble"))
 
         if not stream:
             if faults.stall_after is not None:
@@ -768,6 +779,11 @@ class Sim:
             writer.write(response_head(200, extra, req.keep_alive, req.version))
             await writer.drain()
             em = ChunkedEmitter(writer, rng, split, piece_delay, rec)
+            # when each token's frame was handed to the emitter (time.time())
+            rec["token_times"] = []
+            if preamble:
+                for frame in gen.preamble_frames():
+                    await em.feed(frame)
             for i in range(C):
                 if faults.stall_after is not None and i >= faults.stall_after:
                     await em.flush()
@@ -781,6 +797,7 @@ class Sim:
                     await em.flush()
                     await asyncio.sleep(faults.slow_ms / 1000.0)
                 await em.feed(gen.token_frame(i))
+                rec["token_times"].append(time.time())
                 rec["completion_tokens"] = i + 1
             # K >= C: everything but the final frame has been sent.
             if faults.stall_after is not None:
@@ -811,6 +828,8 @@ class Generation:
         self.C = C
         self.finish = finish
         self.include_usage = include_usage
+        self.no_usage = False
+        self.no_prompt_count = False
         self.created = int(time.time())
         self.t0 = time.monotonic_ns()
         if path == "/v1/chat/completions":
@@ -821,8 +840,9 @@ class Generation:
         return "".join(token_at(i) for i in range(self.C))
 
     def usage(self):
-        return {"prompt_tokens": self.P, "completion_tokens": self.C,
-                "total_tokens": self.P + self.C}
+        p = 0 if self.no_prompt_count else self.P
+        return {"prompt_tokens": p, "completion_tokens": self.C,
+                "total_tokens": p + self.C}
 
     def native_final(self, content):
         load = 1_000_000
@@ -844,6 +864,9 @@ class Generation:
             "eval_count": self.C,
             "eval_duration": eval_d,
         })
+        if self.no_prompt_count:
+            del obj["prompt_eval_count"]
+            del obj["prompt_eval_duration"]
         return obj
 
     def _chunk(self, choices, usage=None):
@@ -865,6 +888,23 @@ class Generation:
             })
         return dumps(self.native_final(self.content()))
 
+    def preamble_frames(self):
+        """What some servers send before the first token: an SSE comment
+        (a keep-alive, as OpenRouter's ": OPENROUTER PROCESSING") and a
+        chunk with the role and no text (as OpenAI's first chunk); on the
+        native API, a line with empty content."""
+        if self.path == "/v1/chat/completions":
+            return [b": keep-alive\n\n",
+                    self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                  "finish_reason": None}])]
+        obj = {"model": self.model, "created_at": rfc3339_now()}
+        if self.path == "/api/chat":
+            obj["message"] = {"role": "assistant", "content": ""}
+        else:
+            obj["response"] = ""
+        obj["done"] = False
+        return [dumps(obj) + b"\n"]
+
     def token_frame(self, i):
         tok = token_at(i)
         if self.path == "/v1/chat/completions":
@@ -882,7 +922,7 @@ class Generation:
         if self.path == "/v1/chat/completions":
             frames = [self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
                                     "finish_reason": self.finish}])]
-            if self.include_usage:
+            if self.include_usage and not self.no_usage:
                 frames.append(self._chunk([], self.usage()))
             frames.append(b"data: [DONE]\n\n")
             return frames
