@@ -31,7 +31,7 @@ $(MODULE): $(SOURCES) tools/build-module
 	@tools/build-module
 
 # every plain-C source, nebula_reply.c (over hiredis's reply type) too
-$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS_UNIT) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
 

@@ -5,6 +5,10 @@
 
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "nebula_stream.h"
 
 
@@ -35,10 +39,90 @@ enum {
 };
 
 
+/* json_flags */
+#define F_MODEL     NEBULA_JF_MODEL_KEY
+#define F_USAGE     NEBULA_JF_USAGE_KEY
+#define F_CHOICES   NEBULA_JF_CHOICES_KEY
+#define F_CONTENT   NEBULA_JF_CONTENT_KEY
+#define F_EXPECT    NEBULA_JF_EXPECT_KEY
+#define F_OPEN      NEBULA_JF_CONTENT_OPEN
+#define F_IN_USAGE  NEBULA_JF_IN_USAGE
+
+
+/* what a key means to us: the flags it sets, "done", the count it names */
+#define K_MODEL     F_MODEL
+#define K_USAGE     F_USAGE
+#define K_CHOICES   F_CHOICES
+#define K_CONTENT   F_CONTENT
+#define K_DONE      0x10
+#define K_NUM(m)    ((m) >> 5)
+
+
 static int
-key_is(nebula_stream_t *s, const char *name, size_t len)
+key_is(const unsigned char *key, size_t key_len, const char *name,
+    size_t len)
 {
-    return s->key_len == len && memcmp(s->key, name, len) == 0;
+    return key_len == len && memcmp(key, name, len) == 0;
+}
+
+
+/*
+ * The keys we look for, at the depths they count at: K_* bits and, from
+ * bit 5, the count a number after the key is (N_*).  By depth and length
+ * first: this runs for every key of every document, and most keys are
+ * none of ours.
+ */
+static inline unsigned
+key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
+    size_t len)
+{
+    switch (depth) {
+
+    case 1:
+        switch (len) {
+        case 4:
+            return key_is(key, len, "done", 4) ? K_DONE : 0;
+        case 5:
+            return key_is(key, len, "model", 5) ? K_MODEL
+                   : key_is(key, len, "usage", 5) ? K_USAGE : 0;
+        case 7:
+            return key_is(key, len, "choices", 7) ? K_CHOICES : 0;
+        case 8:
+            /* /api/generate's text */
+            return key_is(key, len, "response", 8) ? K_CONTENT : 0;
+        case 10:
+            return key_is(key, len, "eval_count", 10) ? N_EVAL << 5 : 0;
+        case 17:
+            return key_is(key, len, "prompt_eval_count", 17)
+                   ? N_PROMPT_EVAL << 5 : 0;
+        }
+
+        return 0;
+
+    case 2:
+        /* message.content; usage.* */
+        if (key_is(key, len, "content", 7)) {
+            return K_CONTENT;
+        }
+
+        if (in_usage) {
+            if (key_is(key, len, "prompt_tokens", 13)) {
+                return N_PROMPT << 5;
+            }
+
+            if (key_is(key, len, "completion_tokens", 17)) {
+                return N_COMPLETION << 5;
+            }
+        }
+
+        return 0;
+
+    case 4:
+        /* choices[].delta.content, choices[].message.content */
+        return key_is(key, len, "content", 7) ? K_CONTENT : 0;
+    }
+
+    return 0;
 }
 
 
@@ -92,8 +176,7 @@ static void
 json_reset(nebula_stream_t *s)
 {
     s->json_state = J_VALUE;
-    s->expect_key = 0;
-    s->model_key = 0;
+    s->json_flags = 0;
     s->in_model = 0;
     s->key_len = 0;
     s->depth = 0;
@@ -101,14 +184,9 @@ json_reset(nebula_stream_t *s)
     s->num_key = N_NONE;
     s->num_digits = 0;
     s->num = 0;
-    s->usage_key = 0;
-    s->in_usage = 0;
-    s->choices_key = 0;
     s->choices_open = 0;
     s->doc_choices_empty = 0;
     s->doc_usage = 0;
-    s->content_key = 0;
-    s->content_open = 0;
     s->doc_content = 0;
 }
 
@@ -123,11 +201,13 @@ nebula_stream_init(nebula_stream_t *s, nebula_format_e format)
 
 
 static int
-in_map(nebula_stream_t *s)
+in_map(uint32_t depth, uint64_t maps)
 {
-    /* containers deeper than 64 levels count as arrays: only depth 1 matters */
-    return s->depth > 0 && s->depth <= 64
-           && (s->maps & ((uint64_t) 1 << (s->depth - 1)));
+    /*
+     * Containers deeper than 64 levels count as arrays: only depth 1
+     * matters.  At depth 0, depth - 1 wraps around, out of range too.
+     */
+    return depth - 1 < 64 && ((maps >> (depth - 1)) & 1);
 }
 
 
@@ -135,6 +215,10 @@ in_map(nebula_stream_t *s)
 static nebula_event_e
 json_byte(nebula_stream_t *s, unsigned char c)
 {
+    unsigned  f, m;
+
+    f = s->json_flags;
+
     switch (s->json_state) {
 
     case J_VALUE:
@@ -174,14 +258,16 @@ json_byte(nebula_stream_t *s, unsigned char c)
             }
 
             s->depth++;
-            s->expect_key = (c == '{');
-            s->model_key = 0;
-            s->in_usage = (s->depth == 2 && s->usage_key && c == '{');
-            s->doc_usage |= s->in_usage;
-            s->usage_key = 0;
-            s->choices_open = (s->depth == 2 && s->choices_key && c == '[');
-            s->choices_key = 0;
-            s->content_key = 0;
+
+            /* all but content_open end; in_usage and expect_key begin */
+            s->json_flags = (f & F_OPEN) | ((c == '{') ? F_EXPECT : 0);
+
+            if (s->depth == 2 && (f & F_USAGE) && c == '{') {
+                s->json_flags |= F_IN_USAGE;
+                s->doc_usage = 1;
+            }
+
+            s->choices_open = (s->depth == 2 && (f & F_CHOICES) && c == '[');
             break;
 
         case '}':
@@ -189,35 +275,35 @@ json_byte(nebula_stream_t *s, unsigned char c)
             if (s->depth > 0) {
                 s->depth--;
             }
-            s->expect_key = 0;
-            s->model_key = 0;
+
+            f &= ~(F_EXPECT | F_MODEL);
+
             if (s->depth < 2) {
-                s->in_usage = 0;
+                f &= ~F_IN_USAGE;
             }
+
+            s->json_flags = f;
             break;
 
         case ',':
-            s->expect_key = in_map(s);
-            s->model_key = 0;
-            s->usage_key = 0;
-            s->choices_key = 0;
-            s->content_key = 0;
+            s->json_flags = (f & (F_OPEN | F_IN_USAGE))
+                            | (in_map(s->depth, s->maps) ? F_EXPECT : 0);
             break;
 
         case '"':
-            if (s->expect_key && in_map(s)) {
+            if ((f & F_EXPECT) && in_map(s->depth, s->maps)) {
                 s->json_state = J_KEY;
                 s->key_len = 0;
                 break;
             }
 
             s->json_state = J_STRING;
-            s->usage_key = 0;
-            s->choices_key = 0;
-            s->content_open = s->content_key;
-            s->content_key = 0;
 
-            if (s->model_key) {
+            /* usage_key, choices_key and content_key end here */
+            s->json_flags = (f & (F_MODEL | F_EXPECT | F_IN_USAGE))
+                            | ((f & F_CONTENT) ? F_OPEN : 0);
+
+            if (f & F_MODEL) {
                 s->in_model = 1;
                 return NEBULA_EV_MODEL_START;
             }
@@ -233,39 +319,17 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
     case J_KEY:
         if (c == '"') {
+            m = key_meaning(s->depth, f & F_IN_USAGE, s->key, s->key_len);
+
             s->json_state = J_VALUE;
-            s->expect_key = 0;
-            s->model_key = 0;
-            s->usage_key = 0;
-            s->num_key = N_NONE;
 
-            /* choices[].delta.content, message.content, response */
-            s->content_key = ((s->depth == 4 || s->depth == 2)
-                              && key_is(s, "content", 7))
-                             || (s->depth == 1 && key_is(s, "response", 8));
-            s->done_key = (s->depth == 1 && key_is(s, "done", 4));
-
-            if (s->depth == 1) {
-                s->model_key = key_is(s, "model", 5);
-                s->usage_key = key_is(s, "usage", 5);
-                s->choices_key = key_is(s, "choices", 7);
-
-                if (key_is(s, "prompt_eval_count", 17)) {
-                    s->num_key = N_PROMPT_EVAL;
-
-                } else if (key_is(s, "eval_count", 10)) {
-                    s->num_key = N_EVAL;
-                }
-
-            } else if (s->depth == 2 && s->in_usage) {
-                if (key_is(s, "prompt_tokens", 13)) {
-                    s->num_key = N_PROMPT;
-
-                } else if (key_is(s, "completion_tokens", 17)) {
-                    s->num_key = N_COMPLETION;
-                }
-            }
-
+            /* expect_key ends; only a top-level key sets choices_key */
+            s->json_flags = (f & (F_OPEN | F_IN_USAGE
+                                  | ((s->depth == 1) ? 0 : F_CHOICES)))
+                            | (m & (K_MODEL | K_USAGE | K_CONTENT
+                                    | K_CHOICES));
+            s->done_key = (m & K_DONE) != 0;
+            s->num_key = K_NUM(m);
             break;
         }
 
@@ -286,8 +350,8 @@ json_byte(nebula_stream_t *s, unsigned char c)
         break;
 
     case J_STRING:
-        if (s->content_open) {
-            s->content_open = 0;
+        if (f & F_OPEN) {
+            s->json_flags = f & ~F_OPEN;
 
             if (c != '"' && !s->doc_content) {
                 s->doc_content = 1;
@@ -297,7 +361,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
         if (c == '"') {
             s->json_state = J_VALUE;
-            s->model_key = 0;
+            s->json_flags &= ~F_MODEL;
 
             if (s->in_model) {
                 s->in_model = 0;
@@ -401,23 +465,668 @@ sse_byte(nebula_stream_t *s, unsigned char c)
 }
 
 
+/*
+ * The fast paths.  Most of a body is the inside of strings and keys, and
+ * lines an SSE scanner passes as they are: bytes that change nothing but
+ * where the next interesting byte is.  Those are skipped 16 bytes at a
+ * time, and the tokens between them are taken a token, not a byte, at a
+ * time.  What is rare or cut by the end of a slice (a CR, a field name
+ * but "data", "[DONE]", a number we count, a line end inside a token)
+ * goes on byte by byte as above.  Both paths leave exactly the same state
+ * after every byte: the fuzz targets hold this file to the byte-at-a-time
+ * scanner it replaced (t/fuzz/stream_ref.c).
+ */
+
+
+/* the bytes a string or a key cannot skip: its end, escapes, line ends */
+static const unsigned char  stop_byte[256] = {
+    ['"'] = 1, ['\\'] = 1, ['\n'] = 1, ['\r'] = 1
+};
+
+
+/* the first stop byte in [p, end), or end */
+static inline const unsigned char *
+find_stop(const unsigned char *p, const unsigned char *end)
+{
+#if defined(__SSE2__)
+    int       mask;
+    __m128i   x, m;
+
+    const __m128i  quote = _mm_set1_epi8('"');
+    const __m128i  bslash = _mm_set1_epi8('\\');
+    const __m128i  cr = _mm_set1_epi8('\r');
+
+    /*
+     * Every control byte up to CR stops it, LF and CR among them, in one
+     * comparison: the callers take the others as plain bytes, and a valid
+     * JSON string has none.
+     */
+
+    while (end - p >= 16) {
+        x = _mm_loadu_si128((const __m128i *) p);
+        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
+                                      _mm_cmpeq_epi8(x, bslash)),
+                         _mm_cmpeq_epi8(_mm_min_epu8(x, cr), x));
+        mask = _mm_movemask_epi8(m);
+
+        if (mask) {
+            return p + __builtin_ctz((unsigned) mask);
+        }
+
+        p += 16;
+    }
+
+#else
+    uint64_t  w, t;
+
+#define NEBULA_ONES   0x0101010101010101ULL
+#define NEBULA_HIGHS  0x8080808080808080ULL
+#define NEBULA_ZERO(v)  (((v) - NEBULA_ONES) & ~(v) & NEBULA_HIGHS)
+
+    /* word at a time: only whether a word has one, the bytes tell where */
+    while (end - p >= 8) {
+        memcpy(&w, p, 8);
+        t = NEBULA_ZERO(w ^ (NEBULA_ONES * '"'))
+            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\\'))
+            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\n'))
+            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\r'));
+
+        if (t) {
+            break;
+        }
+
+        p += 8;
+    }
+
+#undef NEBULA_ZERO
+#undef NEBULA_HIGHS
+#undef NEBULA_ONES
+#endif
+
+    while (p < end && !stop_byte[*p]) {
+        p++;
+    }
+
+    return p;
+}
+
+
+/* what a byte is between tokens */
+enum {
+    V_PLAIN = 0,        /* ':', whitespace, numbers, literals */
+    V_QUOTE,
+    V_COMMA,
+    V_OPEN,
+    V_CLOSE,
+    V_EOL               /* CR, LF: a line end, or whitespace */
+};
+
+
+static const unsigned char  value_class[256] = {
+    ['"'] = V_QUOTE, [','] = V_COMMA, ['{'] = V_OPEN, ['['] = V_OPEN,
+    ['}'] = V_CLOSE, [']'] = V_CLOSE, ['\r'] = V_EOL, ['\n'] = V_EOL
+};
+
+
+/*
+ * A run of JSON bytes, as json_byte() would take them one by one.  It
+ * stops at an event (consumed, *ev set), at a line end the framing must
+ * see, and where json_byte() must go on: after a key that names a count,
+ * or when what settles "done" or an empty "choices" lies beyond a line
+ * end or the slice.  The state it moves through most is held in locals
+ * and written back once at the end.
+ */
+static const unsigned char *
+json_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
+    nebula_event_e *ev)
+{
+    size_t                n;
+    uint32_t              depth;
+    uint64_t              maps;
+    unsigned              f, m, state, key_len;
+    unsigned char         c, lf, cr;
+    const unsigned char  *q;
+
+    state = s->json_state;
+
+    if (state == J_VALUE && (s->num_key || s->done_key || s->choices_open)) {
+        return p;
+    }
+
+    /* the line ends the framing owns: JSON none, NDJSON LF, SSE both */
+    lf = (s->format != NEBULA_FORMAT_JSON) ? '\n' : 0;
+    cr = (s->format == NEBULA_FORMAT_SSE) ? '\r' : 0;
+
+#define FRAMING(c)  ((c) <= '\r' && ((c) == lf || (c) == cr) && (c) != 0)
+
+    depth = s->depth;
+    maps = s->maps;
+    key_len = s->key_len;
+
+    f = s->json_flags;
+
+    switch (state) {
+    case J_VALUE:
+        goto value;
+    case J_KEY:
+        goto key;
+    case J_STRING:
+        goto string;
+    default:
+        goto escape;
+    }
+
+value:
+
+    state = J_VALUE;
+
+    for ( ;; ) {
+        if (p == end) {
+            goto done;
+        }
+
+        c = *p;
+
+        switch (value_class[c]) {
+
+        case V_PLAIN:
+            /* the rest of a number or a literal, whitespace */
+            do {
+                p++;
+            } while (p != end && value_class[*p] == V_PLAIN);
+
+            break;
+
+        case V_QUOTE:
+            p++;
+
+            if ((f & F_EXPECT) && in_map(depth, maps)) {
+                key_len = 0;
+                goto key;
+            }
+
+            goto string_value;
+
+        case V_COMMA:
+            p++;
+            goto comma;
+
+        case V_OPEN:
+            p++;
+
+            if (depth < 64) {
+                if (c == '{') {
+                    maps |= (uint64_t) 1 << depth;
+
+                } else {
+                    maps &= ~((uint64_t) 1 << depth);
+                }
+            }
+
+            depth++;
+
+            m = f;
+            f = (f & F_OPEN) | ((c == '{') ? F_EXPECT : 0);
+
+            if (depth != 2) {
+                break;
+            }
+
+            if (c == '{' && (m & F_USAGE)) {
+                f |= F_IN_USAGE;
+                s->doc_usage = 1;
+            }
+
+            if (c == '[' && (m & F_CHOICES)) {
+                /* the next byte but whitespace tells an empty "choices" */
+                if (p == end || *p == ' ' || *p == '\t' || *p == '\r'
+                    || *p == '\n')
+                {
+                    s->choices_open = 1;
+                    goto done;
+                }
+
+                if (*p == ']') {
+                    s->doc_choices_empty = 1;
+                }
+            }
+
+            break;
+
+        case V_CLOSE:
+            p++;
+
+            if (depth > 0) {
+                depth--;
+            }
+
+            f &= ~(F_EXPECT | F_MODEL);
+
+            if (depth < 2) {
+                f &= ~F_IN_USAGE;
+            }
+
+            break;
+
+        default: /* V_EOL */
+            if (c == '\n' && lf && !cr) {
+                /* NDJSON: the line ends, its JSON is complete */
+                p++;
+                json_reset(s);
+                depth = 0;
+                maps = 0;
+                key_len = 0;
+                f = 0;
+                break;
+            }
+
+            if (FRAMING(c)) {
+                goto done;
+            }
+
+            p++;
+        }
+    }
+
+comma:
+
+    f = (f & (F_OPEN | F_IN_USAGE)) | (in_map(depth, maps) ? F_EXPECT : 0);
+
+    /* most often next: a key */
+    if (p != end && *p == '"' && (f & F_EXPECT)) {
+        p++;
+        key_len = 0;
+        goto key;
+    }
+
+    goto value;
+
+key:
+
+    state = J_KEY;
+
+    if (key_len == 0) {
+        q = find_stop(p, end);
+
+        if (q != end && *q == '"') {
+            /* the whole key is here: it is read where it lies */
+            n = (size_t) (q - p);
+            key_len = (n < NEBULA_KEY_MAX) ? n : NEBULA_KEY_MAX;
+            m = key_meaning(depth, f & F_IN_USAGE, p, key_len);
+            p = q + 1;
+            goto key_done;
+        }
+    }
+
+    for ( ;; ) {
+        q = find_stop(p, end);
+
+        n = (size_t) (q - p);
+        if (n > NEBULA_KEY_MAX - key_len) {
+            n = NEBULA_KEY_MAX - key_len;
+        }
+
+        memcpy(s->key + key_len, p, n);
+        key_len += n;
+        p = q;
+
+        if (p == end) {
+            goto done;
+        }
+
+        c = *p;
+
+        if (c == '"') {
+            p++;
+            m = key_meaning(depth, f & F_IN_USAGE, s->key, key_len);
+            goto key_done;
+        }
+
+        if (FRAMING(c)) {
+            goto done;
+        }
+
+        p++;
+
+        if (c == '\\') {
+            /* an escaped key is not ours */
+            key_len = NEBULA_KEY_MAX;
+            state = J_KEY_ESCAPE;
+            goto escape;
+        }
+
+        /* a CR or LF that is no line end here: a byte of the key */
+        if (key_len < NEBULA_KEY_MAX) {
+            s->key[key_len++] = c;
+        }
+    }
+
+key_done:
+
+    /* expect_key ends; only a top-level key sets or clears choices_key */
+    f = (f & (F_OPEN | F_IN_USAGE | ((depth == 1) ? 0 : F_CHOICES)))
+        | (m & (K_MODEL | K_USAGE | K_CONTENT | K_CHOICES));
+
+    if (K_NUM(m)) {
+        /* the number is read byte by byte */
+        s->num_key = K_NUM(m);
+        state = J_VALUE;
+        goto done;
+    }
+
+    if (m & K_DONE) {
+        /* "done": its value is settled by its first byte */
+        while (p != end && (*p == ':' || *p == ' ' || *p == '\t')) {
+            p++;
+        }
+
+        if (p == end || *p == '\r' || *p == '\n') {
+            s->done_key = 1;
+            state = J_VALUE;
+            goto done;
+        }
+
+        s->done |= (*p == 't');
+    }
+
+    /* most often next: the colon, a no-op, and a string */
+    if (p != end && *p == ':') {
+        p++;
+    }
+
+    if (p == end || *p != '"') {
+        goto value;
+    }
+
+    p++;
+
+string_value:
+
+    /* a string value opens: usage_key, choices_key, content_key end */
+    f = (f & (F_MODEL | F_EXPECT | F_IN_USAGE))
+        | ((f & F_CONTENT) ? F_OPEN : 0);
+
+    if (f & F_MODEL) {
+        s->in_model = 1;
+        state = J_STRING;
+        *ev = NEBULA_EV_MODEL_START;
+        goto done;
+    }
+
+string:
+
+    state = J_STRING;
+
+    if (f & F_OPEN) {
+        if (p == end) {
+            goto done;
+        }
+
+        c = *p;
+
+        if (FRAMING(c)) {
+            goto done;
+        }
+
+        f &= ~F_OPEN;
+
+        if (c != '"' && !s->doc_content) {
+            s->doc_content = 1;
+            s->content_docs++;
+        }
+    }
+
+    for ( ;; ) {
+        p = find_stop(p, end);
+
+        if (p == end) {
+            goto done;
+        }
+
+        c = *p;
+
+        if (c == '"') {
+            p++;
+            f &= ~F_MODEL;
+
+            if (s->in_model) {
+                s->in_model = 0;
+                state = J_VALUE;
+                *ev = NEBULA_EV_MODEL_END;
+                goto done;
+            }
+
+            /* most often next: a comma */
+            if (p != end && *p == ',') {
+                p++;
+                state = J_VALUE;
+                goto comma;
+            }
+
+            goto value;
+        }
+
+        if (FRAMING(c)) {
+            goto done;
+        }
+
+        p++;
+
+        if (c == '\\') {
+            state = J_STRING_ESCAPE;
+            goto escape;
+        }
+    }
+
+escape:
+
+    /* the byte after a backslash, whatever it is, unless a line end */
+    if (p == end) {
+        goto done;
+    }
+
+    c = *p;
+
+    if (FRAMING(c)) {
+        goto done;
+    }
+
+    p++;
+
+    if (state == J_KEY_ESCAPE) {
+        goto key;
+    }
+
+    goto string;
+
+done:
+
+#undef FRAMING
+
+    s->json_state = state;
+    s->depth = depth;
+    s->maps = maps;
+    s->key_len = key_len;
+    s->json_flags = f;
+
+    return p;
+}
+
+
+/*
+ * SSE: the plain stretches of lines, and the line ends after them; it
+ * stops at an event (consumed, *ev set), and where sse_byte() must go on:
+ * a CR, a field name but "data" or one a slice cuts, the start of a
+ * "[DONE]".
+ */
+static const unsigned char *
+sse_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
+    nebula_event_e *ev)
+{
+    unsigned char  c;
+
+    if (s->after_cr) {
+        return p;
+    }
+
+    while (p != end) {
+
+        switch (s->line_state) {
+
+        case L_START:
+            if (*p == '\n') {
+                /* a blank line ends the event: its JSON is complete */
+                s->usage_only = s->doc_choices_empty && s->doc_usage;
+                json_reset(s);
+                *ev = NEBULA_EV_EVENT_END;
+                return p + 1;
+            }
+
+            /* "data:" whole in this slice, as sse_byte() would take it */
+            if (end - p < 5 || memcmp(p, "data:", 5) != 0) {
+                return p;
+            }
+
+            memcpy(s->field, "data", 4);
+            s->field_len = 4;
+            s->line_state = L_DATA_SPACE;
+            p += 5;
+
+            if (p == end) {
+                return p;
+            }
+
+            /* fall through */
+
+        case L_DATA_SPACE:
+            c = *p;
+
+            if (c == '\r' || c == '\n') {
+                return p;
+            }
+
+            s->line_state = L_DATA;
+            s->done_pos = 0;
+
+            if (c == ' ') {
+                p++;
+
+                if (p == end) {
+                    return p;
+                }
+            }
+
+            /* fall through */
+
+        case L_DATA:
+            if (s->done_pos < 7) {
+                c = *p;
+
+                if (c == '\r' || c == '\n'
+                    || (s->done_pos < 6
+                        && c == (unsigned char) "[DONE]"[s->done_pos]))
+                {
+                    return p;
+                }
+
+                /* what sse_byte() does to it, before json_run() takes it */
+                s->done_pos = 7;
+            }
+
+            p = json_run(s, p, end, ev);
+
+            if (*ev != NEBULA_EV_NONE || p == end || *p != '\n') {
+                return p;
+            }
+
+            /*
+             * An LF ends the line, whatever json_run() stopped for; no
+             * "[DONE]" ended here, done_pos is 7.
+             */
+            p++;
+            s->line_state = L_START;
+            break;
+
+        case L_SKIP:
+            for ( ;; ) {
+                p = find_stop(p, end);
+
+                if (p == end) {
+                    return p;
+                }
+
+                if (*p == '\r' || *p == '\n') {
+                    break;
+                }
+
+                p++;
+            }
+
+            if (*p == '\r') {
+                return p;
+            }
+
+            p++;
+            s->line_state = L_START;
+            break;
+
+        default:
+            return p;
+        }
+    }
+
+    return p;
+}
+
+
 size_t
 nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
-    size_t          i;
-    nebula_event_e  e;
+    nebula_event_e        e;
+    const unsigned char  *q, *end, *start;
 
-    for (i = 0; i < len; i++) {
+    q = p;
+    end = p + len;
+    e = NEBULA_EV_NONE;
+
+    while (q < end) {
 
         switch (s->format) {
 
         case NEBULA_FORMAT_SSE:
-            e = sse_byte(s, p[i]);
+            q = sse_run(s, q, end, &e);
             break;
 
         case NEBULA_FORMAT_NDJSON:
-            if (p[i] == '\n') {
+            start = q;
+            q = json_run(s, q, end, &e);
+
+            if (q != start) {
+                /* an LF json_run() passed ended the line, as any LF */
+                s->mid_line = (q[-1] != '\n');
+            }
+
+            break;
+
+        default:
+            q = json_run(s, q, end, &e);
+        }
+
+        if (e != NEBULA_EV_NONE || q == end) {
+            break;
+        }
+
+        /* one byte the slow way */
+
+        switch (s->format) {
+
+        case NEBULA_FORMAT_SSE:
+            e = sse_byte(s, *q);
+            break;
+
+        case NEBULA_FORMAT_NDJSON:
+            if (*q == '\n') {
                 /* a raw LF never occurs inside a JSON token */
                 json_reset(s);
                 s->mid_line = 0;
@@ -430,15 +1139,16 @@ nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
             /* fall through */
 
         default:
-            e = json_byte(s, p[i]);
+            e = json_byte(s, *q);
         }
 
+        q++;
+
         if (e != NEBULA_EV_NONE) {
-            *ev = e;
-            return i + 1;
+            break;
         }
     }
 
-    *ev = NEBULA_EV_NONE;
-    return len;
+    *ev = e;
+    return (size_t) (q - p);
 }

@@ -45,54 +45,68 @@ typedef enum {
 #define NEBULA_KEY_MAX  20
 
 
+/* json_flags: what the current key and value mean */
+#define NEBULA_JF_MODEL_KEY     0x01  /* the current top-level key: "model" */
+#define NEBULA_JF_USAGE_KEY     0x02  /* ... "usage" */
+#define NEBULA_JF_CHOICES_KEY   0x04  /* ... "choices" */
+#define NEBULA_JF_CONTENT_KEY   0x08  /* the current key holds text */
+#define NEBULA_JF_EXPECT_KEY    0x20  /* a key may come next */
+#define NEBULA_JF_CONTENT_OPEN  0x40  /* just after its opening quote */
+#define NEBULA_JF_IN_USAGE      0x80  /* in the top-level "usage" object */
+
+
 typedef struct {
     nebula_format_e  format;
 
-    /* SSE lines */
-    unsigned         line_state:3;
-    unsigned         after_cr:1;
-    unsigned         field_len:4;
-    unsigned char    field[5];
+    /*
+     * The wide fields first, so that the whole state stays within 96
+     * bytes; what the scanner changes at every token in whole bytes (no
+     * read-modify-write of a shared word), the meaning of the current key
+     * and value as bits of one, json_flags, that it can hold in a register.
+     */
 
-    /* JSON tokens */
-    unsigned         json_state:3;
-    unsigned         expect_key:1;
-    unsigned         model_key:1;
-    unsigned         in_model:1;
-    unsigned         key_len:5;
     uint32_t         depth;
     uint64_t         maps;          /* bit d: the container at depth d+1 */
-    unsigned char    key[NEBULA_KEY_MAX];
 
     /* the usage counts, as the upstream reports them */
-    unsigned         num_key:3;     /* which count a number being read is */
-    unsigned         num_digits:1;
-    unsigned         usage_key:1;   /* the current top-level key is "usage" */
-    unsigned         in_usage:1;    /* inside the top-level "usage" object */
-    unsigned         has_prompt:1;
-    unsigned         has_completion:1;
     uint64_t         num;
     uint64_t         prompt_tokens;      /* prompt_tokens, prompt_eval_count */
     uint64_t         completion_tokens;  /* completion_tokens, eval_count */
 
-    /* what one document (an SSE event, an NDJSON line) holds */
-    unsigned         choices_key:1;      /* the current key is "choices" */
-    unsigned         choices_open:1;     /* just after "choices": [ */
-    unsigned         doc_choices_empty:1;
-    unsigned         doc_usage:1;        /* it has a "usage" object */
-    unsigned         content_key:1;      /* the current key holds text */
-    unsigned         content_open:1;     /* just after its opening quote */
-    unsigned         doc_content:1;      /* it carried text */
-    unsigned         usage_only:1;       /* the event just ended was the
-                                            usage chunk: choices [] */
-
     /* documents that carried text: the tokens streamed, give or take */
     uint64_t         content_docs;
 
+    unsigned char    key[NEBULA_KEY_MAX];
+
+    /* SSE lines */
+    unsigned char    field[5];
+    unsigned char    line_state;
+    unsigned char    after_cr;
+    unsigned char    field_len;
+
+    /* JSON tokens */
+    unsigned char    json_state;
+    unsigned char    json_flags;    /* NEBULA_JF_* */
+    unsigned char    in_model;
+    unsigned char    key_len;
+    unsigned char    num_key;       /* which count a number being read is */
+
+    /* what one document (an SSE event, an NDJSON line) holds */
+    unsigned char    choices_open;       /* just after "choices": [ */
+
     /* the stream's end as the upstream marks it: data: [DONE], "done":true */
+    unsigned char    done_key;
+    unsigned char    done_pos;           /* "[DONE]" matched so far, 7: no */
+
+    unsigned         num_digits:1;
+    unsigned         has_prompt:1;
+    unsigned         has_completion:1;
+    unsigned         doc_choices_empty:1;
+    unsigned         doc_usage:1;        /* it has a "usage" object */
+    unsigned         doc_content:1;      /* it carried text */
+    unsigned         usage_only:1;       /* the event just ended was the
+                                            usage chunk: choices [] */
     unsigned         done:1;
-    unsigned         done_key:1;
-    unsigned         done_pos:3;         /* "[DONE]" matched so far, 7: no */
     unsigned         mid_line:1;         /* NDJSON: a line is open */
 } nebula_stream_t;
 

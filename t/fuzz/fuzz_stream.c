@@ -5,13 +5,16 @@
  * without it the first byte picks the format.  The next byte seeds where
  * the body is cut.  The scanner is resumable, so what it makes of the body cut into
  * pieces must be exactly what it makes of it whole: the same output with
- * the model restored, the same usage, the same event ends.
+ * the model restored, the same usage, the same event ends.  And fed the
+ * same slices as the byte-at-a-time reference (stream_ref.c), it must
+ * return the same counts and events and keep the same state after each.
  */
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "nebula_stream.h"
+#include "stream_ref.c"
 
 
 typedef struct {
@@ -74,6 +77,38 @@ feed(nebula_stream_t *s, out_t *o, const unsigned char *p, size_t len)
 }
 
 
+/* the body in slices of up to 64 bytes (seed 0: whole), as the reference */
+static void
+differ(nebula_format_e format, const unsigned char *body, size_t len,
+    unsigned int seed)
+{
+    size_t            i, cut, pos, n, m;
+    nebula_event_e    ev, rev;
+    nebula_stream_t   s;
+    ref_stream_t      r;
+
+    nebula_stream_init(&s, format);
+    ref_stream_init(&r, format);
+
+    for (i = 0; i < len; i += cut) {
+        seed = seed ? seed * 1103515245 + 12345 : 0;
+        cut = seed ? 1 + (seed >> 16) % 64 : len - i;
+        if (cut > len - i) {
+            cut = len - i;
+        }
+
+        for (pos = 0; pos < cut; pos += n) {
+            n = nebula_stream_scan(&s, body + i + pos, cut - pos, &ev);
+            m = ref_stream_scan(&r, body + i + pos, cut - pos, &rev);
+
+            if (n != m || ev != rev || !ref_same_state(&s, &r)) {
+                abort();
+            }
+        }
+    }
+}
+
+
 int
 LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
@@ -109,6 +144,9 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     nebula_stream_init(&whole, (nebula_format_e) (data[0] % 3));
     nebula_stream_init(&parts, (nebula_format_e) (data[0] % 3));
 #endif
+
+    differ(whole.format, body, len, 0);
+    differ(whole.format, body, len, seed);
 
     feed(&whole, &a, body, len);
 

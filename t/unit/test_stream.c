@@ -1,12 +1,14 @@
 /*
  * Unit tests of the response scanner (nebula_stream.c): the public model
- * name restored in JSON, NDJSON and SSE bodies fed in arbitrary slices.
+ * name restored in JSON, NDJSON and SSE bodies fed in arbitrary slices,
+ * and the scanner held to the byte-at-a-time one it replaced.
  */
 
 #include <stdlib.h>
 
 #include "nebula_stream.h"
 #include "tap.h"
+#include "../fuzz/stream_ref.c"
 
 
 #define PUBLIC  "\"pub/lic:1\""
@@ -392,6 +394,261 @@ test_events(void)
 }
 
 
+/*
+ * The fast paths: a run skipped 16 bytes at a time, a token taken whole,
+ * cut by the end of a slice anywhere.
+ */
+static void
+test_fast_paths(void)
+{
+    const char  *in, *want;
+
+    /* a model value and strings longer than a block, escapes at its edges */
+    in = "data: {\"id\":\"0123456789abcde\\\"0123456789abcdef0123\\\\\","
+         "\"model\":\"a-model-name-of-more-than-thirty-two-bytes:latest\","
+         "\"choices\":[{\"delta\":{\"content\":\"\\\\0123456789abcdef\"}}]}"
+         "\n\n";
+    want = "data: {\"id\":\"0123456789abcde\\\"0123456789abcdef0123\\\\\","
+           "\"model\":" PUBLIC ","
+           "\"choices\":[{\"delta\":{\"content\":\"\\\\0123456789abcdef\"}}]}"
+           "\n\n";
+    ok(every_split(NEBULA_FORMAT_SSE, in, want),
+       "SSE: long values and escapes at every split");
+
+    /* lines skipped whole: comments and other fields, long, with quotes */
+    in = ": a comment longer than a block, with \"model\":\"x\" in it\n"
+         "id: 0123456789abcdef0123456789\r\n"
+         "event: \"model\"\n"
+         "data: {\"model\":\"up\"}\n\n";
+    want = ": a comment longer than a block, with \"model\":\"x\" in it\n"
+           "id: 0123456789abcdef0123456789\r\n"
+           "event: \"model\"\n"
+           "data: {\"model\":" PUBLIC "}\n\n";
+    ok(every_split(NEBULA_FORMAT_SSE, in, want),
+       "SSE: skipped lines at every split");
+
+    /* keys longer than NEBULA_KEY_MAX, escaped, or like ours but for one */
+    in = "{\"a_key_far_longer_than_twenty_bytes\":1,\"mod\\u0065l\":\"x\","
+         "\"modelx\":\"x\",\"model\":\"up\"}";
+    want = "{\"a_key_far_longer_than_twenty_bytes\":1,\"mod\\u0065l\":\"x\","
+           "\"modelx\":\"x\",\"model\":" PUBLIC "}";
+    ok(every_split(NEBULA_FORMAT_JSON, in, want),
+       "JSON: long and escaped keys at every split");
+
+    /* JSON: CR, LF and other control bytes inside strings are plain */
+    in = "{\"x\":\"a\nb\r\tc\x01\",\"k\ney\":1,\"model\":\"up\"}";
+    want = "{\"x\":\"a\nb\r\tc\x01\",\"k\ney\":1,\"model\":" PUBLIC "}";
+    ok(every_split(NEBULA_FORMAT_JSON, in, want),
+       "JSON: line ends inside strings at every split");
+
+    /* NDJSON: a line cut inside a string; the next is read afresh */
+    in = "{\"x\":\"broken\n{\"model\":\"up\",\"y\":\"\\\\\"}\n";
+    want = "{\"x\":\"broken\n{\"model\":" PUBLIC ",\"y\":\"\\\\\"}\n";
+    ok(every_split(NEBULA_FORMAT_NDJSON, in, want),
+       "NDJSON: a line ending inside a string at every split");
+}
+
+
+/* the end marks and the usage-only chunk, at every split */
+static int
+marks_every_split(nebula_format_e format, const char *input, int done,
+    uint64_t content_docs, size_t usage_only)
+{
+    nebula_stream_t  s;
+    nebula_event_e   ev;
+    size_t           len, a, i, n, lim, uo;
+
+    len = strlen(input);
+
+    for (a = 0; a <= len; a++) {
+        nebula_stream_init(&s, format);
+        uo = 0;
+
+        for (i = 0; i < len; i += n) {
+            lim = (i < a) ? a - i : len - i;
+            n = nebula_stream_scan(&s, (const unsigned char *) input + i, lim,
+                                   &ev);
+
+            if (ev == NEBULA_EV_EVENT_END) {
+                uo += s.usage_only;
+            }
+        }
+
+        if ((int) s.done != done || s.content_docs != content_docs
+            || uo != usage_only)
+        {
+            printf("# cut at %zu: done %u, content docs %llu, "
+                   "usage-only %zu\n", a, (unsigned) s.done,
+                   (unsigned long long) s.content_docs, uo);
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+test_marks(void)
+{
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\r\n\r\n"
+       "data: {\"choices\":[ ],\"usage\":{}}\r\n\r\n"
+       "data: [DONE]\r\n\r\n", 1, 1, 1),
+       "SSE: CRLF, choices [ ] and [DONE] at every split");
+
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "data:[DONE]\n\n", 1, 0, 0), "SSE: data:[DONE] without a space");
+
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "data: [DONE]x\n\ndata: [DONE\n\n", 0, 0, 0),
+       "SSE: not quite [DONE]");
+
+    ok(marks_every_split(NEBULA_FORMAT_NDJSON,
+       "{\"message\":{\"content\":\"\\\"\"},\"done\" : \t false}\n"
+       "{\"message\":{\"content\":\"\"},\"done\" :\ttrue}\n", 1, 1, 0),
+       "NDJSON: done with blanks around the colon, every split");
+
+    ok(marks_every_split(NEBULA_FORMAT_JSON,
+       "{\"done\":\n true, \"response\":\"0123456789abcdef0123\"}", 1, 1, 0),
+       "JSON: a line end before done's value");
+}
+
+
+/*
+ * Bodies meant to corner the fast paths, fed in every two cuts and byte by
+ * byte to this scanner and to the byte-at-a-time one (t/fuzz/stream_ref.c):
+ * after every call, the same count, event and state.
+ */
+#define BODY(s)  { s, sizeof(s) - 1 }
+
+static const struct {
+    const char  *data;
+    size_t       len;
+} corner_bodies[] = {
+    BODY("data: {\"id\":\"c1\",\"model\":\"up:8b\",\"choices\":[{\"delta\":"
+         "{\"content\":\"h\\u00e9 \\\"x\\\"\"}}],\"usage\":null}\n\n"
+         "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
+         "\"completion_tokens\":345}}\r\n\r\ndata: [DONE]\n\n"),
+
+    BODY(": comment \"with\" quotes that runs over sixteen bytes\r\n"
+         "event: x\r\ndata:{\"model\" : \"up\" , \"x\" : [ 1 , { } ] }\r\n\r\n"
+         "data: {\"x\":\"a\\\ndata: b\",\"k\\\ndata: ey\":\"model\"}\n\n"),
+
+    BODY("data: {\"choices\": [\n"
+         "data: ]}\n\ndata: {\"choices\":[\r\ndata: \t]}\n\n"
+         "data: {\"choices\":[\t],\"usage\":{}}\n\n"
+         "data: {\"choices\":[],\"usage\":{}}\n\n"),
+
+    /* unbalanced lines; a key of 21 to 31 bytes and one of 34 */
+    BODY("{\"a\":[1,{\"b\":2}\n{\"model\":\"up\"}\n"
+         "{\"a_key_of_twenty_five_bytes\":1,"
+         "\"a_key_far_longer_than_twenty_bytes\":2}}}\n"
+         "{\"model\":\"up\"}\n"),
+
+    BODY("{\"model\":\"m\",\"done\":\n\"x\",\"eval_count\":\n7,"
+         "\"done\": true}\n"
+         "{\"model\":\"unterminated\n{\"response\":\"\",\"done\":\r\n"
+         "{\"prompt_eval_count\":1,\"eval_count\":2}\n"),
+
+    BODY("{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+         "[[[[{\"model\":\"deep\"}]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
+         "]]]]]]]]]]]]]]]]],\"model\":\"top\","
+         "\"usage\":{\"prompt_tokens\":5}}"),
+
+    BODY("{\"0123456789abcdefghij\":1,\"0123456789abcdefghijk\\\"\":2,"
+         "\"model\\\\\":\"x\",\"content\":\"\x01\t\x0b\x0d\x0a\","
+         "\"model\":\"y\"}"
+         "\n\x00\xff\xc3\xb6{\"model\":\"\xe4\xbd\xa0\"}")
+};
+
+#undef BODY
+
+#define NCORNERS  (sizeof(corner_bodies) / sizeof(corner_bodies[0]))
+
+
+/* feeds input cut at a and b to both scanners; 0 when they part */
+static int
+same_as_reference(nebula_format_e format, const char *input, size_t len,
+    size_t a, size_t b)
+{
+    size_t           i, n, m, lim;
+    nebula_event_e   ev, rev;
+    nebula_stream_t  s;
+    ref_stream_t     r;
+
+    nebula_stream_init(&s, format);
+    ref_stream_init(&r, format);
+
+    for (i = 0; i < len; i += n) {
+        lim = (i < a) ? a - i : (i < b) ? b - i : len - i;
+
+        n = nebula_stream_scan(&s, (const unsigned char *) input + i, lim,
+                               &ev);
+        m = ref_stream_scan(&r, (const unsigned char *) input + i, lim,
+                            &rev);
+
+        if (n != m || ev != rev || !ref_same_state(&s, &r)) {
+            printf("# format %d, cut at %zu and %zu: at %zu, consumed "
+                   "%zu / %zu, event %d / %d\n", (int) format, a, b, i, n,
+                   m, (int) ev, (int) rev);
+            return 0;
+        }
+    }
+
+    return 1;
+}
+
+
+static void
+test_reference(void)
+{
+    int               same;
+    size_t            k, len, a, b, i;
+    nebula_format_e   format;
+    nebula_stream_t   s;
+    ref_stream_t      r;
+    nebula_event_e    ev, rev;
+
+    for (format = NEBULA_FORMAT_JSON; format <= NEBULA_FORMAT_SSE;
+         format++)
+    {
+        same = 1;
+
+        for (k = 0; k < NCORNERS && same; k++) {
+            len = corner_bodies[k].len;
+
+            for (a = 0; a <= len && same; a++) {
+                for (b = a; b <= len && same; b++) {
+                    same = same_as_reference(format, corner_bodies[k].data,
+                                             len, a, b);
+                }
+            }
+
+            /* byte by byte */
+            nebula_stream_init(&s, format);
+            ref_stream_init(&r, format);
+
+            for (i = 0; i < len && same; i++) {
+                (void) nebula_stream_scan(&s, (const unsigned char *)
+                                          corner_bodies[k].data + i, 1, &ev);
+                (void) ref_stream_scan(&r, (const unsigned char *)
+                                       corner_bodies[k].data + i, 1, &rev);
+
+                if (ev != rev || !ref_same_state(&s, &r)) {
+                    printf("# format %d, body %zu, byte by byte: at %zu\n",
+                           (int) format, k, i);
+                    same = 0;
+                }
+            }
+        }
+
+        ok(same, "format %d: as the byte-at-a-time scanner, at every two "
+           "cuts", (int) format);
+    }
+}
+
+
 static void
 test_state_size(void)
 {
@@ -408,6 +665,9 @@ main(void)
     test_json();
     test_usage();
     test_events();
+    test_fast_paths();
+    test_marks();
+    test_reference();
     test_state_size();
 
     return done_testing();
