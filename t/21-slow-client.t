@@ -29,7 +29,9 @@ for my $usage (1, 0) {
                 . "x-sim-tokens: 2000\r\nx-sim-seed: $it\r\nContent-Length: " . length($body)
                 . "\r\n\r\n$body";
         socket(my $s, PF_INET, SOCK_STREAM, 0) or die $!;
-        setsockopt($s, SOL_SOCKET, SO_RCVBUF, 2048);
+        # small enough that nginx meets EAGAIN, large enough that TCP does not
+        # crawl (a 2 KB window with delayed ACKs took minutes on some runs)
+        setsockopt($s, SOL_SOCKET, SO_RCVBUF, 16384);
         connect($s, sockaddr_in($t->port, inet_aton('127.0.0.1'))) or die "connect: $!";
         binmode $s;
         syswrite $s, $req;
