@@ -88,8 +88,9 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         case 7:
             return key_is(key, len, "choices", 7) ? K_CHOICES : 0;
         case 8:
-            /* /api/generate's text */
-            return key_is(key, len, "response", 8) ? K_CONTENT : 0;
+            /* /api/generate's text, and its thinking (qwen3, deepseek-r1) */
+            return (key_is(key, len, "response", 8)
+                    || key_is(key, len, "thinking", 8)) ? K_CONTENT : 0;
         case 10:
             return key_is(key, len, "eval_count", 10) ? N_EVAL << 5 : 0;
         case 17:
@@ -100,8 +101,8 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         return 0;
 
     case 2:
-        /* message.content; usage.* */
-        if (key_is(key, len, "content", 7)) {
+        /* message.content, message.thinking; usage.* */
+        if (key_is(key, len, "content", 7) || key_is(key, len, "thinking", 8)) {
             return K_CONTENT;
         }
 
@@ -118,8 +119,14 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         return 0;
 
     case 4:
-        /* choices[].delta.content, choices[].message.content */
-        return key_is(key, len, "content", 7) ? K_CONTENT : 0;
+        /*
+         * choices[].delta.content, choices[].message.content, and the
+         * reasoning a thinking model streams before its answer: tokens the
+         * upstream bills, counted when no usage comes
+         */
+        return (key_is(key, len, "content", 7)
+                || key_is(key, len, "reasoning", 9)
+                || key_is(key, len, "reasoning_content", 17)) ? K_CONTENT : 0;
     }
 
     return 0;

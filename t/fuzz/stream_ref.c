@@ -297,7 +297,14 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
             /* choices[].delta.content, message.content, response */
             s->content_key = ((s->depth == 4 || s->depth == 2)
                               && ref_key_is(s, "content", 7))
-                             || (s->depth == 1 && ref_key_is(s, "response", 8));
+                             || (s->depth == 1 && ref_key_is(s, "response", 8))
+                             /* thinking and reasoning, as the scanner */
+                             || ((s->depth == 1 || s->depth == 2)
+                                 && ref_key_is(s, "thinking", 8))
+                             || (s->depth == 4
+                                 && (ref_key_is(s, "reasoning", 9)
+                                     || ref_key_is(s, "reasoning_content",
+                                                   17)));
             s->done_key = (s->depth == 1 && ref_key_is(s, "done", 4));
 
             if (s->depth == 1) {

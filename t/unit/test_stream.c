@@ -391,6 +391,30 @@ test_events(void)
     in = "{\"response\":\"a\",\"done\":false}\n{\"response\":\"\\\"\",\"done\":false}\n";
     (void) nebula_stream_scan(&s, (const unsigned char *) in, strlen(in), &ev);
     is_int(s.content_docs, 2, "NDJSON /api/generate: two lines with text");
+
+    /* a thinking model's reasoning is output the upstream bills */
+    nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
+    in = "{\"message\":{\"role\":\"assistant\",\"content\":\"\","
+         "\"thinking\":\"hm\"},\"done\":false}\n"
+         "{\"message\":{\"content\":\"ok\"},\"done\":false}\n";
+    (void) nebula_stream_scan(&s, (const unsigned char *) in, strlen(in), &ev);
+    is_int(s.content_docs, 2, "NDJSON /api/chat: message.thinking counts");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
+    in = "{\"response\":\"\",\"thinking\":\"hm\",\"done\":false}\n";
+    (void) nebula_stream_scan(&s, (const unsigned char *) in, strlen(in), &ev);
+    is_int(s.content_docs, 1, "NDJSON /api/generate: thinking counts");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    in = "data: {\"choices\":[{\"delta\":{\"reasoning\":\"a\"}}]}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"b\"}}]}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"content\":\"c\"}}]}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"reasoning\":\"\"}}]}\n\n";
+    for (i = 0, len = strlen(in); i < len; i += n) {
+        n = nebula_stream_scan(&s, (const unsigned char *) in + i, len - i,
+                               &ev);
+    }
+    is_int(s.content_docs, 3, "SSE: delta.reasoning and reasoning_content count");
 }
 
 
