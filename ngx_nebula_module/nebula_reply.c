@@ -68,8 +68,20 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
     switch (v[0]) {
 
     case NEBULA_ADMIT_OK:
-        if (reply->elements != 10) {
+        /* 10, or 12 with a lease granted: its input and output tokens */
+        if (reply->elements != 10 && reply->elements != 12) {
             return out->status;
+        }
+
+        if (reply->elements == 12) {
+            if (reply_int(reply->element[10], &out->lease_in) != 0
+                || reply_int(reply->element[11], &out->lease_out) != 0
+                || out->lease_in < 0 || out->lease_out < 0)
+            {
+                out->lease_in = 0;
+                out->lease_out = 0;
+                return out->status;
+            }
         }
 
         for (i = 1; i < 8; i++) {

@@ -39,6 +39,8 @@ typedef struct {
     int64_t                out_left;
     int64_t                rpm_left;       /* -1: no limit */
     int64_t                retry_after;    /* seconds */
+    int64_t                lease_in;       /* a block granted: nebula_lease */
+    int64_t                lease_out;
     char                   plan[NEBULA_NAME_MAX];
     char                   name[NEBULA_NAME_MAX];
 } nebula_admit_t;

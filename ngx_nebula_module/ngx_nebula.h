@@ -113,6 +113,7 @@ typedef struct {
     ngx_uint_t                failure_open;    /* serve unmetered */
     ngx_str_t                 admin_token;
     ngx_flag_t                test_clock;
+    ngx_flag_t                lease;           /* nebula_lease */
     ngx_str_t                 plans_table;     /* ARGV of the ADMIT script */
 } ngx_nebula_main_conf_t;
 
@@ -123,6 +124,7 @@ typedef struct {
 
 
 typedef struct ngx_nebula_admission_s  ngx_nebula_admission_t;
+typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 
 
 /* the state of one request */
@@ -139,6 +141,7 @@ typedef struct {
     u_char                    digest[65];
     time_t                    now;
     ngx_nebula_admission_t   *adm;             /* while Redis answers */
+    ngx_nebula_lease_t       *lease;           /* admitted from it */
     nebula_admit_t            admit;
     uint64_t                  reserved_in;
     uint64_t                  reserved_out;
@@ -234,6 +237,21 @@ ngx_uint_t ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in,
 ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
     nebula_admit_t *a, time_t now);
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
+void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
+    uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
+    uint64_t requests, uint64_t est_requests, uint64_t est_in,
+    uint64_t est_out);
+
+/* ngx_nebula_lease.c */
+void ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled);
+void ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
+    int64_t *want_in, int64_t *want_out);
+ngx_int_t ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt,
+    int64_t out, u_char *request_id);
+void ngx_nebula_lease_grant(ngx_nebula_ctx_t *ctx, nebula_admit_t *a);
+void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
+    uint64_t out, uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out);
 
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);

@@ -204,6 +204,12 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
             return;     /* Redis decides; ngx_nebula_quota.c goes on */
         }
 
+        if (rc == NGX_OK) {
+            /* admitted from a lease (ngx_nebula_lease.c), Redis not asked */
+            ngx_nebula_proceed(r, ctx);
+            return;
+        }
+
         if (rc != NGX_DECLINED) {
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;

@@ -93,6 +93,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       offsetof(ngx_nebula_main_conf_t, admin_token),
       NULL },
 
+    { ngx_string("nebula_lease"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, lease),
+      NULL },
+
     { ngx_string("nebula_test_clock"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -214,6 +221,7 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
 
     nmcf->failure_open = NGX_CONF_UNSET_UINT;
     nmcf->test_clock = NGX_CONF_UNSET;
+    nmcf->lease = NGX_CONF_UNSET;
     nmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->reservation_timeout = NGX_CONF_UNSET_MSEC;
@@ -231,6 +239,7 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(nmcf->failure_open, 0);
     ngx_conf_init_value(nmcf->test_clock, 0);
+    ngx_conf_init_value(nmcf->lease, 0);
     ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->reservation_timeout, 15 * 60 * 1000);
@@ -315,6 +324,7 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
                                ->redis_outage;
 
     ngx_nebula_settle_init_worker(cycle);
+    ngx_nebula_lease_init_worker(cycle, nmcf->lease);
 
     return ngx_nebula_redis_init_worker(cycle, nmcf->redis);
 }

@@ -31,7 +31,7 @@ struct ngx_nebula_admission_s {
 typedef struct {
     ngx_queue_t               queue;
     ngx_uint_t                attempts;      /* refused as "not now" */
-    ngx_str_t                 argv[16];
+    ngx_str_t                 argv[18];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
 } ngx_nebula_settlement_t;
@@ -300,16 +300,16 @@ ngx_int_t
 ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char                  *p;
-    int64_t                  want, cap;
+    int64_t                  want, cap, out, lease_in, lease_out;
     uint32_t                 rnd[4];
     ngx_uint_t               i;
-    ngx_str_t                argv[17];
+    ngx_str_t                argv[19];
     ngx_pool_cleanup_t      *cln;
     ngx_nebula_model_t      *model = ctx->model;
     nebula_request_t        *req = ctx->req;
     ngx_nebula_main_conf_t  *nmcf;
     ngx_nebula_admission_t  *adm;
-    u_char                   keys[5][64], nums[7][NGX_INT64_LEN];
+    u_char                   keys[5][64], nums[9][NGX_INT64_LEN];
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
@@ -354,6 +354,38 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         cap = 1;
     }
 
+    /*
+     * What Redis would reserve for it, its month's remainder aside: a
+     * lease that covers that much admits it here and now.
+     */
+    out = (want > 0 && want < cap) ? want : cap;
+
+    if (nmcf->lease) {
+        /* first: once admitted from a lease, its request must settle */
+        if (ngx_nebula_settle_register(r, ctx) != NGX_OK) {
+            ngx_free(adm);
+            return NGX_ERROR;
+        }
+
+        if (ngx_nebula_lease_admit(ctx, (int64_t) req->prompt_tokens, out,
+                                   adm->request_id)
+            == NGX_OK)
+        {
+            ngx_free(adm);
+
+            if (ngx_nebula_ratelimit_headers(r, &ctx->admit, ctx->now)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            return NGX_OK;
+        }
+    }
+
+    ngx_nebula_lease_want(ctx, (int64_t) req->prompt_tokens, out, &lease_in,
+                          &lease_out);
+
     argv[0].data = keys[0];
     argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:key", ctx->key_id) - keys[0];
     argv[1].data = keys[1];
@@ -394,6 +426,10 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                nmcf->reservation_timeout / 1000) - nums[6];
     argv[16].data = adm->request_id;
     argv[16].len = 32;
+    argv[17].data = nums[7];
+    argv[17].len = ngx_sprintf(nums[7], "%L", lease_in) - nums[7];
+    argv[18].data = nums[8];
+    argv[18].len = ngx_sprintf(nums[8], "%L", lease_out) - nums[8];
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -401,7 +437,7 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 5, 17, argv,
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 5, 19, argv,
                               ngx_nebula_admit_reply, adm)
         == NULL)
     {
@@ -495,6 +531,53 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
 }
 
 
+/*
+ * A lease closes: its block goes back and its requests' usage is recorded,
+ * in one SETTLE; the counts of requests and of what was estimated are
+ * given as they add up, not as flags of one request.
+ */
+void
+ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
+    uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
+    uint64_t requests, uint64_t est_requests, uint64_t est_in,
+    uint64_t est_out)
+{
+    u_char                   *p;
+    ngx_nebula_settlement_t  *s;
+
+    s = ngx_nebula_settlement(log, key_id, month, now, lease_id, model,
+                              block_in, block_out, in, out, cost, 0);
+    if (s == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "nebula: no memory to settle a lease of key %s",
+                      key_id);
+        return;
+    }
+
+    /* the strings of a settlement leave room for these (512 bytes) */
+    p = s->argv[s->argc - 1].data + s->argv[s->argc - 1].len;
+
+    s->argv[13].data = p;
+    p = ngx_sprintf(p, "%uL", requests);
+    s->argv[13].len = p - s->argv[13].data;
+
+    s->argv[15].data = p;
+    p = ngx_sprintf(p, "%uL", est_requests);
+    s->argv[15].len = p - s->argv[15].data;
+    s->argv[16].data = p;
+    p = ngx_sprintf(p, "%uL", est_in);
+    s->argv[16].len = p - s->argv[16].data;
+    s->argv[17].data = p;
+    p = ngx_sprintf(p, "%uL", est_out);
+    s->argv[17].len = p - s->argv[17].data;
+
+    s->argc = 18;
+
+    ngx_nebula_settle_send(s);
+}
+
+
 static void
 ngx_nebula_admit_reply(void *data, redisReply *reply)
 {
@@ -508,6 +591,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     ngx_nebula_settlement_t *s;
     ngx_str_t                model = ngx_string("-");
     u_char                   msg[NEBULA_MESSAGE_MAX];
+    u_char                   lease_id[34];
 
     (void) nebula_admit_parse(reply, &a);
 
@@ -522,6 +606,17 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
                                       a.reserved_out, 0, 0, 0, 0);
             if (s) {
                 ngx_nebula_settle_send(s);
+            }
+
+            if (a.lease_in > 0) {
+                /* and the lease granted with it, unused */
+                lease_id[0] = 'L';
+                ngx_memcpy(&lease_id[1], adm->request_id,
+                           sizeof(adm->request_id));
+                ngx_nebula_settle_lease(ngx_cycle->log, adm->key_id,
+                                        adm->month, ngx_time(), lease_id,
+                                        &model, a.lease_in, a.lease_out,
+                                        0, 0, 0, 0, 0, 0, 0);
             }
         }
 
@@ -555,6 +650,15 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_memcpy(ctx->request_id, adm->request_id, sizeof(ctx->request_id));
         ngx_memcpy(ctx->month, adm->month, sizeof(ctx->month));
         ngx_free(adm);
+
+        if (a.lease_in > 0) {
+            ngx_nebula_lease_grant(ctx, &a);
+
+            /* the block is this worker's to use: remaining, as it says */
+            a.in_left += a.lease_in;
+            a.out_left += a.lease_out;
+            ctx->admit = a;
+        }
 
         if (ngx_nebula_settle_register(r, ctx) != NGX_OK
             || ngx_nebula_ratelimit_headers(r, &a, ctx->now) != NGX_OK)
@@ -738,6 +842,14 @@ ngx_nebula_settle_cleanup(void *data)
     ctx->prompt_tokens = in;
     ctx->completion_tokens = out;
     ctx->cost = in * model->input_price + out * model->output_price;
+
+    if (ctx->lease) {
+        /* settled with the lease's other requests, when it closes */
+        ngx_nebula_lease_settle(ctx, in, out, ctx->cost,
+                                estimated & NGX_NEBULA_SETTLE_EST_IN,
+                                estimated & NGX_NEBULA_SETTLE_EST_OUT);
+        return;
+    }
 
     /* the record says which counts were estimated, as the access log does */
     s = ngx_nebula_settlement(ngx_cycle->log, ctx->key_id, ctx->month,

@@ -36,7 +36,13 @@
  * ARGV: digest, model, model group ("" if private), plans table,
  *       prompt estimate, requested output (0: none), output cap,
  *       seconds left in the minute, usage TTL, now, reservation TTL,
- *       request id
+ *       request id, lease input and output asked (0: none)
+ *
+ * A lease (ngx_nebula_lease.c) is a block of tokens reserved with the
+ * request, "L" and the request id its member: granted only when the key
+ * has no per-minute limit and at least 64 blocks' worth left, and no
+ * smaller than this request, so a request admitted from it gets what it
+ * would get here.
  *
  * A reservation nobody settled (a worker that died, a reply lost to a
  * timeout after Redis applied it) expires: the next admission of the key
@@ -46,7 +52,7 @@
  * "NAME INPUT OUTPUT RPM GROUP GROUP ..." ("*" for every group).
  *
  * Returns {0, reserved_out, in_limit, out_limit, rpm, in_left, out_left,
- *          rpm_left, plan, name}
+ *          rpm_left, plan, name[, lease_in, lease_out]}
  *      or {1} unknown key, {2} revoked,
  *         {3, plan, in_limit, out_limit, rpm, in_left, out_left, rpm_left}
  *            model not allowed,
@@ -132,12 +138,27 @@ static char  ngx_nebula_script_admit[] =
     "if want > 0 and want < out then out = want end\n"
     "local cap = tonumber(ARGV[7])\n"
     "if cap > 0 and cap < out then out = cap end\n"
-    "redis.call('HINCRBY', KEYS[2], 'rin', prompt)\n"
-    "redis.call('HINCRBY', KEYS[2], 'rout', out)\n"
+    "local lin, lout = 0, 0\n"
+    "local wi, wo = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0\n"
+    "if rpm == 0 and wi > 0 and wo > 0 then\n"
+    "  lin = math.min(wi, math.floor((in_left - prompt) / 64))\n"
+    "  lout = math.min(wo, math.floor((out_left - out) / 64))\n"
+    "  if lin < prompt or lout < out then lin, lout = 0, 0 end\n"
+    "end\n"
+    "redis.call('HINCRBY', KEYS[2], 'rin', prompt + lin)\n"
+    "redis.call('HINCRBY', KEYS[2], 'rout', out + lout)\n"
     "redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))\n"
     "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
     "  string.format('%s:%d:%d', ARGV[12], prompt, out))\n"
+    "if lin > 0 then\n"
+    "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
+    "    string.format('L%s:%d:%d', ARGV[12], lin, lout))\n"
+    "end\n"
     "redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))\n"
+    "if lin > 0 then\n"
+    "  return {0, out, in_limit, out_limit, rpm, in_left - prompt - lin,\n"
+    "          out_left - out - lout, rpm_left, k[3], k[8] or '', lin, lout}\n"
+    "end\n"
     "return {0, out, in_limit, out_limit, rpm, in_left - prompt,\n"
     "        out_left - out, rpm_left, k[3], k[8] or ''}\n";
 
@@ -148,9 +169,11 @@ static char  ngx_nebula_script_admit[] =
  * KEYS: month usage hash, month model hash, day hash, month reservations,
  *       month expired reservations
  * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL,
- *       the reservation's member, counted (0: only give it back),
- *       estimated (1: the input is our estimate, 2: the output is the
- *       tokens streamed, 3: both; 0: all reported)
+ *       the reservation's member, requests counted (0: only give it
+ *       back), estimated (1: the input is our estimate, 2: the output is
+ *       the tokens streamed, 3: both; 0: all reported), and for a lease's
+ *       many requests the estimated requests, input and output themselves
+ *       (then the flags are not read)
  *
  * The reservation itself makes it once: it is in flight (given back now),
  * or it expired (given back already; its usage is still to add), or it is
@@ -171,31 +194,36 @@ static char  ngx_nebula_script_settle[] =
     "elseif redis.call('SREM', KEYS[5], ARGV[8]) == 0 then\n"
     "  return 0\n"
     "end\n"
-    "if ARGV[9] == '0' then return 1 end\n"
+    "local n = tonumber(ARGV[9])\n"
+    "if n == 0 then return 1 end\n"
     "redis.call('HINCRBY', KEYS[1], 'in', i)\n"
     "redis.call('HINCRBY', KEYS[1], 'out', o)\n"
-    "redis.call('HINCRBY', KEYS[1], 'req', 1)\n"
+    "redis.call('HINCRBY', KEYS[1], 'req', n)\n"
     "redis.call('HINCRBY', KEYS[1], 'cost', c)\n"
     "redis.call('EXPIRE', KEYS[1], ttl)\n"
     "local m = ARGV[6]\n"
     "redis.call('HINCRBY', KEYS[2], m .. '|in', i)\n"
     "redis.call('HINCRBY', KEYS[2], m .. '|out', o)\n"
-    "redis.call('HINCRBY', KEYS[2], m .. '|req', 1)\n"
+    "redis.call('HINCRBY', KEYS[2], m .. '|req', n)\n"
     "redis.call('HINCRBY', KEYS[2], m .. '|cost', c)\n"
     "redis.call('EXPIRE', KEYS[2], ttl)\n"
     "redis.call('HINCRBY', KEYS[3], 'in', i)\n"
     "redis.call('HINCRBY', KEYS[3], 'out', o)\n"
-    "redis.call('HINCRBY', KEYS[3], 'req', 1)\n"
+    "redis.call('HINCRBY', KEYS[3], 'req', n)\n"
     "redis.call('HINCRBY', KEYS[3], 'cost', c)\n"
     "redis.call('EXPIRE', KEYS[3], ttl)\n"
     "local e = tonumber(ARGV[10]) or 0\n"
+    "local er, ei, eo = 1, 0, 0\n"
+    "if e % 2 == 1 then ei = i end\n"
+    "if e >= 2 then eo = o end\n"
+    "if ARGV[11] then\n"
+    "  er, ei, eo = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])\n"
+    "  e = er\n"
+    "end\n"
     "if e > 0 then\n"
-    "  local ei, eo = 0, 0\n"
-    "  if e % 2 == 1 then ei = i end\n"
-    "  if e >= 2 then eo = o end\n"
     "  for _, h in ipairs({{KEYS[1], ''}, {KEYS[2], m .. '|'},\n"
     "                      {KEYS[3], ''}}) do\n"
-    "    redis.call('HINCRBY', h[1], h[2] .. 'est_req', 1)\n"
+    "    redis.call('HINCRBY', h[1], h[2] .. 'est_req', er)\n"
     "    redis.call('HINCRBY', h[1], h[2] .. 'est_in', ei)\n"
     "    redis.call('HINCRBY', h[1], h[2] .. 'est_out', eo)\n"
     "  end\n"

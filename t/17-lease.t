@@ -1,0 +1,173 @@
+#!/usr/bin/perl
+# nebula_lease on: a key far from its quota gets a block of tokens with an
+# admission, and the worker admits that key's next requests for the model
+# from the block for a second without asking Redis.  What must not change:
+# recorded usage equals what the pool reported, request by request; the
+# upstream's max_tokens is what it would be without a lease; revocation
+# takes effect within a second; a key near its quota, or with a per-minute
+# limit, gets no lease; a reload loses nothing.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes qw(sleep time);
+use POSIX qw(strftime);
+use Nebula::Test;
+
+my $t = Nebula::Test->new(
+    workers => 1,     # one worker: one lease table, so the counts are exact
+    patch => sub { $_[0] =~ s/(nebula_redis_failure\s+closed;)/$1\n    nebula_lease          on;/r },
+);
+my $chat = '/v1/chat/completions';
+my $month = strftime('%Y-%m', gmtime);
+
+sub ask {
+    my ($key, %o) = @_;
+    return $t->post($o{path} // $chat,
+                    { model => $o{model} // 'qwen3:latest',
+                      messages => [{ role => 'user', content => $o{text} // 'hello there' }],
+                      %{ $o{body} // {} } },
+                    headers => { Authorization => "Bearer $key", %{ $o{headers} // {} } });
+}
+
+sub evalsha_calls {
+    my ($calls) = $t->redis->cli('INFO', 'commandstats') =~ /cmdstat_evalsha:calls=(\d+)/;
+    return $calls // 0;
+}
+
+sub usage_of {
+    my ($k) = @_;
+    return $t->admin('GET', "/admin/keys/$k->{id}")->{json}{usage};
+}
+
+sub reported {
+    my ($key) = @_;
+    my ($in, $out, $n) = (0, 0, 0);
+    for my $rec (@{ $t->sim('local')->requests }) {
+        next unless ($rec->{headers}{'x-test-key'} // '') eq $key;
+        $in += $rec->{prompt_tokens};
+        $out += $rec->{completion_tokens};
+        $n++;
+    }
+    return ($in, $out, $n);
+}
+
+# --- a key far from its quota: one admission by Redis, the rest by the lease
+my $k = $t->new_key(plan => 'enterprise', name => 'lease');
+my $before = evalsha_calls();
+my @r;
+for my $i (1 .. 20) {
+    push @r, ask($k->{key}, text => "hello number $i", headers => { 'x-test-key' => 'a' });
+}
+my $during = evalsha_calls() - $before;
+is scalar(grep { $_->{status} == 200 } @r), 20, 'twenty requests served';
+ok $during <= 4, "Redis ran $during scripts for 20 requests (the admission that granted the lease and its settlement)";
+like $t->redis->cli('ZRANGE', "nb:{$k->{id}}:res:$month", 0, -1), qr/^L[0-9a-f]{32}:\d+:\d+$/m,
+    'the lease is a reservation in Redis';
+ok defined $r[-1]{headers}{'x-ratelimit-remaining-output-tokens'},
+    'a request admitted from the lease has its x-ratelimit-* headers';
+is $r[-1]{json}{model}, 'qwen3:latest', 'and the public model name';
+
+my @sent = grep { ($_->{headers}{'x-test-key'} // '') eq 'a' } @{ $t->sim('local')->requests };
+is scalar(@sent), 20, 'the pool saw every request';
+is_deeply [ map { $_->{max_tokens} } @sent[1 .. $#sent] ], [ ($sent[0]{max_tokens}) x 19 ],
+    'max_tokens sent upstream is what Redis gave the first request';
+ok !grep({ $_->{authorization} } @sent), 'no client key reached the pool';
+
+# the lease closes a second after it was granted; its usage lands then
+ok $t->wait_settled($k->{key}), 'the lease closed and was settled';
+my $u = usage_of($k);
+my ($in, $out, $n) = reported('a');
+is $u->{requests}, 20, 'twenty requests recorded';
+is $u->{input_tokens}, $in, "input recorded = reported ($in)";
+is $u->{output_tokens}, $out, "output recorded = reported ($out)";
+is $t->redis->cli('ZCARD', "nb:{$k->{id}}:res:$month"), 0, 'no reservation left';
+my $rin = $t->redis->cli('HGET', "nb:{$k->{id}}:u:$month", 'rin');
+is $rin || 0, 0, 'nothing reserved in the usage hash';
+my $day = strftime('%Y-%m-%d', gmtime);
+is $t->redis->cli('HGET', "nb:{$k->{id}}:d:$day", 'req'), 20, 'per day too';
+is $t->redis->cli('HGET', "nb:{$k->{id}}:m:$month", 'qwen3:latest|req'), 20, 'per model too';
+
+# --- streams and the native API from a lease, exact
+my $k2 = $t->new_key(plan => 'enterprise', name => 'streams');
+for my $i (1 .. 6) {
+    my $r = ask($k2->{key}, body => { stream => JSON::PP::true }, headers => { 'x-test-key' => 'b', 'x-sim-tokens' => 5 + $i });
+    is $r->{status}, 200, "stream $i";
+}
+for my $i (1 .. 3) {
+    my $r = ask($k2->{key}, path => '/api/chat', headers => { 'x-test-key' => 'b' });
+    is $r->{status}, 200, "native $i";
+}
+ok $t->wait_settled($k2->{key}), 'settled';
+$u = usage_of($k2);
+($in, $out, $n) = reported('b');
+is $u->{requests}, 9, 'nine requests recorded';
+is $u->{input_tokens}, $in, 'streams and native: input exact';
+is $u->{output_tokens}, $out, 'streams and native: output exact';
+
+# --- concurrency: 60 at once on one key, every token accounted
+my $k3 = $t->new_key(plan => 'enterprise', name => 'many');
+my @pids;
+pipe my $rd, my $wr or die $!;
+for my $i (1 .. 60) {
+    my $pid = fork // die "fork: $!";
+    if ($pid == 0) {
+        close $rd;
+        my $r = ask($k3->{key}, text => "word " x ($i % 7),
+                    headers => { 'x-test-key' => 'c', 'x-sim-tokens' => 1 + $i % 9 });
+        syswrite $wr, "$r->{status}\n";
+        POSIX::_exit(0);
+    }
+    push @pids, $pid;
+}
+close $wr;
+waitpid $_, 0 for @pids;
+my @st = grep { length } split /\n/, do { local $/; <$rd> };
+is scalar(grep { $_ == 200 } @st), 60, 'sixty concurrent requests served';
+ok $t->wait_settled($k3->{key}), 'settled';
+$u = usage_of($k3);
+($in, $out, $n) = reported('c');
+is $u->{requests}, 60, 'sixty recorded';
+is $u->{input_tokens}, $in, 'input exact under concurrency';
+is $u->{output_tokens}, $out, 'output exact under concurrency';
+
+# --- revocation: within a second, as the contract says
+my $k4 = $t->new_key(plan => 'enterprise', name => 'revoked');
+is ask($k4->{key})->{status}, 200, 'a lease is granted';
+is $t->admin('DELETE', "/admin/keys/$k4->{id}")->{status}, 200, 'revoked';
+my $t0 = time;
+my $status;
+while (time - $t0 < 3) {
+    $status = ask($k4->{key})->{status};
+    last if $status == 401;
+    sleep 0.05;
+}
+is $status, 401, 'refused after revocation';
+ok time - $t0 <= 1.3, sprintf('within a second (%.2f s)', time - $t0);
+
+# --- near its quota: no lease, every request asks Redis, nothing overshoots
+my $k5 = $t->new_key(plan => 'enterprise', name => 'tight',
+                     limits => { input_tokens => 1000000, output_tokens => 600 });
+$before = evalsha_calls();
+for (1 .. 3) { ask($k5->{key}, body => { max_tokens => 20 }) }
+ok evalsha_calls() - $before >= 3, 'a key near its quota is admitted by Redis each time';
+unlike $t->redis->cli('ZRANGE', "nb:{$k5->{id}}:res:$month", 0, -1), qr/^L/m, 'and gets no lease';
+
+# --- a per-minute limit: every request counted in Redis
+my $k6 = $t->new_key(plan => 'free', name => 'rpm');
+$before = evalsha_calls();
+for (1 .. 3) { ask($k6->{key}) }
+ok evalsha_calls() - $before >= 3, 'a plan with requests per minute gets no lease';
+
+# --- a reload with a lease open: the old worker settles it before it goes
+my $k7 = $t->new_key(plan => 'enterprise', name => 'reload');
+for (1 .. 5) { ask($k7->{key}, headers => { 'x-test-key' => 'd' }) }
+$t->reload;
+ok $t->wait_settled($k7->{key}), 'settled across a reload';
+$u = usage_of($k7);
+($in, $out, $n) = reported('d');
+is $u->{requests}, 5, 'five recorded';
+is $u->{output_tokens}, $out, 'output exact across a reload';
+
+$t->done;
