@@ -245,11 +245,12 @@ void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
 
 /* ngx_nebula_lease.c */
 void ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled);
-void ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
-    int64_t *want_in, int64_t *want_out);
+ngx_nebula_lease_t *ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in,
+    int64_t out, int64_t *want_in, int64_t *want_out);
 ngx_int_t ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt,
     int64_t out, u_char *request_id);
-void ngx_nebula_lease_grant(ngx_nebula_ctx_t *ctx, nebula_admit_t *a);
+void ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
+    nebula_admit_t *a);
 void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
     uint64_t out, uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out);
 

@@ -41,8 +41,16 @@
 #define NGX_NEBULA_LEASE_MAX       4096     /* open or closing, a worker */
 #define NGX_NEBULA_LEASE_TICK      200
 
-/* a block: this many requests' worth, as the granting request reserved */
-#define NGX_NEBULA_LEASE_REQUESTS  32
+/*
+ * A block: this many requests' worth, as the granting request reserved;
+ * the ADMIT script grants no more than 1/64 of the key's remainder.  Its
+ * output part is held by every request in flight for all it may write,
+ * so it must be large for a busy key.
+ */
+#define NGX_NEBULA_LEASE_REQUESTS  1024
+
+/* a grant asked for and not answered after this is forgotten */
+#define NGX_NEBULA_LEASE_PENDING   5000
 
 
 struct ngx_nebula_lease_s {
@@ -72,7 +80,9 @@ struct ngx_nebula_lease_s {
     uint64_t                  est_out;
 
     ngx_uint_t                inflight;
+    ngx_msec_t                asked;        /* while pending */
     unsigned                  open:1;
+    unsigned                  pending:1;    /* asked of Redis */
 };
 
 
@@ -104,45 +114,110 @@ ngx_nebula_lease_bucket(u_char *key_id, ngx_nebula_model_t *model)
 }
 
 
-static ngx_nebula_lease_t **
-ngx_nebula_lease_find(u_char *key_id, ngx_nebula_model_t *model)
+/* the open lease, or the grant pending, of a key and model */
+static ngx_nebula_lease_t *
+ngx_nebula_lease_find(u_char *key_id, ngx_nebula_model_t *model,
+    ngx_uint_t pending)
 {
-    ngx_nebula_lease_t  **pl;
+    ngx_nebula_lease_t  *l;
 
-    pl = &ngx_nebula_leases.buckets[ngx_nebula_lease_bucket(key_id, model)];
+    l = ngx_nebula_leases.buckets[ngx_nebula_lease_bucket(key_id, model)];
 
-    for ( /* void */ ; *pl; pl = &(*pl)->next) {
-        if ((*pl)->model == model
-            && ngx_memcmp((*pl)->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0)
+    for ( /* void */ ; l; l = l->next) {
+        if (l->model == model && l->pending == pending
+            && ngx_memcmp(l->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0)
         {
-            return pl;
+            return l;
         }
     }
 
-    return pl;
+    return NULL;
+}
+
+
+static void
+ngx_nebula_lease_link(ngx_nebula_lease_t *l)
+{
+    ngx_nebula_lease_t  **pl;
+
+    pl = &ngx_nebula_leases.buckets[ngx_nebula_lease_bucket(l->key_id,
+                                                            l->model)];
+    l->next = *pl;
+    *pl = l;
+}
+
+
+static void
+ngx_nebula_lease_unlink(ngx_nebula_lease_t *l)
+{
+    ngx_nebula_lease_t  **pl;
+
+    pl = &ngx_nebula_leases.buckets[ngx_nebula_lease_bucket(l->key_id,
+                                                            l->model)];
+
+    for ( /* void */ ; *pl; pl = &(*pl)->next) {
+        if (*pl == l) {
+            *pl = l->next;
+            break;
+        }
+    }
+
+    l->next = NULL;
 }
 
 
 /*
  * The block asked of Redis with an admission: NGX_NEBULA_LEASE_REQUESTS
- * times this request, or nothing when leases are off or the table is full.
- * The ADMIT script grants less, or nothing, as the key's remainder says.
+ * times this request, or nothing when leases are off, the table is full,
+ * or a grant for the key and model is asked already (requests that come
+ * meanwhile are admitted by Redis one by one, not each with a lease that
+ * would replace the last).  The ADMIT script grants less, or nothing, as
+ * the key's remainder says.  Returns the pending grant, which
+ * ngx_nebula_lease_resolve() settles with Redis's answer.
  */
-void
+ngx_nebula_lease_t *
 ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
     int64_t *want_in, int64_t *want_out)
 {
+    ngx_nebula_lease_t        *l;
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
 
     *want_in = 0;
     *want_out = 0;
 
     if (!t->enabled || t->count >= NGX_NEBULA_LEASE_MAX || ngx_exiting) {
-        return;
+        return NULL;
+    }
+
+    l = ngx_nebula_lease_find(ctx->key_id, ctx->model, 1);
+
+    if (l) {
+        if (ngx_current_msec - l->asked < NGX_NEBULA_LEASE_PENDING) {
+            return NULL;
+        }
+
+        /* its answer was lost: it is asked again, by this request */
+        l->asked = ngx_current_msec;
+
+    } else {
+        l = ngx_calloc(sizeof(ngx_nebula_lease_t), t->log);
+        if (l == NULL) {
+            return NULL;
+        }
+
+        l->model = ctx->model;
+        ngx_memcpy(l->key_id, ctx->key_id, sizeof(l->key_id));
+        l->pending = 1;
+        l->asked = ngx_current_msec;
+
+        ngx_nebula_lease_link(l);
+        t->count++;
     }
 
     *want_in = ngx_max(in, 1) * NGX_NEBULA_LEASE_REQUESTS;
     *want_out = ngx_max(out, 1) * NGX_NEBULA_LEASE_REQUESTS;
+
+    return l;
 }
 
 
@@ -156,14 +231,13 @@ ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt, int64_t out,
     u_char *request_id)
 {
     int64_t               avail_in, avail_out;
-    ngx_nebula_lease_t   *l, **pl;
+    ngx_nebula_lease_t   *l;
 
     if (!ngx_nebula_leases.enabled) {
         return NGX_DECLINED;
     }
 
-    pl = ngx_nebula_lease_find(ctx->key_id, ctx->model);
-    l = *pl;
+    l = ngx_nebula_lease_find(ctx->key_id, ctx->model, 0);
 
     if (l == NULL) {
         return NGX_DECLINED;
@@ -206,26 +280,34 @@ ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt, int64_t out,
 }
 
 
-/* Redis granted a block with this admission: it opens a lease */
+/*
+ * Redis answered the admission that asked for a lease: with a block, the
+ * pending grant opens (ctx is the request's, NULL when it has gone: its
+ * block is given back by the caller); without, it is forgotten.
+ */
 void
-ngx_nebula_lease_grant(ngx_nebula_ctx_t *ctx, nebula_admit_t *a)
+ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
+    nebula_admit_t *a)
 {
-    ngx_nebula_lease_t        *l, **pl;
+    ngx_nebula_lease_t        *old;
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
 
-    if (a->lease_in <= 0 || a->lease_out <= 0) {
+    if (ctx == NULL || a->status != NEBULA_ADMIT_OK || a->lease_in <= 0
+        || a->lease_out <= 0)
+    {
+        ngx_nebula_lease_unlink(l);
+        t->count--;
+        ngx_free(l);
         return;
     }
 
-    l = ngx_calloc(sizeof(ngx_nebula_lease_t), t->log);
+    old = ngx_nebula_lease_find(ctx->key_id, ctx->model, 0);
 
-    if (l == NULL) {
-        /* the block stays reserved until it expires in Redis */
-        return;
+    if (old) {
+        /* the lease it replaces admits no more */
+        ngx_nebula_lease_close(old);
     }
 
-    l->model = ctx->model;
-    ngx_memcpy(l->key_id, ctx->key_id, sizeof(l->key_id));
     ngx_memcpy(l->digest, ctx->digest, 64);
     ngx_memcpy(l->month, ctx->month, sizeof(l->month));
     l->id[0] = 'L';
@@ -236,19 +318,10 @@ ngx_nebula_lease_grant(ngx_nebula_ctx_t *ctx, nebula_admit_t *a)
     l->rec = *a;
     l->block_in = a->lease_in;
     l->block_out = a->lease_out;
+    l->pending = 0;
     l->open = 1;
 
-    pl = ngx_nebula_lease_find(ctx->key_id, ctx->model);
-
-    if (*pl) {
-        /* the lease it replaces admits no more */
-        ngx_nebula_lease_close(*pl);
-        pl = ngx_nebula_lease_find(ctx->key_id, ctx->model);
-    }
-
-    *pl = l;
     ngx_queue_insert_tail(&t->open, &l->queue);
-    t->count++;
 
     if (!t->tick.timer_set) {
         ngx_add_timer(&t->tick, NGX_NEBULA_LEASE_TICK);
@@ -291,22 +364,13 @@ ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in, uint64_t out,
 static void
 ngx_nebula_lease_close(ngx_nebula_lease_t *l)
 {
-    ngx_nebula_lease_t  **pl;
-
     if (!l->open) {
         return;
     }
 
     l->open = 0;
     ngx_queue_remove(&l->queue);
-
-    pl = ngx_nebula_lease_find(l->key_id, l->model);
-
-    if (*pl == l) {
-        *pl = l->next;
-    }
-
-    l->next = NULL;
+    ngx_nebula_lease_unlink(l);
 
     if (l->inflight == 0) {
         ngx_nebula_lease_flush(l);

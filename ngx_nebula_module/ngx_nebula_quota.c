@@ -24,6 +24,7 @@ struct ngx_nebula_admission_s {
     u_char                    month[8];
     u_char                    request_id[33];
     uint64_t                  prompt;
+    ngx_nebula_lease_t       *lease;        /* a grant asked with it */
 };
 
 
@@ -301,6 +302,7 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char                  *p;
     int64_t                  want, cap, out, lease_in, lease_out;
+    nebula_admit_t           a;
     uint32_t                 rnd[4];
     ngx_uint_t               i;
     ngx_str_t                argv[19];
@@ -383,8 +385,8 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         }
     }
 
-    ngx_nebula_lease_want(ctx, (int64_t) req->prompt_tokens, out, &lease_in,
-                          &lease_out);
+    adm->lease = ngx_nebula_lease_want(ctx, (int64_t) req->prompt_tokens,
+                                       out, &lease_in, &lease_out);
 
     argv[0].data = keys[0];
     argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:key", ctx->key_id) - keys[0];
@@ -433,6 +435,11 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
+        if (adm->lease) {
+            a.status = NEBULA_ADMIT_BAD_REPLY;
+            ngx_nebula_lease_resolve(adm->lease, NULL, &a);
+        }
+
         ngx_free(adm);
         return NGX_ERROR;
     }
@@ -441,6 +448,11 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                               ngx_nebula_admit_reply, adm)
         == NULL)
     {
+        if (adm->lease) {
+            a.status = NEBULA_ADMIT_BAD_REPLY;
+            ngx_nebula_lease_resolve(adm->lease, NULL, &a);
+        }
+
         ngx_free(adm);
         return NGX_DECLINED;
     }
@@ -597,6 +609,19 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
 
     r = adm->r;
 
+    if (adm->lease) {
+        if (r && a.status == NEBULA_ADMIT_OK) {
+            /* the lease is named after the request that brought it */
+            ngx_memcpy(adm->ctx->request_id, adm->request_id,
+                       sizeof(adm->request_id));
+            ngx_memcpy(adm->ctx->month, adm->month, sizeof(adm->month));
+        }
+
+        /* the grant asked with it: opened, or forgotten */
+        ngx_nebula_lease_resolve(adm->lease, r ? adm->ctx : NULL, &a);
+        adm->lease = NULL;
+    }
+
     if (r == NULL) {
         /* the client left: give back what was reserved for it */
         if (a.status == NEBULA_ADMIT_OK) {
@@ -652,8 +677,6 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_free(adm);
 
         if (a.lease_in > 0) {
-            ngx_nebula_lease_grant(ctx, &a);
-
             /* the block is this worker's to use: remaining, as it says */
             a.in_left += a.lease_in;
             a.out_left += a.lease_out;
