@@ -27,6 +27,8 @@ typedef enum {
 
 static ngx_int_t ngx_nebula_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_nebula_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_http_variable_t  ngx_nebula_vars[] = {
@@ -69,6 +71,10 @@ static ngx_http_variable_t  ngx_nebula_vars[] = {
 
     { ngx_string("nebula_usage_source"), NULL, ngx_nebula_variable,
       NGX_NEBULA_VAR_USAGE_SOURCE, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    /* cached: one value a request, for x-request-id and the log alike */
+    { ngx_string("nebula_request_id"), NULL, ngx_nebula_request_id_variable,
+      0, 0, 0 },
 
       ngx_http_null_variable
 };
@@ -228,6 +234,49 @@ found:
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/*
+ * 32 hex digits naming the request: the id its admission and settlement
+ * carry in Redis when it was admitted, otherwise one of its own.  Unlike
+ * $request_id it asks no CSPRNG (RAND_bytes() cost a tenth of a request's
+ * instructions): an id is a name, not a secret.
+ */
+static ngx_int_t
+ngx_nebula_request_id_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char            *p;
+    uint32_t           rnd[4];
+    ngx_uint_t         i;
+    ngx_nebula_ctx_t  *ctx;
+
+    p = ngx_pnalloc(r->pool, 32);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx = ngx_nebula_find_ctx(r->main);
+
+    if (ctx && ctx->request_id[0]) {
+        ngx_memcpy(p, ctx->request_id, 32);
+
+    } else {
+        for (i = 0; i < 4; i++) {
+            rnd[i] = (uint32_t) ngx_random();
+        }
+
+        ngx_hex_dump(p, (u_char *) rnd, sizeof(rnd));
+    }
+
+    v->len = 32;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
 
     return NGX_OK;
 }

@@ -301,4 +301,13 @@ $r = $t->admin('GET', '/admin/keys');
 is scalar(grep { $_->{usage}{reserved_input_tokens} || $_->{usage}{reserved_output_tokens} }
           @{ $r->{json}{data} }), 0, 'no reservation left on any key';
 
+# --- x-request-id: one a request, on refusals too
+my $kid = $t->new_key(plan => 'enterprise')->{key};
+my @ids = map { ask($kid, 'qwen3:latest')->{headers}{'x-request-id'} } 1 .. 2;
+like $ids[$_], qr/^[0-9a-f]{32}$/, "x-request-id $_" for 0, 1;
+isnt $ids[0], $ids[1], 'another request, another id';
+my $r401 = $t->post($chat, { model => 'qwen3:latest', messages => [{ role => 'user', content => 'x' }] },
+                    headers => { Authorization => 'Bearer nb-nobody' });
+like $r401->{headers}{'x-request-id'}, qr/^[0-9a-f]{32}$/, 'x-request-id on a refusal too';
+
 $t->done;
