@@ -156,7 +156,8 @@ typedef struct {
     ngx_chain_t              *free;
     ngx_chain_t              *free_mem;        /* event buffers, to reuse */
     ngx_chain_t              *busy;
-    ngx_chain_t              *event;           /* strip mode: held event */
+    ngx_chain_t              *event;           /* strip mode: held events */
+    size_t                    event_start;     /* where the open one starts */
     void                    (*upstream_finalize)(ngx_http_request_t *r,
                                                  ngx_int_t rc);
 

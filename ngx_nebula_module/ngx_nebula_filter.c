@@ -31,6 +31,8 @@ static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 static ngx_buf_t *ngx_nebula_event_send(ngx_nebula_ctx_t *ctx,
     ngx_chain_t ***ll);
+static ngx_int_t ngx_nebula_event_split(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll, ngx_buf_t **sent);
 static ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, u_char *p, size_t n);
 static void ngx_nebula_upstream_finalize(ngx_http_request_t *r,
@@ -568,21 +570,34 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             if (ctx->stream.usage_only && !ctx->event_passing) {
                 /* the chunk the client did not ask for */
                 if (ctx->event) {
-                    ctx->event->buf->last = ctx->event->buf->pos;
+                    ctx->event->buf->last = ctx->event->buf->pos
+                                            + ctx->event_start;
                 }
 
                 ctx->usage_stripped = 1;
 
-            } else {
+            } else if (ctx->event_passing) {
                 b = ngx_nebula_event_send(ctx, ll);
+                ctx->event_start = 0;
+
+            } else if (ctx->event) {
+                /*
+                 * A whole event: it goes with the others this buffer ends,
+                 * when it has been read through, in the same call: one
+                 * buffer out for many events, and no token waits.
+                 */
+                ctx->event_start = ctx->event->buf->last
+                                   - ctx->event->buf->pos;
             }
 
             ctx->event_passing = 0;
             continue;
         }
 
-        if (ctx->event && ctx->event->buf->last - ctx->event->buf->pos
-                          > NGX_NEBULA_EVENT_HOLD_MAX)
+        if (ctx->event
+            && (size_t) (ctx->event->buf->last - ctx->event->buf->pos)
+               - ctx->event_start
+               > NGX_NEBULA_EVENT_HOLD_MAX)
         {
             /* no usage chunk is that large: it goes on as it comes */
             ctx->event_passing = 1;
@@ -592,6 +607,12 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     if (ctx->strip_usage) {
         if (ctx->event_passing || ib->last_buf) {
             b = ngx_nebula_event_send(ctx, ll);
+            ctx->event_start = 0;
+
+        } else if (ctx->event_start) {
+            if (ngx_nebula_event_split(r, ctx, ll, &b) != NGX_OK) {
+                return NGX_ERROR;
+            }
         }
 
         /* copied: the upstream may reuse its buffer at once */
@@ -767,6 +788,32 @@ ngx_nebula_event_append(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ctx->event = cl;
 
     return NGX_OK;
+}
+
+
+/*
+ * The whole events held go on; the one begun after them stays, copied
+ * into a buffer of its own (a few hundred bytes: a token's chunk).
+ */
+static ngx_int_t
+ngx_nebula_event_split(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll, ngx_buf_t **sent)
+{
+    u_char     *tail;
+    size_t      n;
+    ngx_buf_t  *b;
+
+    b = ctx->event->buf;
+    tail = b->pos + ctx->event_start;
+    n = b->last - tail;
+
+    b->last = tail;
+    ctx->event_start = 0;
+
+    *sent = ngx_nebula_event_send(ctx, ll);
+
+    /* the tail is read before anything can reuse the memory it lies in */
+    return ngx_nebula_event_append(r, ctx, tail, n);
 }
 
 
