@@ -49,8 +49,6 @@
  */
 #define NGX_NEBULA_LEASE_REQUESTS  1024
 
-/* a grant asked for and not answered after this is forgotten */
-#define NGX_NEBULA_LEASE_PENDING   5000
 
 
 struct ngx_nebula_lease_s {
@@ -192,27 +190,26 @@ ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
     l = ngx_nebula_lease_find(ctx->key_id, ctx->model, 1);
 
     if (l) {
-        if (ngx_current_msec - l->asked < NGX_NEBULA_LEASE_PENDING) {
-            return NULL;
-        }
-
-        /* its answer was lost: it is asked again, by this request */
-        l->asked = ngx_current_msec;
-
-    } else {
-        l = ngx_calloc(sizeof(ngx_nebula_lease_t), t->log);
-        if (l == NULL) {
-            return NULL;
-        }
-
-        l->model = ctx->model;
-        ngx_memcpy(l->key_id, ctx->key_id, sizeof(l->key_id));
-        l->pending = 1;
-        l->asked = ngx_current_msec;
-
-        ngx_nebula_lease_link(l);
-        t->count++;
+        /*
+         * Asked already.  Its admission is always answered (by Redis, or
+         * by the timeout as no answer), and that answer clears it: one
+         * admission a pending grant, never two.
+         */
+        return NULL;
     }
+
+    l = ngx_calloc(sizeof(ngx_nebula_lease_t), t->log);
+    if (l == NULL) {
+        return NULL;
+    }
+
+    l->model = ctx->model;
+    ngx_memcpy(l->key_id, ctx->key_id, sizeof(l->key_id));
+    l->pending = 1;
+    l->asked = ngx_current_msec;
+
+    ngx_nebula_lease_link(l);
+    t->count++;
 
     *want_in = ngx_max(in, 1) * NGX_NEBULA_LEASE_REQUESTS;
     *want_out = ngx_max(out, 1) * NGX_NEBULA_LEASE_REQUESTS;
@@ -314,7 +311,11 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     ngx_memcpy(&l->id[1], ctx->request_id, sizeof(ctx->request_id));
     l->granted = ctx->now;
     l->day = ctx->now / 86400;
-    l->expires = ngx_current_msec + NGX_NEBULA_LEASE_TTL;
+    /*
+     * From when it was asked, not answered: Redis vouched for the key no
+     * earlier than that, and the bound on revocation counts from there.
+     */
+    l->expires = l->asked + NGX_NEBULA_LEASE_TTL;
     l->rec = *a;
     l->block_in = a->lease_in;
     l->block_out = a->lease_out;
@@ -322,6 +323,12 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     l->open = 1;
 
     ngx_queue_insert_tail(&t->open, &l->queue);
+
+    if ((ngx_msec_int_t) (ngx_current_msec - l->expires) >= 0) {
+        /* answered too late to admit anything: its block goes back now */
+        ngx_nebula_lease_close(l);
+        return;
+    }
 
     if (!t->tick.timer_set) {
         ngx_add_timer(&t->tick, NGX_NEBULA_LEASE_TICK);
@@ -435,4 +442,22 @@ ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled)
 
     /* an open lease keeps a worker that shuts down until it is settled */
     t->tick.cancelable = 0;
+}
+
+
+/*
+ * A worker that stops at once (TERM, a crash) cannot settle what its open
+ * leases hold: their blocks come back when they expire in Redis, their
+ * requests' usage is lost.  A graceful stop (QUIT, a reload) settles them.
+ */
+void
+ngx_nebula_lease_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+
+    if (t->count) {
+        ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                      "nebula: worker exits with %ui leases unsettled",
+                      t->count);
+    }
 }

@@ -333,6 +333,7 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
 static void
 ngx_nebula_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_nebula_lease_exit_worker(cycle);
     ngx_nebula_redis_exit_worker(cycle);
 }
 

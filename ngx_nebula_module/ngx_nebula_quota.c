@@ -556,7 +556,17 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     uint64_t est_out)
 {
     u_char                   *p;
+    uint64_t                  val[4];
+    ngx_uint_t                i;
     ngx_nebula_settlement_t  *s;
+
+    /* the request count, and the estimated counts as they add up */
+    static const ngx_uint_t   arg[4] = { 13, 15, 16, 17 };
+
+    val[0] = requests;
+    val[1] = est_requests;
+    val[2] = est_in;
+    val[3] = est_out;
 
     s = ngx_nebula_settlement(log, key_id, month, now, lease_id, model,
                               block_in, block_out, in, out, cost, 0);
@@ -570,19 +580,11 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     /* the strings of a settlement leave room for these (512 bytes) */
     p = s->argv[s->argc - 1].data + s->argv[s->argc - 1].len;
 
-    s->argv[13].data = p;
-    p = ngx_sprintf(p, "%uL", requests);
-    s->argv[13].len = p - s->argv[13].data;
-
-    s->argv[15].data = p;
-    p = ngx_sprintf(p, "%uL", est_requests);
-    s->argv[15].len = p - s->argv[15].data;
-    s->argv[16].data = p;
-    p = ngx_sprintf(p, "%uL", est_in);
-    s->argv[16].len = p - s->argv[16].data;
-    s->argv[17].data = p;
-    p = ngx_sprintf(p, "%uL", est_out);
-    s->argv[17].len = p - s->argv[17].data;
+    for (i = 0; i < 4; i++) {
+        s->argv[arg[i]].data = p;
+        p = ngx_sprintf(p, "%uL", val[i]);
+        s->argv[arg[i]].len = p - s->argv[arg[i]].data;
+    }
 
     s->argc = 18;
 
