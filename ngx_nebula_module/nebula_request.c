@@ -551,6 +551,27 @@ on_boolean(void *ctx, int v)
 }
 
 
+/* a number of 64 characters or more; NaN when there is no memory for it */
+static double
+number_long(const char *s, size_t len)
+{
+    char    *copy;
+    double   d;
+
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        return NAN;
+    }
+
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    d = strtod(copy, NULL);
+    free(copy);
+
+    return d;
+}
+
+
 static int
 on_number(void *ctx, const char *s, size_t len)
 {
@@ -568,7 +589,8 @@ on_number(void *ctx, const char *s, size_t len)
 
     case S_TEMPERATURE:
         if (len >= sizeof(buf)) {
-            d = HUGE_VAL;
+            /* long, not large: 0.5 and eighty zeros is 0.5 */
+            d = number_long(s, len);
 
         } else {
             memcpy(buf, s, len);
@@ -1018,6 +1040,95 @@ static yajl_callbacks  callbacks = {
 };
 
 
+
+/*
+ * Strict UTF-8 (RFC 3629): no overlong forms, no surrogates, nothing past
+ * U+10FFFF.  yajl checks only a sequence's shape, and a body it lets
+ * through is one a pool may refuse, after we counted it.  Returns 1, with
+ * the offending byte's offset, for a body that is not UTF-8.
+ */
+static int
+utf8_invalid(const unsigned char *p, size_t len, size_t *at)
+{
+    size_t          i, k, n;
+    unsigned char   c, lo, hi;
+    uint64_t        w;
+
+    i = 0;
+
+    while (i < len) {
+
+        /* ASCII, eight bytes at a time */
+        while (i + 8 <= len) {
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL) {
+                break;
+            }
+            i += 8;
+        }
+
+        if (i == len) {
+            break;
+        }
+
+        c = p[i];
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+
+        lo = 0x80;
+        hi = 0xbf;
+
+        if (c >= 0xc2 && c <= 0xdf) {
+            n = 1;
+
+        } else if (c >= 0xe0 && c <= 0xef) {
+            n = 2;
+            if (c == 0xe0) {
+                lo = 0xa0;              /* no overlong forms */
+            } else if (c == 0xed) {
+                hi = 0x9f;              /* no surrogates */
+            }
+
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            n = 3;
+            if (c == 0xf0) {
+                lo = 0x90;
+            } else if (c == 0xf4) {
+                hi = 0x8f;              /* nothing past U+10FFFF */
+            }
+
+        } else {
+            *at = i;
+            return 1;
+        }
+
+        if (i + n >= len) {
+            /* cut short */
+            *at = i;
+            return 1;
+        }
+
+        if (p[i + 1] < lo || p[i + 1] > hi) {
+            *at = i;
+            return 1;
+        }
+
+        for (k = 2; k <= n; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) {
+                *at = i;
+                return 1;
+            }
+        }
+
+        i += n + 1;
+    }
+
+    return 0;
+}
+
 nebula_req_error_e
 nebula_request_parse(nebula_request_t *req, nebula_api_e api,
     const unsigned char *body, size_t len)
@@ -1058,6 +1169,13 @@ nebula_request_parse(nebula_request_t *req, nebula_api_e api,
         req->error = NEBULA_REQ_INVALID_JSON;
         snprintf(req->message, sizeof(req->message),
                  "The request body must be a JSON object.");
+        return req->error;
+    }
+
+    if (utf8_invalid(body, len, &i)) {
+        req->error = NEBULA_REQ_INVALID_JSON;
+        snprintf(req->message, sizeof(req->message),
+                 "The request body is not valid UTF-8 (at byte %zu).", i);
         return req->error;
     }
 

@@ -80,6 +80,12 @@ ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     b->last_in_chain = 1;
 
     r->headers_out.status = status;
+
+    if (r->err_status) {
+        /* ngx_http_send_header() sends an error page's err_status */
+        r->err_status = status;
+    }
+
     r->headers_out.content_length_n = b->last - b->pos;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;

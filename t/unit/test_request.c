@@ -147,6 +147,18 @@ test_refusals(void)
             "trailing garbage");
     refused("{\"model\":\"\xff\xfe\",\"messages\":[]}", NEBULA_REQ_INVALID_JSON,
             "", "invalid UTF-8");
+
+    /* shapes yajl lets through, which RFC 3629 does not */
+    refused("{\"model\":\"m\",\"user\":\"\xc0\xaf\"}", NEBULA_REQ_INVALID_JSON,
+            "", "overlong UTF-8");
+    refused("{\"model\":\"m\",\"user\":\"\xe0\x80\xaf\"}",
+            NEBULA_REQ_INVALID_JSON, "", "overlong 3-byte UTF-8");
+    refused("{\"model\":\"m\",\"user\":\"\xed\xa0\x80\"}",
+            NEBULA_REQ_INVALID_JSON, "", "UTF-8 surrogate");
+    refused("{\"model\":\"m\",\"user\":\"\xf4\x90\x80\x80\"}",
+            NEBULA_REQ_INVALID_JSON, "", "UTF-8 past U+10FFFF");
+    refused("{\"model\":\"m\",\"messages\":[]} \xe2\x82", NEBULA_REQ_INVALID_JSON,
+            "", "UTF-8 cut short at the end");
     refused("{\"model\":\"m\",\"model\":\"n\",\"messages\":[{\"role\":\"user\","
             "\"content\":\"x\"}]}", NEBULA_REQ_INVALID_JSON, "",
             "duplicate model key");
@@ -230,6 +242,34 @@ test_refusals(void)
             "stream_options.include_usage", "include_usage number");
     refused("{\"model\":\"m\",\"stream_options\":true,\"messages\":[]}",
             NEBULA_REQ_INVALID_VALUE, "stream_options", "stream_options bool");
+}
+
+
+static void
+test_strict_utf8_and_long_numbers(void)
+{
+    nebula_req_error_e  rc;
+
+    rc = parse(NEBULA_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"\xc3\xa9 \xe4\xbd\xa0\xe5\xa5\xbd \xf0\x9f\x99\x82 "
+               "\xef\xbf\xbd \xf4\x8f\xbf\xbf\"}]}");
+    is_int(rc, NEBULA_REQ_OK, "UTF-8 of 2, 3 and 4 bytes, up to U+10FFFF");
+
+    rc = parse(NEBULA_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"x\"}],\"temperature\":0.5"
+               "00000000000000000000000000000000000000000000000000000000000000000"
+               "0000000000000000}");
+    is_int(rc, NEBULA_REQ_OK, "a temperature written long, but in range");
+    ok(req.temperature == 0.5, "is 0.5");
+
+    rc = parse(NEBULA_API_CHAT,
+               "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+               "\"content\":\"x\"}],\"temperature\":2"
+               "00000000000000000000000000000000000000000000000000000000000000000"
+               "0000000000000000}");
+    is_int(rc, NEBULA_REQ_INVALID_VALUE, "a long temperature out of range");
 }
 
 
@@ -357,6 +397,7 @@ main(void)
 {
     test_valid();
     test_refusals();
+    test_strict_utf8_and_long_numbers();
     test_nulls();
     test_case();
     test_null_spans();
