@@ -28,13 +28,7 @@ print $s req($good) . req($bad) . req($stream, 1);
 my $raw = Nebula::Test::read_until_eof($s, 10);
 close $s;
 
-my @resp;
-while (length $raw) {
-    my ($one, $rest) = Nebula::Test::split_response($raw);
-    last unless defined $one;
-    push @resp, Nebula::Test::parse_response($one);
-    $raw = $rest;
-}
+my @resp = Nebula::Test::split_responses($raw);
 is scalar @resp, 3, 'three answers on one connection';
 is $resp[0]{status}, 200, 'first: served';
 is $resp[0]{json}{model}, 'qwen3:latest', 'first: public name';

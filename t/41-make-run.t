@@ -80,12 +80,12 @@ sub descendants {
         push @{ $children{$ppid} }, $p;
     }
     my %all;
-    my @todo = ($pid);
-    while (defined(my $p = shift @todo)) {
+    my @queue = ($pid);
+    while (defined(my $p = shift @queue)) {
         for my $c (@{ $children{$p} // [] }) {
             next if $all{$c};
             $all{$c} = cmdline($c);
-            push @todo, $c;
+            push @queue, $c;
         }
     }
     return \%all;

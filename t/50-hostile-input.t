@@ -573,13 +573,7 @@ still_serves('a 10 KB Authorization');
     print $s join '', map { $_->[0] } @sent;
     my $raw = Nebula::Test::read_until_eof($s, 10);
     close $s;
-    my @resp;
-    while (length $raw) {
-        my ($one, $rest) = Nebula::Test::split_response($raw);
-        last unless defined $one;
-        push @resp, Nebula::Test::parse_response($one);
-        $raw = $rest;
-    }
+    my @resp = Nebula::Test::split_responses($raw);
     is scalar @resp, scalar @sent, scalar(@sent) . ' pipelined requests, as many answers';
     for my $i (0 .. $#sent) {
         my ($want_status, $what) = @{ $sent[$i] }[1, 2];

@@ -317,6 +317,19 @@ sub read_until_eof {
     return $raw;
 }
 
+# every response of a pipelined stream of them, parsed, in order
+sub split_responses {
+    my ($raw) = @_;
+    my @resp;
+    while (length $raw) {
+        my ($one, $rest) = split_response($raw);
+        last unless defined $one;
+        push @resp, parse_response($one);
+        $raw = $rest;
+    }
+    return @resp;
+}
+
 # the first response of a pipelined stream of them, and the rest
 sub split_response {
     my ($raw) = @_;
