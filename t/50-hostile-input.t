@@ -24,7 +24,7 @@ use Nebula::Test;
 # --with-http_v2_module, so a second listener with "http2" (cleartext,
 # prior knowledge: nginx 1.22's "listen ... http2" without ssl) is added
 # for this file only; the example's own listener is left as it is.
-my $have_h2 = `nginx -V 2>&1` =~ /--with-http_v2_module/
+my $have_h2 = `$Nebula::Test::NGINX -V 2>&1` =~ /--with-http_v2_module/
               && `curl -V 2>/dev/null` =~ /\bHTTP2\b/;
 my $h2port = Nebula::Test::free_port();
 

@@ -26,10 +26,15 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf);
+our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf $NGINX);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
-our $MODULE = "$ROOT/build/nginx/objs/ngx_http_nebula_module.so";
+# make test-asan and make test-valgrind run the same suite with another
+# nginx binary and module (NEBULA_NGINX, NEBULA_MODULE), or with nginx
+# started under a wrapper command (NEBULA_NGINX_WRAP, e.g. valgrind)
+our $NGINX = $ENV{NEBULA_NGINX} // 'nginx';
+our $MODULE = $ENV{NEBULA_MODULE} // "$ROOT/build/nginx/objs/ngx_http_nebula_module.so";
+our @WRAP = split ' ', $ENV{NEBULA_NGINX_WRAP} // '';
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 my %used_ports;
@@ -160,12 +165,12 @@ sub render {
 sub start_nginx {
     my ($self, %o) = @_;
     $self->render(%o);
-    my $out = `nginx -t -q -p $self->{dir} -c conf/nebula.conf 2>&1`;
+    my $out = `$NGINX -t -q -p $self->{dir} -c conf/nebula.conf 2>&1`;
     die "nginx -t failed:\n$out" if $?;
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>>', "$self->{dir}/logs/stderr.log";
-        exec 'nginx', '-p', $self->{dir}, '-c', 'conf/nebula.conf', '-g', 'daemon off;';
+        exec @WRAP, $NGINX, '-p', $self->{dir}, '-c', 'conf/nebula.conf', '-g', 'daemon off;';
         exit 127;
     }
     $self->{nginx} = $pid;
@@ -182,7 +187,7 @@ sub nginx_pid {
 
 sub reload {
     my ($self) = @_;
-    my $out = `nginx -p $self->{dir} -c conf/nebula.conf -s reload 2>&1`;
+    my $out = `$NGINX -p $self->{dir} -c conf/nebula.conf -s reload 2>&1`;
     die "reload failed: $out" if $?;
 }
 
@@ -426,7 +431,7 @@ sub nginx_test_conf {
     open my $f, '>', "$dir/conf/nginx.conf" or die $!;
     print $f $text;
     close $f;
-    my $out = `nginx -t -p $dir -c conf/nginx.conf 2>&1`;
+    my $out = `$NGINX -t -p $dir -c conf/nginx.conf 2>&1`;
     return ($? >> 8, $out, "$dir/conf/nginx.conf");
 }
 
