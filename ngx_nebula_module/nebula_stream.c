@@ -39,6 +39,16 @@ enum {
 };
 
 
+/*
+ * Where a memo's stretches end inside a chunk, besides the events the
+ * caller sees: after the opening quote of a text value, and after its
+ * closing quote.  Only a scanner with a memo stops there, and
+ * nebula_stream_scan() goes on at once.
+ */
+#define EV_TEXT_OPEN   ((nebula_event_e) (NEBULA_EV_EVENT_END + 1))
+#define EV_TEXT_CLOSE  ((nebula_event_e) (NEBULA_EV_EVENT_END + 2))
+
+
 /* json_flags */
 #define F_MODEL     NEBULA_JF_MODEL_KEY
 #define F_USAGE     NEBULA_JF_USAGE_KEY
@@ -141,11 +151,13 @@ number_done(nebula_stream_t *s)
     case N_PROMPT_EVAL:
         s->prompt_tokens = s->num;
         s->has_prompt = 1;
+        s->told = 1;
         break;
     case N_COMPLETION:
     case N_EVAL:
         s->completion_tokens = s->num;
         s->has_completion = 1;
+        s->told = 1;
         break;
     }
 
@@ -185,6 +197,7 @@ json_reset(nebula_stream_t *s)
     s->json_state = J_VALUE;
     s->json_flags = 0;
     s->in_model = 0;
+    s->in_content = 0;
     s->key_len = 0;
     s->depth = 0;
     s->maps = 0;
@@ -239,6 +252,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
             /* Ollama's final line: "done": true */
             s->done |= (c == 't');
             s->done_key = 0;
+            s->told = 1;
         }
 
         if (s->choices_open && c != ' ' && c != '\t' && c != '\r'
@@ -359,6 +373,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
     case J_STRING:
         if (f & F_OPEN) {
             s->json_flags = f & ~F_OPEN;
+            s->in_content = 1;
 
             if (c != '"' && !s->doc_content) {
                 s->doc_content = 1;
@@ -369,6 +384,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
         if (c == '"') {
             s->json_state = J_VALUE;
             s->json_flags &= ~F_MODEL;
+            s->in_content = 0;
 
             if (s->in_model) {
                 s->in_model = 0;
@@ -409,6 +425,7 @@ sse_byte(nebula_stream_t *s, unsigned char c)
 
         if (s->line_state == L_DATA && s->done_pos == 6) {
             s->done = 1;    /* data: [DONE] */
+            s->told = 1;
         }
 
         if (s->line_state == L_START) {
@@ -834,6 +851,7 @@ key_done:
         }
 
         s->done |= (*p == 't');
+        s->told = 1;
     }
 
     /* most often next: the colon, a no-op, and a string */
@@ -860,6 +878,13 @@ string_value:
         goto done;
     }
 
+    if ((f & F_OPEN) && s->memo) {
+        /* a memo's stretch ends where the text, which differs, begins */
+        state = J_STRING;
+        *ev = EV_TEXT_OPEN;
+        goto done;
+    }
+
 string:
 
     state = J_STRING;
@@ -876,6 +901,7 @@ string:
         }
 
         f &= ~F_OPEN;
+        s->in_content = 1;
 
         if (c != '"' && !s->doc_content) {
             s->doc_content = 1;
@@ -901,6 +927,17 @@ string:
                 state = J_VALUE;
                 *ev = NEBULA_EV_MODEL_END;
                 goto done;
+            }
+
+            if (s->in_content) {
+                s->in_content = 0;
+
+                if (s->memo) {
+                    /* and a stretch begins again after it */
+                    state = J_VALUE;
+                    *ev = EV_TEXT_CLOSE;
+                    goto done;
+                }
             }
 
             /* most often next: a comma */
@@ -1086,8 +1123,8 @@ sse_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
 }
 
 
-size_t
-nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+static size_t
+scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
     nebula_event_e        e;
@@ -1158,4 +1195,196 @@ nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
 
     *ev = e;
     return (size_t) (q - p);
+}
+
+
+void
+nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo)
+{
+    unsigned  i;
+
+    if (s->format != NEBULA_FORMAT_SSE || memo == NULL) {
+        s->memo = NULL;
+        return;
+    }
+
+    for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
+        memo->slot[i].len = 0;
+        memo->slot[i].after = NEBULA_MEMO_NONE;
+    }
+
+    s->memo = memo;
+    s->mark = 0;
+    s->replayed = NEBULA_MEMO_NONE;
+}
+
+
+/* after a text's opening quote: no slot, but a short way to its end */
+#define MEMO_TEXT  (NEBULA_MEMO_NONE + 1)
+
+
+/* the slot of the stretch that begins after an event */
+static unsigned
+memo_next(nebula_event_e ev)
+{
+    switch ((int) ev) {
+    case NEBULA_EV_EVENT_END:
+        return 0;
+    case NEBULA_EV_MODEL_START:
+        return 1;
+    case NEBULA_EV_MODEL_END:
+        return 2;
+    case EV_TEXT_CLOSE:
+        return 3;
+    case EV_TEXT_OPEN:
+        /* the text: it differs from chunk to chunk, it is read as it is */
+        return MEMO_TEXT;
+    default:
+        return NEBULA_MEMO_NONE;
+    }
+}
+
+
+/*
+ * With a memo: each stretch that begins at a slot's mark is compared with
+ * the one the slot holds, and replayed when the state and the bytes are
+ * the same; else it is scanned and, when it ends in this slice with
+ * nothing told, kept in the slot instead.  A stretch that begins where
+ * one replayed ends begins in the state that one left: a slot found to
+ * begin so, the same slot just replayed, needs no comparison of states.  The
+ * state is the same after each call as without a memo (the fuzz targets
+ * hold it to the reference scanner both ways).
+ */
+static size_t
+memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    size_t                n;
+    uint64_t              docs;
+    unsigned              mark, i, after;
+    nebula_event_e        e;
+    nebula_memo_slot_t   *m;
+    const unsigned char  *q, *end;
+
+    q = p;
+    end = p + len;
+    docs = 0;
+    after = NEBULA_MEMO_NONE;
+
+    while (q < end) {
+        mark = s->mark;
+        s->mark = NEBULA_MEMO_NONE;
+        m = NULL;
+
+        if (mark < NEBULA_MEMO_SLOTS) {
+            m = &s->memo->slot[mark];
+
+            if (m->len != 0 && m->len <= (size_t) (end - q)
+                && memcmp(q, m->bytes, m->len) == 0
+                && ((m->after != NEBULA_MEMO_NONE && m->after == s->replayed)
+                    || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0))
+            {
+                /* the state it began in is the end of the one replayed */
+                m->after = s->replayed;
+
+                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
+                s->content_docs += m->content_docs;
+                q += m->len;
+                e = (nebula_event_e) m->ev;
+                s->mark = m->next;
+                s->replayed = mark;
+                goto event;
+            }
+
+            /*
+             * The slot is kept for this stretch, if it can be; a slot
+             * that began where it ended now begins elsewhere.
+             */
+            for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
+                if (s->memo->slot[i].after == mark) {
+                    s->memo->slot[i].after = NEBULA_MEMO_NONE;
+                }
+            }
+
+            /* (not after itself: its end is about to change) */
+            after = (s->replayed != mark) ? s->replayed : NEBULA_MEMO_NONE;
+            memcpy(m->from, s, NEBULA_STREAM_LOCAL);
+            m->len = 0;
+            m->after = NEBULA_MEMO_NONE;
+            docs = s->content_docs;
+            s->told = 0;
+        }
+
+        s->replayed = NEBULA_MEMO_NONE;
+
+        if (mark == MEMO_TEXT) {
+            /*
+             * A token's text, most often a few plain bytes and its closing
+             * quote: what json_run() does to them, without its setting up.
+             * Any other byte first (an escape, a control byte, the end of
+             * the slice) and json_run() reads it.
+             */
+            n = (size_t) (find_stop(q, end) - q);
+
+            if (q + n != end && q[n] == '"') {
+                if (n != 0 && !s->doc_content) {
+                    s->doc_content = 1;
+                    s->content_docs++;
+                }
+
+                s->json_flags &= ~(F_OPEN | F_MODEL);
+                s->json_state = J_VALUE;
+                s->in_content = 0;
+                s->mark = memo_next(EV_TEXT_CLOSE);
+                q += n + 1;
+                continue;
+            }
+        }
+
+        n = scan(s, q, (size_t) (end - q), &e);
+
+        if (e == NEBULA_EV_NONE) {
+            /* the slice ended in a stretch: the next call is inside it */
+            q += n;
+            break;
+        }
+
+        s->mark = memo_next(e);
+
+        if (m && n <= NEBULA_MEMO_BYTES && !s->told) {
+            memcpy(m->to, s, NEBULA_STREAM_LOCAL);
+            memcpy(m->bytes, q, n);
+            m->len = (uint16_t) n;
+            m->ev = (unsigned char) e;
+            m->next = s->mark;
+            m->content_docs = (unsigned char) (s->content_docs - docs);
+            m->after = after;
+        }
+
+        q += n;
+
+    event:
+
+        if (e == NEBULA_EV_MODEL_START || e == NEBULA_EV_MODEL_END
+            || e == NEBULA_EV_EVENT_END)
+        {
+            *ev = e;
+            return (size_t) (q - p);
+        }
+    }
+
+    *ev = NEBULA_EV_NONE;
+    return (size_t) (q - p);
+}
+
+
+size_t
+nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    if (s->memo == NULL) {
+        return scan(s, p, len, ev);
+    }
+
+    return memo_scan(s, p, len, ev);
 }

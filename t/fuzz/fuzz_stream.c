@@ -80,7 +80,7 @@ feed(nebula_stream_t *s, out_t *o, const unsigned char *p, size_t len)
 /* the body in slices of up to 64 bytes (seed 0: whole), as the reference */
 static void
 differ(nebula_format_e format, const unsigned char *body, size_t len,
-    unsigned int seed)
+    unsigned int seed, nebula_memo_t *memo)
 {
     size_t            i, cut, pos, n, m;
     nebula_event_e    ev, rev;
@@ -88,6 +88,7 @@ differ(nebula_format_e format, const unsigned char *body, size_t len,
     ref_stream_t      r;
 
     nebula_stream_init(&s, format);
+    nebula_stream_memo(&s, memo);
     ref_stream_init(&r, format);
 
     for (i = 0; i < len; i += cut) {
@@ -115,6 +116,8 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     size_t            i, cut, len;
     unsigned int      seed;
     nebula_stream_t   whole, parts;
+
+    static nebula_memo_t  memo;
     out_t             a, b;
     const unsigned char *body;
 
@@ -145,8 +148,14 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     nebula_stream_init(&parts, (nebula_format_e) (data[0] % 3));
 #endif
 
-    differ(whole.format, body, len, 0);
-    differ(whole.format, body, len, seed);
+    /* an SSE scanner with a memo, too: the same after every call */
+    differ(whole.format, body, len, 0, NULL);
+    differ(whole.format, body, len, seed, NULL);
+    differ(whole.format, body, len, 0, &memo);
+    differ(whole.format, body, len, seed, &memo);
+
+    /* the whole body with a memo, its slices without */
+    nebula_stream_memo(&whole, &memo);
 
     feed(&whole, &a, body, len);
 

@@ -583,7 +583,45 @@ static const struct {
     BODY("{\"0123456789abcdefghij\":1,\"0123456789abcdefghijk\\\"\":2,"
          "\"model\\\\\":\"x\",\"content\":\"\x01\t\x0b\x0d\x0a\","
          "\"model\":\"y\"}"
-         "\n\x00\xff\xc3\xb6{\"model\":\"\xe4\xbd\xa0\"}")
+         "\n\x00\xff\xc3\xb6{\"model\":\"\xe4\xbd\xa0\"}"),
+
+    /*
+     * For the memo: chunks that repeat, the same bytes after a different
+     * state (a string left open, a key cut), counts and "done" that
+     * repeat after others, text that is empty, escaped, or none
+     */
+    BODY("data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"a\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"b\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"\\\"\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"c\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[],"
+         "\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":3}}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[],"
+         "\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":3}}\n\n"
+         "data: {\"id\":\"c\",\"usage\":{\"prompt_tokens\":20,"
+         "\"completion_tokens\":4},\"choices\":[]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[],"
+         "\"usage\":{\"prompt_tokens\":14,\"completion_tokens\":3}}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"done\":true}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"done\":true}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"d\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"mod\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"e\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"f\"}}]}\r\n\r\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"g\"}}]}\n\n"
+         "data: [DONE]\n\ndata: [DONE]\n\n")
 };
 
 #undef BODY
@@ -594,7 +632,7 @@ static const struct {
 /* feeds input cut at a and b to both scanners; 0 when they part */
 static int
 same_as_reference(nebula_format_e format, const char *input, size_t len,
-    size_t a, size_t b)
+    size_t a, size_t b, nebula_memo_t *memo)
 {
     size_t           i, n, m, lim;
     nebula_event_e   ev, rev;
@@ -602,6 +640,7 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
     ref_stream_t     r;
 
     nebula_stream_init(&s, format);
+    nebula_stream_memo(&s, memo);
     ref_stream_init(&r, format);
 
     for (i = 0; i < len; i += n) {
@@ -613,9 +652,10 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
                             &rev);
 
         if (n != m || ev != rev || !ref_same_state(&s, &r)) {
-            printf("# format %d, cut at %zu and %zu: at %zu, consumed "
-                   "%zu / %zu, event %d / %d\n", (int) format, a, b, i, n,
-                   m, (int) ev, (int) rev);
+            printf("# format %d%s, cut at %zu and %zu: at %zu, consumed "
+                   "%zu / %zu, event %d / %d\n", (int) format,
+                   memo ? " with a memo" : "", a, b, i, n, m, (int) ev,
+                   (int) rev);
             return 0;
         }
     }
@@ -627,15 +667,22 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
 static void
 test_reference(void)
 {
-    int               same;
+    int               same, k_memo;
     size_t            k, len, a, b, i;
+    nebula_memo_t    *memo;
     nebula_format_e   format;
     nebula_stream_t   s;
     ref_stream_t      r;
     nebula_event_e    ev, rev;
 
-    for (format = NEBULA_FORMAT_JSON; format <= NEBULA_FORMAT_SSE;
-         format++)
+    static nebula_memo_t  memo_space;
+
+    for (k_memo = 0; k_memo <= 3; k_memo++) {
+
+    /* 0-2: each format; 3: SSE with a memo */
+    format = (k_memo == 3) ? NEBULA_FORMAT_SSE : (nebula_format_e) k_memo;
+    memo = (k_memo == 3) ? &memo_space : NULL;
+
     {
         same = 1;
 
@@ -643,14 +690,16 @@ test_reference(void)
             len = corner_bodies[k].len;
 
             for (a = 0; a <= len && same; a++) {
-                for (b = a; b <= len && same; b++) {
+                /* a long body: every first cut, every 29th second one */
+                for (b = a; b <= len && same; b += (len > 512) ? 29 : 1) {
                     same = same_as_reference(format, corner_bodies[k].data,
-                                             len, a, b);
+                                             len, a, b, memo);
                 }
             }
 
             /* byte by byte */
             nebula_stream_init(&s, format);
+            nebula_stream_memo(&s, memo);
             ref_stream_init(&r, format);
 
             for (i = 0; i < len && same; i++) {
@@ -667,16 +716,82 @@ test_reference(void)
             }
         }
 
-        ok(same, "format %d: as the byte-at-a-time scanner, at every two "
-           "cuts", (int) format);
+        ok(same, "format %d%s: as the byte-at-a-time scanner, at every two "
+           "cuts", (int) format, memo ? " with a memo" : "");
     }
+
+    }
+}
+
+
+/*
+ * The memo is used: a stream of like chunks, whole, fills its four slots,
+ * and one that replays them ends as the scan without one.
+ */
+static void
+test_memo(void)
+{
+    int               i;
+    size_t            pos, n;
+    unsigned          filled, k;
+    nebula_event_e    ev;
+    nebula_stream_t   s, plain;
+
+    static nebula_memo_t  memo;
+    static char           body[4096];
+
+    body[0] = '\0';
+
+    for (i = 0; i < 12; i++) {
+        snprintf(body + strlen(body), sizeof(body) - strlen(body),
+                 "data: {\"id\":\"chatcmpl-7\",\"object\":\"chat.completion."
+                 "chunk\",\"model\":\"qwen3:latest\",\"choices\":[{\"index\":0,"
+                 "\"delta\":{\"role\":\"assistant\",\"content\":\"w%d\"},"
+                 "\"finish_reason\":null}]}\n\n", i);
+    }
+
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    nebula_stream_memo(&s, &memo);
+    nebula_stream_init(&plain, NEBULA_FORMAT_SSE);
+
+    for (pos = 0; pos < strlen(body); pos += n) {
+        n = nebula_stream_scan(&s, (unsigned char *) body + pos,
+                               strlen(body) - pos, &ev);
+    }
+
+    for (pos = 0; pos < strlen(body); pos += n) {
+        n = nebula_stream_scan(&plain, (unsigned char *) body + pos,
+                               strlen(body) - pos, &ev);
+    }
+
+    filled = 0;
+    for (k = 0; k < NEBULA_MEMO_SLOTS; k++) {
+        filled += (memo.slot[k].len != 0);
+    }
+
+    ok(filled == NEBULA_MEMO_SLOTS, "a stream of like chunks fills the "
+       "memo's %u slots: %u", NEBULA_MEMO_SLOTS, filled);
+    ok(memo.slot[0].len == strlen("data: {\"id\":\"chatcmpl-7\",\"object\":"
+                                  "\"chat.completion.chunk\",\"model\":\""),
+       "a chunk's first stretch ends at its model value: %u bytes",
+       (unsigned) memo.slot[0].len);
+    ok(s.content_docs == 12 && plain.content_docs == 12,
+       "with and without it, 12 chunks of text: %llu, %llu",
+       (unsigned long long) s.content_docs,
+       (unsigned long long) plain.content_docs);
+    ok(memcmp(&s, &plain, NEBULA_STREAM_LOCAL) == 0,
+       "and the same state at the end");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
+    nebula_stream_memo(&s, &memo);
+    ok(s.memo == NULL, "an NDJSON scanner takes no memo");
 }
 
 
 static void
 test_state_size(void)
 {
-    ok(sizeof(nebula_stream_t) <= 96, "scanner state is %zu bytes",
+    ok(sizeof(nebula_stream_t) <= 112, "scanner state is %zu bytes",
        sizeof(nebula_stream_t));
 }
 
@@ -692,6 +807,7 @@ main(void)
     test_fast_paths();
     test_marks();
     test_reference();
+    test_memo();
     test_state_size();
 
     return done_testing();
