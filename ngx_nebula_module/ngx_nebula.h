@@ -222,6 +222,7 @@ ngx_table_elt_t *ngx_nebula_header(ngx_http_request_t *r, const char *name,
 ngx_int_t ngx_nebula_key_from_request(ngx_http_request_t *r,
     ngx_str_t *secret);
 ngx_int_t ngx_nebula_key_well_formed(ngx_str_t *secret);
+u_char *ngx_nebula_hex(u_char *dst, const u_char *src, size_t len);
 ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
     u_char *id);
 ngx_int_t ngx_nebula_key_generate(u_char *out);

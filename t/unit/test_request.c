@@ -392,6 +392,51 @@ test_quote(void)
 }
 
 
+/*
+ * yajl's memory comes from the parse's own arena until it is full, then
+ * from malloc: a body whose escaped strings outgrow it parses the same.
+ */
+static void
+test_arena(void)
+{
+    size_t   i, n, k;
+    char    *body, *p;
+
+    static const size_t  sizes[] = { 100, 2000, 5000, 9000, 40000 };
+
+    for (k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        n = sizes[k];
+        body = malloc(n * 2 + 128);
+
+        strcpy(body, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                     "\"content\":\"");
+
+        /* n characters of text, every other one written as an escape */
+        p = body + strlen(body);
+
+        for (i = 0; i < n; i++) {
+            if (i % 2) {
+                *p++ = '\\';
+                *p++ = 'n';
+
+            } else {
+                *p++ = 'x';
+            }
+        }
+
+        strcpy(p, "\"}],\"stream\":true}");
+
+        is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK,
+               "a text of %zu characters, half of them escaped", n);
+        is_int((int) req.text_bytes, (int) n, "its %zu characters counted",
+               n);
+        is_int(req.stream, 1, "and the key after it read");
+
+        free(body);
+    }
+}
+
+
 int
 main(void)
 {
@@ -403,6 +448,7 @@ main(void)
     test_null_spans();
     test_native();
     test_quote();
+    test_arena();
 
     return done_testing();
 }
