@@ -16,7 +16,7 @@ FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_reply \
 FUZZ_SECONDS ?= 600
 CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Ingx_nebula_module
-UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c
+UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c
 
 .PHONY: all deps module unit fuzz-build fuzz test run bench bench-callgrind clean
 
