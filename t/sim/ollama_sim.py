@@ -745,7 +745,10 @@ class Sim:
             except ValueError:
                 pass
 
-        gen = Generation(self, path, model, P, C, finish, include_usage)
+        # an upstream that names the model otherwise than it was asked
+        # (an alias resolved, a tag added): x-sim-answer-model
+        answer_model = req.headers.get("x-sim-answer-model") or model
+        gen = Generation(self, path, answer_model, P, C, finish, include_usage)
         # an Ollama older than 0.5.2 never sends usage in a stream
         gen.no_usage = _flag(req.headers.get("x-sim-no-usage"))
         # a cached prompt: prompt_eval_count left out (native), 0 (/v1)
