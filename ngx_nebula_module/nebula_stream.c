@@ -1265,6 +1265,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e        e;
     nebula_memo_slot_t   *m;
     const unsigned char  *q, *end;
+    unsigned char         from[NEBULA_STREAM_LOCAL];
 
     q = p;
     end = p + len;
@@ -1297,20 +1298,11 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
             }
 
             /*
-             * The slot is kept for this stretch, if it can be; a slot
-             * that began where it ended now begins elsewhere.
+             * Where this stretch began, to keep it in the slot if it ends
+             * in this slice; one the slice cuts leaves the slot as it is.
              */
-            for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
-                if (s->memo->slot[i].after == mark) {
-                    s->memo->slot[i].after = NEBULA_MEMO_NONE;
-                }
-            }
-
-            /* (not after itself: its end is about to change) */
-            after = (s->replayed != mark) ? s->replayed : NEBULA_MEMO_NONE;
-            memcpy(m->from, s, NEBULA_STREAM_LOCAL);
-            m->len = 0;
-            m->after = NEBULA_MEMO_NONE;
+            memcpy(from, s, NEBULA_STREAM_LOCAL);
+            after = s->replayed;
             docs = s->content_docs;
             s->told = 0;
         }
@@ -1352,6 +1344,19 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
         s->mark = memo_next(e);
 
         if (m && n <= NEBULA_MEMO_BYTES && !s->told) {
+            /* a slot that began where this one ended now begins elsewhere */
+            for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
+                if (s->memo->slot[i].after == mark) {
+                    s->memo->slot[i].after = NEBULA_MEMO_NONE;
+                }
+            }
+
+            /* (and this one not after itself: its end has changed) */
+            if (after == mark) {
+                after = NEBULA_MEMO_NONE;
+            }
+
+            memcpy(m->from, from, NEBULA_STREAM_LOCAL);
             memcpy(m->to, s, NEBULA_STREAM_LOCAL);
             memcpy(m->bytes, q, n);
             m->len = (uint16_t) n;
