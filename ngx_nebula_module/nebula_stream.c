@@ -872,6 +872,25 @@ string_value:
         | ((f & F_CONTENT) ? F_OPEN : 0);
 
     if (f & F_MODEL) {
+        if (s->keep_len != 0 && (size_t) (end - p) >= s->keep_len
+            && memcmp(p, s->keep, s->keep_len) == 0)
+        {
+            /*
+             * The value is the one the caller keeps, its closing quote in
+             * this slice: a string like any other, no events.
+             */
+            p += s->keep_len;
+            f &= ~F_MODEL;
+            state = J_VALUE;
+
+            if (p != end && *p == ',') {
+                p++;
+                goto comma;
+            }
+
+            goto value;
+        }
+
         s->in_model = 1;
         state = J_STRING;
         *ev = NEBULA_EV_MODEL_START;
@@ -1195,6 +1214,15 @@ scan(nebula_stream_t *s, const unsigned char *p, size_t len,
 
     *ev = e;
     return (size_t) (q - p);
+}
+
+
+void
+nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
+    size_t len)
+{
+    s->keep = value;
+    s->keep_len = len;
 }
 
 

@@ -121,6 +121,10 @@ typedef struct {
     unsigned char    mark;               /* the memo slot that starts here */
     unsigned char    replayed;           /* the slot just replayed */
     nebula_memo_t   *memo;
+
+    /* a model value the caller keeps as it is: its bytes, closing quote */
+    const unsigned char  *keep;
+    size_t                keep_len;
 } nebula_stream_t;
 
 
@@ -160,6 +164,17 @@ struct nebula_memo_s {
 
 
 void nebula_stream_init(nebula_stream_t *s, nebula_format_e format);
+
+/*
+ * A model value the caller would put in its own place anyway (the public
+ * name, when the upstream already uses it): given as its JSON bytes and
+ * closing quote, before the first scan.  One that comes whole in a slice
+ * is then a string like any other, with no MODEL events: fewer stops, and
+ * a memo's stretch runs through it.  One cut by a slice's end is
+ * reported as ever.
+ */
+void nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
+    size_t len);
 
 /* an SSE scanner takes up a memo (any other ignores it); it may be NULL */
 void nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo);

@@ -200,6 +200,10 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
     nebula_stream_init(&ctx->stream, format);
     ctx->filtering = 1;
 
+    /* a model value that is the public name already needs no stop */
+    nebula_stream_keep(&ctx->stream, ctx->model->quoted.data + 1,
+                       ctx->model->quoted.len - 1);
+
     if (r->upstream && format != NEBULA_FORMAT_JSON) {
         /* to hear of a failure midway, before nginx cuts the response */
         ctx->upstream_finalize = r->upstream->finalize_request;

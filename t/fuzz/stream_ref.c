@@ -560,3 +560,56 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
 
     return memcmp(a->field, b->field, n) == 0;
 }
+
+
+/*
+ * The reference driven over the n bytes the scanner consumed in one call
+ * of len bytes, which ended in ev: it must find the same event at the
+ * same place (or none, all len bytes consumed), but for the model values
+ * the scanner kept (nebula_stream_keep()): the reference reports them,
+ * MODEL_START and, keep_len bytes on, MODEL_END; the scanner need not.
+ */
+static int
+ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
+    nebula_event_e ev, const unsigned char *keep, size_t keep_len)
+{
+    size_t          m, k;
+    nebula_event_e  rev;
+
+    if (n == 0 || n > len || (ev == NEBULA_EV_NONE && n != len)) {
+        return 0;
+    }
+
+    m = 0;
+    rev = NEBULA_EV_NONE;
+
+    while (m < n) {
+        k = ref_stream_scan(r, p + m, n - m, &rev);
+        m += k;
+
+        if (rev == NEBULA_EV_MODEL_START && m < n) {
+            /* a value the scanner kept: the caller's, whole in the slice */
+            if (keep_len == 0 || n - m < keep_len
+                || memcmp(p + m, keep, keep_len) != 0)
+            {
+                return 0;
+            }
+
+            k = ref_stream_scan(r, p + m, keep_len, &rev);
+
+            if (k != keep_len || rev != NEBULA_EV_MODEL_END) {
+                return 0;
+            }
+
+            m += k;
+            rev = NEBULA_EV_NONE;
+            continue;
+        }
+
+        if (rev != NEBULA_EV_NONE && m < n) {
+            return 0;
+        }
+    }
+
+    return rev == ev;
+}

@@ -632,10 +632,10 @@ static const struct {
 /* feeds input cut at a and b to both scanners; 0 when they part */
 static int
 same_as_reference(nebula_format_e format, const char *input, size_t len,
-    size_t a, size_t b, nebula_memo_t *memo)
+    size_t a, size_t b, nebula_memo_t *memo, const char *keep)
 {
-    size_t           i, n, m, lim;
-    nebula_event_e   ev, rev;
+    size_t           i, n, lim;
+    nebula_event_e   ev;
     nebula_stream_t  s;
     ref_stream_t     r;
 
@@ -643,19 +643,24 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
     nebula_stream_memo(&s, memo);
     ref_stream_init(&r, format);
 
+    if (keep) {
+        nebula_stream_keep(&s, (const unsigned char *) keep, strlen(keep));
+    }
+
     for (i = 0; i < len; i += n) {
         lim = (i < a) ? a - i : (i < b) ? b - i : len - i;
 
         n = nebula_stream_scan(&s, (const unsigned char *) input + i, lim,
                                &ev);
-        m = ref_stream_scan(&r, (const unsigned char *) input + i, lim,
-                            &rev);
 
-        if (n != m || ev != rev || !ref_same_state(&s, &r)) {
-            printf("# format %d%s, cut at %zu and %zu: at %zu, consumed "
-                   "%zu / %zu, event %d / %d\n", (int) format,
-                   memo ? " with a memo" : "", a, b, i, n, m, (int) ev,
-                   (int) rev);
+        if (!ref_scan_as(&r, (const unsigned char *) input + i, n, lim, ev,
+                         s.keep, s.keep_len)
+            || !ref_same_state(&s, &r))
+        {
+            printf("# format %d%s%s, cut at %zu and %zu: at %zu, consumed "
+                   "%zu of %zu, event %d\n", (int) format,
+                   memo ? " with a memo" : "", keep ? ", keeping" : "",
+                   a, b, i, n, lim, (int) ev);
             return 0;
         }
     }
@@ -668,20 +673,26 @@ static void
 test_reference(void)
 {
     int               same, k_memo;
-    size_t            k, len, a, b, i;
+    size_t            k, len, a, b, i, n;
+    const char       *keep;
     nebula_memo_t    *memo;
     nebula_format_e   format;
     nebula_stream_t   s;
     ref_stream_t      r;
-    nebula_event_e    ev, rev;
+    nebula_event_e    ev;
 
     static nebula_memo_t  memo_space;
 
-    for (k_memo = 0; k_memo <= 3; k_memo++) {
+    for (k_memo = 0; k_memo <= 7; k_memo++) {
 
-    /* 0-2: each format; 3: SSE with a memo */
-    format = (k_memo == 3) ? NEBULA_FORMAT_SSE : (nebula_format_e) k_memo;
-    memo = (k_memo == 3) ? &memo_space : NULL;
+    /*
+     * 0-2: each format; 3: SSE with a memo; 4-7 the same keeping the
+     * model value "up", the one most bodies here name
+     */
+    format = ((k_memo & 3) == 3) ? NEBULA_FORMAT_SSE
+                                 : (nebula_format_e) (k_memo & 3);
+    memo = ((k_memo & 3) == 3) ? &memo_space : NULL;
+    keep = (k_memo >= 4) ? "up\"" : NULL;
 
     {
         same = 1;
@@ -693,7 +704,7 @@ test_reference(void)
                 /* a long body: every first cut, every 29th second one */
                 for (b = a; b <= len && same; b += (len > 512) ? 29 : 1) {
                     same = same_as_reference(format, corner_bodies[k].data,
-                                             len, a, b, memo);
+                                             len, a, b, memo, keep);
                 }
             }
 
@@ -702,13 +713,20 @@ test_reference(void)
             nebula_stream_memo(&s, memo);
             ref_stream_init(&r, format);
 
-            for (i = 0; i < len && same; i++) {
-                (void) nebula_stream_scan(&s, (const unsigned char *)
-                                          corner_bodies[k].data + i, 1, &ev);
-                (void) ref_stream_scan(&r, (const unsigned char *)
-                                       corner_bodies[k].data + i, 1, &rev);
+            if (keep) {
+                nebula_stream_keep(&s, (const unsigned char *) keep,
+                                   strlen(keep));
+            }
 
-                if (ev != rev || !ref_same_state(&s, &r)) {
+            for (i = 0; i < len && same; i++) {
+                n = nebula_stream_scan(&s, (const unsigned char *)
+                                       corner_bodies[k].data + i, 1, &ev);
+
+                if (!ref_scan_as(&r, (const unsigned char *)
+                                 corner_bodies[k].data + i, n, 1, ev,
+                                 s.keep, s.keep_len)
+                    || !ref_same_state(&s, &r))
+                {
                     printf("# format %d, body %zu, byte by byte: at %zu\n",
                            (int) format, k, i);
                     same = 0;
@@ -716,8 +734,9 @@ test_reference(void)
             }
         }
 
-        ok(same, "format %d%s: as the byte-at-a-time scanner, at every two "
-           "cuts", (int) format, memo ? " with a memo" : "");
+        ok(same, "format %d%s%s: as the byte-at-a-time scanner, at every "
+           "two cuts", (int) format, memo ? " with a memo" : "",
+           keep ? ", keeping \"up\"" : "");
     }
 
     }
@@ -733,7 +752,7 @@ test_memo(void)
 {
     int               i;
     size_t            pos, n;
-    unsigned          filled, k;
+    unsigned          filled, k, events, other;
     nebula_event_e    ev;
     nebula_stream_t   s, plain;
 
@@ -741,6 +760,7 @@ test_memo(void)
     static char           body[4096];
 
     body[0] = '\0';
+    other = 0;
 
     for (i = 0; i < 12; i++) {
         snprintf(body + strlen(body), sizeof(body) - strlen(body),
@@ -782,6 +802,30 @@ test_memo(void)
     ok(memcmp(&s, &plain, NEBULA_STREAM_LOCAL) == 0,
        "and the same state at the end");
 
+    /* keeping the model value: one event a chunk, its end */
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    nebula_stream_memo(&s, &memo);
+    nebula_stream_keep(&s, (const unsigned char *) "qwen3:latest\"", 13);
+    events = 0;
+
+    for (pos = 0; pos < strlen(body); pos += n) {
+        n = nebula_stream_scan(&s, (unsigned char *) body + pos,
+                               strlen(body) - pos, &ev);
+        events += (ev != NEBULA_EV_NONE);
+        other += (ev != NEBULA_EV_NONE && ev != NEBULA_EV_EVENT_END);
+    }
+
+    ok(events == 12 && other == 0, "keeping the model value, the 12 "
+       "chunks are 12 events, their ends: %u, %u others", events, other);
+    ok(memo.slot[0].len == strlen("data: {\"id\":\"chatcmpl-7\",\"object\":"
+                                  "\"chat.completion.chunk\",\"model\":"
+                                  "\"qwen3:latest\",\"choices\":[{\"index\":0,"
+                                  "\"delta\":{\"role\":\"assistant\","
+                                  "\"content\":\""),
+       "and the first stretch runs through it to the text: %u bytes",
+       (unsigned) memo.slot[0].len);
+    ok(s.content_docs == 12, "the same 12 chunks of text");
+
     nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
     nebula_stream_memo(&s, &memo);
     ok(s.memo == NULL, "an NDJSON scanner takes no memo");
@@ -791,7 +835,7 @@ test_memo(void)
 static void
 test_state_size(void)
 {
-    ok(sizeof(nebula_stream_t) <= 112, "scanner state is %zu bytes",
+    ok(sizeof(nebula_stream_t) <= 128, "scanner state is %zu bytes",
        sizeof(nebula_stream_t));
 }
 
