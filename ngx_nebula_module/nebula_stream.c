@@ -1274,6 +1274,27 @@ memo_next(nebula_event_e ev)
 
 
 /*
+ * A stretch that stopped at a model value the scanner would have kept,
+ * had the slice not cut it (or had it been read a byte at a time), is not
+ * kept in its slot: the slot would replay the stop for every chunk after.
+ */
+static int
+memo_may_keep(nebula_stream_t *s, const unsigned char *p,
+    const unsigned char *end)
+{
+    size_t  n;
+
+    if (s->keep_len == 0) {
+        return 0;
+    }
+
+    n = (size_t) (end - p);
+
+    return memcmp(p, s->keep, (n < s->keep_len) ? n : s->keep_len) == 0;
+}
+
+
+/*
  * With a memo: each stretch that begins at a slot's mark is compared with
  * the one the slot holds, and replayed when the state and the bytes are
  * the same; else it is scanned and, when it ends in this slice with
@@ -1371,7 +1392,9 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
 
         s->mark = memo_next(e);
 
-        if (m && n <= NEBULA_MEMO_BYTES && !s->told) {
+        if (m && n <= NEBULA_MEMO_BYTES && !s->told
+            && !(e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
+        {
             /* a slot that began where this one ended now begins elsewhere */
             for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
                 if (s->memo->slot[i].after == mark) {

@@ -751,7 +751,7 @@ static void
 test_memo(void)
 {
     int               i;
-    size_t            pos, n;
+    size_t            pos, n, cut;
     unsigned          filled, k, events, other;
     nebula_event_e    ev;
     nebula_stream_t   s, plain;
@@ -825,6 +825,29 @@ test_memo(void)
        "and the first stretch runs through it to the text: %u bytes",
        (unsigned) memo.slot[0].len);
     ok(s.content_docs == 12, "the same 12 chunks of text");
+
+    /*
+     * a slice that ends in the third chunk's model value: that value is
+     * reported (MODEL_START, MODEL_END), the ones after are kept again
+     */
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    nebula_stream_memo(&s, &memo);
+    nebula_stream_keep(&s, (const unsigned char *) "qwen3:latest\"", 13);
+    events = 0;
+    other = 0;
+    cut = strstr(strstr(strstr(body, "qwen3") + 1, "qwen3") + 1, "qwen3")
+          - body + 3;
+
+    for (pos = 0; pos < strlen(body); pos += n) {
+        n = nebula_stream_scan(&s, (unsigned char *) body + pos,
+                               (pos < cut ? cut : strlen(body)) - pos, &ev);
+        events += (ev != NEBULA_EV_NONE);
+        other += (ev != NEBULA_EV_NONE && ev != NEBULA_EV_EVENT_END);
+    }
+
+    ok(events == 14 && other == 2, "a model value cut by a slice is "
+       "reported, and the later ones kept: %u events, %u others", events,
+       other);
 
     nebula_stream_init(&s, NEBULA_FORMAT_NDJSON);
     nebula_stream_memo(&s, &memo);
