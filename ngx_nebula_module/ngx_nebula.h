@@ -160,6 +160,7 @@ typedef struct {
     size_t                    event_start;     /* where the open one starts */
     void                    (*upstream_finalize)(ngx_http_request_t *r,
                                                  ngx_int_t rc);
+    off_t                     held_length;     /* the upstream's length */
 
     unsigned                  body_done:1;     /* validated and rewritten */
     unsigned                  refused:1;       /* an error was sent */
@@ -168,6 +169,7 @@ typedef struct {
     unsigned                  strip_usage:1;   /* drop the usage chunk */
     unsigned                  usage_stripped:1;
     unsigned                  event_passing:1; /* too big to hold */
+    unsigned                  header_held:1;   /* until the body is read */
     unsigned                  model_kept:1;    /* the upstream's model value
                                                   is the public name */
     unsigned                  stream_broken:1; /* ended before its end */

@@ -27,6 +27,8 @@
 static ngx_int_t ngx_nebula_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
+static ngx_int_t ngx_nebula_release_header(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, off_t in, ngx_chain_t *out);
 static ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 static ngx_buf_t *ngx_nebula_event_send(ngx_nebula_ctx_t *ctx,
@@ -84,6 +86,11 @@ ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
         return;
     }
 
+    if (ctx->header_held) {
+        /* the answer failed before its body was read: nginx cuts it */
+        (void) ngx_nebula_release_header(r, ctx, -1, NULL);
+    }
+
     ctx->upstream_finalize(r, rc);
 
     if (ctx->upstream_failed) {
@@ -114,8 +121,10 @@ ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
         || rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
         || rc == NGX_HTTP_REQUEST_TIME_OUT
         || !r->upstream->header_sent || r->connection->error
-        || !ctx->filtering || ctx->closing)
+        || !ctx->filtering || ctx->closing
+        || ctx->stream.format == NEBULA_FORMAT_JSON)
     {
+        /* (a JSON answer cut short has no place for an error event) */
         return;
     }
 
@@ -204,7 +213,7 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
     nebula_stream_keep(&ctx->stream, ctx->model->quoted.data + 1,
                        ctx->model->quoted.len - 1);
 
-    if (r->upstream && format != NEBULA_FORMAT_JSON) {
+    if (r->upstream) {
         /* to hear of a failure midway, before nginx cuts the response */
         ctx->upstream_finalize = r->upstream->finalize_request;
         r->upstream->finalize_request = ngx_nebula_upstream_finalize;
@@ -225,10 +234,62 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
 
     r->filter_need_in_memory = 1;
 
-    /* the public name has another length than the upstream's */
-    ngx_http_clear_content_length(r);
     ngx_http_clear_accept_ranges(r);
     ngx_http_weak_etag(r);
+
+    if (format == NEBULA_FORMAT_JSON && r->headers_out.content_length_n >= 0
+        && r->upstream)
+    {
+        /*
+         * A whole JSON answer, of a known length: its header waits for
+         * its body, most often read with it, so that the length (the
+         * public name's may differ from the upstream's) is told exactly,
+         * with no chunked encoding (ngx_nebula_release_header()).
+         */
+        ctx->header_held = 1;
+        ctx->held_length = r->headers_out.content_length_n;
+        return NGX_OK;
+    }
+
+    /* the public name has another length than the upstream's */
+    ngx_http_clear_content_length(r);
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+/*
+ * The header held for a JSON answer goes: with the length of what the
+ * filter made of the body when the body came whole, else (a body in
+ * several reads, a failure before it) chunked, as any other.
+ */
+static ngx_int_t
+ngx_nebula_release_header(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    off_t in, ngx_chain_t *out)
+{
+    off_t         len;
+    ngx_chain_t  *cl;
+
+    ctx->header_held = 0;
+
+    if (in == ctx->held_length) {
+        len = 0;
+
+        for (cl = out; cl; cl = cl->next) {
+            len += ngx_buf_size(cl->buf);
+        }
+
+        r->headers_out.content_length_n = len;
+
+        if (r->headers_out.content_length) {
+            /* the upstream's header: nginx writes ours from the number */
+            r->headers_out.content_length->hash = 0;
+            r->headers_out.content_length = NULL;
+        }
+
+    } else {
+        ngx_http_clear_content_length(r);
+    }
 
     return ngx_http_next_header_filter(r);
 }
@@ -904,12 +965,14 @@ ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll)
 static ngx_int_t
 ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
+    off_t               held;
     ngx_int_t           rc;
     ngx_buf_t          *b, *ib;
     ngx_chain_t        *out, **ll, *cl;
     ngx_nebula_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+    held = 0;
 
     if (ctx && ctx->upstream_failed && r == r->main) {
         return ngx_nebula_failed_body(r, ctx, in);
@@ -917,6 +980,19 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx == NULL || !ctx->filtering) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->header_held) {
+        if (in == NULL) {
+            /* a flush before anything was read */
+            return ngx_http_next_body_filter(r, NULL);
+        }
+
+        held = 0;
+
+        for (cl = in; cl; cl = cl->next) {
+            held += ngx_buf_size(cl->buf);
+        }
     }
 
     out = NULL;
@@ -954,6 +1030,14 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     *ll = NULL;
+
+    if (ctx->header_held) {
+        rc = ngx_nebula_release_header(r, ctx, held, out);
+
+        if (rc == NGX_ERROR || rc > NGX_OK) {
+            return rc;
+        }
+    }
 
     rc = ngx_http_next_body_filter(r, out);
 

@@ -68,6 +68,12 @@ for my $case (['qwen3:latest', undef,                   'the upstream answers wi
             my @names = grep { defined } map { $_->{model} } @docs;
             my $ok = $r->{status} == 200 && @docs && @names == @docs
                      && !grep { $_ ne $model } @names;
+            if ($api eq 'json') {
+                # read whole, the answer is told with its exact length
+                $ok &&= defined $r->{headers}{'content-length'}
+                        && $r->{headers}{'content-length'} == length($r->{body})
+                        && !defined $r->{headers}{'transfer-encoding'};
+            }
             $ok &&= text_of($api, @docs) eq $expected;
             unless ($ok) {
                 $bad++;
@@ -78,6 +84,42 @@ for my $case (['qwen3:latest', undef,                   'the upstream answers wi
         ok !$bad, "$what ($api): every document names $model, the text is the upstream's";
     }
 }
+
+# a JSON answer read in two: chunked, as any body the filter changes
+for my $answer (undef, 'qwen3:8b') {
+    my $r = $t->post('/v1/chat/completions',
+                     { model => 'qwen3:latest', messages => [{ role => 'user', content => 'hi' }] },
+                     headers => { 'x-sim-tokens' => $tokens, 'x-sim-body-delay-ms' => 100,
+                                  defined $answer ? ('x-sim-answer-model' => $answer) : () });
+    my $j = json_decode($r->{body});
+    ok $r->{status} == 200 && $j && $j->{model} eq 'qwen3:latest'
+       && $j->{choices}[0]{message}{content} eq $expected
+       && ($r->{headers}{'transfer-encoding'} // '') eq 'chunked'
+       && !defined $r->{headers}{'content-length'},
+       'an answer read in two goes chunked, whole, with the public name'
+           . (defined $answer ? ' (upstream: ' . $answer . ')' : '')
+        or diag "$r->{status}: " . substr($r->{raw} // $r->{body}, 0, 400);
+}
+
+# a JSON answer the pool cuts short: the client's is cut short too, the
+# held header sent first; the request is settled, nothing is left held
+{
+    my $k = $t->new_key(plan => 'enterprise');
+    my $r = $t->post('/v1/chat/completions',
+                     { model => 'qwen3:latest', messages => [{ role => 'user', content => 'hi' }] },
+                     headers => { Authorization => "Bearer $k->{key}", 'x-sim-tokens' => $tokens,
+                                  'x-sim-body-delay-ms' => 'cut' });
+    ok $r->{status} == 200 && ($r->{headers}{'transfer-encoding'} // '') eq 'chunked'
+       && !json_decode($r->{body}),
+       'an answer the pool cuts short reaches the client cut short, chunked'
+        or diag "$r->{status}: " . substr($r->{body}, 0, 300);
+    ok $t->wait_settled($k->{key}), 'and its reservation is settled';
+}
+$t->allow_error(qr/upstream prematurely closed connection/);
+
+# what the gateway answers itself keeps its own length
+my $h = $t->request('GET', '/v1/models');
+ok defined $h->{headers}{'content-length'}, '/v1/models keeps its length';
 
 # the usage the client asked for is the upstream's, in the usage chunk
 my $r = $t->post('/v1/chat/completions',

@@ -768,6 +768,27 @@ class Sim:
             if faults.slow_ms:
                 await asyncio.sleep(faults.slow_ms / 1000.0)
             rec["completion_tokens"] = C
+            # x-sim-body-delay-ms: the body's second half that much later,
+            # so the gateway reads the answer in two
+            bd = req.headers.get("x-sim-body-delay-ms")
+            if bd:
+                body = gen.full_body()
+                rec["status"] = 200
+                rec["outcome"] = fault_outcome or "ok"
+                half = len(body) // 2
+                writer.write(response_head(200, [("Content-Type", "application/json"),
+                                                 ("Content-Length", str(len(body)))],
+                                           req.keep_alive, req.version) + body[:half])
+                await writer.drain()
+                if bd == "cut":
+                    # the second half never comes: the pool dies midway
+                    rec["outcome"] = "dropped"
+                    drop_connection(writer, False)
+                    return False
+                await asyncio.sleep(max(0.0, float(bd)) / 1000.0)
+                writer.write(body[half:])
+                await writer.drain()
+                return req.keep_alive
             return await self.respond(req, rec, writer, 200, gen.full_body(),
                                       outcome=fault_outcome or "ok")
 
