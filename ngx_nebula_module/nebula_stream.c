@@ -1244,6 +1244,7 @@ nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo)
     s->memo = memo;
     s->mark = 0;
     s->replayed = NEBULA_MEMO_NONE;
+    s->resume = NEBULA_MEMO_NONE;
 }
 
 
@@ -1308,9 +1309,9 @@ static size_t
 memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
-    size_t                n;
+    size_t                n, rest;
     uint64_t              docs;
-    unsigned              mark, i, after;
+    unsigned              mark, i, after, resume;
     nebula_event_e        e;
     nebula_memo_slot_t   *m;
     const unsigned char  *q, *end;
@@ -1322,9 +1323,32 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     after = NEBULA_MEMO_NONE;
 
     while (q < end) {
+        if (s->resume != NEBULA_MEMO_NONE) {
+            /*
+             * The last slice ended inside a stretch that, so far, was a
+             * slot's, from the slot's state: if the rest is the slot's
+             * rest, the stretch ends where the slot's ended.
+             */
+            m = &s->memo->slot[s->resume];
+            rest = m->len - s->resume_off;
+            s->resume = NEBULA_MEMO_NONE;
+
+            if (rest <= (size_t) (end - q)
+                && memcmp(q, m->bytes + s->resume_off, rest) == 0)
+            {
+                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
+                q += rest;
+                e = (nebula_event_e) m->ev;
+                s->mark = m->next;
+                s->replayed = NEBULA_MEMO_NONE;
+                goto event;
+            }
+        }
+
         mark = s->mark;
         s->mark = NEBULA_MEMO_NONE;
         m = NULL;
+        resume = 0;
 
         if (mark < NEBULA_MEMO_SLOTS) {
             m = &s->memo->slot[mark];
@@ -1345,6 +1369,17 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
                 s->replayed = mark;
                 goto event;
             }
+
+            /*
+             * A stretch the slice cuts that is so far the slot's, from its
+             * state, and adds no text (which its beginning may hold):
+             * the next call can take the rest from the slot.
+             */
+            resume = m->len > (size_t) (end - q) && m->content_docs == 0
+                     && memcmp(q, m->bytes, end - q) == 0
+                     && ((m->after != NEBULA_MEMO_NONE
+                          && m->after == s->replayed)
+                         || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0);
 
             /*
              * Where this stretch began, to keep it in the slot if it ends
@@ -1387,6 +1422,12 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
         if (e == NEBULA_EV_NONE) {
             /* the slice ended in a stretch: the next call is inside it */
             q += n;
+
+            if (resume) {
+                s->resume = mark;
+                s->resume_off = (uint16_t) n;
+            }
+
             break;
         }
 

@@ -120,6 +120,8 @@ typedef struct {
 
     unsigned char    mark;               /* the memo slot that starts here */
     unsigned char    replayed;           /* the slot just replayed */
+    unsigned char    resume;             /* the slot a slice cut, matching */
+    uint16_t         resume_off;         /* and how far */
     nebula_memo_t   *memo;
 
     /* a model value the caller keeps as it is: its bytes, closing quote */

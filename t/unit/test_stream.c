@@ -621,7 +621,17 @@ static const struct {
          "{\"content\":\"f\"}}]}\r\n\r\n"
          "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
          "{\"content\":\"g\"}}]}\n\n"
-         "data: [DONE]\n\ndata: [DONE]\n\n")
+         "data: [DONE]\n\ndata: [DONE]\n\n"),
+
+    /*
+     * A chunk whose beginning differs from the memo's stretch and whose
+     * rest is the same: a slice that ends in it must not let the next
+     * call take the rest from the slot
+     */
+    BODY("data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n"
+         "data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n"
+         "data: [\"k\":\"v\",\"model\":\"up\",\"x\":1]\n\n"
+         "data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n")
 };
 
 #undef BODY
