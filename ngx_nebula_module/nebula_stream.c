@@ -1251,6 +1251,17 @@ nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo)
 /* after a text's opening quote: no slot, but a short way to its end */
 #define MEMO_TEXT  (NEBULA_MEMO_NONE + 1)
 
+/*
+ * What a stretch began after, besides a slot replayed: a text read the
+ * short way right after slot k was replayed, empty or not; the state it
+ * leaves follows from slot k's end and that alone.
+ */
+#define MEMO_AFTER_TEXT(k, full)  (MEMO_TEXT + 1 + 2 * (k) + ((full) != 0))
+#define MEMO_BASE(a)                                                          \
+    ((unsigned) (((a) < NEBULA_MEMO_SLOTS) ? (a)                              \
+                 : ((a) > MEMO_TEXT) ? ((a) - MEMO_TEXT - 1) / 2              \
+                 : NEBULA_MEMO_NONE))
+
 
 /* the slot of the stretch that begins after an event */
 static unsigned
@@ -1311,7 +1322,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
 {
     size_t                n, rest;
     uint64_t              docs;
-    unsigned              mark, i, after, resume;
+    unsigned              mark, i, after, resume, prev;
     nebula_event_e        e;
     nebula_memo_slot_t   *m;
     const unsigned char  *q, *end;
@@ -1391,6 +1402,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
             s->told = 0;
         }
 
+        prev = s->replayed;
         s->replayed = NEBULA_MEMO_NONE;
 
         if (mark == MEMO_TEXT) {
@@ -1413,6 +1425,11 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
                 s->in_content = 0;
                 s->mark = memo_next(EV_TEXT_CLOSE);
                 q += n + 1;
+
+                if (prev < NEBULA_MEMO_SLOTS) {
+                    s->replayed = MEMO_AFTER_TEXT(prev, n);
+                }
+
                 continue;
             }
         }
@@ -1436,15 +1453,18 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
         if (m && n <= NEBULA_MEMO_BYTES && !s->told
             && !(e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
         {
-            /* a slot that began where this one ended now begins elsewhere */
+            /*
+             * A slot that began where this one ended (or after a text
+             * read after it) now begins elsewhere
+             */
             for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
-                if (s->memo->slot[i].after == mark) {
+                if (MEMO_BASE(s->memo->slot[i].after) == mark) {
                     s->memo->slot[i].after = NEBULA_MEMO_NONE;
                 }
             }
 
             /* (and this one not after itself: its end has changed) */
-            if (after == mark) {
+            if (MEMO_BASE(after) == mark) {
                 after = NEBULA_MEMO_NONE;
             }
 
