@@ -590,6 +590,38 @@ ngx_nebula_emit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
 
 /*
+ * Strip mode: the bytes from *start to upto go into the event held; when
+ * whole events end among them (at *ends), the open event, the one that
+ * may yet be the usage chunk, begins there.
+ */
+static ngx_int_t
+ngx_nebula_hold(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx, u_char **start,
+    u_char *upto, u_char **ends)
+{
+    size_t  before;
+
+    before = ctx->event ? (size_t) (ctx->event->buf->last
+                                    - ctx->event->buf->pos)
+                        : 0;
+
+    if (upto > *start
+        && ngx_nebula_event_append(r, ctx, *start, upto - *start) != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (*ends) {
+        ctx->event_start = before + (*ends - *start);
+        *ends = NULL;
+    }
+
+    *start = upto;
+
+    return NGX_OK;
+}
+
+
+/*
  * One buffer of the upstream's body: scanned, the public name put in place
  * of the upstream's; in strip mode, events are held whole and the usage
  * chunk dropped.
@@ -598,7 +630,7 @@ static ngx_int_t
 ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_buf_t *ib, ngx_chain_t ***ll)
 {
-    u_char          *pos, *start;
+    u_char          *pos, *start, *ends;
     size_t           n;
     ngx_buf_t       *b;
     ngx_str_t       *name;
@@ -607,6 +639,7 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     b = NULL;
     pos = ib->pos;
     start = pos;
+    ends = NULL;
     name = &ctx->model->quoted;
 
     while (pos < ib->last) {
@@ -663,7 +696,9 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             }
 
             /* the opening quote goes with the name */
-            if (ngx_nebula_emit(r, ctx, ll, start, pos - 1 - start, &b)
+            if ((ctx->strip_usage
+                 ? ngx_nebula_hold(r, ctx, &start, pos - 1, &ends)
+                 : ngx_nebula_emit(r, ctx, ll, start, pos - 1 - start, &b))
                 != NGX_OK
                 || ngx_nebula_emit(r, ctx, ll, name->data, name->len, &b)
                    != NGX_OK)
@@ -675,40 +710,61 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             continue;
         }
 
-        if (ngx_nebula_emit(r, ctx, ll, start, pos - start, &b) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        start = pos;
-
         if (!ctx->strip_usage) {
+            if (ngx_nebula_emit(r, ctx, ll, start, pos - start, &b)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            start = pos;
             continue;
         }
 
-        if (ev == NEBULA_EV_EVENT_END) {
-            if (ctx->stream.usage_only && !ctx->event_passing) {
-                /* the chunk the client did not ask for */
-                if (ctx->event) {
-                    ctx->event->buf->last = ctx->event->buf->pos
-                                            + ctx->event_start;
-                }
+        /*
+         * Strip mode: what is read is copied into the event held only when
+         * it must be (a usage chunk to cut out, a name to put in, the
+         * buffer's end): the whole events of a buffer in one copy, not one
+         * an event.
+         */
 
-                ctx->usage_stripped = 1;
-
-            } else if (ctx->event_passing) {
-                b = ngx_nebula_event_send(ctx, ll);
-                ctx->event_start = 0;
-
-            } else if (ctx->event) {
+        if (ev == NEBULA_EV_EVENT_END && !ctx->event_passing) {
+            if (!ctx->stream.usage_only) {
                 /*
                  * A whole event: it goes with the others this buffer ends,
                  * when it has been read through, in the same call: one
                  * buffer out for many events, and no token waits.
                  */
-                ctx->event_start = ctx->event->buf->last
-                                   - ctx->event->buf->pos;
+                ends = pos;
+                continue;
             }
 
+            /* the chunk the client did not ask for */
+            if (ends) {
+                /* it began after the last whole event */
+                if (ngx_nebula_hold(r, ctx, &start, ends, &ends) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+            } else if (ctx->event) {
+                /* it began in the event held */
+                ctx->event->buf->last = ctx->event->buf->pos
+                                        + ctx->event_start;
+            }
+
+            start = pos;
+            ctx->usage_stripped = 1;
+            continue;
+        }
+
+        if (ngx_nebula_hold(r, ctx, &start, pos, &ends) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (ev == NEBULA_EV_EVENT_END) {
+            /* the end of an event too large to hold */
+            b = ngx_nebula_event_send(ctx, ll);
+            ctx->event_start = 0;
             ctx->event_passing = 0;
             continue;
         }
@@ -724,6 +780,11 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     }
 
     if (ctx->strip_usage) {
+        /* whole events that ended the buffer */
+        if (ngx_nebula_hold(r, ctx, &start, ib->last, &ends) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         if (ctx->event_passing || ib->last_buf) {
             b = ngx_nebula_event_send(ctx, ll);
             ctx->event_start = 0;
