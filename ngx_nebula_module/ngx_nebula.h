@@ -243,6 +243,7 @@ ngx_uint_t ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in,
 ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
     nebula_admit_t *a, time_t now);
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
+void ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle);
 void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,

@@ -673,7 +673,10 @@ ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len)
             continue;
         }
 
-        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        /* an empty buffer (the last one, often) may have no memory at all */
+        if (b->last != b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
     }
 
     *len = p - body;

@@ -29,7 +29,12 @@ ngx_nebula_json_reserve(ngx_nebula_json_t *j, size_t n)
         return NGX_ERROR;
     }
 
-    j->pos = ngx_cpymem(p, j->start, j->pos - j->start);
+    /* the first buffer has nothing to copy from: memcpy(p, NULL, 0) is UB */
+    if (j->pos != j->start) {
+        ngx_memcpy(p, j->start, j->pos - j->start);
+    }
+
+    j->pos = p + (j->pos - j->start);
     j->start = p;
     j->end = p + size;
 

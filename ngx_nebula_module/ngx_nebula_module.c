@@ -335,6 +335,7 @@ ngx_nebula_exit_process(ngx_cycle_t *cycle)
 {
     ngx_nebula_lease_exit_worker(cycle);
     ngx_nebula_redis_exit_worker(cycle);
+    ngx_nebula_settle_exit_worker(cycle);
 }
 
 

@@ -41,6 +41,9 @@ typedef struct {
 #define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
 #define NGX_NEBULA_SETTLE_ATTEMPTS   20
 
+/* how long a worker that shuts down waits for Redis to take them */
+#define NGX_NEBULA_SETTLE_EXIT_WAIT  60000
+
 
 typedef struct {
     ngx_queue_t               retry;
@@ -48,6 +51,8 @@ typedef struct {
     ngx_uint_t                dropped;
     ngx_log_t                *log;
     ngx_event_t               flush;
+    ngx_msec_t                exit_deadline;
+    unsigned                  exit_wait:1;
 } ngx_nebula_settle_queue_t;
 
 
@@ -406,7 +411,7 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         rnd[i] = (uint32_t) ngx_random();
     }
 
-    p = ngx_hex_dump(adm->request_id, (u_char *) rnd, sizeof(rnd));
+    p = ngx_nebula_hex(adm->request_id, (u_char *) rnd, sizeof(rnd));
     *p = '\0';
 
     want = req->max_tokens > 0 ? req->max_tokens
@@ -1058,6 +1063,25 @@ ngx_nebula_settle_flush(ngx_event_t *ev)
 
     if (!ngx_nebula_redis_ready()) {
         if (ngx_exiting && !ngx_queue_empty(&q->retry)) {
+
+            /*
+             * A worker that shuts down while Redis is away (a reload or
+             * a binary upgrade during an outage) keeps its settlements
+             * and reconnects for them, for up to a minute; this timer
+             * keeps the worker alive until then.
+             */
+            if (!q->exit_wait) {
+                q->exit_wait = 1;
+                q->exit_deadline = ngx_current_msec
+                                   + NGX_NEBULA_SETTLE_EXIT_WAIT;
+            }
+
+            if ((ngx_msec_int_t) (q->exit_deadline - ngx_current_msec) > 0) {
+                ngx_nebula_redis_reconnect_exiting();
+                ngx_add_timer(&q->flush, 500);
+                return;
+            }
+
             ngx_log_error(NGX_LOG_ERR, q->log, 0,
                           "nebula: worker exits with %ui settlements that "
                           "redis did not take", q->nretry);
@@ -1120,4 +1144,29 @@ ngx_nebula_settle_init_worker(ngx_cycle_t *cycle)
 
     /* settlements that wait keep a worker that shuts down alive a while */
     q->flush.cancelable = 0;
+}
+
+
+/*
+ * The worker exits: what still waits for Redis goes with it (a fast
+ * shutdown; redisAsyncFree() has just given the settlements in flight
+ * back to the queue), so that nothing is left allocated.
+ */
+void
+ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                *h;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (q->log == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&q->retry)) {
+        h = ngx_queue_head(&q->retry);
+        ngx_queue_remove(h);
+        ngx_free(ngx_queue_data(h, ngx_nebula_settlement_t, queue));
+    }
+
+    q->nretry = 0;
 }

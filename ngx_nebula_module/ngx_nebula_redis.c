@@ -34,6 +34,7 @@ struct ngx_nebula_redis_op_s {
     int                           cmd_len;
     unsigned                      retried:1;
     unsigned                      internal:1;
+    unsigned                      written:1;
 };
 
 
@@ -151,6 +152,28 @@ ngx_nebula_redis_schedule_reconnect(void)
     if (!rd->reconnect.timer_set) {
         ngx_add_timer(&rd->reconnect, rd->backoff);
     }
+
+    rd->backoff = ngx_min(rd->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
+}
+
+
+/*
+ * A worker that shuts down (reload, QUIT, binary upgrade) does not
+ * reconnect by itself: it has no new requests to serve.  One that still
+ * holds settlements Redis did not take asks for it, from their retry
+ * timer (ngx_nebula_settle_flush), so that a Redis back within the wait
+ * takes them.
+ */
+void
+ngx_nebula_redis_reconnect_exiting(void)
+{
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (!rd->active || rd->ac || rd->reconnect.timer_set || ngx_terminate) {
+        return;
+    }
+
+    ngx_add_timer(&rd->reconnect, rd->backoff);
 
     rd->backoff = ngx_min(rd->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
 }
@@ -353,6 +376,7 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         if (load) {
             load->internal = 1;
             op->retried = 1;
+            op->written = 0;
             op->deadline = ngx_current_msec + rd->conf->timeout;
             ngx_queue_insert_tail(&rd->pending, &op->queue);
             rd->npending++;
@@ -541,9 +565,41 @@ ngx_nebula_redis_read_handler(ngx_event_t *ev)
 static void
 ngx_nebula_redis_write_handler(ngx_event_t *ev)
 {
-    if (ngx_nebula_redis.ac) {
-        redisAsyncHandleWrite(ngx_nebula_redis.ac);
+    ngx_queue_t            *q;
+    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_op_t  *op;
+
+    if (rd->ac == NULL) {
+        return;
     }
+
+    redisAsyncHandleWrite(rd->ac);
+
+    if (rd->ac == NULL || !rd->connected) {
+        return;
+    }
+
+    /*
+     * A command's time runs from when it is written, not queued: a worker
+     * busy for longer than the timeout between the two (a burst, a slow
+     * machine) would otherwise take a healthy Redis for a frozen one.
+     * The ones written now are the newest, at the queue's tail.
+     */
+    for (q = ngx_queue_last(&rd->pending);
+         q != ngx_queue_sentinel(&rd->pending);
+         q = ngx_queue_prev(q))
+    {
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+
+        if (op->written) {
+            break;
+        }
+
+        op->written = 1;
+        op->deadline = ngx_current_msec + rd->conf->timeout;
+    }
+
+    ngx_nebula_redis_arm_timer();
 }
 
 
@@ -766,7 +822,12 @@ ngx_nebula_redis_format(char **out, ngx_uint_t argc, const char **argv,
 
     for (i = 0; i < argc; i++) {
         p = ngx_nebula_redis_len(p, '$', argvlen[i]);
-        p = ngx_cpymem(p, argv[i], argvlen[i]);
+
+        /* an empty argument may have no data: memcpy(p, NULL, 0) is UB */
+        if (argvlen[i]) {
+            p = ngx_cpymem(p, argv[i], argvlen[i]);
+        }
+
         *p++ = CR;
         *p++ = LF;
     }

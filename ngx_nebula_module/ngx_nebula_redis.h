@@ -61,6 +61,9 @@ ngx_int_t ngx_nebula_redis_init_worker(ngx_cycle_t *cycle,
     ngx_nebula_redis_conf_t *conf);
 void ngx_nebula_redis_exit_worker(ngx_cycle_t *cycle);
 
+/* a worker that shuts down and still has settlements to send */
+void ngx_nebula_redis_reconnect_exiting(void);
+
 /* whether a command sent now would go on an established connection */
 ngx_int_t ngx_nebula_redis_ready(void);
 

@@ -229,8 +229,9 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
 found:
 
+    /* an empty string may have no data: nginx copies values with memcpy() */
     v->len = s->len;
-    v->data = s->data;
+    v->data = s->len ? s->data : (u_char *) "";
     v->valid = 1;
     v->no_cacheable = 1;
     v->not_found = 0;
