@@ -18,7 +18,7 @@ CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
                -Ingx_nebula_module
 UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c
 
-.PHONY: all deps module unit fuzz-build fuzz test run bench bench-callgrind clean
+.PHONY: all deps module unit fuzz-build fuzz test test-valgrind test-asan run bench bench-callgrind faults clean
 
 all: module
 
@@ -73,6 +73,101 @@ fuzz: fuzz-build
 test: module unit fuzz-build
 	prove -j$(PROVE_JOBS) --timer $(UNIT_TESTS) t/
 
+# The unit tests, then the t/ suite with nginx under valgrind memcheck:
+# no error, and nothing definitely lost (docs/testing.md).  Every nginx
+# process is checked: nginx forks its workers (and, on a reload, new ones)
+# without an exec, and valgrind follows a fork by itself, so
+# --trace-children is not needed; the nginx -t runs of t/05-conf.t go
+# under valgrind too.  Each process writes logs/valgrind.<pid>.log in its
+# test's directory (a worker opens its log at the fork, before it becomes
+# nobody); the harness fails the file on an error, a definite leak or a
+# log cut short (check_valgrind in t/lib/Nebula/Test.pm), and stops nginx
+# with QUIT first, as nginx's TERM SIGKILLs workers still writing their
+# reports.  --keep-debuginfo: nginx unloads the module before the leak
+# check, whose stacks would lose its names.  t/valgrind.supp holds what
+# nginx 1.22 itself leaves allocated, each entry with its reason.  Nginx
+# runs 10-50 times slower (a start or a reload parses the CA bundle three
+# times, some 5 s of CPU): the harness and the tests multiply their waits and
+# timeouts by NEBULA_TIME_SCALE (VALGRIND_TIME_SCALE), not what they
+# assert.  VALGRIND_OPTS=--track-origins=yes says where an uninitialised
+# value came from (slower); VALGRIND_OPTS=-s lists the suppressions used.
+# Not run here, and said so: t/30-fuzz-smoke.t runs libFuzzer binaries
+# built with ASan, which valgrind cannot run (the parsers they fuzz run
+# under valgrind as the unit tests); t/40-bench-setup.t and
+# t/41-make-run.t start nginx through bench/run and tools/run, not through
+# the harness, so not under valgrind: they would check nothing make test
+# does not.  (t/42-faults-under-load.t skips itself under a wrapper.)
+VALGRIND := valgrind --tool=memcheck --error-exitcode=99 --num-callers=30 \
+            --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \
+            --keep-debuginfo=yes --suppressions=$(CURDIR)/t/valgrind.supp
+VALGRIND_TIME_SCALE ?= 10
+VALGRIND_SKIP := t/30-fuzz-smoke.t t/40-bench-setup.t t/41-make-run.t
+VALGRIND_T := $(filter-out $(VALGRIND_SKIP),$(wildcard t/*.t))
+
+test-valgrind: module unit
+	@echo "test-valgrind: not run: t/30-fuzz-smoke.t (libFuzzer+ASan binaries: valgrind cannot run them; their parsers run under valgrind as the unit tests)"
+	@echo "test-valgrind: not run: t/40-bench-setup.t, t/41-make-run.t (bench/run and tools/run start nginx themselves, not under valgrind)"
+	prove -j$(PROVE_JOBS) --timer --exec '$(VALGRIND) -q' $(UNIT_TESTS); rc=$$?; \
+	NEBULA_TIME_SCALE=$(VALGRIND_TIME_SCALE) \
+	NEBULA_NGINX_WRAP='$(VALGRIND) --log-file=%q{NEBULA_TEST_DIR}/logs/valgrind.%p.log' \
+	    prove -j$(PROVE_JOBS) --timer $(VALGRIND_T) || exit 1; exit $$rc
+
+# The unit tests and the whole t/ suite with AddressSanitizer and
+# UndefinedBehaviorSanitizer (docs/testing.md, "make test-asan"):
+# tools/build-asan builds Debian's nginx from its source package, with the
+# arguments nginx -V shows plus the sanitizers and NGX_DEBUG_PALLOC, and
+# the module with it, into build/asan/.  Reports go to files, not to
+# stderr (a worker's is its error log): build/asan/reports, and for each
+# test file its own directory, where the harness fails the file on any
+# report (check_sanitizer in t/lib/Nebula/Test.pm); one left in
+# build/asan/reports (the unit tests, an nginx -t outside any test
+# object) fails the target after prove.
+#   LeakSanitizer: on for the unit tests; for t/ detect_leaks=0 with
+#     NEBULA_LSAN=1, so the harness turns it on in the nginx it starts,
+#     master and workers, and not in nginx -t or nginx -s, which return
+#     from main() with all they parsed, by design.  build/asan/lsan.supp
+#     has the rest of nginx's own: what is left is what a worker
+#     allocated and lost while it ran.  ASAN_LEAKS=0 turns it off.
+#   UBSan reports and goes on (halt_on_error=0): a run shows every
+#     finding, once a place a process; build/asan/ubsan.supp has nginx's
+#     own.  ASan stops a process at its first error.
+#   detect_stack_use_after_return stays off: its fake stacks grow a
+#     worker's resident memory through a long stream, which
+#     t/20-stream-metering.t's flat-memory check would then measure.
+# t/30-fuzz-smoke.t runs the libFuzzer targets, ASan and UBSan already;
+# t/40-bench-setup.t and t/41-make-run.t run Debian's nginx through
+# bench/run and tools/run, the product's scripts as a user runs them:
+# they stay so (they check the scripts; the code they run is all run
+# under the sanitizers by the other files).
+ASAN_BUILD   := $(BUILD)/asan
+ASAN_REPORTS := $(ASAN_BUILD)/reports
+ASAN_UNIT    := $(patsubst t/unit/%.c,$(ASAN_BUILD)/unit/%,$(wildcard t/unit/test_*.c))
+ASAN_LEAKS   ?= 1
+ASAN_OPTS := log_path=$(ASAN_REPORTS)/asan
+ASAN_ENV := NEBULA_LSAN=$(filter-out 0,$(ASAN_LEAKS)) \
+            LSAN_OPTIONS=suppressions=$(ASAN_BUILD)/lsan.supp:print_suppressions=0 \
+            UBSAN_OPTIONS=suppressions=$(ASAN_BUILD)/ubsan.supp:print_stacktrace=1:halt_on_error=0
+
+$(ASAN_BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+	@mkdir -p $(ASAN_BUILD)/unit
+	$(CC) $(CFLAGS_UNIT) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+test-asan: module fuzz-build $(ASAN_UNIT)
+	@tools/build-asan
+	@rm -rf $(ASAN_REPORTS) && mkdir -p -m 1777 $(ASAN_REPORTS)
+	@$(ASAN_ENV) ASAN_OPTIONS=$(ASAN_OPTS):detect_leaks=$(ASAN_LEAKS) \
+	    prove --timer $(ASAN_UNIT) && \
+	$(ASAN_ENV) ASAN_OPTIONS=$(ASAN_OPTS):detect_leaks=0 \
+	    NEBULA_NGINX=$(ASAN_BUILD)/nginx/objs/nginx \
+	    NEBULA_MODULE=$(ASAN_BUILD)/nginx/objs/ngx_http_nebula_module.so \
+	    prove -j$(PROVE_JOBS) --timer t/; rc=$$?; \
+	if [ -n "$$(ls -A $(ASAN_REPORTS))" ]; then \
+	    echo "test-asan: sanitizer reports in $(ASAN_REPORTS):"; \
+	    for f in $(ASAN_REPORTS)/*; do echo "== $$f"; head -30 "$$f"; done; \
+	    exit 1; \
+	fi; exit $$rc
+
 run: module
 	@tools/run
 
@@ -85,6 +180,13 @@ bench: module
 bench-callgrind: module
 	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 	@BENCH_CALLGRIND=1 bench/run
+
+# faults under load (bench/faults, docs/reliability.md): Redis killed and
+# blocked, the pool killed mid-stream, nginx reloaded and upgraded, while
+# wrk runs; every served request's usage recorded; about 4 minutes.
+# make test runs the short version (t/42-faults-under-load.t)
+faults: module
+	@bench/faults
 
 clean:
 	rm -rf $(BUILD)

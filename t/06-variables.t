@@ -6,6 +6,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
+use Time::HiRes qw(sleep time);
 use Nebula::Test;
 
 my $t = Nebula::Test->new(patch_proxy => sub { $_[0] =~ s/proxy_read_timeout\s+\d+s;/proxy_read_timeout 1s;/r },
@@ -18,6 +19,19 @@ my $t = Nebula::Test->new(patch_proxy => sub { $_[0] =~ s/proxy_read_timeout\s+\
     return $c;
 });
 
+# a request's line is written as it ends, just after its response: the
+# next request, maybe on the other worker, waits for it, or a slow run
+# (valgrind) writes the lines out of order
+sub logged {
+    my ($n) = @_;
+    my $deadline = time + 2 * $Nebula::Test::TIME_SCALE;
+    while (time < $deadline) {
+        open my $f, '<', $t->dir . '/logs/vars.log' or return;
+        return if (() = grep { m{^/v1/} } <$f>) >= $n;
+        sleep 0.01;
+    }
+}
+
 my $r = $t->post('/v1/chat/completions', { model => 'qwen/qwen3-coder:free',
                                            messages => [{ role => 'user', content => 'abcdefgh' }] });
 is $r->{status}, 200, 'local model';
@@ -25,16 +39,19 @@ is $r->{status}, 200, 'local model';
 is $r->{headers}{'x-nebula-vars'},
    'qwen/qwen3-coder:free|qwen3-coder:30b|ollama_local|http://ollama_local|ollama_local|9',
    'variables of a local model';
+logged(1);
 
 $r = $t->post('/v1/chat/completions', { model => 'deepseek-v3.1:671b-cloud',
                                         messages => [{ role => 'user', content => 'x' }] });
 is $r->{headers}{'x-nebula-vars'},
    'deepseek-v3.1:671b-cloud|deepseek-v3.1:671b|ollama_cloud|http://ollama_cloud|127.0.0.1|8',
    'variables of a cloud model (rendered for plain HTTP to the simulator)';
+logged(2);
 
 $r = $t->post('/v1/chat/completions', { model => 'nope', messages => [{ role => 'user', content => 'x' }] });
 is $r->{status}, 404, 'unknown model';
 is $r->{headers}{'x-nebula-vars'}, '|||||', 'variables are empty before a model is chosen';
+logged(3);
 
 # a pool that stalls: nginx's 504 goes through error_page to @nebula_error,
 # an internal redirect that forgets module contexts; the log still knows

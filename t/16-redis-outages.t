@@ -24,13 +24,17 @@ my $back = qr/nebula: redis at "[^"]+" is back/;
 
 sub eventually {
     my ($try) = @_;
-    my $deadline = time + 10;
+    my $deadline = time + 10 * $Nebula::Test::TIME_SCALE;
     while (time < $deadline) {
         return 1 if $try->();
         sleep 0.05;
     }
     return 0;
 }
+
+# (under valgrind, NEBULA_TIME_SCALE: a worker's loop that runs longer than
+# the timeout times out the commands it queued before they were written)
+my $timeout = 300 * $Nebula::Test::TIME_SCALE;
 
 sub usage {
     my ($t, $k) = @_;
@@ -41,7 +45,7 @@ sub usage {
 # ------------------------------------------------ frozen for four seconds
 {
     my $t = Nebula::Test->new(
-        patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  300ms;/r });
+        patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  ${timeout}ms;/r });
     $t->allow_error($down);
     my $k = $t->new_key(plan => 'developer');
     my $auth = { Authorization => "Bearer $k->{key}" };
@@ -51,7 +55,7 @@ sub usage {
     # every reconnection of every worker reaches a Redis that accepts and
     # never answers: each is an attempt of the same outage
     $t->redis->freeze;
-    my $end = time + 4;
+    my $end = time + 4 * $Nebula::Test::TIME_SCALE;
     my %st;
     while (time < $end) {
         $st{ $t->post($chat, $hello, headers => $auth, timeout => 5)->{status} }++;
@@ -78,7 +82,7 @@ sub usage {
 # ------------------- workers that start while the outage flag is still set
 {
     my $t = Nebula::Test->new(
-        patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  300ms;/r });
+        patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  ${timeout}ms;/r });
     $t->allow_error($down);
     my $master = $t->{nginx};
     my @old = grep { /^\d+$/ } map { s/\s//gr } `ps -o pid= --ppid $master`;

@@ -13,8 +13,11 @@ use POSIX ();
 use Time::HiRes qw(time sleep);
 use Nebula::Test;
 
+# (under valgrind, NEBULA_TIME_SCALE: a worker's loop that runs longer than
+# the timeout times out the commands it queued before they were written)
+my $timeout = 300 * $Nebula::Test::TIME_SCALE;
 my $t = Nebula::Test->new(
-    patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  300ms;/r });
+    patch => sub { $_[0] =~ s/nebula_redis_timeout\s+1s;/nebula_redis_timeout  ${timeout}ms;/r });
 $t->allow_error(qr/nebula: redis at "[^"]+" unavailable/);
 my $k = $t->new_key(plan => 'developer', name => 'settle-retry');
 my $auth = { Authorization => "Bearer $k->{key}" };
@@ -36,7 +39,7 @@ close $wr;
 
 # admitted: the reservation is in Redis, the stream has started
 my $admitted = 0;
-for (1 .. 100) {
+for (1 .. 100 * $Nebula::Test::TIME_SCALE) {
     last if $admitted = $t->redis->cli('ZCARD', "nb:{$k->{id}}:res:$month") == 1
                         && @{ $t->sim('local')->requests };
     sleep 0.02;
@@ -48,7 +51,7 @@ waitpid $pid, 0;
 my ($status, $complete) = split ' ', scalar <$rd>;
 is $status, 200, 'the stream is served while Redis is frozen';
 ok $complete, 'to its end';
-sleep 2;            # longer than the command timeout: the connection drops
+sleep 1.7 + $timeout / 1000;    # longer than the command timeout: the connection drops
 like $t->error_log, qr/nebula: redis at "[^"]+" unavailable/, 'the settlement found Redis gone';
 $t->redis->thaw;
 

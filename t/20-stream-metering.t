@@ -161,7 +161,7 @@ print $s "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer
        . "x-sim-fault: slow:100\r\nx-sim-tokens: 40\r\nContent-Length: " . length($body) . "\r\n\r\n$body";
 my ($got, $K) = ('', 5);
 my $sel = IO::Select->new($s);
-while ($sel->can_read(5)) {
+while ($sel->can_read(5 * $Nebula::Test::TIME_SCALE)) {
     last unless sysread $s, my $buf, 4096;
     $got .= $buf;
     last if (() = $got =~ /"content":"[^"]/g) >= $K;
@@ -222,7 +222,7 @@ for my $usage (1, 0) {
                . "\r\n\r\n$body";
     my ($raw, $first, $end) = ('');
     my $sel = IO::Select->new($s);
-    while ($sel->can_read(5)) {
+    while ($sel->can_read(5 * $Nebula::Test::TIME_SCALE)) {
         last unless sysread $s, my $buf, 65536;
         $raw .= $buf;
         # the body so far, its chunked framing taken off

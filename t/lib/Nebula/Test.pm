@@ -26,7 +26,7 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf $NGINX);
+our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf $NGINX $TIME_SCALE);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 # make test-asan and make test-valgrind run the same suite with another
@@ -35,6 +35,10 @@ our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 our $NGINX = $ENV{NEBULA_NGINX} // 'nginx';
 our $MODULE = $ENV{NEBULA_MODULE} // "$ROOT/build/nginx/objs/ngx_http_nebula_module.so";
 our @WRAP = split ' ', $ENV{NEBULA_NGINX_WRAP} // '';
+# how much longer than usual nginx may take (make test-valgrind: 10): the
+# harness's waits and timeouts, and the tests' waits and the timeouts they
+# configure, are multiplied by it; what a test measures is not
+our $TIME_SCALE = $ENV{NEBULA_TIME_SCALE} || 1;
 my $JSON = JSON::PP->new->canonical->allow_nonref;
 
 my %used_ports;
@@ -72,6 +76,7 @@ sub new {
     # nginx's workers run as nobody and must reach their temp paths
     chmod 0755, $self->{dir};
     make_path("$self->{dir}/logs");
+    $self->sanitizer_setup;
 
     $self->{port} = free_port();
     $self->{admin_token} = 'test-admin-token-' . join('', map { int rand 10 } 1 .. 16);
@@ -106,9 +111,16 @@ sub admin {
 # reservation, i.e. every request it made is settled.
 sub wait_settled {
     my ($self, $secret) = @_;
-    my $me = $self->get('/v1/key', headers => { Authorization => "Bearer $secret" });
-    my $id = $me->{json}{data}{id} or return 0;
-    for (1 .. 200) {
+    my $id;
+    # a worker that lost Redis answers 503 until it reconnects
+    for (1 .. 100 * $TIME_SCALE) {
+        my $me = $self->get('/v1/key', headers => { Authorization => "Bearer $secret" });
+        last if $id = $me->{json}{data}{id};
+        return 0 unless $me->{status} == 503;
+        sleep 0.05;
+    }
+    return 0 unless $id;
+    for (1 .. 200 * $TIME_SCALE) {
         my $u = $self->admin('GET', "/admin/keys/$id")->{json}{usage};
         return 1 if $u && !$u->{reserved_input_tokens} && !$u->{reserved_output_tokens};
         sleep 0.01;
@@ -170,6 +182,13 @@ sub start_nginx {
     my $pid = fork // die "fork: $!";
     if ($pid == 0) {
         open STDERR, '>>', "$self->{dir}/logs/stderr.log";
+        # the wrapper may name its files after this (valgrind's
+        # --log-file=%q{NEBULA_TEST_DIR}/logs/valgrind.%p.log)
+        $ENV{NEBULA_TEST_DIR} = $self->{dir};
+        # make test-asan: LeakSanitizer checks this nginx, master and
+        # workers, not nginx -t or -s, which return from main() with all
+        # they allocated (NEBULA_LSAN; a later flag wins in ASAN_OPTIONS)
+        $ENV{ASAN_OPTIONS} .= ':detect_leaks=1' if $ENV{NEBULA_LSAN};
         exec @WRAP, $NGINX, '-p', $self->{dir}, '-c', 'conf/nebula.conf', '-g', 'daemon off;';
         exit 127;
     }
@@ -191,14 +210,20 @@ sub reload {
     die "reload failed: $out" if $?;
 }
 
+# Under a wrapper, QUIT first: on TERM the master SIGKILLs workers that
+# have not exited within about 1.5 s, and a worker under valgrind may
+# still be checking its leaks then; a graceful shutdown waits for them.
 sub stop_nginx {
     my ($self) = @_;
     my $pid = $self->{nginx} or return;
-    kill 'TERM', $pid;
-    my $deadline = time + 10;
-    while (time < $deadline) {
-        last if waitpid($pid, WNOHANG) == $pid;
-        sleep 0.01;
+    for my $sig (@WRAP ? qw(QUIT TERM) : qw(TERM)) {
+        kill $sig, $pid;
+        my $deadline = time + 10 * $TIME_SCALE;
+        while (time < $deadline) {
+            last if waitpid($pid, WNOHANG) == $pid;
+            sleep 0.01;
+        }
+        last unless kill 0, $pid;
     }
     if (kill 0, $pid) {
         kill 'KILL', $pid;
@@ -209,7 +234,7 @@ sub stop_nginx {
 
 sub wait_port {
     my ($self, $port) = @_;
-    for (1 .. 200) {
+    for (1 .. 200 * $TIME_SCALE) {
         my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port", Timeout => 1);
         return 1 if $s;
         sleep 0.025;
@@ -270,7 +295,7 @@ sub request {
 sub exchange {
     my ($self, $req, %o) = @_;
     my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1:' . ($o{port} // $self->{port}),
-                                  Timeout => 5)
+                                  Timeout => 5 * $TIME_SCALE)
         or return { status => 0, error => "connect: $!" };
     binmode $s;
     $s->autoflush(1);
@@ -281,12 +306,12 @@ sub exchange {
 }
 
 # reads until the response is complete (by its Content-Length or its last
-# chunk), the peer closes, or the timeout passes
+# chunk), the peer closes, or the timeout (times $TIME_SCALE) passes
 sub read_all {
     my ($s, $timeout) = @_;
     my $sel = IO::Select->new($s);
     my $raw = '';
-    my $deadline = time + $timeout;
+    my $deadline = time + $timeout * $TIME_SCALE;
     while (time < $deadline) {
         last unless $sel->can_read($deadline - time);
         my $n = sysread($s, my $buf, 65536);
@@ -313,7 +338,7 @@ sub read_until_eof {
     my ($s, $timeout) = @_;
     my $sel = IO::Select->new($s);
     my $raw = '';
-    my $deadline = time + $timeout;
+    my $deadline = time + $timeout * $TIME_SCALE;
     while (time < $deadline && $sel->can_read($deadline - time)) {
         my $n = sysread($s, my $buf, 65536);
         last unless $n;
@@ -431,8 +456,101 @@ sub nginx_test_conf {
     open my $f, '>', "$dir/conf/nginx.conf" or die $!;
     print $f $text;
     close $f;
-    my $out = `$NGINX -t -p $dir -c conf/nginx.conf 2>&1`;
-    return ($? >> 8, $out, "$dir/conf/nginx.conf");
+    # under the wrapper too: the directives' error paths run only here
+    local $ENV{NEBULA_TEST_DIR} = $dir;
+    my $out = `@WRAP $NGINX -t -p $dir -c conf/nginx.conf 2>&1`;
+    my $rc = $? >> 8;
+    valgrind_ok("$dir/logs", 'nginx -t');
+    return ($rc, $out, "$dir/conf/nginx.conf");
+}
+
+# make test-valgrind: every nginx process (master, workers, the old
+# generation after a reload) left logs/valgrind.<pid>.log when it exited;
+# an error, a block definitely lost, or a log cut short (the process was
+# killed before valgrind could report) fails the file, with the record
+sub check_valgrind {
+    my ($self) = @_;
+    valgrind_ok("$self->{dir}/logs", 'nginx processes');
+}
+
+sub valgrind_ok {
+    my ($dir, $what) = @_;
+    my @logs = sort glob "$dir/valgrind.*.log" or return;
+    my @bad;
+    for my $log (@logs) {
+        open my $f, '<', $log or next;
+        my $text = do { local $/; <$f> };
+        close $f;
+        $text =~ s/^==\d+== ?//mg;
+        my ($errors) = $text =~ /^ERROR SUMMARY: ([\d,]+) errors/m;
+        my ($lost) = $text =~ /^ +definitely lost: ([\d,]+) bytes/m;
+        tr/,//d for grep { defined } $errors, $lost;
+        if (!defined $errors) {
+            push @bad, "$log: no ERROR SUMMARY (killed before valgrind reported?)\n"
+                       . join("\n", grep { defined } (split /\n/, $text)[-15 .. -1]);
+            next;
+        }
+        next unless $errors || $lost;
+        # the records, without the preamble and the summaries
+        my @rec = grep { !/^(Memcheck|Copyright|Using Valgrind|Command:|Parent PID|HEAP SUMMARY|LEAK SUMMARY|Reachable blocks|To see them|For (lists|counts)|ERROR SUMMARY|All heap blocks)/m }
+                  grep { /\S/ } split /\n\s*\n/, $text;
+        splice @rec, 3 if @rec > 3;
+        push @bad, "$log: $errors errors, " . ($lost // 0) . " bytes definitely lost\n"
+                   . join("\n\n", @rec);
+    }
+    ok(!@bad, 'valgrind: no error and nothing definitely lost in '
+              . scalar(@logs) . " $what")
+        or diag(join "\n\n", @bad[0 .. ($#bad < 2 ? $#bad : 2)]);
+}
+
+# make test-asan: ASAN_OPTIONS and UBSAN_OPTIONS name a log_path; this
+# file's nginx processes (nginx -t, reloads, master and workers, all
+# started from here) write their reports into the file's own directory
+# instead, world-writable for the workers (nobody), so a report fails the
+# file it belongs to; DESTROY puts the variables back
+our %SANITIZER_ENV;
+sub sanitizer_setup {
+    my ($self) = @_;
+    for my $var (qw(ASAN_OPTIONS UBSAN_OPTIONS)) {
+        next unless ($ENV{$var} // '') =~ /(?:^|:)log_path=/;
+        $SANITIZER_ENV{$var} //= $ENV{$var};
+        my $dir = "$self->{dir}/sanitizer";
+        mkdir $dir;
+        chmod 01777, $dir;
+        my $name = lc($var =~ s/_OPTIONS//r);
+        $ENV{$var} = $SANITIZER_ENV{$var} =~ s/(^|:)log_path=[^:]*/${1}log_path=$dir\/$name/r;
+        $self->{sanitizer} = $dir;
+    }
+}
+
+# a report (file <asan|ubsan>.<pid>) fails the file, with its first lines;
+# a copy goes where log_path first pointed, to outlive the test directory
+sub check_sanitizer {
+    my ($self) = @_;
+    my $dir = $self->{sanitizer} or return;
+    $ENV{$_} = $SANITIZER_ENV{$_} for keys %SANITIZER_ENV;
+    my @bad;
+    for my $f (sort glob "$dir/*") {
+        open my $in, '<', $f or next;
+        my @lines = grep { /\S/ } <$in>;
+        close $in;
+        (my $name = $f) =~ s{.*/}{};
+        my ($keep) = ($SANITIZER_ENV{ASAN_OPTIONS} // '') =~ /(?:^|:)log_path=([^:]*)/;
+        if ($keep && -d dirname($keep)) {
+            (my $test = $0) =~ s{.*/|\.t$}{}g;
+            system('cp', $f, dirname($keep) . "/$test.$name");
+        }
+        push @bad, "$name:\n" . join('', @lines[0 .. ($#lines < 24 ? $#lines : 24)]);
+    }
+    ok(!@bad, 'no AddressSanitizer or UndefinedBehaviorSanitizer report')
+        or diag(join "\n", @bad);
+    return unless @bad;
+    # a master that ASan stopped leaves its workers, which hold prove's
+    # pipe open: they go too
+    for my $pid ($self->error_log =~ /start worker process (\d+)/g) {
+        open my $f, '<', "/proc/$pid/cmdline" or next;
+        kill 'KILL', $pid if <$f> =~ /^nginx: worker/;
+    }
 }
 
 sub DESTROY {
@@ -440,6 +558,8 @@ sub DESTROY {
     return if $self->{destroyed}++;
     $self->check_error_log if $self->{nginx} || -s "$self->{dir}/logs/error.log";
     $self->stop_nginx;
+    $self->check_valgrind;
+    $self->check_sanitizer;
     $_->stop for values %{ $self->{sims} };
     $self->{redis}->stop if $self->{redis};
 }
