@@ -72,6 +72,11 @@ sub eventually {
         $k2 && $t->post($chat, $hello, headers => { Authorization => "Bearer $k2->{key}" })
                  ->{status} == 200;
     }), 'Redis back: the gateway reconnects by itself';
+    # each worker reconnects on its own backoff: both, before what follows
+    ok eventually('every worker back', sub {
+        !grep { $t->get('/v1/key', headers => { Authorization => "Bearer $k2->{key}" })->{status} != 200 }
+            1 .. 8;
+    }), 'every worker reconnected';
     like $t->error_log, qr/nebula: redis at "[^"]+" is back/, 'and says so';
     ok $t->wait_settled($k2->{key}), 'settled';
     my $u0 = $t->admin('GET', "/admin/keys/$k2->{id}")->{json}{usage};
