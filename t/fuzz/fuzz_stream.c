@@ -87,13 +87,7 @@ differ(nebula_format_e format, const unsigned char *body, size_t len,
     nebula_stream_t   s;
     ref_stream_t      r;
 
-    nebula_stream_init(&s, format);
-    nebula_stream_memo(&s, memo);
-    ref_stream_init(&r, format);
-
-    if (keep) {
-        nebula_stream_keep(&s, (const unsigned char *) keep, strlen(keep));
-    }
+    ref_pair_init(&s, &r, format, memo, keep);
 
     for (i = 0; i < len; i += cut) {
         seed = seed ? seed * 1103515245 + 12345 : 0;
@@ -103,12 +97,7 @@ differ(nebula_format_e format, const unsigned char *body, size_t len,
         }
 
         for (pos = 0; pos < cut; pos += n) {
-            n = nebula_stream_scan(&s, body + i + pos, cut - pos, &ev);
-
-            if (!ref_scan_as(&r, body + i + pos, n, cut - pos, ev, s.keep,
-                             s.keep_len)
-                || !ref_same_state(&s, &r))
-            {
+            if (!ref_pair_scan(&s, &r, body + i + pos, cut - pos, &n, &ev)) {
                 abort();
             }
         }

@@ -613,3 +613,33 @@ ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
 
     return rev == ev;
 }
+
+
+/* a scanner (with a memo, keeping a value, when given) and the reference */
+static void
+ref_pair_init(nebula_stream_t *s, ref_stream_t *r, nebula_format_e format,
+    nebula_memo_t *memo, const char *keep)
+{
+    nebula_stream_init(s, format);
+    nebula_stream_memo(s, memo);
+    ref_stream_init(r, format);
+
+    if (keep) {
+        nebula_stream_keep(s, (const unsigned char *) keep, strlen(keep));
+    }
+}
+
+
+/*
+ * One call of the scanner on len bytes, the reference over what it took:
+ * 0 when they part (a count, an event or the state); *n, what it took
+ */
+static int
+ref_pair_scan(nebula_stream_t *s, ref_stream_t *r, const unsigned char *p,
+    size_t len, size_t *n, nebula_event_e *ev)
+{
+    *n = nebula_stream_scan(s, p, len, ev);
+
+    return ref_scan_as(r, p, *n, len, *ev, s->keep, s->keep_len)
+           && ref_same_state(s, r);
+}

@@ -649,23 +649,13 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
     nebula_stream_t  s;
     ref_stream_t     r;
 
-    nebula_stream_init(&s, format);
-    nebula_stream_memo(&s, memo);
-    ref_stream_init(&r, format);
-
-    if (keep) {
-        nebula_stream_keep(&s, (const unsigned char *) keep, strlen(keep));
-    }
+    ref_pair_init(&s, &r, format, memo, keep);
 
     for (i = 0; i < len; i += n) {
         lim = (i < a) ? a - i : (i < b) ? b - i : len - i;
 
-        n = nebula_stream_scan(&s, (const unsigned char *) input + i, lim,
-                               &ev);
-
-        if (!ref_scan_as(&r, (const unsigned char *) input + i, n, lim, ev,
-                         s.keep, s.keep_len)
-            || !ref_same_state(&s, &r))
+        if (!ref_pair_scan(&s, &r, (const unsigned char *) input + i, lim,
+                           &n, &ev))
         {
             printf("# format %d%s%s, cut at %zu and %zu: at %zu, consumed "
                    "%zu of %zu, event %d\n", (int) format,
@@ -719,23 +709,11 @@ test_reference(void)
             }
 
             /* byte by byte */
-            nebula_stream_init(&s, format);
-            nebula_stream_memo(&s, memo);
-            ref_stream_init(&r, format);
-
-            if (keep) {
-                nebula_stream_keep(&s, (const unsigned char *) keep,
-                                   strlen(keep));
-            }
+            ref_pair_init(&s, &r, format, memo, keep);
 
             for (i = 0; i < len && same; i++) {
-                n = nebula_stream_scan(&s, (const unsigned char *)
-                                       corner_bodies[k].data + i, 1, &ev);
-
-                if (!ref_scan_as(&r, (const unsigned char *)
-                                 corner_bodies[k].data + i, n, 1, ev,
-                                 s.keep, s.keep_len)
-                    || !ref_same_state(&s, &r))
+                if (!ref_pair_scan(&s, &r, (const unsigned char *)
+                                   corner_bodies[k].data + i, 1, &n, &ev))
                 {
                     printf("# format %d, body %zu, byte by byte: at %zu\n",
                            (int) format, k, i);
