@@ -170,8 +170,6 @@ typedef struct {
     unsigned                  usage_stripped:1;
     unsigned                  event_passing:1; /* too big to hold */
     unsigned                  header_held:1;   /* until the body is read */
-    unsigned                  model_kept:1;    /* the upstream's model value
-                                                  is the public name */
     unsigned                  stream_broken:1; /* ended before its end */
     unsigned                  closing:1;       /* its error event is out */
     unsigned                  admitted:1;      /* a reservation is held */

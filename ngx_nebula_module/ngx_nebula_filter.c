@@ -646,30 +646,6 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
         pos += n;
 
-        if (ctx->model_kept) {
-            /*
-             * The value, the public name already, goes on as it is, with
-             * what comes before and after it; at the end of the buffer
-             * what is pending is passed as after any other stretch.
-             */
-            if (ev == NEBULA_EV_MODEL_END) {
-                ctx->model_kept = 0;
-
-                if (pos != ib->last) {
-                    continue;
-                }
-
-                ev = NEBULA_EV_NONE;
-
-            } else if (ctx->stream.in_model) {
-                continue;
-
-            } else {
-                /* a document broken off inside it */
-                ctx->model_kept = 0;
-            }
-        }
-
         /*
          * Inside the upstream's model value nothing is passed; the scanner
          * knows where it ends, even when a broken document ends first.
@@ -682,19 +658,6 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         }
 
         if (ev == NEBULA_EV_MODEL_START) {
-            if ((size_t) (ib->last - pos) >= name->len - 1
-                && ngx_memcmp(pos, name->data + 1, name->len - 1) == 0)
-            {
-                /*
-                 * The upstream names the model as the public name, its
-                 * closing quote in this buffer: nothing to put in its
-                 * place (most often: the catalog keeps Ollama's names),
-                 * and the bytes go on unsplit.
-                 */
-                ctx->model_kept = 1;
-                continue;
-            }
-
             /* the opening quote goes with the name */
             if ((ctx->strip_usage
                  ? ngx_nebula_hold(r, ctx, &start, pos - 1, &ends)
