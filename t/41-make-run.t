@@ -227,10 +227,11 @@ sub stop_and_check {
     like slurp("$state.out"), qr/nebula: stopped/, 'it says it stopped';
 }
 
-# ---- without NEBULA_ADMIN_TOKEN: one is made, printed and kept
+# ---- without NEBULA_ADMIN_TOKEN: one is made, printed and kept; and the
+# state in a directory only its owner may enter (as in mktemp -d's)
 {
     my $dir = tempdir('nebula-run-XXXXXX', TMPDIR => 1, CLEANUP => 1);
-    chmod 0755, $dir;    # nginx's workers (nobody) reach Redis's socket in it
+    chmod 0700, $dir;
     my $state = "$dir/state";
     my $port = free_port();
     my ($pid, $out) = start_run(
@@ -248,8 +249,10 @@ sub stop_and_check {
     is $kept, $token, "and kept in NEBULA_RUN_DIR's admin-token";
     is((stat "$state/admin-token")[2] & 0777, 0600, 'readable by its owner alone');
 
+    like $out, qr/nobody cannot reach .*\n.*the workers run as/,
+        'a closed parent directory: it says the workers run as its own user';
     my $r = http($port, 'GET', '/admin/keys', headers => { Authorization => "Bearer $token" });
-    is $r->{status}, 200, 'the generated token works';
+    is $r->{status}, 200, 'the generated token works (the workers reach Redis)';
 
     stop_and_check($pid, $port, 'without a token');
 }
