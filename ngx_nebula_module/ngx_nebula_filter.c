@@ -751,12 +751,14 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         if (ctx->event_passing || ib->last_buf) {
             b = ngx_nebula_event_send(ctx, ll);
             ctx->event_start = 0;
-
-        } else if (ctx->event_start) {
-            if (ngx_nebula_event_split(r, ctx, ll, &b) != NGX_OK) {
-                return NGX_ERROR;
-            }
         }
+
+        /*
+         * Else the whole events held go on once the chain is read
+         * (ngx_nebula_body_filter): an upstream that frames each event as
+         * a chunk of its own (Ollama flushes one an event) hands us a
+         * buffer an event, and they go on as one buffer, not one each.
+         */
 
         /* copied: the upstream may reuse its buffer at once */
         ib->pos = ib->last;
@@ -992,11 +994,13 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     off_t               held;
     ngx_int_t           rc;
     ngx_buf_t          *b, *ib;
+    ngx_uint_t          flush;
     ngx_chain_t        *out, **ll, *cl;
     ngx_nebula_ctx_t   *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
     held = 0;
+    flush = 0;
 
     if (ctx && ctx->upstream_failed && r == r->main) {
         return ngx_nebula_failed_body(r, ctx, in);
@@ -1050,6 +1054,19 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
         if (ngx_nebula_filter_buf(r, ctx, ib, &ll) != NGX_OK) {
             return NGX_ERROR;
+        }
+
+        flush |= ib->flush;
+    }
+
+    if (ctx->strip_usage && ctx->event_start && !ctx->closing) {
+        /* strip mode: the whole events the chain brought, in one buffer */
+        if (ngx_nebula_event_split(r, ctx, &ll, &b) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (b) {
+            b->flush = flush;
         }
     }
 
