@@ -1307,103 +1307,252 @@ memo_may_keep(nebula_stream_t *s, const unsigned char *p,
 
 
 /*
+ * A stretch that begins at slot mark's mark and is not replayed: scanned,
+ * and kept in the slot when it ends in this slice with nothing told.  Out
+ * of memo_scan()'s way, which replays most stretches with less.  Returns
+ * what scan() consumed and sets *e; *mark becomes the next stretch's slot.
+ */
+static size_t
+memo_walk(nebula_stream_t *s, const unsigned char *q, const unsigned char *end,
+    unsigned *mark, unsigned replayed, nebula_event_e *e)
+{
+    size_t                n;
+    uint64_t              docs;
+    unsigned              cur, i, after, resume;
+    nebula_memo_t        *memo;
+    nebula_memo_slot_t   *m;
+    unsigned char         from[NEBULA_STREAM_LOCAL];
+
+    memo = s->memo;
+    cur = *mark;
+    m = NULL;
+    resume = 0;
+    after = NEBULA_MEMO_NONE;
+    docs = 0;
+
+    if (cur < NEBULA_MEMO_SLOTS) {
+        m = &memo->slot[cur];
+
+        /*
+         * A stretch the slice cuts that is so far the slot's, from its
+         * state, and adds no text (which its beginning may hold): the
+         * next call can take the rest from the slot.
+         */
+        resume = m->len > (size_t) (end - q) && m->content_docs == 0
+                 && memcmp(q, m->bytes, end - q) == 0
+                 && ((m->after != NEBULA_MEMO_NONE && m->after == replayed)
+                     || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0);
+
+        /*
+         * Where this stretch began, to keep it in the slot if it ends in
+         * this slice; one the slice cuts leaves the slot as it is.
+         */
+        memcpy(from, s, NEBULA_STREAM_LOCAL);
+        after = replayed;
+        docs = s->content_docs;
+        s->told = 0;
+    }
+
+    n = scan(s, q, (size_t) (end - q), e);
+
+    if (*e == NEBULA_EV_NONE) {
+        /* the slice ended in a stretch: the next call is inside it */
+        if (resume) {
+            s->resume = (unsigned char) cur;
+            s->resume_off = (uint16_t) n;
+        }
+
+        *mark = NEBULA_MEMO_NONE;
+        return n;
+    }
+
+    *mark = memo_next(*e);
+
+    if (m && n <= NEBULA_MEMO_BYTES && !s->told
+        && !(*e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
+    {
+        /*
+         * A slot that began where this one ended (or after a text read
+         * after it) now begins elsewhere
+         */
+        for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
+            if (MEMO_BASE(memo->slot[i].after) == cur) {
+                memo->slot[i].after = NEBULA_MEMO_NONE;
+            }
+        }
+
+        /* (and this one not after itself: its end has changed) */
+        if (MEMO_BASE(after) == cur) {
+            after = NEBULA_MEMO_NONE;
+        }
+
+        memcpy(m->from, from, NEBULA_STREAM_LOCAL);
+        memcpy(m->to, s, NEBULA_STREAM_LOCAL);
+        memcpy(m->bytes, q, n);
+        m->len = (uint16_t) n;
+        m->ev = (unsigned char) *e;
+        m->next = (unsigned char) *mark;
+        m->content_docs = (unsigned char) (s->content_docs - docs);
+        m->after = (unsigned char) after;
+        m->text_adds = (*e == EV_TEXT_OPEN && !s->doc_content);
+    }
+
+    return n;
+}
+
+
+/*
+ * After slot k's stretch, replayed up to a text's opening quote (p): when
+ * the text is plain and the stretch after its closing quote is the
+ * memo's, as it began after slot k's end and such a text last time,
+ * returns that slot and where it ends, the whole chunk replayed in one.
+ */
+static nebula_memo_slot_t *
+memo_text_tail(nebula_memo_t *memo, unsigned k, const unsigned char *p,
+    const unsigned char *end, const unsigned char **past, unsigned *full)
+{
+    size_t                n;
+    nebula_memo_slot_t   *t;
+    const unsigned char  *q;
+
+    q = find_stop(p, end);
+
+    if (q == end || *q != '"') {
+        return NULL;
+    }
+
+    n = (size_t) (q - p);
+    q++;
+
+    t = &memo->slot[memo_next(EV_TEXT_CLOSE)];
+
+    if (t->after != MEMO_AFTER_TEXT(k, n)
+        || (size_t) t->len - 1 >= (size_t) (end - q)
+        || memcmp(q, t->bytes, t->len) != 0)
+    {
+        return NULL;
+    }
+
+    *past = q + t->len;
+    *full = (n != 0);
+
+    return t;
+}
+
+
+/* the events the caller sees, not the memo's own stops */
+#define CALLER_EVENT(e)                                                       \
+    ((e) == NEBULA_EV_MODEL_START || (e) == NEBULA_EV_MODEL_END              \
+     || (e) == NEBULA_EV_EVENT_END)
+
+
+/*
  * With a memo: each stretch that begins at a slot's mark is compared with
  * the one the slot holds, and replayed when the state and the bytes are
- * the same; else it is scanned and, when it ends in this slice with
- * nothing told, kept in the slot instead.  A stretch that begins where
- * one replayed ends begins in the state that one left: a slot found to
- * begin so, the same slot just replayed, needs no comparison of states.  The
+ * the same; else memo_walk() scans it.  A stretch that begins where one
+ * replayed ends begins in the state that one left: a slot found to begin
+ * so, the same slot just replayed, needs no comparison of states.  The
  * state is the same after each call as without a memo (the fuzz targets
- * hold it to the reference scanner both ways).
+ * hold it to the reference scanner both ways).  The slot to compare and
+ * the one replayed last stay in registers until the call returns: a
+ * token's chunk is a replay, its text, and a replay.
  */
 static size_t
 memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
     size_t                n, rest;
-    uint64_t              docs;
-    unsigned              mark, i, after, resume, prev;
+    unsigned              mark, replayed, prev, full;
     nebula_event_e        e;
-    nebula_memo_slot_t   *m;
+    nebula_memo_t        *memo;
+    nebula_memo_slot_t   *m, *t;
     const unsigned char  *q, *end;
-    unsigned char         from[NEBULA_STREAM_LOCAL];
 
     q = p;
     end = p + len;
-    docs = 0;
-    after = NEBULA_MEMO_NONE;
+    memo = s->memo;
+    mark = s->mark;
+    replayed = s->replayed;
+    e = NEBULA_EV_NONE;
+
+    if (s->resume != NEBULA_MEMO_NONE && len != 0) {
+        /*
+         * The last slice ended inside a stretch that, so far, was a
+         * slot's, from the slot's state: if the rest is the slot's rest,
+         * the stretch ends where the slot's ended.  (Only a call's
+         * beginning can be inside a stretch so.)
+         */
+        m = &memo->slot[s->resume];
+        rest = m->len - s->resume_off;
+        s->resume = NEBULA_MEMO_NONE;
+
+        if (rest <= len && memcmp(q, m->bytes + s->resume_off, rest) == 0) {
+            memcpy(s, m->to, NEBULA_STREAM_LOCAL);
+            q += rest;
+            e = (nebula_event_e) m->ev;
+            mark = m->next;
+            replayed = NEBULA_MEMO_NONE;
+
+            if (CALLER_EVENT(e)) {
+                goto done;
+            }
+        }
+    }
 
     while (q < end) {
-        if (s->resume != NEBULA_MEMO_NONE) {
-            /*
-             * The last slice ended inside a stretch that, so far, was a
-             * slot's, from the slot's state: if the rest is the slot's
-             * rest, the stretch ends where the slot's ended.
-             */
-            m = &s->memo->slot[s->resume];
-            rest = m->len - s->resume_off;
-            s->resume = NEBULA_MEMO_NONE;
-
-            if (rest <= (size_t) (end - q)
-                && memcmp(q, m->bytes + s->resume_off, rest) == 0)
-            {
-                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
-                q += rest;
-                e = (nebula_event_e) m->ev;
-                s->mark = m->next;
-                s->replayed = NEBULA_MEMO_NONE;
-                goto event;
-            }
-        }
-
-        mark = s->mark;
-        s->mark = NEBULA_MEMO_NONE;
-        m = NULL;
-        resume = 0;
-
         if (mark < NEBULA_MEMO_SLOTS) {
-            m = &s->memo->slot[mark];
+            m = &memo->slot[mark];
 
-            if (m->len != 0 && m->len <= (size_t) (end - q)
-                && memcmp(q, m->bytes, m->len) == 0
-                && ((m->after != NEBULA_MEMO_NONE && m->after == s->replayed)
-                    || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0))
+            /* (size_t) (len - 1): an empty slot fits nowhere */
+            if ((size_t) m->len - 1 < (size_t) (end - q)
+                && ((m->after != NEBULA_MEMO_NONE && m->after == replayed)
+                    || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0)
+                && memcmp(q, m->bytes, m->len) == 0)
             {
                 /* the state it began in is the end of the one replayed */
-                m->after = s->replayed;
+                m->after = (unsigned char) replayed;
 
-                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
                 s->content_docs += m->content_docs;
                 q += m->len;
+
+                if (m->next == MEMO_TEXT
+                    && (t = memo_text_tail(memo, mark, q, end, &q, &full)))
+                {
+                    /*
+                     * A token's chunk whole: its framing, its text and
+                     * the framing after, as slot k, a text and slot t
+                     * would be replayed one by one, with one copy of the
+                     * state, the last.
+                     */
+                    memcpy(s, t->to, NEBULA_STREAM_LOCAL);
+                    s->content_docs += (full ? m->text_adds : 0)
+                                       + t->content_docs;
+                    e = (nebula_event_e) t->ev;
+                    replayed = memo_next(EV_TEXT_CLOSE);
+                    mark = t->next;
+
+                    if (CALLER_EVENT(e)) {
+                        goto done;
+                    }
+
+                    continue;
+                }
+
+                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
                 e = (nebula_event_e) m->ev;
-                s->mark = m->next;
-                s->replayed = mark;
-                goto event;
+                replayed = mark;
+                mark = m->next;
+
+                if (CALLER_EVENT(e)) {
+                    goto done;
+                }
+
+                continue;
             }
-
-            /*
-             * A stretch the slice cuts that is so far the slot's, from its
-             * state, and adds no text (which its beginning may hold):
-             * the next call can take the rest from the slot.
-             */
-            resume = m->len > (size_t) (end - q) && m->content_docs == 0
-                     && memcmp(q, m->bytes, end - q) == 0
-                     && ((m->after != NEBULA_MEMO_NONE
-                          && m->after == s->replayed)
-                         || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0);
-
-            /*
-             * Where this stretch began, to keep it in the slot if it ends
-             * in this slice; one the slice cuts leaves the slot as it is.
-             */
-            memcpy(from, s, NEBULA_STREAM_LOCAL);
-            after = s->replayed;
-            docs = s->content_docs;
-            s->told = 0;
         }
 
-        prev = s->replayed;
-        s->replayed = NEBULA_MEMO_NONE;
+        prev = replayed;
+        replayed = NEBULA_MEMO_NONE;
 
         if (mark == MEMO_TEXT) {
             /*
@@ -1423,74 +1572,32 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
                 s->json_flags &= ~(F_OPEN | F_MODEL);
                 s->json_state = J_VALUE;
                 s->in_content = 0;
-                s->mark = memo_next(EV_TEXT_CLOSE);
+                mark = memo_next(EV_TEXT_CLOSE);
                 q += n + 1;
 
                 if (prev < NEBULA_MEMO_SLOTS) {
-                    s->replayed = MEMO_AFTER_TEXT(prev, n);
+                    replayed = MEMO_AFTER_TEXT(prev, n);
                 }
 
                 continue;
             }
         }
 
-        n = scan(s, q, (size_t) (end - q), &e);
+        q += memo_walk(s, q, end, &mark, prev, &e);
 
-        if (e == NEBULA_EV_NONE) {
-            /* the slice ended in a stretch: the next call is inside it */
-            q += n;
-
-            if (resume) {
-                s->resume = mark;
-                s->resume_off = (uint16_t) n;
-            }
-
-            break;
-        }
-
-        s->mark = memo_next(e);
-
-        if (m && n <= NEBULA_MEMO_BYTES && !s->told
-            && !(e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
-        {
-            /*
-             * A slot that began where this one ended (or after a text
-             * read after it) now begins elsewhere
-             */
-            for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
-                if (MEMO_BASE(s->memo->slot[i].after) == mark) {
-                    s->memo->slot[i].after = NEBULA_MEMO_NONE;
-                }
-            }
-
-            /* (and this one not after itself: its end has changed) */
-            if (MEMO_BASE(after) == mark) {
-                after = NEBULA_MEMO_NONE;
-            }
-
-            memcpy(m->from, from, NEBULA_STREAM_LOCAL);
-            memcpy(m->to, s, NEBULA_STREAM_LOCAL);
-            memcpy(m->bytes, q, n);
-            m->len = (uint16_t) n;
-            m->ev = (unsigned char) e;
-            m->next = s->mark;
-            m->content_docs = (unsigned char) (s->content_docs - docs);
-            m->after = after;
-        }
-
-        q += n;
-
-    event:
-
-        if (e == NEBULA_EV_MODEL_START || e == NEBULA_EV_MODEL_END
-            || e == NEBULA_EV_EVENT_END)
-        {
-            *ev = e;
-            return (size_t) (q - p);
+        if (e == NEBULA_EV_NONE || CALLER_EVENT(e)) {
+            goto done;
         }
     }
 
-    *ev = NEBULA_EV_NONE;
+    e = NEBULA_EV_NONE;
+
+done:
+
+    s->mark = (unsigned char) mark;
+    s->replayed = (unsigned char) replayed;
+    *ev = e;
+
     return (size_t) (q - p);
 }
 

@@ -157,6 +157,9 @@ typedef struct {
     unsigned char    next;               /* the slot that starts after it */
     unsigned char    content_docs;       /* what it adds to content_docs */
     unsigned char    after;              /* the slot whose end it began at */
+    unsigned char    text_adds;          /* ending at a text that is not
+                                            empty, the text adds a document
+                                            to content_docs */
 } nebula_memo_slot_t;
 
 

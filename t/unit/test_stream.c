@@ -624,6 +624,21 @@ static const struct {
          "data: [DONE]\n\ndata: [DONE]\n\n"),
 
     /*
+     * Chunks whose text lies at another depth, after other stretches, with
+     * the same bytes after it, in turns: a token's chunk replayed whole
+     * (its framing, its text, the framing after) stays exact as the
+     * memo's slots change hands
+     */
+    BODY("data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"
+         "data: {\"message\":{\"content\":\"c\"}}]}\n\n"
+         "data: {\"message\":{\"content\":\"d\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"f\"}}]}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"content\":\"g\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"h\"}}]}\n\n"),
+
+    /*
      * A chunk whose beginning differs from the memo's stretch and whose
      * rest is the same: a slice that ends in it must not let the next
      * call take the rest from the slot
