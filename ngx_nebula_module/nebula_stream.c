@@ -1447,6 +1447,24 @@ memo_text_tail(nebula_memo_t *memo, unsigned k, const unsigned char *p,
 
 
 /*
+ * Whether a call stops at event e, at bytes into it: a quiet scanner notes
+ * the end of an event but the usage chunk's, and goes on.
+ */
+static inline int
+stops(nebula_stream_t *s, nebula_event_e e, size_t at)
+{
+    if (e == NEBULA_EV_EVENT_END && s->quiet && !s->usage_only
+        && at <= UINT32_MAX)
+    {
+        s->ended = (uint32_t) at;
+        return 0;
+    }
+
+    return CALLER_EVENT(e);
+}
+
+
+/*
  * With a memo: each stretch that begins at a slot's mark is compared with
  * the one the slot holds, and replayed when the state and the bytes are
  * the same; else memo_walk() scans it.  A stretch that begins where one
@@ -1493,7 +1511,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
             mark = m->next;
             replayed = NEBULA_MEMO_NONE;
 
-            if (CALLER_EVENT(e)) {
+            if (stops(s, e, (size_t) (q - p))) {
                 goto done;
             }
         }
@@ -1531,7 +1549,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
                     replayed = memo_next(EV_TEXT_CLOSE);
                     mark = t->next;
 
-                    if (CALLER_EVENT(e)) {
+                    if (stops(s, e, (size_t) (q - p))) {
                         goto done;
                     }
 
@@ -1543,7 +1561,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
                 replayed = mark;
                 mark = m->next;
 
-                if (CALLER_EVENT(e)) {
+                if (stops(s, e, (size_t) (q - p))) {
                     goto done;
                 }
 
@@ -1585,7 +1603,7 @@ memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
 
         q += memo_walk(s, q, end, &mark, prev, &e);
 
-        if (e == NEBULA_EV_NONE || CALLER_EVENT(e)) {
+        if (e == NEBULA_EV_NONE || stops(s, e, (size_t) (q - p))) {
             goto done;
         }
     }
@@ -1602,13 +1620,50 @@ done:
 }
 
 
+/* a quiet scanner without a memo: the event ends it passes, one by one */
+static size_t
+quiet_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    size_t  n;
+
+    n = 0;
+
+    for ( ;; ) {
+        n += scan(s, p + n, len - n, ev);
+
+        if (*ev == NEBULA_EV_NONE || stops(s, *ev, n)) {
+            return n;
+        }
+
+        if (n == len) {
+            *ev = NEBULA_EV_NONE;
+            return n;
+        }
+    }
+}
+
+
+void
+nebula_stream_quiet(nebula_stream_t *s, int on)
+{
+    s->quiet = (on != 0);
+}
+
+
 size_t
 nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
-    if (s->memo == NULL) {
-        return scan(s, p, len, ev);
+    s->ended = 0;
+
+    if (s->memo) {
+        return memo_scan(s, p, len, ev);
     }
 
-    return memo_scan(s, p, len, ev);
+    if (s->quiet) {
+        return quiet_scan(s, p, len, ev);
+    }
+
+    return scan(s, p, len, ev);
 }

@@ -117,11 +117,13 @@ typedef struct {
     unsigned         has_completion:1;
     unsigned         done:1;
     unsigned         told:1;             /* a count or "done" was written */
+    unsigned         quiet:1;            /* nebula_stream_quiet() */
 
     unsigned char    mark;               /* the memo slot that starts here */
     unsigned char    replayed;           /* the slot just replayed */
     unsigned char    resume;             /* the slot a slice cut, matching */
     uint16_t         resume_off;         /* and how far */
+    uint32_t         ended;              /* quiet: see nebula_stream_quiet() */
     nebula_memo_t   *memo;
 
     /* a model value the caller keeps as it is: its bytes, closing quote */
@@ -183,6 +185,17 @@ void nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
 
 /* an SSE scanner takes up a memo (any other ignores it); it may be NULL */
 void nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo);
+
+/*
+ * Quiet (on != 0): NEBULA_EV_EVENT_END is reported only where the usage
+ * chunk ends (usage_only); the scan goes on past the ends of other
+ * events, and s->ended is then how many bytes of the call reach the last
+ * of them (0: none).  (Within a call's first 4 GiB: one that ends later
+ * is reported.)  For a caller that holds events whole only to cut
+ * out the usage chunk: a call a slice, not one an event.  It may be
+ * turned on and off between calls.
+ */
+void nebula_stream_quiet(nebula_stream_t *s, int on);
 
 /*
  * Consumes bytes from p up to and including the first event, or all len

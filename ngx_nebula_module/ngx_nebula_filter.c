@@ -230,6 +230,13 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
          */
         nebula_stream_memo(&ctx->stream,
                            ngx_palloc(r->pool, sizeof(nebula_memo_t)));
+
+        /*
+         * Strip mode needs an event's end only where the usage chunk
+         * ends, and where the last whole event of a buffer ends (which
+         * the scanner notes): a scan a buffer, not one an event.
+         */
+        nebula_stream_quiet(&ctx->stream, ctx->strip_usage);
     }
 
     r->filter_need_in_memory = 1;
@@ -644,6 +651,12 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
     while (pos < ib->last) {
         n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
+
+        if (ctx->stream.ended) {
+            /* quiet: whole events ended up to here, none the usage chunk */
+            ends = pos + ctx->stream.ended;
+        }
+
         pos += n;
 
         /*
@@ -720,32 +733,39 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             continue;
         }
 
+        if (ev == NEBULA_EV_NONE) {
+            /* the buffer's end, all of it read: held below */
+            break;
+        }
+
+        /* the end of an event too large to hold */
+
         if (ngx_nebula_hold(r, ctx, &start, pos, &ends) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        if (ev == NEBULA_EV_EVENT_END) {
-            /* the end of an event too large to hold */
-            b = ngx_nebula_event_send(ctx, ll);
-            ctx->event_start = 0;
-            ctx->event_passing = 0;
-            continue;
+        b = ngx_nebula_event_send(ctx, ll);
+        ctx->event_start = 0;
+        ctx->event_passing = 0;
+        nebula_stream_quiet(&ctx->stream, 1);
+    }
+
+    if (ctx->strip_usage) {
+        /* whole events that ended the buffer, and the one begun */
+        if (ngx_nebula_hold(r, ctx, &start, ib->last, &ends) != NGX_OK) {
+            return NGX_ERROR;
         }
 
-        if (ctx->event
+        if (!ctx->event_passing && ctx->event
             && (size_t) (ctx->event->buf->last - ctx->event->buf->pos)
                - ctx->event_start
                > NGX_NEBULA_EVENT_HOLD_MAX)
         {
             /* no usage chunk is that large: it goes on as it comes */
             ctx->event_passing = 1;
-        }
-    }
 
-    if (ctx->strip_usage) {
-        /* whole events that ended the buffer */
-        if (ngx_nebula_hold(r, ctx, &start, ib->last, &ends) != NGX_OK) {
-            return NGX_ERROR;
+            /* whose end the scanner is to report */
+            nebula_stream_quiet(&ctx->stream, 0);
         }
 
         if (ctx->event_passing || ib->last_buf) {

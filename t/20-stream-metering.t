@@ -90,6 +90,29 @@ for my $seed (1 .. 4) {
         $n++;
     }
 }
+# an event larger than the gateway holds whole (64 KB), first or later in
+# the stream: it goes on as it comes, the events after it are held whole
+# again, and the usage chunk after them is still cut out
+for my $seed (1 .. 3) {
+    for my $usage (0, 1) {
+        my $r = $t->post('/v1/chat/completions', {
+                model => 'qwen3:latest', stream => JSON::PP::true,
+                messages => [{ role => 'user', content => "long $seed" }],
+                ($usage ? (stream_options => { include_usage => JSON::PP::true }) : ()) },
+            headers => { Authorization => "Bearer $k->{key}", 'x-sim-seed' => $seed,
+                         'x-sim-tokens' => 4 * $seed, 'x-sim-long-token' => 70000 * $seed,
+                         ($seed == 3 ? ('x-sim-preamble' => 1) : ()) });
+        my $sim = $t->sim('local')->last;
+        my $what = "a token of " . (70000 * $seed) . " bytes, include_usage $usage";
+        is $r->{status}, 200, "$what: 200";
+        ok length($sim->{sent}) > 70000 * $seed, "$what: the upstream sent it";
+        is $r->{body}, expected($sim->{sent}, 'qwen3:latest', 'qwen3:latest', $usage),
+            "$what: the client got the upstream's bytes" . ($usage ? '' : ', no usage chunk');
+        $p += $sim->{prompt_tokens};
+        $c += $sim->{completion_tokens};
+        $n++;
+    }
+}
 my $u = usage_of($k);
 is $u->{input_tokens}, $p, "recorded input = reported ($p)";
 is $u->{output_tokens}, $c, "recorded output = reported ($c)";

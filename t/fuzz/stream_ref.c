@@ -563,17 +563,19 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
 
 
 /*
- * The reference driven over the n bytes the scanner consumed in one call
+ * The reference driven over the n bytes the scanner s consumed in one call
  * of len bytes, which ended in ev: it must find the same event at the
  * same place (or none, all len bytes consumed), but for the model values
  * the scanner kept (nebula_stream_keep()): the reference reports them,
  * MODEL_START and, keep_len bytes on, MODEL_END; the scanner need not.
+ * And a quiet scanner (nebula_stream_quiet()) passes the ends of events
+ * but the usage chunk's: the last of them where s->ended says.
  */
 static int
 ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
-    nebula_event_e ev, const unsigned char *keep, size_t keep_len)
+    nebula_event_e ev, const nebula_stream_t *s)
 {
-    size_t          m, k;
+    size_t          m, k, ended;
     nebula_event_e  rev;
 
     if (n == 0 || n > len || (ev == NEBULA_EV_NONE && n != len)) {
@@ -581,6 +583,7 @@ ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
     }
 
     m = 0;
+    ended = 0;
     rev = NEBULA_EV_NONE;
 
     while (m < n) {
@@ -589,19 +592,26 @@ ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
 
         if (rev == NEBULA_EV_MODEL_START && m < n) {
             /* a value the scanner kept: the caller's, whole in the slice */
-            if (keep_len == 0 || n - m < keep_len
-                || memcmp(p + m, keep, keep_len) != 0)
+            if (s->keep_len == 0 || n - m < s->keep_len
+                || memcmp(p + m, s->keep, s->keep_len) != 0)
             {
                 return 0;
             }
 
-            k = ref_stream_scan(r, p + m, keep_len, &rev);
+            k = ref_stream_scan(r, p + m, s->keep_len, &rev);
 
-            if (k != keep_len || rev != NEBULA_EV_MODEL_END) {
+            if (k != s->keep_len || rev != NEBULA_EV_MODEL_END) {
                 return 0;
             }
 
             m += k;
+            rev = NEBULA_EV_NONE;
+            continue;
+        }
+
+        if (rev == NEBULA_EV_EVENT_END && s->quiet && !r->usage_only) {
+            /* an event end a quiet scanner passes */
+            ended = m;
             rev = NEBULA_EV_NONE;
             continue;
         }
@@ -611,17 +621,18 @@ ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
         }
     }
 
-    return rev == ev;
+    return rev == ev && s->ended == ended;
 }
 
 
-/* a scanner (with a memo, keeping a value, when given) and the reference */
+/* a scanner (with a memo, keeping a value, quiet, when given) and the reference */
 static void
 ref_pair_init(nebula_stream_t *s, ref_stream_t *r, nebula_format_e format,
-    nebula_memo_t *memo, const char *keep)
+    nebula_memo_t *memo, const char *keep, int quiet)
 {
     nebula_stream_init(s, format);
     nebula_stream_memo(s, memo);
+    nebula_stream_quiet(s, quiet);
     ref_stream_init(r, format);
 
     if (keep) {
@@ -640,6 +651,5 @@ ref_pair_scan(nebula_stream_t *s, ref_stream_t *r, const unsigned char *p,
 {
     *n = nebula_stream_scan(s, p, len, ev);
 
-    return ref_scan_as(r, p, *n, len, *ev, s->keep, s->keep_len)
-           && ref_same_state(s, r);
+    return ref_scan_as(r, p, *n, len, *ev, s) && ref_same_state(s, r);
 }

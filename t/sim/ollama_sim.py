@@ -754,6 +754,12 @@ class Sim:
         # a cached prompt: prompt_eval_count left out (native), 0 (/v1)
         gen.no_prompt_count = _flag(req.headers.get("x-sim-no-prompt-count"))
         preamble = _flag(req.headers.get("x-sim-preamble"))
+        lt = req.headers.get("x-sim-long-token")
+        if lt:
+            try:
+                gen.long_token = max(0, int(lt.strip()))
+            except ValueError:
+                log.warning("ignoring bad x-sim-long-token %r", lt)
 
         if not stream:
             if faults.stall_after is not None:
@@ -854,14 +860,22 @@ class Generation:
         self.include_usage = include_usage
         self.no_usage = False
         self.no_prompt_count = False
+        self.long_token = 0
         self.created = int(time.time())
         self.t0 = time.monotonic_ns()
         if path == "/v1/chat/completions":
             sim.completion_seq += 1
             self.id = "chatcmpl-%d" % sim.completion_seq
 
+    def token(self, i):
+        # x-sim-long-token: the first token that long (an event larger
+        # than the gateway holds whole)
+        if i == 0 and self.long_token:
+            return "x" * self.long_token
+        return token_at(i)
+
     def content(self):
-        return "".join(token_at(i) for i in range(self.C))
+        return "".join(self.token(i) for i in range(self.C))
 
     def usage(self):
         p = 0 if self.no_prompt_count else self.P
@@ -930,7 +944,7 @@ class Generation:
         return [dumps(obj) + b"\n"]
 
     def token_frame(self, i):
-        tok = token_at(i)
+        tok = self.token(i)
         if self.path == "/v1/chat/completions":
             return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": tok},
                                  "finish_reason": None}])

@@ -657,14 +657,14 @@ static const struct {
 /* feeds input cut at a and b to both scanners; 0 when they part */
 static int
 same_as_reference(nebula_format_e format, const char *input, size_t len,
-    size_t a, size_t b, nebula_memo_t *memo, const char *keep)
+    size_t a, size_t b, nebula_memo_t *memo, const char *keep, int quiet)
 {
     size_t           i, n, lim;
     nebula_event_e   ev;
     nebula_stream_t  s;
     ref_stream_t     r;
 
-    ref_pair_init(&s, &r, format, memo, keep);
+    ref_pair_init(&s, &r, format, memo, keep, quiet);
 
     for (i = 0; i < len; i += n) {
         lim = (i < a) ? a - i : (i < b) ? b - i : len - i;
@@ -672,10 +672,10 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
         if (!ref_pair_scan(&s, &r, (const unsigned char *) input + i, lim,
                            &n, &ev))
         {
-            printf("# format %d%s%s, cut at %zu and %zu: at %zu, consumed "
-                   "%zu of %zu, event %d\n", (int) format,
+            printf("# format %d%s%s%s, cut at %zu and %zu: at %zu, "
+                   "consumed %zu of %zu, event %d\n", (int) format,
                    memo ? " with a memo" : "", keep ? ", keeping" : "",
-                   a, b, i, n, lim, (int) ev);
+                   quiet ? ", quiet" : "", a, b, i, n, lim, (int) ev);
             return 0;
         }
     }
@@ -687,7 +687,7 @@ same_as_reference(nebula_format_e format, const char *input, size_t len,
 static void
 test_reference(void)
 {
-    int               same, k_memo;
+    int               same, k_memo, quiet;
     size_t            k, len, a, b, i, n;
     const char       *keep;
     nebula_memo_t    *memo;
@@ -698,16 +698,18 @@ test_reference(void)
 
     static nebula_memo_t  memo_space;
 
-    for (k_memo = 0; k_memo <= 7; k_memo++) {
+    for (k_memo = 0; k_memo <= 11; k_memo++) {
 
     /*
      * 0-2: each format; 3: SSE with a memo; 4-7 the same keeping the
-     * model value "up", the one most bodies here name
+     * model value "up", the one most bodies here name; 8-11 the same
+     * again, quiet (as strip mode scans)
      */
     format = ((k_memo & 3) == 3) ? NEBULA_FORMAT_SSE
                                  : (nebula_format_e) (k_memo & 3);
     memo = ((k_memo & 3) == 3) ? &memo_space : NULL;
     keep = (k_memo >= 4) ? "up\"" : NULL;
+    quiet = (k_memo >= 8);
 
     {
         same = 1;
@@ -719,12 +721,12 @@ test_reference(void)
                 /* a long body: every first cut, every 29th second one */
                 for (b = a; b <= len && same; b += (len > 512) ? 29 : 1) {
                     same = same_as_reference(format, corner_bodies[k].data,
-                                             len, a, b, memo, keep);
+                                             len, a, b, memo, keep, quiet);
                 }
             }
 
             /* byte by byte */
-            ref_pair_init(&s, &r, format, memo, keep);
+            ref_pair_init(&s, &r, format, memo, keep, quiet);
 
             for (i = 0; i < len && same; i++) {
                 if (!ref_pair_scan(&s, &r, (const unsigned char *)
@@ -737,9 +739,9 @@ test_reference(void)
             }
         }
 
-        ok(same, "format %d%s%s: as the byte-at-a-time scanner, at every "
+        ok(same, "format %d%s%s%s: as the byte-at-a-time scanner, at every "
            "two cuts", (int) format, memo ? " with a memo" : "",
-           keep ? ", keeping \"up\"" : "");
+           keep ? ", keeping \"up\"" : "", quiet ? ", quiet" : "");
     }
 
     }
