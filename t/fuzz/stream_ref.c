@@ -625,7 +625,7 @@ ref_scan_as(ref_stream_t *r, const unsigned char *p, size_t n, size_t len,
 }
 
 
-/* a scanner (with a memo, keeping a value, quiet, when given) and the reference */
+/* a scanner (with a memo, keeping a value, quiet: as given), the reference */
 static void
 ref_pair_init(nebula_stream_t *s, ref_stream_t *r, nebula_format_e format,
     nebula_memo_t *memo, const char *keep, int quiet)

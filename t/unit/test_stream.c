@@ -629,14 +629,19 @@ static const struct {
      * (its framing, its text, the framing after) stays exact as the
      * memo's slots change hands
      */
-    BODY("data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n"
-         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n"
+    BODY("data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+         "{\"content\":\"a\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+         "{\"content\":\"b\"}}]}\n\n"
          "data: {\"message\":{\"content\":\"c\"}}]}\n\n"
          "data: {\"message\":{\"content\":\"d\"}}]}\n\n"
-         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"e\"}}]}\n\n"
-         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"f\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+         "{\"content\":\"e\"}}]}\n\n"
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+         "{\"content\":\"f\"}}]}\n\n"
          "data: {\"choices\":[{\"delta\":{\"content\":\"g\"}}]}\n\n"
-         "data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"h\"}}]}\n\n"),
+         "data: {\"model\":\"m\",\"choices\":[{\"delta\":"
+         "{\"content\":\"h\"}}]}\n\n"),
 
     /*
      * A chunk whose beginning differs from the memo's stretch and whose
