@@ -123,6 +123,22 @@ typedef struct {
 } ngx_nebula_loc_conf_t;
 
 
+/*
+ * A reservation this worker holds in Redis, its expiry pushed ahead while
+ * its request (or lease) lives (ngx_nebula_hold.c).
+ */
+typedef struct {
+    ngx_queue_t               queue;
+    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    month[8];
+    u_char                    member[80];      /* "[L]ID:IN:OUT" */
+    size_t                    member_len;
+    time_t                    offset;          /* its clock - the real one */
+    time_t                    extra;           /* seconds past the timeout */
+    unsigned                  held:1;
+} ngx_nebula_hold_t;
+
+
 typedef struct ngx_nebula_admission_s  ngx_nebula_admission_t;
 typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 
@@ -143,6 +159,7 @@ typedef struct {
     ngx_nebula_admission_t   *adm;             /* while Redis answers */
     ngx_nebula_lease_t       *lease;           /* admitted from it */
     nebula_admit_t            admit;
+    ngx_nebula_hold_t         hold;            /* its reservation, alive */
     uint64_t                  reserved_in;
     uint64_t                  reserved_out;
     uint64_t                  prompt_tokens;   /* settled */
@@ -264,6 +281,17 @@ void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_key_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_tags_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_hold.c */
+void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);
+void ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *key_id, u_char *month,
+    u_char *id, uint64_t in, uint64_t out, time_t clock, time_t extra);
+void ngx_nebula_hold_remove(ngx_nebula_hold_t *h);
+void ngx_nebula_hold_exit_worker(ngx_cycle_t *cycle);
+
+/* ngx_nebula_id.c */
+ngx_int_t ngx_nebula_id_init(ngx_cycle_t *cycle);
+void ngx_nebula_id_next(u_char *out);
 
 /* ngx_nebula_variables.c */
 ngx_int_t ngx_nebula_add_variables(ngx_conf_t *cf);

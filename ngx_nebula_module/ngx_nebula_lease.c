@@ -63,6 +63,7 @@ struct ngx_nebula_lease_s {
     time_t                    day;
     ngx_msec_t                expires;
     nebula_admit_t            rec;          /* the grant's view of the key */
+    ngx_nebula_hold_t         hold;         /* its block, alive in Redis */
 
     int64_t                   block_in;     /* reserved in Redis */
     int64_t                   block_out;
@@ -324,6 +325,11 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
 
     ngx_queue_insert_tail(&t->open, &l->queue);
 
+    /* its block stays reserved while any of its requests lives */
+    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->id,
+                        (uint64_t) l->block_in, (uint64_t) l->block_out,
+                        l->granted, 1);
+
     if ((ngx_msec_int_t) (ngx_current_msec - l->expires) >= 0) {
         /* answered too late to admit anything: its block goes back now */
         ngx_nebula_lease_close(l);
@@ -390,6 +396,8 @@ static void
 ngx_nebula_lease_flush(ngx_nebula_lease_t *l)
 {
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+
+    ngx_nebula_hold_remove(&l->hold);
 
     ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted, l->id,
                             &l->model->name, l->block_in, l->block_out,

@@ -314,6 +314,10 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
 {
     ngx_nebula_main_conf_t  *nmcf;
 
+    if (ngx_nebula_id_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     nmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_nebula_module);
 
     if (nmcf == NULL || nmcf->redis == NULL) {
@@ -324,6 +328,7 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
                                ->redis_outage;
 
     ngx_nebula_settle_init_worker(cycle);
+    ngx_nebula_hold_init_worker(cycle, nmcf->reservation_timeout);
     ngx_nebula_lease_init_worker(cycle, nmcf->lease);
 
     return ngx_nebula_redis_init_worker(cycle, nmcf->redis);
@@ -334,6 +339,7 @@ static void
 ngx_nebula_exit_process(ngx_cycle_t *cycle)
 {
     ngx_nebula_lease_exit_worker(cycle);
+    ngx_nebula_hold_exit_worker(cycle);
     ngx_nebula_redis_exit_worker(cycle);
     ngx_nebula_settle_exit_worker(cycle);
 }

@@ -377,11 +377,8 @@ ngx_nebula_ratelimit_headers(ngx_http_request_t *r, nebula_admit_t *a,
 ngx_int_t
 ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    u_char                  *p;
     int64_t                  want, cap, out, lease_in, lease_out;
     nebula_admit_t           a;
-    uint32_t                 rnd[4];
-    ngx_uint_t               i;
     ngx_str_t                argv[19];
     ngx_pool_cleanup_t      *cln;
     ngx_nebula_model_t      *model = ctx->model;
@@ -406,13 +403,9 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     ngx_memcpy(adm->key_id, ctx->key_id, sizeof(adm->key_id));
     *ngx_nebula_month(adm->month, ctx->now) = '\0';
 
-    /* a random id names the settlement, so it is applied once */
-    for (i = 0; i < 4; i++) {
-        rnd[i] = (uint32_t) ngx_random();
-    }
-
-    p = ngx_nebula_hex(adm->request_id, (u_char *) rnd, sizeof(rnd));
-    *p = '\0';
+    /* an id names the settlement, so it is applied once */
+    ngx_nebula_id_next(adm->request_id);
+    adm->request_id[32] = '\0';
 
     want = req->max_tokens > 0 ? req->max_tokens
            : req->max_completion_tokens > 0 ? req->max_completion_tokens
@@ -755,6 +748,11 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_memcpy(ctx->month, adm->month, sizeof(ctx->month));
         ngx_free(adm);
 
+        /* kept alive in Redis for as long as the request lives */
+        ngx_nebula_hold_add(&ctx->hold, ctx->key_id, ctx->month,
+                            ctx->request_id, ctx->reserved_in,
+                            ctx->reserved_out, ctx->now, 0);
+
         if (a.lease_in > 0) {
             /* the block is this worker's to use: remaining, as it says */
             a.in_left += a.lease_in;
@@ -938,6 +936,8 @@ ngx_nebula_settle_cleanup(void *data)
     }
 
     ctx->settled = 1;
+
+    ngx_nebula_hold_remove(&ctx->hold);
 
     estimated = ngx_nebula_usage(ctx, &in, &out);
     ctx->estimated = estimated ? 1 : 0;

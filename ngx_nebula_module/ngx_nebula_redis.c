@@ -48,6 +48,9 @@ typedef struct {
     ngx_msec_t                    backoff;
     ngx_queue_t                   pending;
     ngx_uint_t                    npending;
+    ngx_uint_t                    handshake;     /* AUTH, SELECT pending */
+    ngx_queue_t                   waiting;       /* commands held until
+                                                    the handshake is done */
     unsigned                      connected:1;
     unsigned                      answered:1;    /* a good reply came on
                                                     this connection */
@@ -61,7 +64,10 @@ static void ngx_nebula_redis_connect(void);
 static void ngx_nebula_redis_lost(const char *why);
 static ngx_nebula_redis_op_t *ngx_nebula_redis_send(char *cmd, int len,
     ngx_nebula_script_e script, ngx_nebula_redis_handler_pt handler,
-    void *data);
+    void *data, ngx_uint_t internal);
+static ngx_int_t ngx_nebula_redis_submit(ngx_nebula_redis_op_t *op);
+static void ngx_nebula_redis_release_waiting(void);
+static void ngx_nebula_redis_fail_waiting(void);
 
 
 /* each worker has its own; the master never connects */
@@ -209,6 +215,9 @@ ngx_nebula_redis_lost(const char *why)
         ngx_del_timer(&rd->timer);
     }
 
+    rd->handshake = 0;
+    ngx_nebula_redis_fail_waiting();
+
     if (ac) {
         /* runs the pending callbacks with no reply, then our cleanup hook */
         redisAsyncFree(ac);
@@ -282,7 +291,18 @@ ngx_nebula_redis_internal_reply(void *data, redisReply *reply)
     char                 why[256];
     ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+    if (reply == NULL) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ERROR) {
+        if (ngx_strcmp(data, "SCRIPT LOAD") != 0 && rd->handshake) {
+            /* AUTH or SELECT taken: the last one opens the connection */
+            if (--rd->handshake == 0) {
+                ngx_nebula_redis_release_waiting();
+            }
+        }
+
         return;
     }
 
@@ -370,11 +390,10 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
         load = (len > 0)
                ? ngx_nebula_redis_send(cmd, len, op->script,
                                        ngx_nebula_redis_internal_reply,
-                                       "SCRIPT LOAD")
+                                       "SCRIPT LOAD", 1)
                : NULL;
 
         if (load) {
-            load->internal = 1;
             op->retried = 1;
             op->written = 0;
             op->deadline = ngx_current_msec + rd->conf->timeout;
@@ -412,7 +431,7 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
 static ngx_nebula_redis_op_t *
 ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
-    ngx_nebula_redis_handler_pt handler, void *data)
+    ngx_nebula_redis_handler_pt handler, void *data, ngx_uint_t internal)
 {
     ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
     ngx_nebula_redis_op_t  *op;
@@ -434,25 +453,100 @@ ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
     op->script = script;
     op->cmd = cmd;
     op->cmd_len = len;
-    op->deadline = ngx_current_msec + rd->conf->timeout;
+    op->internal = internal ? 1 : 0;
 
-    ngx_queue_insert_tail(&rd->pending, &op->queue);
-    rd->npending++;
+    if (!internal && rd->handshake) {
+        /*
+         * Not behind a SELECT that Redis may refuse: there it would run in
+         * database 0, another deployment's maybe, and count.  It waits
+         * here, in order, for the handshake; the handshake's own timeout
+         * bounds the wait (ngx_nebula_redis_lost() fails what waits).
+         */
+        ngx_queue_insert_tail(&rd->waiting, &op->queue);
+        return op;
+    }
 
-    if (redisAsyncFormattedCommand(rd->ac, ngx_nebula_redis_reply, op, cmd,
-                                   len)
-        != REDIS_OK)
-    {
-        ngx_queue_remove(&op->queue);
-        rd->npending--;
+    if (ngx_nebula_redis_submit(op) != NGX_OK) {
         redisFreeCommand(cmd);
         ngx_free(op);
         return NULL;
     }
 
+    return op;
+}
+
+
+/* the command goes to hiredis, in flight from now */
+static ngx_int_t
+ngx_nebula_redis_submit(ngx_nebula_redis_op_t *op)
+{
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    op->deadline = ngx_current_msec + rd->conf->timeout;
+
+    ngx_queue_insert_tail(&rd->pending, &op->queue);
+    rd->npending++;
+
+    if (redisAsyncFormattedCommand(rd->ac, ngx_nebula_redis_reply, op,
+                                   op->cmd, op->cmd_len)
+        != REDIS_OK)
+    {
+        ngx_queue_remove(&op->queue);
+        rd->npending--;
+        return NGX_ERROR;
+    }
+
     ngx_nebula_redis_arm_timer();
 
-    return op;
+    return NGX_OK;
+}
+
+
+/* the handshake is done: what waited goes, in the order it came */
+static void
+ngx_nebula_redis_release_waiting(void)
+{
+    ngx_queue_t            *q;
+    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_op_t  *op;
+
+    while (!ngx_queue_empty(&rd->waiting) && rd->ac && !rd->handshake) {
+        q = ngx_queue_head(&rd->waiting);
+        ngx_queue_remove(q);
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+
+        if (ngx_nebula_redis_submit(op) != NGX_OK) {
+            if (op->data) {
+                op->handler(op->data, NULL);
+            }
+
+            redisFreeCommand(op->cmd);
+            ngx_free(op);
+        }
+    }
+}
+
+
+/* the connection went before its handshake was done: what waited fails */
+static void
+ngx_nebula_redis_fail_waiting(void)
+{
+    ngx_queue_t            *q;
+    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_op_t  *op;
+
+    while (!ngx_queue_empty(&rd->waiting)) {
+        q = ngx_queue_head(&rd->waiting);
+        ngx_queue_remove(q);
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+
+        if (op->data) {
+            op->handler(op->data, NULL);
+        }
+
+        redisFreeCommand(op->cmd);
+        ngx_free(op);
+    }
 }
 
 
@@ -460,22 +554,16 @@ static ngx_nebula_redis_op_t *
 ngx_nebula_redis_internal(int argc, const char **argv, const size_t *argvlen,
     char *what)
 {
-    char                   *cmd;
-    int                     len;
-    ngx_nebula_redis_op_t  *op;
+    char  *cmd;
+    int    len;
 
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len <= 0) {
         return NULL;
     }
 
-    op = ngx_nebula_redis_send(cmd, len, NGX_NEBULA_SCRIPT_N,
-                               ngx_nebula_redis_internal_reply, what);
-    if (op) {
-        op->internal = 1;
-    }
-
-    return op;
+    return ngx_nebula_redis_send(cmd, len, NGX_NEBULA_SCRIPT_N,
+                                 ngx_nebula_redis_internal_reply, what, 1);
 }
 
 
@@ -653,6 +741,7 @@ ngx_nebula_redis_connect(void)
     rd->ac = ac;
     rd->connected = 0;
     rd->answered = 0;
+    rd->handshake = 0;
 
     ac->ev.data = rd;
     ac->ev.addRead = ngx_nebula_redis_add_read;
@@ -685,7 +774,9 @@ ngx_nebula_redis_connect(void)
         argv[i] = (const char *) conf->password.data;
         argvlen[i++] = conf->password.len;
 
-        (void) ngx_nebula_redis_internal(i, argv, argvlen, "AUTH");
+        if (ngx_nebula_redis_internal(i, argv, argvlen, "AUTH") != NULL) {
+            rd->handshake++;
+        }
     }
 
     if (conf->db) {
@@ -693,7 +784,9 @@ ngx_nebula_redis_connect(void)
         argvlen[0] = 6;
         argv[1] = (const char *) db;
         argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
-        (void) ngx_nebula_redis_internal(2, argv, argvlen, "SELECT");
+        if (ngx_nebula_redis_internal(2, argv, argvlen, "SELECT") != NULL) {
+            rd->handshake++;
+        }
     }
 
     for (i = 0; i < NGX_NEBULA_SCRIPT_N; i++) {
@@ -722,6 +815,7 @@ ngx_nebula_redis_init_worker(ngx_cycle_t *cycle, ngx_nebula_redis_conf_t *conf)
     rd->active = 1;
     rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
     ngx_queue_init(&rd->pending);
+    ngx_queue_init(&rd->waiting);
 
     rd->timer.handler = ngx_nebula_redis_timer_handler;
     rd->timer.log = cycle->log;
@@ -757,6 +851,8 @@ ngx_nebula_redis_exit_worker(ngx_cycle_t *cycle)
     ac = rd->ac;
     rd->ac = NULL;
     rd->active = 0;
+
+    ngx_nebula_redis_fail_waiting();
 
     if (ac) {
         redisAsyncFree(ac);
@@ -874,7 +970,7 @@ ngx_nebula_redis_eval(ngx_nebula_script_e script, ngx_uint_t nkeys,
         return NULL;
     }
 
-    return ngx_nebula_redis_send(cmd, len, script, handler, data);
+    return ngx_nebula_redis_send(cmd, len, script, handler, data, 0);
 }
 
 
@@ -904,7 +1000,7 @@ ngx_nebula_redis_command(ngx_uint_t argc, ngx_str_t *argv,
 
     /* no script: a NOSCRIPT reply, which it cannot get, is not retried */
     return ngx_nebula_redis_send(cmd, len, NGX_NEBULA_SCRIPT_N, handler,
-                                 data);
+                                 data, 0);
 }
 
 

@@ -242,17 +242,15 @@ found:
 
 /*
  * 32 hex digits naming the request: the id its admission and settlement
- * carry in Redis when it was admitted, otherwise one of its own.  Unlike
- * $request_id it asks no CSPRNG (RAND_bytes() cost a tenth of a request's
- * instructions): an id is a name, not a secret.
+ * carry in Redis when it was admitted, otherwise one of its own
+ * (ngx_nebula_id.c).  Unlike $request_id it asks no CSPRNG a request
+ * (RAND_bytes() cost a tenth of a request's instructions).
  */
 static ngx_int_t
 ngx_nebula_request_id_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     u_char            *p;
-    uint32_t           rnd[4];
-    ngx_uint_t         i;
     ngx_nebula_ctx_t  *ctx;
 
     p = ngx_pnalloc(r->pool, 32);
@@ -266,11 +264,7 @@ ngx_nebula_request_id_variable(ngx_http_request_t *r,
         ngx_memcpy(p, ctx->request_id, 32);
 
     } else {
-        for (i = 0; i < 4; i++) {
-            rnd[i] = (uint32_t) ngx_random();
-        }
-
-        ngx_hex_dump(p, (u_char *) rnd, sizeof(rnd));
+        ngx_nebula_id_next(p);
     }
 
     v->len = 32;
