@@ -32,6 +32,9 @@ typedef enum {
 #define NGX_NEBULA_KEY_ID_LEN       16
 #define NGX_NEBULA_KEY_SECRET_LEN   46     /* "nb-" and 43 characters */
 
+/* a request's cost, in picodollars, is never more: $1,000,000 */
+#define NGX_NEBULA_COST_MAX         1000000000000000000ULL
+
 /* how long usage counters live in Redis: a year and a bit */
 #define NGX_NEBULA_USAGE_TTL        34560000
 
@@ -145,6 +148,7 @@ typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 
 /* the state of one request */
 typedef struct {
+    ngx_http_request_t       *request;         /* its own, for its ending */
     ngx_nebula_model_t       *model;
     nebula_request_t         *req;
     void                     *admin;           /* the admin API's state */
@@ -195,6 +199,9 @@ typedef struct {
     unsigned                  estimated:1;     /* usage not reported */
     unsigned                  output_seen:1;   /* the pool answered 2xx */
     unsigned                  upstream_failed:1; /* its 5xx replaced */
+    unsigned                  unreadable:1;    /* a 2xx we cannot meter */
+    unsigned                  over_in:1;       /* the pool said more than */
+    unsigned                  over_out:1;      /* it could have used */
 } ngx_nebula_ctx_t;
 
 
@@ -246,7 +253,7 @@ ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
     u_char *id);
 ngx_int_t ngx_nebula_key_generate(u_char *out);
 ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
-void ngx_nebula_key_hide(ngx_http_request_t *r);
+void ngx_nebula_hide_headers(ngx_http_request_t *r);
 
 /* ngx_nebula_quota.c */
 ngx_int_t ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
@@ -255,6 +262,8 @@ u_char *ngx_nebula_month(u_char *p, time_t now);
 ngx_int_t ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
 ngx_uint_t ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in,
     uint64_t *out);
+uint64_t ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in,
+    uint64_t out);
 ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
     nebula_admit_t *a, time_t now);
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
@@ -275,7 +284,8 @@ ngx_int_t ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt,
 void ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     nebula_admit_t *a);
 void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
-    uint64_t out, uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out);
+    uint64_t out, uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out,
+    ngx_uint_t count);
 
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);

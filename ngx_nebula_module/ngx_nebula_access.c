@@ -19,6 +19,8 @@ static void ngx_nebula_ctx_cleanup(void *data);
 static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
+static ngx_int_t ngx_nebula_check_model(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 static ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 
@@ -45,6 +47,8 @@ ngx_nebula_create_ctx(ngx_http_request_t *r)
 
     cln->handler = ngx_nebula_ctx_cleanup;
     cln->data = ctx;
+
+    ctx->request = r;
 
     ngx_http_set_ctx(r, ctx, ngx_http_nebula_module);
 
@@ -236,12 +240,27 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 void
 ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
+    ngx_int_t  rc;
+
+    if (ctx->model->private) {
+        /*
+         * Admitted: the key lists the model.  A refusal now gives the
+         * reservation back, uncounted (ngx_nebula_settle_cleanup).
+         */
+        rc = ngx_nebula_check_model(r, ctx);
+
+        if (rc != NGX_OK || ctx->refused) {
+            ngx_http_finalize_request(r, rc);
+            return;
+        }
+    }
+
     if (ngx_nebula_rewrite_body(r, ctx) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
     }
 
-    ngx_nebula_key_hide(r);
+    ngx_nebula_hide_headers(r);
 
     ctx->body_done = 1;
     ctx->proxied = 1;
@@ -344,6 +363,31 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     }
 
     ctx->model = model;
+    ctx->body = body;
+    ctx->body_len = len;
+
+    /*
+     * A private model exists only for the keys that list it: what the
+     * request holds is checked against it once admission says the key
+     * does (ngx_nebula_proceed), or a refusal would tell anyone that it
+     * exists.
+     */
+    if (model->private) {
+        return NGX_OK;
+    }
+
+    return ngx_nebula_check_model(r, ctx);
+}
+
+
+/* what the model itself refuses: images it does not take, a long prompt */
+static ngx_int_t
+ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char              *p;
+    nebula_request_t    *req = ctx->req;
+    ngx_nebula_model_t  *model = ctx->model;
+    u_char               message[2 * NEBULA_MESSAGE_MAX];
 
     if (req->images && !(model->modalities & NGX_NEBULA_MODALITY_IMAGE)) {
         p = ngx_snprintf(message, sizeof(message) - 1,
@@ -369,9 +413,6 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      "context_length_exceeded", "messages",
                                      (char *) message);
     }
-
-    ctx->body = body;
-    ctx->body_len = len;
 
     return NGX_OK;
 }

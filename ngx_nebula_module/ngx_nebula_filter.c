@@ -158,6 +158,32 @@ ngx_nebula_type_is(ngx_http_request_t *r, const char *type, size_t len)
 }
 
 
+/*
+ * A 2xx whose body the filter cannot read: it passes untouched (its model
+ * name not restored), and settlement charges its reservation, the most it
+ * could have cost: a client must not get answers free by asking for a
+ * form we cannot count.
+ */
+static void
+ngx_nebula_unreadable(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    const char *header, ngx_str_t *value)
+{
+    if (r->headers_out.status < NGX_HTTP_OK
+        || r->headers_out.status >= NGX_HTTP_SPECIAL_RESPONSE)
+    {
+        return;
+    }
+
+    ctx->unreadable = 1;
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "nebula: pool \"%V\" answered %ui with a body the gateway "
+                  "cannot meter (%s: \"%V\"): charged its reservation",
+                  &ctx->model->pool->name, r->headers_out.status, header,
+                  value);
+}
+
+
 static ngx_int_t
 ngx_nebula_header_filter(ngx_http_request_t *r)
 {
@@ -192,17 +218,20 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
         format = NEBULA_FORMAT_JSON;
 
     } else {
+        ngx_nebula_unreadable(r, ctx, "Content-Type",
+                              &r->headers_out.content_type);
         return ngx_http_next_header_filter(r);
     }
 
     if (r->headers_out.content_encoding
         && r->headers_out.content_encoding->value.len)
     {
-        /* a compressed body cannot be read: send Accept-Encoding "" */
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "nebula: upstream response is \"%V\" encoded, model "
-                      "name not restored",
-                      &r->headers_out.content_encoding->value);
+        /*
+         * A compressed body cannot be read (the module asks pools for
+         * none: ngx_nebula_hide_headers(); a proxy between may still)
+         */
+        ngx_nebula_unreadable(r, ctx, "Content-Encoding",
+                              &r->headers_out.content_encoding->value);
         return ngx_http_next_header_filter(r);
     }
 

@@ -302,13 +302,17 @@ ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b)
 
 
 /*
- * The client's key never goes upstream, whatever proxy_set_header says:
- * its headers are renamed to one that proxy_pass always writes itself
+ * What a pool must not see of the client's request, whatever
+ * proxy_set_header says: its key (Authorization, x-api-key), and its
+ * Accept-Encoding (a compressed answer is one the filter cannot meter).
+ * The headers are renamed to one that proxy_pass always writes itself
  * (Connection), so the proxy module skips them as overridden.  The values
- * stay for $http_authorization, should an operator choose to log it.
+ * stay for $http_authorization, should an operator choose to log it, and
+ * for the gzip filter, which reads r->headers_in.accept_encoding's value
+ * to compress what the client gets.
  */
 void
-ngx_nebula_key_hide(ngx_http_request_t *r)
+ngx_nebula_hide_headers(ngx_http_request_t *r)
 {
     ngx_uint_t        i;
     ngx_list_part_t  *part;
@@ -334,6 +338,10 @@ ngx_nebula_key_hide(ngx_http_request_t *r)
                 == 0)
             || (h[i].key.len == 9
                 && ngx_strncasecmp(h[i].key.data, (u_char *) "x-api-key", 9)
+                   == 0)
+            || (h[i].key.len == 15
+                && ngx_strncasecmp(h[i].key.data,
+                                   (u_char *) "accept-encoding", 15)
                    == 0))
         {
             ngx_str_set(&h[i].key, "Connection");

@@ -345,7 +345,7 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
 /* a request admitted from the lease has ended with this usage */
 void
 ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in, uint64_t out,
-    uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out)
+    uint64_t cost, ngx_uint_t est_in, ngx_uint_t est_out, ngx_uint_t count)
 {
     ngx_nebula_lease_t  *l = ctx->lease;
 
@@ -357,7 +357,9 @@ ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in, uint64_t out,
     l->inflight--;
 
     /* counted as a request is without leases, failed or not */
-    l->requests++;
+    if (count) {
+        l->requests++;
+    }
 
     if (est_in || est_out) {
         l->est_requests++;

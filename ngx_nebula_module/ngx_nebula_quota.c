@@ -662,6 +662,25 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
 }
 
 
+/*
+ * A private model, to a key that does not list it (or no key at all):
+ * refused exactly as a model that does not exist, the same status, words
+ * and headers (none), so that nobody learns of a customer's model.
+ */
+static void
+ngx_nebula_private_unknown(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char  msg[2 * NEBULA_MESSAGE_MAX];   /* as ngx_nebula_process_body */
+
+    *ngx_snprintf(msg, sizeof(msg) - 1,
+                  "The model '%V' does not exist. See GET /v1/models for "
+                  "the models served here.", &ctx->model->name) = '\0';
+
+    ngx_nebula_refused(r, ctx, NGX_HTTP_NOT_FOUND, "invalid_request_error",
+                       "model_not_found", "model", (char *) msg);
+}
+
+
 static void
 ngx_nebula_admit_reply(void *data, redisReply *reply)
 {
@@ -773,6 +792,13 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     case NEBULA_ADMIT_UNKNOWN_KEY:
     case NEBULA_ADMIT_REVOKED:
         ngx_free(adm);
+
+        if (ctx->model->private) {
+            /* as an unknown model is refused, before any key is looked at */
+            ngx_nebula_private_unknown(r, ctx);
+            break;
+        }
+
         ngx_nebula_refused(r, ctx, NGX_HTTP_UNAUTHORIZED,
                            "invalid_request_error", "invalid_api_key", NULL,
                            a.status == NEBULA_ADMIT_REVOKED
@@ -785,13 +811,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
 
         if (ctx->model->private) {
             /* nobody learns of a customer's model from a refusal */
-            *ngx_snprintf(msg, sizeof(msg) - 1,
-                          "The model '%V' does not exist. See GET "
-                          "/v1/models for the models served here.",
-                          &ctx->model->name) = '\0';
-            ngx_nebula_refused(r, ctx, NGX_HTTP_NOT_FOUND,
-                               "invalid_request_error", "model_not_found",
-                               "model", (char *) msg);
+            ngx_nebula_private_unknown(r, ctx);
             break;
         }
 
@@ -828,6 +848,11 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_log_error(NGX_LOG_ERR, c->log, 0,
                       "nebula: key %s has plan \"%s\", which this "
                       "configuration does not declare", ctx->key_id, a.plan);
+
+        if (ctx->model->private) {
+            ngx_nebula_private_unknown(r, ctx);
+            break;
+        }
         ngx_nebula_refused(r, ctx, NGX_HTTP_FORBIDDEN, "permission_error",
                            "model_not_allowed", "model",
                            "Your key's plan is not served here.");
@@ -871,28 +896,87 @@ ngx_nebula_settle_register(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
 
 /*
+ * Whether the client went away once the pool had its request: the pool
+ * has read the prompt by then, whatever the client saw.  Not a pool that
+ * failed (its 5xx, a refused or timed out connection): that the client
+ * then left changes nothing.
+ */
+static ngx_uint_t
+ngx_nebula_client_left(ngx_nebula_ctx_t *ctx)
+{
+    ngx_http_request_t  *r = ctx->request;
+
+    if (r == NULL || !ctx->proxied || ctx->upstream_failed
+        || r->upstream == NULL || !r->upstream->request_sent)
+    {
+        return 0;
+    }
+
+    return r->connection->error
+           || r->headers_out.status == NGX_HTTP_CLIENT_CLOSED_REQUEST;
+}
+
+
+/* picodollars; saturated, far beyond any real request, never wrapped */
+uint64_t
+ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in, uint64_t out)
+{
+    uint64_t  a, b;
+
+    if (__builtin_mul_overflow(in, model->input_price, &a)
+        || __builtin_mul_overflow(out, model->output_price, &b)
+        || __builtin_add_overflow(a, b, &a)
+        || a > NGX_NEBULA_COST_MAX)
+    {
+        return NGX_NEBULA_COST_MAX;
+    }
+
+    return a;
+}
+
+
+/*
  * The usage of a request as far as it went.  Reported counts are used as
- * they are.  Without them the output is the number of chunks that carried
- * text (Ollama streams a token a chunk) and the prompt our estimate.
- * Returns which counts are estimated (NGX_NEBULA_SETTLE_EST_*), 0 when
- * none is.
+ * they are, within bounds.  Without them the output is what was streamed
+ * (a chunk a token of text, a tool call by its bytes) and the prompt our
+ * estimate.  Returns which counts are estimated (NGX_NEBULA_SETTLE_EST_*),
+ * 0 when none is.
  *
  * A request that failed before its first token is charged nothing, as
  * OpenAI and OpenRouter bill no failed request: bytes without a token (an
  * SSE comment, a chunk with the role only, an empty line) do not make the
- * pool's work billable, only a token or the pool's own usage does.
+ * pool's work billable, only a token or the pool's own usage does.  But a
+ * client that leaves once the pool has its request pays the prompt the
+ * pool read (its count when it sent one), and what was streamed.
+ *
+ * A 2xx whose body the filter could not read (compressed, of a type it
+ * does not know) is charged its reservation: the most it could have cost.
+ *
+ * Bounds: no more output than was reserved (the pool was asked for no
+ * more), no more prompt than the model's context or our estimate, the
+ * larger (the pool reads no more): a pool that reports more is
+ * believed no further (ctx->over_in, ctx->over_out, logged at settlement).
  */
 ngx_uint_t
 ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
 {
-    ngx_uint_t        estimated;
+    uint64_t          max_in;
+    ngx_uint_t        estimated, left;
     nebula_stream_t  *st = &ctx->stream;
 
     estimated = 0;
     *in = 0;
     *out = 0;
 
-    if (!ctx->filtering) {
+    if (ctx->unreadable) {
+        *in = ctx->reserved_in;
+        *out = ctx->reserved_out;
+        return NGX_NEBULA_SETTLE_EST_IN | NGX_NEBULA_SETTLE_EST_OUT;
+    }
+
+    left = ngx_nebula_client_left(ctx);
+
+    if (!ctx->filtering && !left) {
         /* no body we could read: the pool answered nothing to charge */
         return 0;
     }
@@ -910,10 +994,22 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
     {
         *in = st->prompt_tokens;
 
-    } else if (*out > 0 || st->has_completion || st->has_prompt) {
+    } else if (*out > 0 || st->has_completion || st->has_prompt || left) {
         /* Ollama leaves the count out, or 0, when the prompt was cached */
         *in = ctx->req->prompt_tokens;
         estimated |= NGX_NEBULA_SETTLE_EST_IN;
+    }
+
+    if (ctx->admitted && *out > ctx->reserved_out) {
+        *out = ctx->reserved_out;
+        ctx->over_out = 1;
+    }
+
+    max_in = ngx_max(ctx->model->context, ctx->req->prompt_tokens);
+
+    if (*in > max_in) {
+        *in = max_in;
+        ctx->over_in = 1;
     }
 
     return estimated;
@@ -927,7 +1023,7 @@ ngx_nebula_settle_cleanup(void *data)
     ngx_nebula_ctx_t  *ctx = data;
 
     uint64_t                  in, out;
-    ngx_uint_t                estimated;
+    ngx_uint_t                estimated, flags;
     ngx_nebula_model_t       *model = ctx->model;
     ngx_nebula_settlement_t  *s;
 
@@ -939,17 +1035,41 @@ ngx_nebula_settle_cleanup(void *data)
 
     ngx_nebula_hold_remove(&ctx->hold);
 
-    estimated = ngx_nebula_usage(ctx, &in, &out);
+    if (ctx->refused && !ctx->proxied) {
+        /* refused once admitted (a private model's checks): given back */
+        estimated = 0;
+        in = 0;
+        out = 0;
+        flags = 0;
+
+    } else {
+        estimated = ngx_nebula_usage(ctx, &in, &out);
+        flags = NGX_NEBULA_SETTLE_COUNT | estimated;
+    }
+
+    if (ctx->over_in || ctx->over_out) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "nebula: pool \"%V\" reported more %s than it could "
+                      "have used for model \"%V\" (at most %uL input, %uL "
+                      "output): charged the bound",
+                      &model->pool->name,
+                      ctx->over_in ? (ctx->over_out ? "input and output"
+                                                    : "input")
+                                   : "output",
+                      &model->name, in, out);
+    }
+
     ctx->estimated = estimated ? 1 : 0;
     ctx->prompt_tokens = in;
     ctx->completion_tokens = out;
-    ctx->cost = in * model->input_price + out * model->output_price;
+    ctx->cost = ngx_nebula_cost(model, in, out);
 
     if (ctx->lease) {
         /* settled with the lease's other requests, when it closes */
         ngx_nebula_lease_settle(ctx, in, out, ctx->cost,
                                 estimated & NGX_NEBULA_SETTLE_EST_IN,
-                                estimated & NGX_NEBULA_SETTLE_EST_OUT);
+                                estimated & NGX_NEBULA_SETTLE_EST_OUT,
+                                flags & NGX_NEBULA_SETTLE_COUNT);
         return;
     }
 
@@ -957,7 +1077,7 @@ ngx_nebula_settle_cleanup(void *data)
     s = ngx_nebula_settlement(ngx_cycle->log, ctx->key_id, ctx->month,
                               ctx->now, ctx->request_id, &model->name,
                               ctx->reserved_in, ctx->reserved_out, in, out,
-                              ctx->cost, NGX_NEBULA_SETTLE_COUNT | estimated);
+                              ctx->cost, flags);
     if (s == NULL) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
                       "nebula: no memory to settle a request of key %s",

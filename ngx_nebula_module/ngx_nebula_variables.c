@@ -175,8 +175,7 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
             p = ngx_sprintf(p, "%uL", out);
             break;
         default: /* NGX_NEBULA_VAR_COST: USD */
-            p = ngx_nebula_decimal12(p, in * model->input_price
-                                        + out * model->output_price);
+            p = ngx_nebula_decimal12(p, ngx_nebula_cost(model, in, out));
         }
 
         v->len = p - v->data;

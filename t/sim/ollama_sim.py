@@ -13,6 +13,7 @@ See README.md next to this file for the endpoints and the x-sim-* headers.
 
 import argparse
 import asyncio
+import gzip
 import hashlib
 import json
 import logging
@@ -135,7 +136,9 @@ def plan_completion(body, path, headers):
         except ValueError:
             log.warning("ignoring bad x-sim-tokens %r", raw)
     cap = completion_cap(body, path)
-    if cap is not None and cap < n:
+    # x-sim-ignore-cap: a pool that generates past the max_tokens (or
+    # num_predict) it was sent
+    if cap is not None and cap < n and not _flag(headers.get("x-sim-ignore-cap")):
         return cap, "length"
     return n, "stop"
 
@@ -754,6 +757,12 @@ class Sim:
         # a cached prompt: prompt_eval_count left out (native), 0 (/v1)
         gen.no_prompt_count = _flag(req.headers.get("x-sim-no-prompt-count"))
         preamble = _flag(req.headers.get("x-sim-preamble"))
+        ru = req.headers.get("x-sim-report-usage")
+        if ru:
+            try:
+                gen.report = tuple(int(x) for x in ru.split(",", 1))
+            except ValueError:
+                log.warning("ignoring bad x-sim-report-usage %r", ru)
         lt = req.headers.get("x-sim-long-token")
         if lt:
             try:
@@ -795,11 +804,20 @@ class Sim:
                 writer.write(body[half:])
                 await writer.drain()
                 return req.keep_alive
-            return await self.respond(req, rec, writer, 200, gen.full_body(),
-                                      outcome=fault_outcome or "ok")
+            # a body the gateway cannot read: compressed (x-sim-content-
+            # encoding: gzip), or of another type (x-sim-content-type)
+            full = gen.full_body()
+            ctype_h = req.headers.get("x-sim-content-type") or "application/json"
+            extra = ()
+            if (req.headers.get("x-sim-content-encoding") or "").strip().lower() == "gzip":
+                full = gzip.compress(full)
+                extra = (("Content-Encoding", "gzip"),)
+            return await self.respond(req, rec, writer, 200, full, content_type=ctype_h,
+                                      outcome=fault_outcome or "ok", extra=extra)
 
         # ---- streaming
-        ctype = "text/event-stream" if openai else "application/x-ndjson"
+        ctype = req.headers.get("x-sim-content-type") or (
+            "text/event-stream" if openai else "application/x-ndjson")
         extra = [("Content-Type", ctype), ("Transfer-Encoding", "chunked")]
         if openai:
             extra.append(("Cache-Control", "no-cache"))
@@ -861,6 +879,7 @@ class Generation:
         self.no_usage = False
         self.no_prompt_count = False
         self.long_token = 0
+        self.report = None
         self.created = int(time.time())
         self.t0 = time.monotonic_ns()
         if path == "/v1/chat/completions":
@@ -877,10 +896,15 @@ class Generation:
     def content(self):
         return "".join(self.token(i) for i in range(self.C))
 
+    def reported(self):
+        # x-sim-report-usage: P,C: a hostile or broken pool reports these
+        return self.report if self.report else (self.P, self.C)
+
     def usage(self):
-        p = 0 if self.no_prompt_count else self.P
-        return {"prompt_tokens": p, "completion_tokens": self.C,
-                "total_tokens": p + self.C}
+        P, C = self.reported()
+        p = 0 if self.no_prompt_count else P
+        return {"prompt_tokens": p, "completion_tokens": C,
+                "total_tokens": p + C}
 
     def native_final(self, content):
         load = 1_000_000
@@ -897,9 +921,9 @@ class Generation:
             "done_reason": self.finish,
             "total_duration": max(elapsed, load + prompt_eval + eval_d),
             "load_duration": load,
-            "prompt_eval_count": self.P,
+            "prompt_eval_count": self.reported()[0],
             "prompt_eval_duration": prompt_eval,
-            "eval_count": self.C,
+            "eval_count": self.reported()[1],
             "eval_duration": eval_d,
         })
         if self.no_prompt_count:
