@@ -77,6 +77,8 @@ typedef struct {
     ngx_uint_t                group_index;
     ngx_str_t                 owned_by;
     time_t                    created;
+    ngx_str_t                 keep_alive;      /* native requests get it */
+    uint64_t                  choices;         /* the most n it honours */
     unsigned                  private:1;       /* reached through keys only */
     ngx_str_t                 tags_entry;      /* its /api/tags object */
     ngx_nebula_conf_pos_t     pos;
@@ -117,6 +119,9 @@ typedef struct {
     ngx_str_t                 admin_token;
     ngx_flag_t                test_clock;
     ngx_flag_t                lease;           /* nebula_lease */
+    ngx_array_t              *pass_options;    /* ngx_str_t: more options
+                                                  a pool gets */
+    const char              **pass_names;      /* the same, NULL-ended */
     ngx_str_t                 plans_table;     /* ARGV of the ADMIT script */
 } ngx_nebula_main_conf_t;
 

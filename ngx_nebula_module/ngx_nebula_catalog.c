@@ -178,6 +178,55 @@ ngx_nebula_get_pool(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf,
 }
 
 
+/*
+ * An Ollama keep_alive the operator sets: a Go duration of whole units
+ * ("30s", "5m", "1h", "1h30m", "0"), or "-1" (for ever).
+ */
+static ngx_int_t
+ngx_nebula_valid_duration(ngx_str_t *v)
+{
+    size_t  i;
+
+    if (v->len == 0 || v->len > 32) {
+        return NGX_ERROR;
+    }
+
+    if ((v->len == 1 && v->data[0] == '0')
+        || (v->len == 2 && ngx_strncmp(v->data, "-1", 2) == 0))
+    {
+        return NGX_OK;
+    }
+
+    for (i = 0; i < v->len; /* void */) {
+        if (v->data[i] < '0' || v->data[i] > '9') {
+            return NGX_ERROR;
+        }
+
+        while (i < v->len && v->data[i] >= '0' && v->data[i] <= '9') {
+            i++;
+        }
+
+        if (i == v->len) {
+            return NGX_ERROR;
+        }
+
+        if (v->len - i >= 2 && ngx_strncmp(v->data + i, "ms", 2) == 0) {
+            i += 2;
+
+        } else if (v->data[i] == 's' || v->data[i] == 'm'
+                   || v->data[i] == 'h')
+        {
+            i++;
+
+        } else {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 char *
 ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -327,6 +376,23 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if ((v = ngx_nebula_param(&value[i], "keep_alive")) != NULL) {
+            if (ngx_nebula_valid_duration(v) != NGX_OK) {
+                goto invalid;
+            }
+            model->keep_alive = *v;
+            continue;
+        }
+
+        if ((v = ngx_nebula_param(&value[i], "choices")) != NULL) {
+            if (ngx_nebula_parse_count(v, &model->choices) != NGX_OK
+                || model->choices == 0 || model->choices > 128)
+            {
+                goto invalid;
+            }
+            continue;
+        }
+
         if (value[i].len == 7 && ngx_strncmp(value[i].data, "private", 7) == 0)
         {
             model->private = 1;
@@ -341,6 +407,11 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                            "model \"%V\" needs pool=, upstream_model=, "
                            "context=, input_price= and output_price=", &name);
         return NGX_CONF_ERROR;
+    }
+
+    if (model->choices == 0) {
+        /* Ollama answers one choice whatever n asks */
+        model->choices = 1;
     }
 
     if (model->max_output == 0 || model->max_output > model->context) {

@@ -16,6 +16,8 @@ static char *ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_nebula_pass_options_directive(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_nebula_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 static ngx_int_t ngx_nebula_init_process(ngx_cycle_t *cycle);
 static void ngx_nebula_exit_process(ngx_cycle_t *cycle);
@@ -98,6 +100,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       ngx_conf_set_flag_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_nebula_main_conf_t, lease),
+      NULL },
+
+    { ngx_string("nebula_pass_options"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_nebula_pass_options_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("nebula_test_clock"),
@@ -235,6 +244,9 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 {
     ngx_nebula_main_conf_t  *nmcf = conf;
 
+    ngx_str_t   *name;
+    ngx_uint_t   i;
+
     static ngx_str_t  zone_name = ngx_string("nebula");
 
     ngx_conf_init_uint_value(nmcf->failure_open, 0);
@@ -262,6 +274,21 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
         }
 
         nmcf->shm_zone->init = ngx_nebula_init_zone;
+    }
+
+    if (nmcf->pass_options) {
+        nmcf->pass_names = ngx_pcalloc(cf->pool,
+                                       (nmcf->pass_options->nelts + 1)
+                                       * sizeof(char *));
+        if (nmcf->pass_names == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        name = nmcf->pass_options->elts;
+
+        for (i = 0; i < nmcf->pass_options->nelts; i++) {
+            nmcf->pass_names[i] = (const char *) name[i].data;
+        }
     }
 
     if (ngx_nebula_catalog_init(cf, nmcf) != NGX_CONF_OK) {
@@ -446,6 +473,81 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid parameter %ui of nebula_redis", i - 1);
     return NGX_CONF_ERROR;
+}
+
+
+/*
+ * nebula_pass_options NAME ...;
+ *
+ * Options of Ollama's native API that reach a pool besides the generation
+ * options (docs/api.md): an operator's choice, for a fleet that is theirs
+ * alone.  Names as Ollama spells them (it matches them exactly).
+ */
+static char *
+ngx_nebula_pass_options_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_nebula_main_conf_t  *nmcf = conf;
+
+    ngx_str_t   *value, *name;
+    ngx_uint_t   i, j;
+
+    if (nmcf->pass_options == NULL) {
+        nmcf->pass_options = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (nmcf->pass_options == NULL) {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        for (j = 0; j < value[i].len; j++) {
+            if (!((value[i].data[j] >= 'a' && value[i].data[j] <= 'z')
+                  || (value[i].data[j] >= '0' && value[i].data[j] <= '9')
+                  || value[i].data[j] == '_'))
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid option name \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+        }
+
+        if (value[i].len == 0 || value[i].len > 64) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid option name \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        if ((value[i].len == 11
+             && ngx_strncmp(value[i].data, "num_predict", 11) == 0)
+            || (value[i].len == 7
+                && ngx_strncmp(value[i].data, "num_ctx", 7) == 0))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" is the gateway's own: it is always "
+                               "sent, within the quota and the catalog",
+                               &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        name = ngx_array_push(nmcf->pass_options);
+        if (name == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        /* NUL-terminated, for the plain-C parser's list */
+        name->data = ngx_pnalloc(cf->pool, value[i].len + 1);
+        if (name->data == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *ngx_cpymem(name->data, value[i].data, value[i].len) = '\0';
+        name->len = value[i].len;
+    }
+
+    return NGX_CONF_OK;
 }
 
 
