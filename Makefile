@@ -35,6 +35,20 @@ $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS_UNIT) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
 
+# The JSON writer is no plain C: it is built against nginx's headers, those
+# of the module's build tree (hence $(MODULE)), and the test stands in for
+# the few nginx functions it calls, ngx_pnalloc() one that fails when told
+NGX_INCS := $(addprefix -I$(BUILD)/nginx/,src/core src/event \
+              src/event/modules src/os/unix objs src/http src/http/modules \
+              src/http/v2)
+CFLAGS_UNIT_NGX := -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
+                   $(NGX_INCS) -Ingx_nebula_module -It/unit
+UNIT_JSON := t/unit/test_json.c ngx_nebula_module/ngx_nebula_json.c
+
+$(BUILD)/unit/test_json: $(UNIT_JSON) t/unit/tap.h ngx_nebula_module/ngx_nebula_json.h $(MODULE)
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS_UNIT_NGX) -o $@ $(UNIT_JSON)
+
 unit: deps $(UNIT_TESTS)
 
 $(BUILD)/fuzz/%: t/fuzz/%.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
@@ -152,6 +166,11 @@ $(ASAN_BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_AL
 	@mkdir -p $(ASAN_BUILD)/unit
 	$(CC) $(CFLAGS_UNIT) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
+
+$(ASAN_BUILD)/unit/test_json: $(UNIT_JSON) t/unit/tap.h ngx_nebula_module/ngx_nebula_json.h $(MODULE)
+	@mkdir -p $(ASAN_BUILD)/unit
+	$(CC) $(CFLAGS_UNIT_NGX) -fsanitize=address,undefined -fno-sanitize-recover=all \
+	    -fno-omit-frame-pointer -o $@ $(UNIT_JSON)
 
 test-asan: module fuzz-build $(ASAN_UNIT)
 	@tools/build-asan

@@ -16,6 +16,7 @@
 #include "ngx_nebula.h"
 #include "ngx_nebula_json.h"
 
+#include <yajl/yajl_parse.h>
 #include <yajl/yajl_tree.h>
 
 
@@ -609,6 +610,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     const redisReply        *u;
     uint64_t                 tin, tout, treq, tcost;
     int64_t                  est[3];
+    ngx_uint_t               first;
     nebula_admit_t           a;
 
     ngx_nebula_json_init(&j, r->pool);
@@ -714,6 +716,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         }
 
         ngx_nebula_json_lit(&j, "{\"object\":\"list\",\"data\":[");
+        first = 1;
 
         for (i = 0; i < reply->elements; i++) {
             e = reply->element[i];
@@ -722,9 +725,12 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
                 continue;
             }
 
-            if (j.pos[-1] != '[') {
+            /* not j.pos[-1]: a writer whose first buffer failed has none */
+            if (!first) {
                 ngx_nebula_json_lit(&j, ",");
             }
+
+            first = 0;
 
             ngx_nebula_admin_write_key(r, &j, e->element[0], e->element[1],
                                        NULL, actx->month, actx->now, 0);
@@ -742,6 +748,7 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         ngx_nebula_json_lit(&j, "{\"period\":");
         ngx_nebula_json_str(&j, actx->month, 7);
         ngx_nebula_json_lit(&j, ",\"keys\":[");
+        first = 1;
 
         tin = tout = treq = tcost = 0;
         ngx_memzero(est, sizeof(est));
@@ -757,9 +764,11 @@ ngx_nebula_admin_answer(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
 
             u = e->element[1];
 
-            if (j.pos[-1] != '[') {
+            if (!first) {
                 ngx_nebula_json_lit(&j, ",");
             }
+
+            first = 0;
 
             ngx_nebula_json_lit(&j, "{\"id\":");
             ngx_nebula_json_str(&j, (u_char *) e->element[0]->str,
@@ -946,56 +955,93 @@ ngx_nebula_admin_write_models(ngx_http_request_t *r, ngx_nebula_json_t *j,
 }
 
 
-/* deeper than this an admin body is refused before yajl builds a tree */
+/*
+ * An admin body is read twice.  yajl_tree_parse() turns comments on, and
+ * yajl_tree_free() goes down its tree one call a level, so a body some
+ * 300,000 levels deep runs a worker off its stack.  No scan of the bytes
+ * can tell how deep a body is without lexing it as yajl does (a quote in
+ * a comment hid the rest of the body from the one that was here), so
+ * yajl's own parser reads it first, comments off (its default, and JSON's:
+ * RFC 8259 has none), counting the levels and stopping past the limit.
+ * Only a body it accepts whole goes to yajl_tree_parse(), which then sees
+ * no comment and no level deeper.
+ */
 #define NGX_NEBULA_ADMIN_MAX_DEPTH  8
 
-static ngx_int_t
-ngx_nebula_admin_depth_ok(u_char *p, size_t len)
+
+static int
+ngx_nebula_admin_scan_open(void *ctx)
 {
-    size_t      i;
-    ngx_int_t   depth, in_string, escape;
+    ngx_uint_t  *depth = ctx;
 
-    depth = 0;
-    in_string = 0;
-    escape = 0;
+    /* 0 stops yajl_parse() there: yajl_status_client_canceled */
+    return ++*depth <= NGX_NEBULA_ADMIN_MAX_DEPTH;
+}
 
-    for (i = 0; i < len; i++) {
-        if (in_string) {
-            if (escape) {
-                escape = 0;
 
-            } else if (p[i] == '\\') {
-                escape = 1;
+static int
+ngx_nebula_admin_scan_close(void *ctx)
+{
+    ngx_uint_t  *depth = ctx;
 
-            } else if (p[i] == '"') {
-                in_string = 0;
-            }
-
-            continue;
-        }
-
-        switch (p[i]) {
-        case '"':
-            in_string = 1;
-            break;
-        case '{':
-        case '[':
-            if (++depth > NGX_NEBULA_ADMIN_MAX_DEPTH) {
-                return 0;
-            }
-            break;
-        case '}':
-        case ']':
-            depth--;
-            break;
-        }
-    }
+    (*depth)--;
 
     return 1;
 }
 
 
-/* limits in a body: {"input_tokens": N|null, ...} into field/value pairs */
+static yajl_callbacks  ngx_nebula_admin_scan_callbacks = {
+    NULL, NULL, NULL, NULL, NULL, NULL,
+    ngx_nebula_admin_scan_open, NULL, ngx_nebula_admin_scan_close,
+    ngx_nebula_admin_scan_open, ngx_nebula_admin_scan_close
+};
+
+
+/*
+ * NGX_OK: one JSON value, no deeper than the limit; NGX_DECLINED: deeper;
+ * NGX_ABORT: not JSON (a comment included); NGX_ERROR: no memory
+ */
+static ngx_int_t
+ngx_nebula_admin_scan(u_char *body, size_t len)
+{
+    ngx_uint_t   depth;
+    yajl_status  st;
+    yajl_handle  h;
+
+    depth = 0;
+
+    h = yajl_alloc(&ngx_nebula_admin_scan_callbacks, NULL, &depth);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    st = yajl_parse(h, body, len);
+
+    if (st == yajl_status_ok) {
+        st = yajl_complete_parse(h);
+    }
+
+    yajl_free(h);
+
+    switch (st) {
+    case yajl_status_ok:
+        return NGX_OK;
+    case yajl_status_client_canceled:
+        return NGX_DECLINED;
+    default:
+        return NGX_ABORT;
+    }
+}
+
+
+/*
+ * Limits in a body, {"input_tokens": N|null, ...}, as the values of the
+ * record's fields: a limit the object names gets its number, or "" for
+ * null (the plan's: KEY_UPDATE deletes the field); one it does not name
+ * keeps a NULL data, and a PATCH leaves that field as it is, as a JSON
+ * merge patch (RFC 7396) would.  NGX_DECLINED: an invalid or unknown
+ * limit, named in *bad; NGX_ERROR: no memory.
+ */
 static ngx_int_t
 ngx_nebula_admin_limits(ngx_http_request_t *r, yajl_val limits,
     ngx_str_t *out, const char **bad)
@@ -1014,7 +1060,12 @@ ngx_nebula_admin_limits(ngx_http_request_t *r, yajl_val limits,
 
         v = yajl_tree_get(limits, path, yajl_t_any);
 
-        if (v == NULL || YAJL_IS_NULL(v)) {
+        if (v == NULL) {
+            continue;
+        }
+
+        if (YAJL_IS_NULL(v)) {
+            ngx_str_set(&out[i], "");
             continue;
         }
 
@@ -1022,7 +1073,7 @@ ngx_nebula_admin_limits(ngx_http_request_t *r, yajl_val limits,
             || YAJL_GET_INTEGER(v) > 1000000000000000LL)
         {
             *bad = names[i];
-            return NGX_ERROR;
+            return NGX_DECLINED;
         }
 
         p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
@@ -1041,7 +1092,7 @@ ngx_nebula_admin_limits(ngx_http_request_t *r, yajl_val limits,
             && ngx_strcmp(limits->u.object.keys[i], names[2]) != 0)
         {
             *bad = limits->u.object.keys[i];
-            return NGX_ERROR;
+            return NGX_DECLINED;
         }
     }
 
@@ -1049,7 +1100,11 @@ ngx_nebula_admin_limits(ngx_http_request_t *r, yajl_val limits,
 }
 
 
-/* models in a body: ["name", ...] into one space-separated string */
+/*
+ * Models in a body, ["name", ...], into one space-separated string.
+ * NGX_DECLINED: a model not in the catalog, in *bad; NGX_ABORT: an
+ * element that is not a string; NGX_ERROR: no memory.
+ */
 static ngx_int_t
 ngx_nebula_admin_models(ngx_http_request_t *r, yajl_val models,
     ngx_str_t *out, const char **bad)
@@ -1068,8 +1123,7 @@ ngx_nebula_admin_models(ngx_http_request_t *r, yajl_val models,
         v = models->u.array.values[i];
 
         if (!YAJL_IS_STRING(v)) {
-            *bad = "models";
-            return NGX_ERROR;
+            return NGX_ABORT;
         }
 
         n = ngx_strlen(v->u.string);
@@ -1126,12 +1180,14 @@ ngx_nebula_admin_str(ngx_pool_t *pool, const char *s)
 }
 
 
-/* POST /admin/keys and PATCH /admin/keys/ID, once their body is read */
+/*
+ * POST /admin/keys and PATCH /admin/keys/ID, once their body is read;
+ * body has len bytes and a NUL after them
+ */
 static ngx_int_t
 ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     u_char *body, size_t len)
 {
-    u_char                  *p;
     char                     err[128];
     const char              *bad;
     ngx_int_t                rc;
@@ -1151,22 +1207,37 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
     create = (actx->kind == NGX_NEBULA_ADMIN_CREATE);
 
-    if (!ngx_nebula_admin_depth_ok(body, len)) {
+    rc = ngx_nebula_admin_scan(body, len);
+
+    switch (rc) {
+    case NGX_OK:
+        break;
+    case NGX_DECLINED:
         return ngx_nebula_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_json",
                                       NULL, "The body nests too deep.");
-    }
-
-    p = ngx_pnalloc(r->pool, len + 1);
-    if (p == NULL) {
+    case NGX_ABORT:
+        return ngx_nebula_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_json",
+                                      NULL, "The body must be one JSON "
+                                      "object, without comments.");
+    default:
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_memcpy(p, body, len);
-    p[len] = '\0';
+    /* yajl_tree_parse() reads up to a NUL; the scan refuses one in JSON */
+    if (ngx_strlen(body) != len) {
+        return ngx_nebula_admin_error(r, NGX_HTTP_BAD_REQUEST, "invalid_json",
+                                      NULL, "The body must be a JSON object.");
+    }
 
-    root = (ngx_strlen(p) == len) ? yajl_tree_parse((char *) p, err,
-                                                    sizeof(err))
-                                  : NULL;
+    root = yajl_tree_parse((char *) body, err, sizeof(err));
+
+    if (root == NULL) {
+        /* what the scan accepted is JSON: yajl ran out of memory */
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "nebula: yajl_tree_parse() failed on an admin body: %s",
+                      err);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     if (!YAJL_IS_OBJECT(root)) {
         yajl_tree_free(root);
@@ -1208,10 +1279,27 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         goto done;
     }
 
-    if (lim && !YAJL_IS_NULL(lim)) {
-        if (!YAJL_IS_OBJECT(lim)
-            || ngx_nebula_admin_limits(r, lim, limits, &bad) != NGX_OK)
-        {
+    for (i = 0; i < 3; i++) {
+        ngx_str_null(&limits[i]);
+    }
+
+    if (lim && YAJL_IS_NULL(lim)) {
+        /* "limits": null removes the member: every limit is the plan's */
+        for (i = 0; i < 3; i++) {
+            ngx_str_set(&limits[i], "");
+        }
+
+    } else if (lim) {
+        rc = YAJL_IS_OBJECT(lim) ? ngx_nebula_admin_limits(r, lim, limits,
+                                                           &bad)
+                                 : NGX_DECLINED;
+
+        if (rc == NGX_ERROR) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto done;
+        }
+
+        if (rc != NGX_OK) {
             *ngx_snprintf(msg, sizeof(msg) - 1, "Invalid limit '%s': a "
                           "non-negative integer, or null for the plan's.",
                           bad ? bad : "limits") = '\0';
@@ -1220,18 +1308,18 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
                                         (char *) msg);
             goto done;
         }
-
-    } else {
-        for (i = 0; i < 3; i++) {
-            ngx_str_null(&limits[i]);
-        }
     }
 
     ngx_str_null(&models);
 
     if (mod && !YAJL_IS_NULL(mod)) {
         rc = YAJL_IS_ARRAY(mod)
-             ? ngx_nebula_admin_models(r, mod, &models, &bad) : NGX_ERROR;
+             ? ngx_nebula_admin_models(r, mod, &models, &bad) : NGX_ABORT;
+
+        if (rc == NGX_ERROR) {
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            goto done;
+        }
 
         if (rc != NGX_OK) {
             *ngx_snprintf(msg, sizeof(msg) - 1, rc == NGX_DECLINED
@@ -1262,9 +1350,11 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         goto done;
     }
 
+    /* from here on a NULL is an allocation that failed */
+    rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
     if (create) {
         if (ngx_nebula_key_generate(actx->secret) != NGX_OK) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
 
@@ -1274,28 +1364,31 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
             if (ngx_nebula_key_digest(&secret, actx->digest, actx->id)
                 != NGX_OK)
             {
-                rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
                 goto done;
             }
         }
 
+        /* the record's name: the id the digest gave */
+        s = ngx_nebula_key_name(r->pool, "nb:{%s}:key%s", actx->id,
+                                (u_char *) "");
+        if (s == NULL) {
+            goto done;
+        }
+
+        argv[0] = *s;
+
         s = ngx_nebula_admin_str(r->pool, plan->u.string);
         if (s == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
         actx->plan = *s;
 
         s = ngx_nebula_admin_str(r->pool, name ? name->u.string : "");
         if (s == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
         actx->name = *s;
 
-        s = ngx_nebula_key_name(r->pool, "nb:{%s}:key%s", actx->id,
-                                (u_char *) "");
-        argv[0] = *s;
         argv[1].data = actx->id;
         argv[1].len = NGX_NEBULA_KEY_ID_LEN;
         argv[2].data = actx->digest;
@@ -1304,7 +1397,6 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
         argv[4] = actx->plan;
         argv[5].data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
         if (argv[5].data == NULL) {
-            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
             goto done;
         }
         argv[5].len = ngx_sprintf(argv[5].data, "%T", actx->now)
@@ -1322,28 +1414,45 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
 
     s = ngx_nebula_key_name(r->pool, "nb:{%s}:key%s", actx->id,
                             (u_char *) "");
+    if (s == NULL) {
+        goto done;
+    }
+
     argv[0] = *s;
     n = 1;
 
     if (plan) {
+        s = ngx_nebula_admin_str(r->pool, plan->u.string);
+        if (s == NULL) {
+            goto done;
+        }
+
         ngx_str_set(&argv[n], "plan");
-        argv[n + 1] = *ngx_nebula_admin_str(r->pool, plan->u.string);
+        argv[n + 1] = *s;
         n += 2;
     }
 
     if (name) {
+        s = ngx_nebula_admin_str(r->pool, name->u.string);
+        if (s == NULL) {
+            goto done;
+        }
+
         ngx_str_set(&argv[n], "name");
-        argv[n + 1] = *ngx_nebula_admin_str(r->pool, name->u.string);
+        argv[n + 1] = *s;
         n += 2;
     }
 
-    if (lim) {
-        for (i = 0; i < 3; i++) {
-            argv[n].data = (u_char *) fields[i];
-            argv[n].len = ngx_strlen(fields[i]);
-            argv[n + 1] = limits[i];
-            n += 2;
+    for (i = 0; i < 3; i++) {
+        if (limits[i].data == NULL) {
+            /* a limit the body does not name stays as it is */
+            continue;
         }
+
+        argv[n].data = (u_char *) fields[i];
+        argv[n].len = ngx_strlen(fields[i]);
+        argv[n + 1] = limits[i];
+        n += 2;
     }
 
     if (mod) {
@@ -1353,8 +1462,13 @@ ngx_nebula_admin_write(ngx_http_request_t *r, ngx_nebula_admin_ctx_t *actx,
     }
 
     if (status) {
+        s = ngx_nebula_admin_str(r->pool, status->u.string);
+        if (s == NULL) {
+            goto done;
+        }
+
         ngx_str_set(&argv[n], "status");
-        argv[n + 1] = *ngx_nebula_admin_str(r->pool, status->u.string);
+        argv[n + 1] = *s;
         n += 2;
     }
 
@@ -1411,6 +1525,8 @@ ngx_nebula_admin_body_handler(ngx_http_request_t *r)
         ngx_memcpy(body + len, b->pos, b->last - b->pos);
         len += b->last - b->pos;
     }
+
+    body[len] = '\0';
 
     rc = ngx_nebula_admin_write(r, actx, body, len);
 

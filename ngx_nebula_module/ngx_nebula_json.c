@@ -7,21 +7,29 @@
 #include "ngx_nebula_json.h"
 
 
+/*
+ * Room for n more bytes.  A writer that could not grow stays failed: what
+ * is written after is dropped, and ngx_nebula_json_send() answers 500, so
+ * a caller writes on without checking each call and checks once, there.
+ */
 static ngx_int_t
 ngx_nebula_json_reserve(ngx_nebula_json_t *j, size_t n)
 {
     u_char  *p;
-    size_t   size;
+    size_t   size, used;
 
     if (j->failed) {
         return NGX_ERROR;
     }
 
-    if ((size_t) (j->end - j->pos) >= n) {
+    if (j->start && (size_t) (j->end - j->pos) >= n) {
         return NGX_OK;
     }
 
-    size = ngx_max((size_t) (j->end - j->start) * 2, (size_t) (j->pos - j->start) + n + 256);
+    /* the first buffer: no pointer arithmetic on NULL, no memcpy from it */
+    used = j->start ? (size_t) (j->pos - j->start) : 0;
+    size = j->start ? (size_t) (j->end - j->start) * 2 : 0;
+    size = ngx_max(size, used + n + 256);
 
     p = ngx_pnalloc(j->pool, size);
     if (p == NULL) {
@@ -29,13 +37,12 @@ ngx_nebula_json_reserve(ngx_nebula_json_t *j, size_t n)
         return NGX_ERROR;
     }
 
-    /* the first buffer has nothing to copy from: memcpy(p, NULL, 0) is UB */
-    if (j->pos != j->start) {
-        ngx_memcpy(p, j->start, j->pos - j->start);
+    if (used) {
+        ngx_memcpy(p, j->start, used);
     }
 
-    j->pos = p + (j->pos - j->start);
     j->start = p;
+    j->pos = p + used;
     j->end = p + size;
 
     return NGX_OK;

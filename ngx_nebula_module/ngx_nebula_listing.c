@@ -169,6 +169,12 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
 
     body = &nmcf->models_json;
 
+    /* before the header: a 500 cannot follow a 200 already sent */
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     r->headers_out.status = NGX_HTTP_OK;
     r->headers_out.content_length_n = body->len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
@@ -178,11 +184,6 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
 
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
         return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     b->pos = body->data;
