@@ -187,12 +187,16 @@ typedef struct {
     void                    (*upstream_finalize)(ngx_http_request_t *r,
                                                  ngx_int_t rc);
     off_t                     held_length;     /* the upstream's length */
+    uint64_t                  limit;           /* output it may stream */
 
     unsigned                  body_done:1;     /* validated and rewritten */
     unsigned                  refused:1;       /* an error was sent */
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
     unsigned                  strip_usage:1;   /* drop the usage chunk */
+    unsigned                  holding:1;       /* documents held whole */
+    unsigned                  limit_hold:1;    /* past its reservation */
+    unsigned                  cut:1;           /* there, and ended */
     unsigned                  usage_stripped:1;
     unsigned                  event_passing:1; /* too big to hold */
     unsigned                  header_held:1;   /* until the body is read */

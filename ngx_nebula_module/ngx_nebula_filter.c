@@ -266,6 +266,12 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
          * the scanner notes): a scan a buffer, not one an event.
          */
         nebula_stream_quiet(&ctx->stream, ctx->strip_usage);
+        ctx->holding = ctx->strip_usage;
+    }
+
+    if (ctx->admitted && format != NEBULA_FORMAT_JSON) {
+        /* a stream is cut where it passes what was reserved for it */
+        ctx->limit = ctx->reserved_out;
     }
 
     r->filter_need_in_memory = 1;
@@ -599,7 +605,7 @@ ngx_nebula_emit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         return NGX_OK;
     }
 
-    if (ctx->strip_usage) {
+    if (ctx->holding) {
         b = ctx->event ? ctx->event->buf : NULL;
 
         if (b && (size_t) (b->end - b->last) >= n) {
@@ -658,28 +664,160 @@ ngx_nebula_hold(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx, u_char **start,
 
 
 /*
+ * What the pool has streamed so far, in tokens: a chunk a token of text,
+ * as Ollama streams them (fewer when it sends several in one: never more).
+ */
+static ngx_inline uint64_t
+ngx_nebula_output(ngx_nebula_ctx_t *ctx)
+{
+    return ctx->stream.content_docs;
+}
+
+
+/*
+ * The stream reached the output it was reserved: from here on each
+ * document is held whole until its end, when a text one past the
+ * reservation is cut (ngx_nebula_cut); the rest (the pool's last chunk,
+ * its usage, [DONE]) passes.  An honest pool stops there, and only its
+ * closing documents are held.
+ */
+static void
+ngx_nebula_limit_hold(ngx_nebula_ctx_t *ctx)
+{
+    ctx->limit_hold = 1;
+    ctx->holding = 1;
+
+    /* every event's end is wanted now, not only the usage chunk's */
+    nebula_stream_quiet(&ctx->stream, 0);
+}
+
+
+/*
+ * The document that just ended went past the reservation: it is dropped
+ * with what follows, and the stream ends as the pool should have ended it,
+ * "length" its finish reason, in the API's own shape.  nginx is told the
+ * upstream's answer is over (u->length = 0): it closes that connection
+ * and finishes the response once what is out has been sent.
+ */
+static ngx_int_t
+ngx_nebula_cut(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+{
+    u_char              *p, *last;
+    size_t               len;
+    uint64_t             prompt;
+    ngx_str_t           *name;
+    nebula_request_t    *req = ctx->req;
+    nebula_stream_t     *st = &ctx->stream;
+    u_char               buf[1024];
+
+    ctx->cut = 1;
+
+    if (r->upstream) {
+        r->upstream->length = 0;
+    }
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "nebula: pool \"%V\" streamed past the %uL tokens it was "
+                  "asked for (model \"%V\"): cut there",
+                  &ctx->model->pool->name, ctx->limit, &ctx->model->name);
+
+    name = &ctx->model->quoted;
+    prompt = (st->has_prompt && st->prompt_tokens) ? st->prompt_tokens
+                                                   : req->prompt_tokens;
+    p = buf;
+    last = buf + sizeof(buf) - 1;
+
+    if (name->len > 512) {
+        return NGX_ERROR;
+    }
+
+    if (st->format == NEBULA_FORMAT_SSE) {
+        p = ngx_slprintf(p, last,
+                         "data: {\"id\":\"chatcmpl-%s\",\"object\":"
+                         "\"chat.completion.chunk\",\"created\":%T,"
+                         "\"model\":%V,\"system_fingerprint\":\"fp_ollama\","
+                         "\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                         "\"assistant\",\"content\":\"\"},\"finish_reason\":"
+                         "\"length\"}]}\n\n",
+                         ctx->request_id, ngx_time(), name);
+
+        if (req->include_usage == 1) {
+            p = ngx_slprintf(p, last,
+                             "data: {\"id\":\"chatcmpl-%s\",\"object\":"
+                             "\"chat.completion.chunk\",\"created\":%T,"
+                             "\"model\":%V,\"system_fingerprint\":"
+                             "\"fp_ollama\",\"choices\":[],\"usage\":"
+                             "{\"prompt_tokens\":%uL,\"completion_tokens\":"
+                             "%uL,\"total_tokens\":%uL}}\n\n",
+                             ctx->request_id, ngx_time(), name, prompt,
+                             ctx->limit, prompt + ctx->limit);
+        }
+
+        p = ngx_slprintf(p, last, "data: [DONE]\n\n");
+
+    } else {
+        p = ngx_slprintf(p, last,
+                         "{\"model\":%V,\"created_at\":\"%V\",%s"
+                         "\"done\":true,\"done_reason\":\"length\","
+                         "\"prompt_eval_count\":%uL,\"eval_count\":%uL}\n",
+                         name, &ngx_cached_http_log_iso8601,
+                         req->api == NEBULA_API_OLLAMA_GENERATE
+                         ? "\"response\":\"\","
+                         : "\"message\":{\"role\":\"assistant\","
+                           "\"content\":\"\"},",
+                         prompt, ctx->limit);
+    }
+
+    len = p - buf;
+
+    return ngx_nebula_event_append(r, ctx, buf, len);
+}
+
+
+/*
  * One buffer of the upstream's body: scanned, the public name put in place
- * of the upstream's; in strip mode, events are held whole and the usage
- * chunk dropped.
+ * of the upstream's.  Its bytes pass as they come (shadow mode), or, while
+ * documents are held whole (strip mode: the usage chunk the client did not
+ * ask for is dropped; past the reservation: one past it is cut), copied
+ * into the event held.
  */
 static ngx_int_t
 ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_buf_t *ib, ngx_chain_t ***ll)
 {
-    u_char          *pos, *start, *ends;
+    u_char          *pos, *start, *ends, *lim, *nl;
     size_t           n;
-    ngx_buf_t       *b;
+    ngx_buf_t       *b, *shadow;
     ngx_str_t       *name;
+    ngx_uint_t       doc_end;
     nebula_event_e   ev;
 
     b = NULL;
+    shadow = NULL;
     pos = ib->pos;
     start = pos;
     ends = NULL;
     name = &ctx->model->quoted;
 
     while (pos < ib->last) {
-        n = nebula_stream_scan(&ctx->stream, pos, ib->last - pos, &ev);
+
+        if (ctx->limit && !ctx->limit_hold
+            && ngx_nebula_output(ctx) >= ctx->limit)
+        {
+            /* what came before is out or held: from here on, held */
+            ngx_nebula_limit_hold(ctx);
+        }
+
+        lim = ib->last;
+        nl = NULL;
+
+        if (ctx->limit_hold && ctx->stream.format == NEBULA_FORMAT_NDJSON) {
+            /* a line at a time: its end is the document's */
+            nl = ngx_strlchr(pos, ib->last, '\n');
+            lim = nl ? nl + 1 : ib->last;
+        }
+
+        n = nebula_stream_scan(&ctx->stream, pos, lim - pos, &ev);
 
         if (ctx->stream.ended) {
             /* quiet: whole events ended up to here, none the usage chunk */
@@ -687,6 +825,9 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         }
 
         pos += n;
+
+        doc_end = (ev == NEBULA_EV_EVENT_END)
+                  || (ev == NEBULA_EV_NONE && nl && pos == lim);
 
         /*
          * Inside the upstream's model value nothing is passed; the scanner
@@ -701,12 +842,22 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
         if (ev == NEBULA_EV_MODEL_START) {
             /* the opening quote goes with the name */
-            if ((ctx->strip_usage
-                 ? ngx_nebula_hold(r, ctx, &start, pos - 1, &ends)
-                 : ngx_nebula_emit(r, ctx, ll, start, pos - 1 - start, &b))
-                != NGX_OK
-                || ngx_nebula_emit(r, ctx, ll, name->data, name->len, &b)
-                   != NGX_OK)
+            if (ctx->holding) {
+                if (ngx_nebula_hold(r, ctx, &start, pos - 1, &ends)
+                    != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+            } else if (ngx_nebula_emit(r, ctx, ll, start, pos - 1 - start,
+                                       &shadow)
+                       != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+            if (ngx_nebula_emit(r, ctx, ll, name->data, name->len, &shadow)
+                != NGX_OK)
             {
                 return NGX_ERROR;
             }
@@ -715,8 +866,8 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             continue;
         }
 
-        if (!ctx->strip_usage) {
-            if (ngx_nebula_emit(r, ctx, ll, start, pos - start, &b)
+        if (!ctx->holding) {
+            if (ngx_nebula_emit(r, ctx, ll, start, pos - start, &shadow)
                 != NGX_OK)
             {
                 return NGX_ERROR;
@@ -727,18 +878,42 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         }
 
         /*
-         * Strip mode: what is read is copied into the event held only when
-         * it must be (a usage chunk to cut out, a name to put in, the
-         * buffer's end): the whole events of a buffer in one copy, not one
-         * an event.
+         * Holding: what is read is copied into the event held only when it
+         * must be (a document to cut out, a name to put in, the buffer's
+         * end): the whole documents of a buffer in one copy, not one a
+         * document.
          */
 
-        if (ev == NEBULA_EV_EVENT_END && !ctx->event_passing) {
-            if (!ctx->stream.usage_only) {
+        if (doc_end && !ctx->event_passing) {
+
+            if (ctx->limit_hold && ngx_nebula_output(ctx) > ctx->limit) {
+                /* past the reservation: it, and all that follows, goes */
+                if (ends) {
+                    if (ngx_nebula_hold(r, ctx, &start, ends, &ends)
+                        != NGX_OK)
+                    {
+                        return NGX_ERROR;
+                    }
+
+                } else if (ctx->event) {
+                    ctx->event->buf->last = ctx->event->buf->pos
+                                            + ctx->event_start;
+                }
+
+                if (ngx_nebula_cut(r, ctx) != NGX_OK) {
+                    return NGX_ERROR;
+                }
+
+                start = ib->last;
+                pos = ib->last;
+                break;
+            }
+
+            if (!ctx->strip_usage || !ctx->stream.usage_only) {
                 /*
-                 * A whole event: it goes with the others this buffer ends,
-                 * when it has been read through, in the same call: one
-                 * buffer out for many events, and no token waits.
+                 * A whole document: it goes with the others this buffer
+                 * ends, when it has been read through, in the same call:
+                 * one buffer out for many, and no token waits.
                  */
                 ends = pos;
                 continue;
@@ -763,8 +938,8 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         }
 
         if (ev == NEBULA_EV_NONE) {
-            /* the buffer's end, all of it read: held below */
-            break;
+            /* the slice's end, all of it read: held below, or the next */
+            continue;
         }
 
         /* the end of an event too large to hold */
@@ -776,16 +951,17 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         b = ngx_nebula_event_send(ctx, ll);
         ctx->event_start = 0;
         ctx->event_passing = 0;
-        nebula_stream_quiet(&ctx->stream, 1);
+        nebula_stream_quiet(&ctx->stream,
+                            ctx->strip_usage && !ctx->limit_hold);
     }
 
-    if (ctx->strip_usage) {
+    if (ctx->holding) {
         /* whole events that ended the buffer, and the one begun */
         if (ngx_nebula_hold(r, ctx, &start, ib->last, &ends) != NGX_OK) {
             return NGX_ERROR;
         }
 
-        if (!ctx->event_passing && ctx->event
+        if (!ctx->event_passing && !ctx->cut && ctx->event
             && (size_t) (ctx->event->buf->last - ctx->event->buf->pos)
                - ctx->event_start
                > NGX_NEBULA_EVENT_HOLD_MAX)
@@ -797,7 +973,7 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             nebula_stream_quiet(&ctx->stream, 0);
         }
 
-        if (ctx->event_passing || ib->last_buf) {
+        if (ctx->event_passing || ctx->cut || ib->last_buf) {
             b = ngx_nebula_event_send(ctx, ll);
             ctx->event_start = 0;
         }
@@ -808,21 +984,33 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
          * a chunk of its own (Ollama flushes one an event) hands us a
          * buffer an event, and they go on as one buffer, not one each.
          */
+    }
 
-        /* copied: the upstream may reuse its buffer at once */
+    if (shadow) {
+        /*
+         * Buffers point into ib: it is marked consumed only once the last
+         * of them has been sent, so the upstream does not reuse memory we
+         * still point into.
+         */
+        shadow->shadow = ib;
+        shadow->recycled = ib->recycled;
+
+        if (b == NULL) {
+            b = shadow;
+        }
+
+    } else {
+        /* all of ib was copied, or lay in the model value: consumed now */
         ib->pos = ib->last;
     }
 
     if (b == NULL) {
         /*
-         * Nothing of ib went on (it lay in the model value, or in an event
-         * held): nothing points into it, it is consumed now.  Only the end
-         * of the response needs a buffer of its own, a fresh one: an empty
-         * buffer is done at once for us but not for the filters after us,
-         * so it is never put back on a free list.
+         * Nothing of ib went on.  Only the end of the response needs a
+         * buffer of its own, a fresh one: an empty buffer is done at once
+         * for us but not for the filters after us, so it is never put
+         * back on a free list.
          */
-        ib->pos = ib->last;
-
         if (!(ib->last_buf || ib->last_in_chain)) {
             return NGX_OK;
         }
@@ -843,20 +1031,10 @@ ngx_nebula_filter_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         *ll = &(**ll)->next;
     }
 
-    /*
-     * The last buffer made from ib carries its flags and, in shadow mode,
-     * ib as its shadow: ib is marked consumed only once that buffer has
-     * been sent, so the upstream does not reuse memory we still point into.
-     */
-
+    /* the last buffer made from ib carries its flags */
     b->last_buf = ib->last_buf;
     b->last_in_chain = ib->last_in_chain;
     b->flush = ib->flush;
-
-    if (!ctx->strip_usage && ngx_buf_size(b)) {
-        b->shadow = ib;
-        b->recycled = ib->recycled;
-    }
 
     return NGX_OK;
 }
@@ -1089,6 +1267,39 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
             return NGX_ERROR;
         }
 
+        if (ctx->cut) {
+            /*
+             * Cut at the reservation: the pool's bytes go nowhere, and the
+             * response ends with nginx's own last buffer (u->length = 0
+             * made it finish the upstream's answer).
+             */
+            if (r->upstream) {
+                r->upstream->length = 0;
+            }
+
+            if (ngx_buf_in_memory(ib)) {
+                ib->pos = ib->last;
+            }
+
+            if (!(ib->last_buf || ib->last_in_chain)) {
+                continue;
+            }
+
+            b = ngx_calloc_buf(r->pool);
+            *ll = ngx_alloc_chain_link(r->pool);
+            if (b == NULL || *ll == NULL) {
+                return NGX_ERROR;
+            }
+
+            b->sync = 1;
+            b->last_buf = ib->last_buf;
+            b->last_in_chain = ib->last_in_chain;
+            b->flush = ib->flush;
+            (*ll)->buf = b;
+            ll = &(*ll)->next;
+            continue;
+        }
+
         if (ctx->closing) {
             /* the gateway's own last words: passed as they are */
             *ll = ngx_alloc_chain_link(r->pool);
@@ -1108,7 +1319,7 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         flush |= ib->flush;
     }
 
-    if (ctx->strip_usage && ctx->event_start && !ctx->closing) {
+    if (ctx->holding && ctx->event_start && !ctx->closing && !ctx->cut) {
         /* strip mode: the whole events the chain brought, in one buffer */
         if (ngx_nebula_event_split(r, ctx, &ll, &b) != NGX_OK) {
             return NGX_ERROR;

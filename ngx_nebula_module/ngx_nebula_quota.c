@@ -1002,7 +1002,9 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
 
     if (ctx->admitted && *out > ctx->reserved_out) {
         *out = ctx->reserved_out;
-        ctx->over_out = 1;
+
+        /* a stream cut there is logged as such (ngx_nebula_cut) */
+        ctx->over_out = !ctx->cut;
     }
 
     max_in = ngx_max(ctx->model->context, ctx->req->prompt_tokens);
