@@ -1867,8 +1867,13 @@ nebula_edit_apply(const unsigned char *body, size_t len,
     for (i = 0; i < n; i++) {
         memcpy(out, body + pos, edits[i].start - pos);
         out += edits[i].start - pos;
-        memcpy(out, edits[i].data, edits[i].len);
-        out += edits[i].len;
+
+        if (edits[i].len) {
+            /* a deletion may come without data (NULL) */
+            memcpy(out, edits[i].data, edits[i].len);
+            out += edits[i].len;
+        }
+
         pos = edits[i].end;
     }
 

@@ -146,7 +146,8 @@ nebula_req_error_e nebula_request_parse_policy(nebula_request_t *req,
     const nebula_request_policy_t *policy);
 
 
-/* one replacement of a body range; start == end inserts */
+/* one replacement of a body range; start == end inserts; a deletion
+   has len 0 and may have data NULL */
 typedef struct {
     size_t                start;
     size_t                end;
