@@ -53,7 +53,7 @@ uint64_t nebula_estimate_tokens(const nebula_estimate_t *e);
 
 typedef enum {
     NEBULA_IMAGE_OK = 0,
-    NEBULA_IMAGE_BAD_BASE64,   /* a character or padding base64 does not allow */
+    NEBULA_IMAGE_BAD_BASE64,   /* a character or padding not of base64 */
     NEBULA_IMAGE_UNKNOWN,      /* not a PNG, JPEG, GIF or WebP */
     NEBULA_IMAGE_BAD_HEADER    /* its header is cut short or corrupt */
 } nebula_image_e;

@@ -159,7 +159,8 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         } else {
             e[n].start = req.options_span.start + 1;
             e[n].end = e[n].start;
-            e[n].len = snprintf((char *) num, sizeof(num), "\"num_predict\":9%s",
+            e[n].len = snprintf((char *) num, sizeof(num),
+                                "\"num_predict\":9%s",
                                 req.options_kept ? "," : "");
             e[n].data = num;
         }

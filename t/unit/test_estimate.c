@@ -11,17 +11,18 @@
 
 
 /* real images, the smallest of each kind: 1 x 1 */
-#define PNG_1X1   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNg" \
-                  "AAAAAgABSK+kcQAAAABJRU5ErkJggg=="
-#define JPEG_1X1  "/9j/2wBDAAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" \
-                  "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQH/wAALCAABAAEBAREA/8QA" \
-                  "FAABAAAAAAAAAAAAAAAAAAAAAP/EABQQAQAAAAAAAAAAAAAAAAAAAAD/2gAI" \
-                  "AQEAAD8AP//Z"
+#define PNG_1X1   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4" \
+                  "nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+#define JPEG_1X1  "/9j/2wBDAAEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB" \
+                  "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQH/wAALCAAB" \
+                  "AAEBAREA/8QAFAABAAAAAAAAAAAAAAAAAAAAAP/EABQQAQAAAAAAAAAA" \
+                  "AAAAAAAAAAD/2gAIAQEAAD8AP//Z"
 #define GIF_1X1   "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 #define WEBP_VP8  "UklGRiIAAABXRUJQVlA4IBYAAAAwAQCdASoBAAEADsD+JaQAA3AAAAAA"
 #define WEBP_VP8L "UklGRhoAAABXRUJQVlA4TA0AAAAvAAAAEAcQERGIiP4HAA=="
-#define WEBP_VP8X "UklGRkoAAABXRUJQVlA4WAoAAAAQAAAAAAAAAAAAQUxQSAwAAAARBxAR/Q9E" \
-                  "RP8DAABWUDggGAAAABQBAJ0BKgEAAQAAAP4AAA3AAP7mtQAAAA=="
+#define WEBP_VP8X "UklGRkoAAABXRUJQVlA4WAoAAAAQAAAAAAAAAAAAQUxQSAwAAAAR" \
+                  "BxAR/Q9ERP8DAABWUDggGAAAABQBAJ0BKgEAAQAAAP4AAA3AAP7mtQAA" \
+                  "AA=="
 
 
 static const char  b64_chars[] =
@@ -728,7 +729,8 @@ test_parser(void)
     /* 50,000 context ids and a 100 KB suffix */
     free(body);
     body = malloc(400000);
-    p = body + sprintf(body, "{\"model\":\"m\",\"prompt\":\"hi\",\"context\":[");
+    p = body + sprintf(body, "{\"model\":\"m\",\"prompt\":\"hi\","
+                       "\"context\":[");
 
     for (i = 0; i < 50000; i++) {
         p += sprintf(p, "%s%zu", i ? "," : "", i % 10);

@@ -11,8 +11,8 @@
 
 
 /* real 1 x 1 images */
-#define PNG_1X1   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNg" \
-                  "AAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+#define PNG_1X1   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4" \
+                  "nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
 #define GIF_1X1   "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 
 
@@ -468,25 +468,27 @@ test_part_param(void)
     refused("{\"model\":\"m\",\"messages\":["
             "{\"role\":\"user\",\"content\":\"a\"},"
             "{\"role\":\"assistant\",\"content\":\"b\"},"
-            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"c\"},"
-            "{\"type\":\"audio\"}]}]}", NEBULA_REQ_INVALID_VALUE,
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},{\"type\":\"audio\"}]}]}",
+            NEBULA_REQ_INVALID_VALUE,
             "messages[2].content[1].type", "a bad part type in message 2");
     refused("{\"model\":\"m\",\"messages\":["
             "{\"role\":\"user\",\"content\":\"a\"},"
-            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"c\"},"
-            "{\"text\":\"x\"}]}]}", NEBULA_REQ_MISSING_FIELD,
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},{\"text\":\"x\"}]}]}", NEBULA_REQ_MISSING_FIELD,
             "messages[1].content[1].type", "a part without type in message 1");
     refused("{\"model\":\"m\",\"messages\":["
             "{\"role\":\"user\",\"content\":\"a\"},"
             "{\"role\":\"user\",\"content\":\"b\"},"
             "{\"role\":\"user\",\"content\":\"c\"},"
-            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":5}]}]}",
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":5}]}]}",
             NEBULA_REQ_INVALID_VALUE, "messages[3].content[0].text",
             "a bad part text in message 3");
     refused("{\"model\":\"m\",\"messages\":["
             "{\"role\":\"user\",\"content\":\"a\"},"
-            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"c\"},"
-            "7]}]}", NEBULA_REQ_INVALID_VALUE,
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},7]}]}", NEBULA_REQ_INVALID_VALUE,
             "messages[1].content[1]", "a part that is no object");
 }
 
@@ -520,8 +522,9 @@ test_images(void)
     const char  *pre, *post;
     char         body[1024];
 
-    pre = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"},"
-          "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"x\"},";
+    pre = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+          "\"content\":\"a\"},{\"role\":\"user\",\"content\":"
+          "[{\"type\":\"text\",\"text\":\"x\"},";
     post = "]}]}";
 
 #define PART(part)  (snprintf(body, sizeof(body), "%s%s%s", pre, part, post), \
@@ -531,7 +534,8 @@ test_images(void)
                  "\"http://example.com/cat.png\"}}"),
             NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
             "an image URL");
-    ok(strstr(req.message, "data URL") != NULL, "the message says what to send");
+    ok(strstr(req.message, "data URL") != NULL,
+       "the message says what to send");
     refused(PART("{\"type\":\"image_url\",\"image_url\":"
                  "\"https://example.com/cat.png\"}"),
             NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
@@ -612,7 +616,8 @@ test_n(void)
 
     snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":3,"
              "\"best_of\":null}", msgs);
-    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "n 3: the lead decides");
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK,
+           "n 3: the lead decides");
     is_int(req.n, 3, "n recorded");
     is_int(body[req.n_span.start], '3', "n span");
     is_int(req.n_span.end - req.n_span.start, 1, "n span length");
@@ -664,7 +669,8 @@ test_num_ctx(void)
     is_int(body[req.num_ctx_span.start], 'n', "but its span is known");
 
     body = "{\"model\":\"m\",\"prompt\":\"p\"}";
-    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK, "no num_ctx");
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "no num_ctx");
     ok(req.num_ctx == -1 && req.num_ctx_span.end == 0, "absent");
 
     refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
@@ -709,8 +715,9 @@ test_generate_prompt(void)
         ok(strstr(req.message, "load") != NULL, "the message says why");
     }
 
-    is_int(parse(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\" \"}"),
-           NEBULA_REQ_OK, "a prompt of one space is a prompt");
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE,
+                 "{\"model\":\"m\",\"prompt\":\" \"}"), NEBULA_REQ_OK,
+           "a prompt of one space is a prompt");
 }
 
 
@@ -828,7 +835,8 @@ test_drop_combinations(void)
         "\"stop\":[\"a\",\"b\"]", "\"top_k\":{\"x\":[1,{}]}", "\"num_ctx\":4096"
     };
     static const char  *drop[] = {
-        "\"num_gpu\":99", "\"use_mmap\":false", "\"numa\":{\"a\":{\"b\":[1,2,{}]}}",
+        "\"num_gpu\":99", "\"use_mmap\":false",
+        "\"numa\":{\"a\":{\"b\":[1,2,{}]}}",
         "\"low_vram\":null", "\"Temperature\":1", "\"main_gpu\":\"x\""
     };
     static const char  *sp[3][3] = {
@@ -977,8 +985,8 @@ test_drops(void)
     nebula_request_policy_t  policy = { pass };
 
     /* /v1: _debug_render_only in any case goes; keep_alive is not Ollama's */
-    body = "{\"model\":\"m\",\"_DEBUG_render_only\":true,\"messages\":[{\"role\":"
-           "\"user\",\"content\":\"x\"}],\"keep_alive\":0}";
+    body = "{\"model\":\"m\",\"_DEBUG_render_only\":true,\"messages\":"
+           "[{\"role\":\"user\",\"content\":\"x\"}],\"keep_alive\":0}";
     is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "/v1 with both");
     is_int(req.ndrops, 1, "one drop");
     out = dropped(body, NULL, 0);
@@ -1016,8 +1024,9 @@ test_drops(void)
            NEBULA_REQ_OK, "a policy passing num_thread and num_batch");
     is_int(req.options_kept, 2, "two kept");
     out = dropped(body, NULL, 0);
-    is_str(out, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{\"num_thread\":4,"
-                "\"num_batch\":8}}", "num_gpu and Num_Thread dropped");
+    is_str(out, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":"
+                "{\"num_thread\":4,\"num_batch\":8}}",
+           "num_gpu and Num_Thread dropped");
     free(out);
 
     is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
@@ -1025,15 +1034,17 @@ test_drops(void)
     is_int(req.options_kept, 0, "nothing kept");
 
     /* an options member named like ours elsewhere, or nested: untouched */
-    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\","
-           "\"keep_alive\":0}],\"tools\":[{\"options\":{\"num_gpu\":1}}]}";
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"x\",\"keep_alive\":0}],\"tools\":"
+           "[{\"options\":{\"num_gpu\":1}}]}";
     is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK,
            "keep_alive in a message, options in a tool");
     is_int(req.ndrops, 0, "nothing dropped");
 
     /* 32 drops pass, 33 are refused */
     for (i = 32; i <= 33; i++) {
-        p = big + sprintf(big, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{");
+        p = big + sprintf(big, "{\"model\":\"m\",\"prompt\":\"p\","
+                          "\"options\":{");
 
         for (int k = 0; k < i; k++) {
             p += sprintf(p, "%s\"x%d\":%d", k ? "," : "", k, k);
