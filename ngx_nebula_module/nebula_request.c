@@ -105,9 +105,9 @@ typedef struct {
 
     /* F_PART: its image, judged once the part's type is known */
     img_e          img;
-    nebula_image_e img_err;
-    uint64_t       img_tokens;
-    size_t         img_bytes;
+    nebula_image_e img_err;      /* IMG_DATA */
+    uint64_t       img_tokens;   /* IMG_OK */
+    size_t         img_bytes;    /* IMG_OK */
 } frame_t;
 
 
@@ -433,11 +433,18 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
  * options as a Go map: names match exactly, case included, so these are
  * matched exactly too.  num_predict and num_ctx are slots of their own.
  */
-static const char  *generation_options[] = {
-    "num_keep", "seed", "top_k", "top_p", "min_p", "tfs_z", "typical_p",
-    "repeat_last_n", "temperature", "repeat_penalty", "presence_penalty",
-    "frequency_penalty", "mirostat", "mirostat_tau", "mirostat_eta",
-    "penalize_newline", "stop", NULL
+#define OPTION(name)  { sizeof(name) - 1, name }
+
+static const struct {
+    size_t       len;
+    const char  *name;
+} generation_options[] = {
+    OPTION("num_keep"), OPTION("seed"), OPTION("top_k"), OPTION("top_p"),
+    OPTION("min_p"), OPTION("tfs_z"), OPTION("typical_p"),
+    OPTION("repeat_last_n"), OPTION("temperature"), OPTION("repeat_penalty"),
+    OPTION("presence_penalty"), OPTION("frequency_penalty"),
+    OPTION("mirostat"), OPTION("mirostat_tau"), OPTION("mirostat_eta"),
+    OPTION("penalize_newline"), OPTION("stop"), { 0, NULL }
 };
 
 
@@ -446,8 +453,10 @@ option_passes(parse_t *p, const unsigned char *key, size_t len)
 {
     size_t  i;
 
-    for (i = 0; generation_options[i]; i++) {
-        if (key_is(key, len, generation_options[i])) {
+    for (i = 0; generation_options[i].name; i++) {
+        if (generation_options[i].len == len
+            && memcmp(key, generation_options[i].name, len) == 0)
+        {
             return 1;
         }
     }
@@ -607,7 +616,7 @@ member_done(parse_t *p, frame_t *f)
  * After a value: in an array, the next element gets the next index; in
  * an object that may lose members, the member is kept or dropped.
  */
-static void
+static inline void
 value_done(parse_t *p, frame_t *parent)
 {
     if (parent == NULL) {
@@ -1299,8 +1308,9 @@ push(parse_t *p, int is_map)
         }
     }
 
+    /* the image fields are F_PART's alone: set below, not cleared */
     f = &p->frames[p->depth++];
-    memset(f, 0, sizeof(frame_t));
+    memset(f, 0, offsetof(frame_t, img_err));
     f->kind = kind;
     f->is_map = is_map;
     f->slot = slot;
@@ -1695,7 +1705,8 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
     yajl_alloc_funcs   afs;
     nebula_estimate_t  est;
 
-    memset(req, 0, sizeof(nebula_request_t));
+    /* drops[] is read only up to ndrops: a parse need not clear it */
+    memset(req, 0, offsetof(nebula_request_t, drops));
     req->api = api;
     req->stream = -1;
     req->include_usage = -1;

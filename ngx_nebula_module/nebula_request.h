@@ -94,20 +94,6 @@ typedef struct {
     int64_t             best_of;            /* -1 absent or null */
     nebula_span_t       best_of_span;
 
-    /*
-     * Members to delete before the body goes upstream (native options
-     * not let through, native keep_alive, _debug_render_only), in body
-     * order, never overlapping.  Each span takes a comma with it so that
-     * the body stays valid JSON whichever members of an object go: a
-     * member after a kept one from the end of the value before it to
-     * the end of its own; one before any kept member from where the
-     * last deletion ended (or the object's '{') through the comma after
-     * its value.  So the first span in an object may start just after
-     * its '{', where an insertion at the same offset must be ordered
-     * before it (nebula_edit_sort does).
-     */
-    nebula_span_t       drops[NEBULA_DROP_MAX];
-    size_t              ndrops;
 
     int                 has_temperature;
     double              temperature;
@@ -129,6 +115,21 @@ typedef struct {
     nebula_req_error_e  error;
     char                param[NEBULA_PARAM_MAX];   /* "" when none */
     char                message[NEBULA_MESSAGE_MAX];
+
+    /*
+     * Members to delete before the body goes upstream (native options
+     * not let through, native keep_alive, _debug_render_only), in body
+     * order, never overlapping.  Each span takes a comma with it so that
+     * the body stays valid JSON whichever members of an object go: a
+     * member after a kept one from the end of the value before it to
+     * the end of its own; one before any kept member from where the
+     * last deletion ended (or the object's '{') through the comma after
+     * its value.  So the first span in an object may start just after
+     * its '{', where an insertion at the same offset must be ordered
+     * before it (nebula_edit_sort does).
+     */
+    size_t              ndrops;
+    nebula_span_t       drops[NEBULA_DROP_MAX];   /* last: not cleared */
 } nebula_request_t;
 
 
