@@ -5,13 +5,14 @@ SHELL      := /bin/bash
 BUILD      := $(CURDIR)/build
 MODULE     := $(BUILD)/nginx/objs/ngx_http_nebula_module.so
 SOURCES    := config $(wildcard ngx_nebula_module/*.[ch])
-UNIT_SRCS  := ngx_nebula_module/nebula_request.c ngx_nebula_module/nebula_stream.c
+UNIT_SRCS  := ngx_nebula_module/nebula_request.c ngx_nebula_module/nebula_estimate.c \
+              ngx_nebula_module/nebula_stream.c
 UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/test_*.c))
 CFLAGS_UNIT := -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror \
                -Ingx_nebula_module -It/unit
 PROVE_JOBS ?= 2
 # the stream scanner has a target per format
-FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_reply \
+FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_reply \
                 $(BUILD)/fuzz/fuzz_sse $(BUILD)/fuzz/fuzz_ndjson $(BUILD)/fuzz/fuzz_json
 FUZZ_SECONDS ?= 600
 CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \

@@ -27,6 +27,8 @@ typedef enum {
     F_STREAM_OPTIONS,
     F_OPTIONS,
     F_IMAGES,
+    F_IMAGE_URL,        /* a part's "image_url": {"url": ...} */
+    F_CONTEXT,          /* /api/generate's "context": [ids] */
     F_SKIP
 } frame_kind_e;
 
@@ -55,8 +57,30 @@ typedef enum {
     S_PART_IMAGE,
     S_INCLUDE_USAGE,
     S_NUM_PREDICT,
-    S_IMAGE
+    S_IMAGE,
+    S_NUM_CTX,
+    S_N,
+    S_BEST_OF,
+    S_SUFFIX,
+    S_TEMPLATE,
+    S_CONTEXT,
+    S_REASONING,        /* a message's reasoning (/v1) or thinking */
+    S_TOOL_CALLS,
+    S_IMAGE_URL,        /* "url" in a part's "image_url" object */
+    S_KEEP_ALIVE,       /* dropped: the operator sets it */
+    S_DEBUG_RENDER,     /* _debug_render_only: dropped */
+    S_DROP              /* a native option not let through: dropped */
 } slot_e;
+
+
+/* what a content part's image came to (frame_t.img) */
+typedef enum {
+    IMG_NONE = 0,       /* no "image_url" member */
+    IMG_SHAPE,          /* one, but no string url in it */
+    IMG_OK,
+    IMG_URL,            /* not a data URL Ollama takes */
+    IMG_DATA            /* a data URL whose image we cannot read */
+} img_e;
 
 
 typedef struct {
@@ -66,12 +90,24 @@ typedef struct {
     size_t         key_end;      /* offset just past the current key */
     size_t         start;        /* offset of the opening bracket */
     size_t         index;        /* the next element's index, in an array */
-    uint32_t       seen;         /* slots already met, in a map */
+    uint64_t       seen;         /* slots already met, in a map */
     slot_e         slot;         /* where this container sits */
     size_t         owner;        /* message index, for F_MESSAGE and below */
     size_t         part;         /* part index, for F_PART */
     int            part_type;    /* F_PART: 0 none, 1 text, 2 image;
                                     F_MESSAGE: the role, 1 + roles[] */
+
+    /* F_TOP and F_OPTIONS: members dropped and kept (see drops[]) */
+    int            dropping;     /* the current member goes */
+    size_t         kept;         /* members kept so far */
+    size_t         cursor;       /* where the next leading drop starts */
+    size_t         prev_end;     /* the end of the last member's value */
+
+    /* F_PART: its image, judged once the part's type is known */
+    img_e          img;
+    nebula_image_e img_err;      /* IMG_DATA */
+    uint64_t       img_tokens;   /* IMG_OK */
+    size_t         img_bytes;    /* IMG_OK */
 } frame_t;
 
 
@@ -96,11 +132,13 @@ typedef struct {
     nebula_request_t      *req;
     const unsigned char   *body;
     size_t                 len;
+    const char *const     *pass_options;
     yajl_handle            yajl;
     int                    depth;   /* frames in use */
     int                    too_deep;
     int                    duplicate;
     int                    case_mismatch;
+    int                    has_prompt;  /* a non-empty prompt */
 
     /* not cleared for each parse: a frame is when it is pushed */
     frame_t                frames[NEBULA_JSON_MAX_DEPTH];
@@ -109,6 +147,9 @@ typedef struct {
 
 
 static const char *roles[] = { "system", "user", "assistant", "tool", NULL };
+
+
+static int utf8_invalid(const unsigned char *p, size_t len, size_t *at);
 
 
 /* a block is its size, in ARENA_ALIGN bytes before it, then its bytes */
@@ -267,6 +308,9 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
         if (key_is(key, len, "tools")) {
             return S_TOOLS;
         }
+        if (key_is(key, len, "_debug_render_only")) {
+            return S_DEBUG_RENDER;
+        }
 
         if (api == NEBULA_API_OLLAMA_GENERATE) {
             if (key_is(key, len, "prompt")) {
@@ -277,6 +321,15 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
             }
             if (key_is(key, len, "images")) {
                 return S_IMAGES;
+            }
+            if (key_is(key, len, "suffix")) {
+                return S_SUFFIX;
+            }
+            if (key_is(key, len, "template")) {
+                return S_TEMPLATE;
+            }
+            if (key_is(key, len, "context")) {
+                return S_CONTEXT;
             }
 
         } else if (key_is(key, len, "messages")) {
@@ -296,9 +349,20 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
             if (key_is(key, len, "stream_options")) {
                 return S_STREAM_OPTIONS;
             }
+            if (key_is(key, len, "n")) {
+                return S_N;
+            }
+            if (key_is(key, len, "best_of")) {
+                return S_BEST_OF;
+            }
 
-        } else if (key_is(key, len, "options")) {
-            return S_OPTIONS;
+        } else {
+            if (key_is(key, len, "options")) {
+                return S_OPTIONS;
+            }
+            if (key_is(key, len, "keep_alive")) {
+                return S_KEEP_ALIVE;
+            }
         }
 
         return S_OTHER;
@@ -310,9 +374,24 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
         if (key_is(key, len, "content")) {
             return S_CONTENT;
         }
-        if (api != NEBULA_API_CHAT && key_is(key, len, "images")) {
-            return S_IMAGES;
+        if (key_is(key, len, "tool_calls")) {
+            return S_TOOL_CALLS;
         }
+
+        if (api == NEBULA_API_CHAT) {
+            if (key_is(key, len, "reasoning")) {
+                return S_REASONING;
+            }
+
+        } else {
+            if (key_is(key, len, "images")) {
+                return S_IMAGES;
+            }
+            if (key_is(key, len, "thinking")) {
+                return S_REASONING;
+            }
+        }
+
         return S_OTHER;
 
     case F_PART:
@@ -327,14 +406,91 @@ slot_for_key(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
         }
         return S_OTHER;
 
+    case F_IMAGE_URL:
+        return key_is(key, len, "url") ? S_IMAGE_URL : S_OTHER;
+
     case F_STREAM_OPTIONS:
         return key_is(key, len, "include_usage") ? S_INCLUDE_USAGE : S_OTHER;
 
     case F_OPTIONS:
-        return key_is(key, len, "num_predict") ? S_NUM_PREDICT : S_OTHER;
+        if (key_is(key, len, "num_predict")) {
+            return S_NUM_PREDICT;
+        }
+        return key_is(key, len, "num_ctx") ? S_NUM_CTX : S_OTHER;
 
     default:
         return S_OTHER;
+    }
+}
+
+
+/*
+ * The native options a client may set: those that shape the generation.
+ * The others (num_gpu, main_gpu, num_thread, num_batch, use_mmap,
+ * use_mlock, numa, low_vram, f16_kv, logits_all, vocab_only, ...) load
+ * the model anew, or differently, for every client of the fleet, so
+ * they are dropped unless the operator lets them through.  Ollama reads
+ * options as a Go map: names match exactly, case included, so these are
+ * matched exactly too.  num_predict and num_ctx are slots of their own.
+ */
+#define OPTION(name)  { sizeof(name) - 1, name }
+
+static const struct {
+    size_t       len;
+    const char  *name;
+} generation_options[] = {
+    OPTION("num_keep"), OPTION("seed"), OPTION("top_k"), OPTION("top_p"),
+    OPTION("min_p"), OPTION("tfs_z"), OPTION("typical_p"),
+    OPTION("repeat_last_n"), OPTION("temperature"), OPTION("repeat_penalty"),
+    OPTION("presence_penalty"), OPTION("frequency_penalty"),
+    OPTION("mirostat"), OPTION("mirostat_tau"), OPTION("mirostat_eta"),
+    OPTION("penalize_newline"), OPTION("stop"), { 0, NULL }
+};
+
+
+static int
+option_passes(parse_t *p, const unsigned char *key, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; generation_options[i].name; i++) {
+        if (generation_options[i].len == len
+            && memcmp(key, generation_options[i].name, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    if (p->pass_options != NULL) {
+        for (i = 0; p->pass_options[i]; i++) {
+            if (key_is(key, len, p->pass_options[i])) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/* slots whose value may be anything: counted, passed or dropped as is */
+static int
+slot_any(slot_e slot)
+{
+    switch (slot) {
+    case S_OTHER:
+    case S_TOOLS:
+    case S_TOOL_CALLS:
+    case S_SUFFIX:
+    case S_TEMPLATE:
+    case S_CONTEXT:
+    case S_REASONING:
+    case S_KEEP_ALIVE:
+    case S_DEBUG_RENDER:
+    case S_DROP:
+        return 1;
+    default:
+        return 0;
     }
 }
 
@@ -400,12 +556,78 @@ record_span(parse_t *p, frame_t *f, nebula_span_t *span)
 }
 
 
-/* after a value in an array, the next element gets the next index */
-static void
-value_done(frame_t *parent)
+static int
+is_space(unsigned char c)
 {
-    if (parent != NULL && !parent->is_map) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+
+/*
+ * A member of an object that may lose some ended: a dropped one becomes
+ * a span to delete, with one comma beside it, so that what is left is
+ * valid JSON whichever members go (see drops[] in nebula_request.h).
+ */
+static void
+member_done(parse_t *p, frame_t *f)
+{
+    size_t             end, i;
+    nebula_span_t     *d;
+    nebula_request_t  *req = p->req;
+
+    end = yajl_get_bytes_consumed(p->yajl);
+
+    if (!f->dropping) {
+        f->kept++;
+        f->prev_end = end;
+        return;
+    }
+
+    if (req->ndrops == NEBULA_DROP_MAX) {
+        fail(p, NEBULA_REQ_INVALID_VALUE, "options",
+             "Invalid value for '%s': the body has more members the "
+             "gateway removes (options it does not let through, "
+             "keep_alive, _debug_render_only) than it takes.", "options");
+        f->prev_end = end;
+        return;
+    }
+
+    d = &req->drops[req->ndrops++];
+
+    if (f->kept) {
+        d->start = f->prev_end;
+        d->end = end;
+
+    } else {
+        for (i = end; i < p->len && is_space(p->body[i]); i++) {
+            /* void */
+        }
+
+        d->start = f->cursor;
+        d->end = (i < p->len && p->body[i] == ',') ? i + 1 : end;
+        f->cursor = d->end;
+    }
+
+    f->prev_end = end;
+}
+
+
+/*
+ * After a value: in an array, the next element gets the next index; in
+ * an object that may lose members, the member is kept or dropped.
+ */
+static inline void
+value_done(parse_t *p, frame_t *parent)
+{
+    if (parent == NULL) {
+        return;
+    }
+
+    if (!parent->is_map) {
         parent->index++;
+
+    } else if (parent->kind == F_TOP || parent->kind == F_OPTIONS) {
+        member_done(p, parent);
     }
 }
 
@@ -481,6 +703,15 @@ bad_type(parse_t *p, slot_e slot, const char *what)
     case S_NUM_PREDICT:
         name = "options.num_predict";
         break;
+    case S_NUM_CTX:
+        name = "options.num_ctx";
+        break;
+    case S_N:
+        name = "n";
+        break;
+    case S_BEST_OF:
+        name = "best_of";
+        break;
     case S_MESSAGE:
         snprintf(param, sizeof(param), "messages[%zu]",
                  p->frames[p->depth - 1].index);
@@ -513,6 +744,7 @@ bad_type(parse_t *p, slot_e slot, const char *what)
     case S_PART_TYPE:
     case S_PART_TEXT:
     case S_PART_IMAGE:
+    case S_IMAGE_URL:
         msg_param(p, param, sizeof(param),
                   slot == S_PART_TYPE ? "type"
                   : slot == S_PART_TEXT ? "text" : "image_url");
@@ -546,12 +778,16 @@ slot_type(slot_e slot)
     case S_PART_TYPE:
     case S_PART_TEXT:
     case S_IMAGE:
+    case S_IMAGE_URL:
         return "a string";
     case S_TEMPERATURE:
         return "a number";
     case S_MAX_TOKENS:
     case S_MAX_COMPLETION_TOKENS:
     case S_NUM_PREDICT:
+    case S_NUM_CTX:
+    case S_N:
+    case S_BEST_OF:
         return "an integer";
     case S_STREAM:
     case S_INCLUDE_USAGE:
@@ -607,6 +843,18 @@ on_null(void *ctx)
         record_span(p, parent, &p->req->num_predict_span);
         break;
 
+    case S_NUM_CTX:
+        record_span(p, parent, &p->req->num_ctx_span);
+        break;
+
+    case S_N:
+        record_span(p, parent, &p->req->n_span);
+        break;
+
+    case S_BEST_OF:
+        record_span(p, parent, &p->req->best_of_span);
+        break;
+
     case S_INCLUDE_USAGE:
         record_span(p, parent, &p->req->include_usage_span);
         break;
@@ -614,10 +862,9 @@ on_null(void *ctx)
     /* optional fields: null means "not given", as in OpenAI's API */
     case S_TEMPERATURE:
     case S_STREAM:
-    case S_TOOLS:
-    case S_OTHER:
     case S_SYSTEM:
     case S_IMAGES:
+    case S_PROMPT:
         break;
 
     case S_CONTENT:
@@ -625,10 +872,12 @@ on_null(void *ctx)
         break;
 
     default:
-        bad_type(p, slot, slot_type(slot));
+        if (!slot_any(slot)) {
+            bad_type(p, slot, slot_type(slot));
+        }
     }
 
-    value_done(parent);
+    value_done(p, parent);
     return 1;
 }
 
@@ -650,14 +899,13 @@ on_boolean(void *ctx, int v)
         p->req->include_usage = v;
         record_span(p, parent, &p->req->include_usage_span);
         break;
-    case S_OTHER:
-    case S_TOOLS:
-        break;
     default:
-        bad_type(p, slot, slot_type(slot));
+        if (!slot_any(slot)) {
+            bad_type(p, slot, slot_type(slot));
+        }
     }
 
-    value_done(parent);
+    value_done(p, parent);
     return 1;
 }
 
@@ -754,16 +1002,111 @@ on_number(void *ctx, const char *s, size_t len)
         record_span(p, parent, &req->num_predict_span);
         break;
 
-    case S_OTHER:
-    case S_TOOLS:
+    /*
+     * Positive integers the gateway checks against the model: num_ctx
+     * (capped at its context), n and best_of (more than one answer only
+     * where the model allows it).
+     */
+    case S_NUM_CTX:
+    case S_N:
+    case S_BEST_OF:
+        if (parse_integer(s, len, &v) != 0 || v <= 0) {
+            fail(p, NEBULA_REQ_INVALID_VALUE,
+                 slot == S_N ? "n"
+                 : slot == S_BEST_OF ? "best_of" : "options.num_ctx",
+                 "Invalid value for '%s': expected a positive integer.",
+                 slot == S_N ? "n"
+                 : slot == S_BEST_OF ? "best_of" : "options.num_ctx");
+            break;
+        }
+
+        if (slot == S_NUM_CTX) {
+            req->num_ctx = v;
+            record_span(p, parent, &req->num_ctx_span);
+
+        } else if (slot == S_N) {
+            req->n = v;
+            record_span(p, parent, &req->n_span);
+
+        } else {
+            req->best_of = v;
+            record_span(p, parent, &req->best_of_span);
+        }
+
         break;
 
     default:
-        bad_type(p, slot, slot_type(slot));
+        if (!slot_any(slot)) {
+            bad_type(p, slot, slot_type(slot));
+        }
     }
 
-    value_done(parent);
+    value_done(p, parent);
     return 1;
+}
+
+
+/*
+ * An OpenAI content part's image: kept in the part's frame until the
+ * part ends, as Ollama reads image_url only in a part of type image_url,
+ * and "type" may come after it.
+ */
+static void
+part_image(frame_t *part, const unsigned char *s, size_t len)
+{
+    long       at;
+    uint32_t   w, h;
+
+    at = nebula_image_data_url(s, len);
+
+    if (at < 0) {
+        /* an http(s) URL, another type: Ollama refuses, we cannot bound */
+        part->img = IMG_URL;
+        return;
+    }
+
+    part->img_err = nebula_image_size(s + at, len - at, &w, &h);
+
+    if (part->img_err != NEBULA_IMAGE_OK) {
+        part->img = IMG_DATA;
+        return;
+    }
+
+    part->img = IMG_OK;
+    part->img_tokens = nebula_image_tokens(w, h);
+    part->img_bytes = len;
+}
+
+
+/* a native image: bare base64, in messages[i].images or images */
+static void
+native_image(parse_t *p, frame_t *images, const unsigned char *s,
+    size_t len)
+{
+    char            param[NEBULA_PARAM_MAX], msg[NEBULA_MESSAGE_MAX];
+    uint32_t        w, h;
+    nebula_image_e  err;
+
+    err = nebula_image_size(s, len, &w, &h);
+
+    if (err != NEBULA_IMAGE_OK) {
+        if (p->depth == 2) {
+            snprintf(param, sizeof(param), "images[%zu]", images->index);
+
+        } else {
+            snprintf(param, sizeof(param), "messages[%zu].images[%zu]",
+                     images->owner, images->index);
+        }
+
+        snprintf(msg, sizeof(msg), "Invalid value for '%s': %s.", param,
+                 nebula_image_error(err));
+        fail(p, NEBULA_REQ_INVALID_VALUE, param, "%s", msg);
+        return;
+    }
+
+    p->req->images++;
+    p->req->image_tokens += nebula_image_tokens(w, h);
+    p->req->image_bytes += len;
 }
 
 
@@ -774,6 +1117,7 @@ on_string(void *ctx, const unsigned char *s, size_t len)
     frame_t           *parent;
     slot_e             slot;
     int                i;
+    size_t             at;
     char               param[NEBULA_PARAM_MAX];
     nebula_request_t  *req = p->req;
 
@@ -788,6 +1132,18 @@ on_string(void *ctx, const unsigned char *s, size_t len)
             fail(p, NEBULA_REQ_INVALID_VALUE, "model",
                  "Invalid value for 'model': %s", len == 0
                  ? "it must not be empty." : "no such model name.");
+            break;
+        }
+
+        /*
+         * yajl decodes a lone surrogate escape ("\udc00") to bytes that are
+         * not UTF-8; Go would read U+FFFD.  Neither names a model, and the
+         * bytes must not reach a message or a log.
+         */
+        if (utf8_invalid(s, len, &at)) {
+            fail(p, NEBULA_REQ_INVALID_VALUE, "model",
+                 "Invalid value for 'model': %s",
+                 "it is not valid UTF-8 (a lone surrogate escape?).");
             break;
         }
 
@@ -812,10 +1168,17 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 
         break;
 
+    case S_PROMPT:
+        p->has_prompt = (len > 0);
+        req->text_bytes += len;
+        break;
+
     case S_CONTENT:
     case S_PART_TEXT:
-    case S_PROMPT:
     case S_SYSTEM:
+    case S_SUFFIX:
+    case S_TEMPLATE:
+    case S_REASONING:
         req->text_bytes += len;
         break;
 
@@ -837,22 +1200,25 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 
     case S_PART_IMAGE:
         /* the short form: "image_url": "data:..." */
-        req->images++;
+        part_image(parent, s, len);
+        break;
+
+    case S_IMAGE_URL:
+        /* the long form: "image_url": {"url": "data:..."} */
+        part_image(&p->frames[p->depth - 2], s, len);
         break;
 
     case S_IMAGE:
-        req->images++;
-        break;
-
-    case S_OTHER:
-    case S_TOOLS:
+        native_image(p, parent, s, len);
         break;
 
     default:
-        bad_type(p, slot, slot_type(slot));
+        if (!slot_any(slot)) {
+            bad_type(p, slot, slot_type(slot));
+        }
     }
 
-    value_done(parent);
+    value_done(p, parent);
     return 1;
 }
 
@@ -896,9 +1262,11 @@ push(parse_t *p, int is_map)
         break;
     case S_PART_IMAGE:
         /* the long form: "image_url": {"url": "data:..."} */
-        if (is_map) {
-            p->req->images++;
-        }
+        kind = is_map ? F_IMAGE_URL : F_SKIP;
+        break;
+    case S_CONTEXT:
+        /* Ollama takes an array of ids; anything else it refuses */
+        kind = is_map ? F_SKIP : F_CONTEXT;
         break;
     default:
         break;
@@ -930,30 +1298,35 @@ push(parse_t *p, int is_map)
                 kind = F_SKIP;
             }
             break;
+        case F_IMAGE_URL:
+        case F_CONTEXT:
+            break;
         default:
-            if (slot != S_OTHER && slot != S_TOOLS && slot != S_PART_IMAGE) {
+            if (!slot_any(slot) && slot != S_PART_IMAGE) {
                 bad_type(p, slot, slot_type(slot));
             }
         }
-
-        if (kind == F_CONTENT && p->req->api != NEBULA_API_CHAT) {
-            kind = F_SKIP;
-        }
     }
 
+    /* the image fields are F_PART's alone: set below, not cleared */
     f = &p->frames[p->depth++];
-    memset(f, 0, sizeof(frame_t));
+    memset(f, 0, offsetof(frame_t, img_err));
     f->kind = kind;
     f->is_map = is_map;
     f->slot = slot;
     f->start = yajl_get_bytes_consumed(p->yajl) - 1;
+    f->cursor = f->start + 1;
+
+    if (parent != NULL) {
+        /* what sits inside a message knows its index */
+        f->owner = parent->owner;
+    }
 
     if (kind == F_MESSAGE) {
         f->owner = parent->index;
         p->req->messages++;
 
     } else if (kind == F_PART) {
-        f->owner = p->frames[p->depth - 2].owner;  /* the message */
         f->part = parent->index;
 
     } else if (kind == F_TOP) {
@@ -961,6 +1334,53 @@ push(parse_t *p, int is_map)
     }
 
     return 1;
+}
+
+
+/* a content part ends: its image, if it is a part of type image_url */
+static void
+part_done(parse_t *p, frame_t *f)
+{
+    char               param[NEBULA_PARAM_MAX], msg[NEBULA_MESSAGE_MAX];
+    nebula_request_t  *req = p->req;
+
+    if (f->part_type != 2) {
+        return;     /* Ollama reads no image from a text part */
+    }
+
+    snprintf(param, sizeof(param), "messages[%zu].content[%zu].image_url",
+             f->owner, f->part);
+
+    switch (f->img) {
+
+    case IMG_OK:
+        req->images++;
+        req->image_tokens += f->img_tokens;
+        req->image_bytes += f->img_bytes;
+        return;
+
+    case IMG_NONE:
+        fail(p, NEBULA_REQ_MISSING_FIELD, param,
+             "Missing required parameter: '%s'.", param);
+        return;
+
+    case IMG_SHAPE:
+        snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a "
+                 "data URL, or an object with a 'url' data URL.", param);
+        break;
+
+    case IMG_URL:
+        snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a "
+                 "data URL of a base64 image (data:image/png;base64,...); "
+                 "image URLs are not fetched.", param);
+        break;
+
+    default:
+        snprintf(msg, sizeof(msg), "Invalid value for '%s': %s.", param,
+                 nebula_image_error(f->img_err));
+    }
+
+    fail(p, NEBULA_REQ_INVALID_VALUE, param, "%s", msg);
 }
 
 
@@ -986,12 +1406,14 @@ pop(parse_t *p)
         break;
 
     case F_MESSAGE:
-        if (!(f->seen & (1u << S_ROLE))) {
+        if (!(f->seen & ((uint64_t) 1 << S_ROLE))) {
             snprintf(param, sizeof(param), "messages[%zu].role", f->owner);
             fail(p, NEBULA_REQ_MISSING_FIELD, param,
                  "Missing required parameter: '%s'.", param);
 
-        } else if (!(f->seen & (1u << S_CONTENT)) && f->part_type != 3) {
+        } else if (!(f->seen & ((uint64_t) 1 << S_CONTENT))
+                   && f->part_type != 3)
+        {
             /* only an assistant turn that calls tools may go without */
             snprintf(param, sizeof(param), "messages[%zu].content",
                      f->owner);
@@ -1007,6 +1429,8 @@ pop(parse_t *p)
             fail(p, NEBULA_REQ_MISSING_FIELD, param,
                  "Missing required parameter: '%s'.", param);
         }
+
+        part_done(p, f);
         break;
 
     case F_STREAM_OPTIONS:
@@ -1017,18 +1441,24 @@ pop(parse_t *p)
     case F_OPTIONS:
         req->options_span.start = f->start;
         req->options_span.end = end;
+        req->options_kept = f->kept;
+        break;
+
+    case F_CONTEXT:
+        /* each id is a token the model reads */
+        req->context_ids += f->index;
         break;
 
     default:
         break;
     }
 
-    if (f->slot == S_TOOLS) {
+    if (f->slot == S_TOOLS || f->slot == S_TOOL_CALLS) {
         req->other_bytes += end - f->start;
     }
 
     parent = (p->depth > 0) ? &p->frames[p->depth - 1] : NULL;
-    value_done(parent);
+    value_done(p, parent);
 
     return 1;
 }
@@ -1107,9 +1537,17 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
     unsigned char   folded[32];
 
     f = &p->frames[p->depth - 1];
+    f->key_end = yajl_get_bytes_consumed(p->yajl);
 
     n = fold_key(key, len, folded, sizeof(folded));
     slot = (n <= sizeof(folded)) ? slot_for_key(p, f, folded, n) : S_OTHER;
+
+    if (slot == S_KEEP_ALIVE || slot == S_DEBUG_RENDER) {
+        /* dropped in any spelling Go reads, however often it comes */
+        f->key = slot;
+        f->dropping = 1;
+        return 1;
+    }
 
     if (slot != S_OTHER && (n != len || memcmp(folded, key, len) != 0)) {
         p->case_mismatch = 1;
@@ -1117,7 +1555,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
     }
 
     if (slot != S_OTHER) {
-        if (f->seen & (1u << slot)) {
+        if (f->seen & ((uint64_t) 1 << slot)) {
             /*
              * Upstreams keep the last of duplicate keys, we would check the
              * first: refuse, or a client could pass one model and use another.
@@ -1126,11 +1564,18 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
             return 0;
         }
 
-        f->seen |= 1u << slot;
+        f->seen |= (uint64_t) 1 << slot;
+
+    } else if (f->kind == F_OPTIONS && !option_passes(p, key, len)) {
+        slot = S_DROP;
+    }
+
+    if (slot == S_PART_IMAGE) {
+        f->img = IMG_SHAPE;     /* until a data URL is read in it */
     }
 
     f->key = slot;
-    f->key_end = yajl_get_bytes_consumed(p->yajl);
+    f->dropping = (slot == S_DROP);
 
     return 1;
 }
@@ -1244,19 +1689,33 @@ nebula_req_error_e
 nebula_request_parse(nebula_request_t *req, nebula_api_e api,
     const unsigned char *body, size_t len)
 {
-    parse_t           p;
-    yajl_status       st;
-    unsigned char     c;
-    size_t            i;
-    yajl_alloc_funcs  afs;
+    return nebula_request_parse_policy(req, api, body, len, NULL);
+}
 
-    memset(req, 0, sizeof(nebula_request_t));
+
+nebula_req_error_e
+nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
+    const unsigned char *body, size_t len,
+    const nebula_request_policy_t *policy)
+{
+    parse_t            p;
+    yajl_status        st;
+    unsigned char      c;
+    size_t             i;
+    yajl_alloc_funcs   afs;
+    nebula_estimate_t  est;
+
+    /* drops[] is read only up to ndrops: a parse need not clear it */
+    memset(req, 0, offsetof(nebula_request_t, drops));
     req->api = api;
     req->stream = -1;
     req->include_usage = -1;
     req->max_tokens = -1;
     req->max_completion_tokens = -1;
     req->num_predict = -1;
+    req->num_ctx = -1;
+    req->n = -1;
+    req->best_of = -1;
 
     memset(&p, 0, offsetof(parse_t, frames));
     memset(&p.frames[0], 0, sizeof(frame_t));
@@ -1265,6 +1724,7 @@ nebula_request_parse(nebula_request_t *req, nebula_api_e api,
     p.req = req;
     p.body = body;
     p.len = len;
+    p.pass_options = (policy != NULL) ? policy->pass_options : NULL;
 
     for (i = 0; i < len; i++) {
         c = body[i];
@@ -1356,10 +1816,22 @@ nebula_request_parse(nebula_request_t *req, nebula_api_e api,
     }
 
     if (api != NEBULA_API_OLLAMA_GENERATE
-        && !(p.frames[0].seen & (1u << S_MESSAGES)))
+        && !(p.frames[0].seen & ((uint64_t) 1 << S_MESSAGES)))
     {
         fail(&p, NEBULA_REQ_MISSING_FIELD, "messages",
              "Missing required parameter: '%s'.", "messages");
+        return req->error;
+    }
+
+    if (api == NEBULA_API_OLLAMA_GENERATE && !p.has_prompt) {
+        /*
+         * Ollama answers a generate without a prompt by loading the model
+         * (images or not), evicting others, and reports no tokens.
+         */
+        fail(&p, NEBULA_REQ_MISSING_FIELD, "prompt",
+             "Missing required parameter: '%s'. A request without a "
+             "prompt would only load the model, which this gateway does "
+             "not do on a client's behalf.", "prompt");
         return req->error;
     }
 
@@ -1368,10 +1840,15 @@ nebula_request_parse(nebula_request_t *req, nebula_api_e api,
         req->stream = (api == NEBULA_API_CHAT) ? 0 : 1;
     }
 
-    req->prompt_tokens = (req->text_bytes + 3) / 4
-                         + (req->other_bytes + 3) / 4
-                         + 4 * (uint64_t) req->messages + 3
-                         + NEBULA_IMAGE_TOKENS * (uint64_t) req->images;
+    est.body_bytes = len;
+    est.image_bytes = req->image_bytes;
+    est.text_bytes = req->text_bytes;
+    est.other_bytes = req->other_bytes;
+    est.messages = req->messages;
+    est.context_ids = req->context_ids;
+    est.image_tokens = req->image_tokens;
+
+    req->prompt_tokens = nebula_estimate_tokens(&est);
 
     return NEBULA_REQ_OK;
 }
@@ -1401,12 +1878,43 @@ nebula_edit_apply(const unsigned char *body, size_t len,
     for (i = 0; i < n; i++) {
         memcpy(out, body + pos, edits[i].start - pos);
         out += edits[i].start - pos;
-        memcpy(out, edits[i].data, edits[i].len);
-        out += edits[i].len;
+
+        if (edits[i].len) {
+            /* a deletion may come without data (NULL) */
+            memcpy(out, edits[i].data, edits[i].len);
+            out += edits[i].len;
+        }
+
         pos = edits[i].end;
     }
 
     memcpy(out, body + pos, len - pos);
+}
+
+
+void
+nebula_edit_sort(nebula_edit_t *edits, size_t n)
+{
+    size_t         i, j;
+    nebula_edit_t  e;
+
+    for (i = 1; i < n; i++) {
+        e = edits[i];
+
+        for (j = i; j > 0; j--) {
+            if (edits[j - 1].start < e.start
+                || (edits[j - 1].start == e.start
+                    && (edits[j - 1].end == edits[j - 1].start
+                        || e.end != e.start)))
+            {
+                break;
+            }
+
+            edits[j] = edits[j - 1];
+        }
+
+        edits[j] = e;
+    }
 }
 
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nebula_estimate.h"
+
 
 typedef enum {
     NEBULA_API_CHAT = 0,           /* POST /v1/chat/completions */
@@ -44,8 +46,19 @@ typedef struct {
 /* nesting deeper than this is refused: no real request needs it */
 #define NEBULA_JSON_MAX_DEPTH   64
 
-/* what one image is assumed to cost when estimating a prompt */
-#define NEBULA_IMAGE_TOKENS     256
+/* members the gateway removes from one body, at most (else refused) */
+#define NEBULA_DROP_MAX         32
+
+
+/*
+ * What an operator decides about a body.  pass_options: names of native
+ * "options" members let through besides the generation options (a
+ * NULL-terminated array, or NULL), e.g. "num_thread" on a fleet where
+ * clients may set it.
+ */
+typedef struct {
+    const char *const  *pass_options;
+} nebula_request_policy_t;
 
 
 typedef struct {
@@ -68,24 +81,55 @@ typedef struct {
 
     int64_t             num_predict;        /* native options.num_predict */
     nebula_span_t       num_predict_span;
+    int64_t             num_ctx;            /* options.num_ctx, -1 absent
+                                               or null */
+    nebula_span_t       num_ctx_span;       /* its value, null included */
     nebula_span_t       options_span;       /* native "options", or null */
     int                 options_null;
+    size_t              options_kept;       /* members of options left
+                                               once drops[] are deleted */
+
+    int64_t             n;                  /* /v1: n, -1 absent or null */
+    nebula_span_t       n_span;             /* its value, null included */
+    int64_t             best_of;            /* -1 absent or null */
+    nebula_span_t       best_of_span;
+
 
     int                 has_temperature;
     double              temperature;
 
     size_t              messages;
-    size_t              text_bytes;         /* prompt text, decoded */
-    size_t              other_bytes;        /* tools and the like, raw */
+    size_t              text_bytes;         /* strings the pool reads,
+                                               decoded */
+    size_t              other_bytes;        /* tools, tool calls: raw */
+    uint64_t            context_ids;        /* /api/generate's context */
     size_t              images;
+    uint64_t            image_tokens;       /* by their sizes */
+    size_t              image_bytes;        /* their data's length */
 
-    uint64_t            prompt_tokens;      /* the estimate */
+    uint64_t            prompt_tokens;      /* the estimate
+                                               (nebula_estimate.h) */
 
     size_t              top_start;          /* offset of the top '{' */
 
     nebula_req_error_e  error;
     char                param[NEBULA_PARAM_MAX];   /* "" when none */
     char                message[NEBULA_MESSAGE_MAX];
+
+    /*
+     * Members to delete before the body goes upstream (native options
+     * not let through, native keep_alive, _debug_render_only), in body
+     * order, never overlapping.  Each span takes a comma with it so that
+     * the body stays valid JSON whichever members of an object go: a
+     * member after a kept one from the end of the value before it to
+     * the end of its own; one before any kept member from where the
+     * last deletion ended (or the object's '{') through the comma after
+     * its value.  So the first span in an object may start just after
+     * its '{', where an insertion at the same offset must be ordered
+     * before it (nebula_edit_sort does).
+     */
+    size_t              ndrops;
+    nebula_span_t       drops[NEBULA_DROP_MAX];   /* last: not cleared */
 } nebula_request_t;
 
 
@@ -97,8 +141,14 @@ typedef struct {
 nebula_req_error_e nebula_request_parse(nebula_request_t *req,
     nebula_api_e api, const unsigned char *body, size_t len);
 
+/* the same with an operator's policy; NULL is the default policy */
+nebula_req_error_e nebula_request_parse_policy(nebula_request_t *req,
+    nebula_api_e api, const unsigned char *body, size_t len,
+    const nebula_request_policy_t *policy);
 
-/* one replacement of a body range; start == end inserts */
+
+/* one replacement of a body range; start == end inserts; a deletion
+   has len 0 and may have data NULL */
 typedef struct {
     size_t                start;
     size_t                end;
@@ -116,6 +166,13 @@ size_t nebula_edit_length(size_t len, const nebula_edit_t *edits, size_t n);
 /* writes the edited body into out, which holds nebula_edit_length() bytes */
 void nebula_edit_apply(const unsigned char *body, size_t len,
     const nebula_edit_t *edits, size_t n, unsigned char *out);
+
+/*
+ * Sorts edits into the order nebula_edit_apply() wants: by start, and at
+ * one start an insertion before a replacement or deletion (stable
+ * otherwise).  A few edits: an insertion sort.
+ */
+void nebula_edit_sort(nebula_edit_t *edits, size_t n);
 
 /*
  * Writes s as a JSON string literal, quotes included, into out (which holds

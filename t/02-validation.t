@@ -71,10 +71,11 @@ my $r = $t->post($chat, { model => 'qwen3:latest',
                           messages => [{ role => 'user', content => $long }] });
 is $r->{status}, 200, 'the same prompt fits a 32K model';
 
-# images only to a vision model
+# images only to a vision model (a real 1 x 1 PNG: the gateway reads its size)
+my $png = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg==';
 my $img = { role => 'user', content => [
     { type => 'text', text => 'what is this?' },
-    { type => 'image_url', image_url => { url => 'data:image/png;base64,iVBORw0KGgo=' } } ] };
+    { type => 'image_url', image_url => { url => "data:image/png;base64,$png" } } ] };
 refused(Nebula::Test::json_encode({ model => 'qwen3:latest', messages => [$img] }),
         400, $bad, 'invalid_value', 'messages', 'image to a text-only model');
 $r = $t->post($chat, { model => 'qwen3-vl:235b-cloud', messages => [$img] });

@@ -53,22 +53,29 @@ ok length($body) > 1024 * 1024, 'body of ' . length($body) . ' bytes, over the b
 $r = $t->post($chat, $body);
 Nebula::Test::is_error($r, 400, $bad, 'context_length_exceeded', 'tools count in the estimate');
 
+# A body over the buffer that fits the context: a large image, which the
+# estimate counts by its size (a PNG of 1024 x 768: 37 x 28 = 1036 tokens),
+# not by its bytes.  (1.2 MB in any other field would be over 300K tokens:
+# the estimate's floor counts every byte of the body but image data.)
 $tools = [ map { { type => 'function', function => { name => "f$_" } } } 1 .. 100 ];
-my $pad = 'p' x (1200 * 1024);
-$body = Nebula::Test::json_encode({ model => 'deepseek-v3.1:671b-cloud', tools => $tools,
-                                    metadata => { pad => $pad },
-                                    messages => [{ role => 'user', content => 'hi' }] });
+my $png = 'iVBORw0KGgoAAAANSUhEUgAABAAAAAMACAIAAAA12IJa' . ('A' x (1200 * 1024));
+my $image = { type => 'image_url', image_url => { url => "data:image/png;base64,$png" } };
+$body = Nebula::Test::json_encode({ model => 'qwen3-vl:235b-cloud', tools => $tools,
+                                    messages => [{ role => 'user',
+                                                   content => [{ type => 'text', text => 'hi' },
+                                                               $image] }] });
 $t->sim('cloud')->reset;
 $r = $t->post($chat, $body);
 is $r->{status}, 200, 'a 1.2 MB body spilled to a temp file is proxied';
 my $got = $t->sim('cloud')->last;
-is $got->{model}, 'deepseek-v3.1:671b', 'spilled body rewritten for the upstream';
+is $got->{model}, 'qwen3-vl:235b', 'spilled body rewritten for the upstream';
 # the gateway changed the model and added max_tokens (the reservation)
 my $added = length('"max_tokens":' . $got->{body}{max_tokens} . ',');
-is length($got->{raw_body}), length($body) - length('deepseek-v3.1:671b-cloud')
-                                           + length('deepseek-v3.1:671b') + $added,
+is length($got->{raw_body}), length($body) - length('qwen3-vl:235b-cloud')
+                                           + length('qwen3-vl:235b') + $added,
     'nothing lost from the spilled body';
-is $got->{body}{metadata}{pad}, $pad, 'the unknown field passed whole';
+is $got->{body}{messages}[0]{content}[1]{image_url}{url}, "data:image/png;base64,$png",
+    'the image passed whole';
 
 # a chunked upload that fits
 $body = '{"model":"gemma3:1b","messages":[{"role":"user","content":"chunked hello"}]}';

@@ -35,16 +35,18 @@ sub logged {
 my $r = $t->post('/v1/chat/completions', { model => 'qwen/qwen3-coder:free',
                                            messages => [{ role => 'user', content => 'abcdefgh' }] });
 is $r->{status}, 200, 'local model';
-# (8 + 3) / 4 + 4 + 3 = 9
+# the estimate: the larger of what is counted, (8 + 3) / 4 + 4 + 3 = 9,
+# and the floor, a token for each 4 bytes of the body's 83: 21
 is $r->{headers}{'x-nebula-vars'},
-   'qwen/qwen3-coder:free|qwen3-coder:30b|ollama_local|http://ollama_local|ollama_local|9',
+   'qwen/qwen3-coder:free|qwen3-coder:30b|ollama_local|http://ollama_local|ollama_local|21',
    'variables of a local model';
 logged(1);
 
 $r = $t->post('/v1/chat/completions', { model => 'deepseek-v3.1:671b-cloud',
                                         messages => [{ role => 'user', content => 'x' }] });
+# counted: 1 + 4 + 3 = 8; the floor: 79 bytes, 20 tokens
 is $r->{headers}{'x-nebula-vars'},
-   'deepseek-v3.1:671b-cloud|deepseek-v3.1:671b|ollama_cloud|http://ollama_cloud|127.0.0.1|8',
+   'deepseek-v3.1:671b-cloud|deepseek-v3.1:671b|ollama_cloud|http://ollama_cloud|127.0.0.1|20',
    'variables of a cloud model (rendered for plain HTTP to the simulator)';
 logged(2);
 

@@ -53,10 +53,10 @@ sub estimate_of {
 # client asked for usage: settled from the tokens streamed, estimated
 for my $usage (0, 1) {
     my $k = $t->new_key(plan => 'enterprise');
-    my $r = $t->post('/v1/chat/completions', {
-            model => 'qwen/qwen3-coder:free', stream => JSON::PP::true,
-            messages => [{ role => 'user', content => 'hello there' }],
-            ($usage ? (stream_options => { include_usage => JSON::PP::true }) : ()) },
+    my $body = { model => 'qwen/qwen3-coder:free', stream => JSON::PP::true,
+                 messages => [{ role => 'user', content => 'hello there' }],
+                 ($usage ? (stream_options => { include_usage => JSON::PP::true }) : ()) };
+    my $r = $t->post('/v1/chat/completions', $body,
         headers => { Authorization => "Bearer $k->{key}", 'x-sim-no-usage' => 1,
                      'x-sim-tokens' => 17, 'x-sim-seed' => 3 + $usage });
     my $sim = $t->sim('local')->last;
@@ -67,8 +67,11 @@ for my $usage (0, 1) {
     (my $want = $sim->{sent}) =~ s/"model":"qwen3-coder:30b"/"model":"qwen\/qwen3-coder:free"/g;
     is $r->{body}, $want, "$what: the client got the upstream's bytes, public name";
     my $est = estimate_of($r);
-    # ceil(11 / 4) + 4 + 3
-    is $est, 10, "$what: the prompt estimate";
+    # the larger of what is counted, ceil(11 / 4) + 4 + 3 = 10, and the
+    # floor, a token for each 4 bytes of the body: 100 bytes (25 tokens),
+    # 140 with stream_options (35)
+    is length(Nebula::Test::json_encode($body)), $usage ? 140 : 100, "$what: the body's bytes";
+    is $est, $usage ? 35 : 25, "$what: the prompt estimate";
     my $key = key_of($k);
     is $key->{usage}{output_tokens}, 17, "$what: the tokens streamed";
     is $key->{usage}{input_tokens}, $est, "$what: the prompt estimate charged";

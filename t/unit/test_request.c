@@ -4,8 +4,16 @@
 
 #include <stdlib.h>
 
+#include <yajl/yajl_tree.h>
+
 #include "nebula_request.h"
 #include "tap.h"
+
+
+/* real 1 x 1 images */
+#define PNG_1X1   "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4" \
+                  "nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
+#define GIF_1X1   "R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw=="
 
 
 static nebula_request_t  req;
@@ -76,8 +84,12 @@ test_valid(void)
     is_int(req.max_tokens, -1, "no max_tokens");
     is_int(req.messages, 1, "one message");
     is_int(req.text_bytes, 5, "text counted");
-    /* (5 + 3) / 4 + 4 * 1 + 3 */
-    is_int(req.prompt_tokens, 2 + 4 + 3, "prompt estimate");
+    /*
+     * counted: (5 + 3) / 4 + 4 * 1 + 3 = 9; the floor, a token for each
+     * 4 bytes of the body's 71, is larger
+     */
+    is_int(strlen(body), 71, "a body of 71 bytes");
+    is_int(req.prompt_tokens, (71 + 3) / 4, "prompt estimate: the floor");
 
     out = rewrite(body, "qwen3:8b");
     is_str(out, "{\"model\":\"qwen3:8b\",\"messages\":[{\"role\":\"user\","
@@ -114,7 +126,8 @@ test_valid(void)
     /* content parts, tools, an assistant turn calling a tool */
     body = "{\"model\":\"m\",\"messages\":["
            "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"abcd\"},"
-           "{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,AA\"}}]},"
+           "{\"type\":\"image_url\",\"image_url\":{\"url\":"
+           "\"data:image/png;base64," PNG_1X1 "\"}}]},"
            "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[]},"
            "{\"role\":\"assistant\",\"tool_calls\":[]},"
            "{\"role\":\"tool\",\"content\":\"ok\",\"tool_call_id\":\"x\"}],"
@@ -348,7 +361,7 @@ test_native(void)
     const char  *body;
 
     body = "{\"model\":\"gemma3:1b\",\"messages\":[{\"role\":\"user\","
-           "\"content\":\"hello there\",\"images\":[\"AAAA\"]}],"
+           "\"content\":\"hello there\",\"images\":[\"" GIF_1X1 "\"]}],"
            "\"options\":{\"num_predict\":64,\"temperature\":9}}";
 
     is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK, "/api/chat");
@@ -437,6 +450,647 @@ test_arena(void)
 }
 
 
+static void
+refused_api(nebula_api_e api, const char *body, nebula_req_error_e err,
+    const char *param, const char *name)
+{
+    is_int(nebula_request_parse(&req, api, (const unsigned char *) body,
+                                strlen(body)),
+           err, "%s: refused with %s", name, nebula_req_error_code(err));
+    is_str(req.param, param, "%s: param", name);
+}
+
+
+/* item 11: a part's param names its own message */
+static void
+test_part_param(void)
+{
+    refused("{\"model\":\"m\",\"messages\":["
+            "{\"role\":\"user\",\"content\":\"a\"},"
+            "{\"role\":\"assistant\",\"content\":\"b\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},{\"type\":\"audio\"}]}]}",
+            NEBULA_REQ_INVALID_VALUE,
+            "messages[2].content[1].type", "a bad part type in message 2");
+    refused("{\"model\":\"m\",\"messages\":["
+            "{\"role\":\"user\",\"content\":\"a\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},{\"text\":\"x\"}]}]}", NEBULA_REQ_MISSING_FIELD,
+            "messages[1].content[1].type", "a part without type in message 1");
+    refused("{\"model\":\"m\",\"messages\":["
+            "{\"role\":\"user\",\"content\":\"a\"},"
+            "{\"role\":\"user\",\"content\":\"b\"},"
+            "{\"role\":\"user\",\"content\":\"c\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":5}]}]}",
+            NEBULA_REQ_INVALID_VALUE, "messages[3].content[0].text",
+            "a bad part text in message 3");
+    refused("{\"model\":\"m\",\"messages\":["
+            "{\"role\":\"user\",\"content\":\"a\"},"
+            "{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+            "\"text\":\"c\"},7]}]}", NEBULA_REQ_INVALID_VALUE,
+            "messages[1].content[1]", "a part that is no object");
+}
+
+
+/* item 13: a lone surrogate escape in the model name */
+static void
+test_model_utf8(void)
+{
+    refused("{\"model\":\"\\udc00x\",\"messages\":[{\"role\":\"user\","
+            "\"content\":\"x\"}]}", NEBULA_REQ_INVALID_VALUE, "model",
+            "a lone low surrogate in the model");
+    ok(strstr(req.message, "\xed\xb0\x80") == NULL,
+       "the bytes are not echoed");
+    ok(strstr(req.message, "UTF-8") != NULL, "the message says why");
+
+    /* yajl makes '?' of a lone high surrogate: valid, an unknown model */
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"\\ud800x\",\"messages\":"
+                 "[{\"role\":\"user\",\"content\":\"x\"}]}"), NEBULA_REQ_OK,
+           "a lone high surrogate decodes to '?'");
+
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"\\ud83d\\ude42\",\"messages\":"
+                 "[{\"role\":\"user\",\"content\":\"x\"}]}"), NEBULA_REQ_OK,
+           "a surrogate pair is fine");
+    is_str(req.model, "\xf0\x9f\x99\x82", "and decodes to U+1F642");
+}
+
+
+static void
+test_images(void)
+{
+    const char  *pre, *post;
+    char         body[1024];
+
+    pre = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+          "\"content\":\"a\"},{\"role\":\"user\",\"content\":"
+          "[{\"type\":\"text\",\"text\":\"x\"},";
+    post = "]}]}";
+
+#define PART(part)  (snprintf(body, sizeof(body), "%s%s%s", pre, part, post), \
+                     body)
+
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":"
+                 "\"http://example.com/cat.png\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "an image URL");
+    ok(strstr(req.message, "data URL") != NULL,
+       "the message says what to send");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":"
+                 "\"https://example.com/cat.png\"}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "an image URL, short form");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":"
+                 "\"data:image/gif;base64," GIF_1X1 "\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "a data URL Ollama's OpenAI layer refuses (image/gif)");
+    is_int(parse(NEBULA_API_CHAT, PART("{\"type\":\"image_url\",\"image_url\":"
+                 "{\"url\":\"data:;base64," GIF_1X1 "\"}}")), NEBULA_REQ_OK,
+           "a GIF in a data URL without a type");
+    is_int(req.image_tokens, 256, "its tokens");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":"
+                 "\"data:image/png;base64,AA\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "base64 that cannot be decoded");
+    ok(strstr(req.message, "base64") != NULL, "the message says base64");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":"
+                 "\"data:image/png;base64,SGVsbG8gd29ybGQ=\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "data that is no image");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":"
+                 "\"data:image/png;base64,iVBORw0KGgo=\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "a PNG cut after its signature");
+    refused(PART("{\"type\":\"image_url\"}"), NEBULA_REQ_MISSING_FIELD,
+            "messages[1].content[1].image_url", "an image part without one");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"detail\":\"low\"}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "an image_url without url");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":[]}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "an image_url array");
+    refused(PART("{\"type\":\"image_url\",\"image_url\":{\"url\":5}}"),
+            NEBULA_REQ_INVALID_VALUE, "messages[1].content[1].image_url",
+            "a url number");
+
+    /* the type after the image, and a text part's image_url ignored */
+    is_int(parse(NEBULA_API_CHAT, PART("{\"image_url\":{\"url\":\"data:image/"
+                 "png;base64," PNG_1X1 "\"},\"type\":\"image_url\"}")),
+           NEBULA_REQ_OK, "type after image_url");
+    is_int(req.images, 1, "an image");
+    is_int(parse(NEBULA_API_CHAT, PART("{\"type\":\"text\",\"text\":\"y\","
+                 "\"image_url\":\"http://example.com/x.png\"}")),
+           NEBULA_REQ_OK, "a text part's image_url: Ollama ignores it");
+    is_int(req.images, 0, "no image");
+
+#undef PART
+
+    /* native */
+    refused_api(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":["
+                "{\"role\":\"user\",\"content\":\"a\"},"
+                "{\"role\":\"user\",\"content\":\"b\",\"images\":[\"" PNG_1X1
+                "\",\"" GIF_1X1 "\",\"data:image/png;base64," PNG_1X1 "\"]}]}",
+                NEBULA_REQ_INVALID_VALUE, "messages[1].images[2]",
+                "native: a data URL where bare base64 goes");
+    refused_api(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":["
+                "{\"role\":\"user\",\"content\":\"b\",\"images\":[\"AAA\"]}]}",
+                NEBULA_REQ_INVALID_VALUE, "messages[0].images[0]",
+                "native: bad base64");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"images\":[\"" PNG_1X1 "\",\"SGVsbG8gd29ybGQ=\"]}",
+                NEBULA_REQ_INVALID_VALUE, "images[1]",
+                "generate: data that is no image");
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":"
+                 "\"p\",\"images\":[\"" PNG_1X1 "\",\"" GIF_1X1 "\"]}"),
+           NEBULA_REQ_OK, "generate: two images");
+    is_int(req.images, 2, "counted");
+    is_int(req.image_tokens, 512, "256 each");
+}
+
+
+static void
+test_n(void)
+{
+    const char  *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
+    char         body[256];
+
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":3,"
+             "\"best_of\":null}", msgs);
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK,
+           "n 3: the lead decides");
+    is_int(req.n, 3, "n recorded");
+    is_int(body[req.n_span.start], '3', "n span");
+    is_int(req.n_span.end - req.n_span.start, 1, "n span length");
+    is_int(req.best_of, -1, "best_of null is absent");
+    is_int(body[req.best_of_span.start], 'n', "but its span is known");
+
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s}", msgs);
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "no n");
+    ok(req.n == -1 && req.best_of == -1, "n and best_of absent");
+
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":0}", msgs);
+    refused(body, NEBULA_REQ_INVALID_VALUE, "n", "n 0");
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":1.5}", msgs);
+    refused(body, NEBULA_REQ_INVALID_VALUE, "n", "n 1.5");
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":\"2\"}", msgs);
+    refused(body, NEBULA_REQ_INVALID_VALUE, "n", "n a string");
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"best_of\":-1}", msgs);
+    refused(body, NEBULA_REQ_INVALID_VALUE, "best_of", "best_of -1");
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":1,\"n\":5}", msgs);
+    refused(body, NEBULA_REQ_INVALID_JSON, "", "n twice");
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"N\":5}", msgs);
+    refused(body, NEBULA_REQ_INVALID_JSON, "", "N");
+
+    /* not ours natively: Ollama has no n */
+    snprintf(body, sizeof(body), "{\"model\":\"m\",%s,\"n\":0}", msgs);
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK,
+           "native: n passes as any unknown field");
+}
+
+
+static void
+test_num_ctx(void)
+{
+    const char  *body;
+
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+           "\"x\"}],\"options\":{\"num_ctx\":131072,\"num_predict\":5}}";
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK, "num_ctx");
+    is_int(req.num_ctx, 131072, "recorded");
+    is_int(req.num_ctx_span.end - req.num_ctx_span.start, 6, "its span");
+    is_int(body[req.num_ctx_span.start], '1', "its span's start");
+    is_int(req.ndrops, 0, "kept");
+    is_int(req.options_kept, 2, "two options kept");
+
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{\"num_ctx\":null}}";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "num_ctx null");
+    is_int(req.num_ctx, -1, "null is absent");
+    is_int(body[req.num_ctx_span.start], 'n', "but its span is known");
+
+    body = "{\"model\":\"m\",\"prompt\":\"p\"}";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "no num_ctx");
+    ok(req.num_ctx == -1 && req.num_ctx_span.end == 0, "absent");
+
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":0}}", NEBULA_REQ_INVALID_VALUE,
+                "options.num_ctx", "num_ctx 0");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":-1}}", NEBULA_REQ_INVALID_VALUE,
+                "options.num_ctx", "num_ctx -1");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":4096.5}}", NEBULA_REQ_INVALID_VALUE,
+                "options.num_ctx", "num_ctx 4096.5");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":\"8192\"}}", NEBULA_REQ_INVALID_VALUE,
+                "options.num_ctx", "num_ctx a string");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":2048,\"num_ctx\":999999}}",
+                NEBULA_REQ_INVALID_JSON, "", "num_ctx twice");
+    refused_api(NEBULA_API_OLLAMA_GENERATE, "{\"model\":\"m\",\"prompt\":\"p\","
+                "\"options\":{\"num_ctx\":2048,\"NUM_CTX\":999999}}",
+                NEBULA_REQ_INVALID_JSON, "", "num_ctx in another case");
+}
+
+
+static void
+test_generate_prompt(void)
+{
+    static const char  *bodies[] = {
+        "{\"model\":\"m\"}",
+        "{\"model\":\"m\",\"prompt\":null}",
+        "{\"model\":\"m\",\"prompt\":\"\"}",
+        "{\"model\":\"m\",\"prompt\":\"\",\"images\":[\"" PNG_1X1 "\"]}",
+        "{\"model\":\"m\",\"keep_alive\":0}",
+        "{\"model\":\"m\",\"system\":\"s\",\"template\":\"t\"}",
+        NULL
+    };
+    int  i;
+
+    for (i = 0; bodies[i]; i++) {
+        refused_api(NEBULA_API_OLLAMA_GENERATE, bodies[i],
+                    NEBULA_REQ_MISSING_FIELD, "prompt",
+                    "generate without a prompt");
+        ok(strstr(req.message, "load") != NULL, "the message says why");
+    }
+
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE,
+                 "{\"model\":\"m\",\"prompt\":\" \"}"), NEBULA_REQ_OK,
+           "a prompt of one space is a prompt");
+}
+
+
+/* a body after the drops, the way the lead deletes them */
+static char *
+dropped(const char *body, const nebula_edit_t *extra, size_t nextra)
+{
+    size_t          i, n;
+    char           *out;
+    nebula_edit_t   e[NEBULA_DROP_MAX + 4];
+
+    for (i = 0; i < req.ndrops; i++) {
+        e[i].start = req.drops[i].start;
+        e[i].end = req.drops[i].end;
+        e[i].data = NULL;
+        e[i].len = 0;
+    }
+
+    for (n = 0; n < nextra; n++) {
+        e[i + n] = extra[n];
+    }
+
+    n = i + n;
+    nebula_edit_sort(e, n);
+
+    for (i = 1; i < n; i++) {
+        if (e[i].start < e[i - 1].end) {
+            return NULL;    /* overlapping */
+        }
+    }
+
+    out = malloc(nebula_edit_length(strlen(body), e, n) + 1);
+    nebula_edit_apply((const unsigned char *) body, strlen(body), e, n,
+                      (unsigned char *) out);
+    out[nebula_edit_length(strlen(body), e, n)] = '\0';
+
+    return out;
+}
+
+
+static int
+tree_equal(yajl_val a, yajl_val b)
+{
+    size_t  i;
+
+    if (a == NULL || b == NULL || a->type != b->type) {
+        return 0;
+    }
+
+    switch (a->type) {
+    case yajl_t_string:
+        return strcmp(a->u.string, b->u.string) == 0;
+    case yajl_t_number:
+        return strcmp(a->u.number.r, b->u.number.r) == 0;
+    case yajl_t_object:
+        if (a->u.object.len != b->u.object.len) {
+            return 0;
+        }
+        for (i = 0; i < a->u.object.len; i++) {
+            if (strcmp(a->u.object.keys[i], b->u.object.keys[i]) != 0
+                || !tree_equal(a->u.object.values[i], b->u.object.values[i]))
+            {
+                return 0;
+            }
+        }
+        return 1;
+    case yajl_t_array:
+        if (a->u.array.len != b->u.array.len) {
+            return 0;
+        }
+        for (i = 0; i < a->u.array.len; i++) {
+            if (!tree_equal(a->u.array.values[i], b->u.array.values[i])) {
+                return 0;
+            }
+        }
+        return 1;
+    default:
+        return 1;
+    }
+}
+
+
+static int
+json_same(const char *got, const char *want)
+{
+    int       same;
+    char      err[128];
+    yajl_val  a, b;
+
+    a = yajl_tree_parse(got, err, sizeof(err));
+    b = yajl_tree_parse(want, err, sizeof(err));
+    same = (a != NULL && b != NULL && tree_equal(a, b));
+    yajl_tree_free(a);
+    yajl_tree_free(b);
+
+    return same;
+}
+
+
+/*
+ * Every combination of kept and dropped members of options, in three
+ * spacings, with keep_alive and _debug_render_only at the top: what is
+ * left after the drops is the JSON of the kept members, in order.
+ */
+static void
+test_drop_combinations(void)
+{
+    int             mask, k, i, style, top, fails, cases, kept, rc;
+    char            got_body[2048], want[2048], *out, *p, *q, num[32];
+    yajl_val        tree, v;
+    nebula_edit_t   e;
+
+    static const char  *keep[] = {
+        "\"temperature\":0.5", "\"seed\":7", "\"num_predict\":5",
+        "\"stop\":[\"a\",\"b\"]", "\"top_k\":{\"x\":[1,{}]}", "\"num_ctx\":4096"
+    };
+    static const char  *drop[] = {
+        "\"num_gpu\":99", "\"use_mmap\":false",
+        "\"numa\":{\"a\":{\"b\":[1,2,{}]}}",
+        "\"low_vram\":null", "\"Temperature\":1", "\"main_gpu\":\"x\""
+    };
+    static const char  *sp[3][3] = {
+        /* after '{', around ':' (unused: members are fixed), after ',' */
+        { "", "", "" },
+        { " ", " ", " " },
+        { "\n    ", "", "\n    " }
+    };
+    static const char  *tops[4] = { "", "keep_alive", "_debug_render_only",
+                                    "KEEP_ALIVE" };
+    const char *msgs = "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]";
+    const char *format = "\"format\":{\"properties\":{\"keep_alive\":{}}}";
+
+    fails = 0;
+    cases = 0;
+
+    for (k = 1; k <= 6; k++) {
+        for (mask = 0; mask < (1 << k); mask++) {
+            for (style = 0; style < 3; style++) {
+                for (top = 0; top < 4; top++) {
+
+                    /* the body, and the body we want after the drops */
+                    for (i = 0; i < 2; i++) {
+                        p = i ? want : got_body;
+                        q = p;
+
+                        p += sprintf(p, "{%s", sp[style][0]);
+                        if (top == 1 && i == 0) {
+                            p += sprintf(p, "\"%s\":\"5m\",%s", tops[top],
+                                         sp[style][2]);
+                        }
+                        p += sprintf(p, "\"model\":\"m\",%s%s,%s", sp[style][2],
+                                     msgs, sp[style][2]);
+                        if (top == 2 && i == 0) {
+                            p += sprintf(p, "\"%s\":true,%s", tops[top],
+                                         sp[style][2]);
+                        }
+                        p += sprintf(p, "%s,%s\"options\":%s{%s", format,
+                                     sp[style][2], sp[style][1],
+                                     sp[style][0]);
+
+                        kept = 0;
+
+                        for (int m = 0; m < k; m++) {
+                            if ((mask >> m & 1) && i == 1) {
+                                continue;
+                            }
+
+                            p += sprintf(p, "%s%s%s", kept ? "," : "",
+                                         kept ? sp[style][2] : "",
+                                         (mask >> m & 1) ? drop[m] : keep[m]);
+                            kept++;
+                        }
+
+                        p += sprintf(p, "%s}", sp[style][1]);
+
+                        if (top == 3 && i == 0) {
+                            p += sprintf(p, ",%s\"%s\":-1", sp[style][2],
+                                         tops[top]);
+                        }
+
+                        sprintf(p, "%s}", sp[style][1]);
+                        (void) q;
+                    }
+
+                    cases++;
+                    rc = parse(NEBULA_API_OLLAMA_CHAT, got_body);
+
+                    kept = k - __builtin_popcount(mask);
+                    out = (rc == NEBULA_REQ_OK) ? dropped(got_body, NULL, 0)
+                                                : NULL;
+
+                    if (out == NULL || !json_same(out, want)
+                        || (int) req.options_kept != kept
+                        || (int) req.ndrops
+                           != __builtin_popcount(mask) + (top != 0))
+                    {
+                        if (fails++ == 0) {
+                            printf("# body: %s\n# got:  %s\n# want: %s\n"
+                                   "# kept %zu, drops %zu\n", got_body,
+                                   out ? out : "(refused or overlapping)",
+                                   want, req.options_kept, req.ndrops);
+                        }
+
+                        free(out);
+                        continue;
+                    }
+
+                    free(out);
+
+                    /* and the lead's num_predict, inserted or replaced */
+                    if (req.num_predict_span.end > req.num_predict_span.start)
+                    {
+                        e.start = req.num_predict_span.start;
+                        e.end = req.num_predict_span.end;
+                        e.data = (const unsigned char *) "9";
+                        e.len = 1;
+
+                    } else {
+                        e.start = req.options_span.start + 1;
+                        e.end = e.start;
+                        e.len = sprintf(num, "\"num_predict\":9%s",
+                                        req.options_kept ? "," : "");
+                        e.data = (const unsigned char *) num;
+                    }
+
+                    out = dropped(got_body, &e, 1);
+                    tree = out ? yajl_tree_parse(out, NULL, 0) : NULL;
+
+                    {
+                        const char  *path[] = { "options", "num_predict",
+                                                NULL };
+
+                        v = tree ? yajl_tree_get(tree, path, yajl_t_number)
+                                 : NULL;
+                    }
+
+                    if (v == NULL || strcmp(YAJL_GET_NUMBER(v), "9") != 0) {
+                        if (fails++ == 0) {
+                            printf("# body: %s\n# with num_predict: %s\n",
+                                   got_body, out ? out : "(overlapping)");
+                        }
+                    }
+
+                    yajl_tree_free(tree);
+                    free(out);
+                }
+            }
+        }
+    }
+
+    is_int(fails, 0, "%d bodies: drops leave valid JSON, the kept members "
+           "and num_predict where the lead puts it", cases);
+}
+
+
+static void
+test_drops(void)
+{
+    const char  *body;
+    char        *out;
+    char         big[4096], *p;
+    int          i;
+
+    static const char  *pass[] = { "num_thread", "num_batch", NULL };
+    nebula_request_policy_t  policy = { pass };
+
+    /* /v1: _debug_render_only in any case goes; keep_alive is not Ollama's */
+    body = "{\"model\":\"m\",\"_DEBUG_render_only\":true,\"messages\":"
+           "[{\"role\":\"user\",\"content\":\"x\"}],\"keep_alive\":0}";
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK, "/v1 with both");
+    is_int(req.ndrops, 1, "one drop");
+    out = dropped(body, NULL, 0);
+    is_str(out, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":"
+                "\"x\"}],\"keep_alive\":0}", "/v1: _debug_render_only gone");
+    free(out);
+
+    /* native keep_alive in the spellings Go reads, twice */
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"keep_alive\":-1,"
+           "\"\xe2\x84\xaa" "eep_alive\":\"24h\",\"Keep_Alive\":0}";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "keep_alive three times, in three spellings");
+    is_int(req.ndrops, 3, "three drops");
+    out = dropped(body, NULL, 0);
+    is_str(out, "{\"model\":\"m\",\"prompt\":\"p\"}", "all gone");
+    free(out);
+
+    /* all options go: options_kept 0 */
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{ \"num_gpu\": 1 ,"
+           " \"use_mlock\" : true , \"vocab_only\":false } }";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "only fleet options");
+    is_int(req.options_kept, 0, "none kept");
+    out = dropped(body, NULL, 0);
+    is_str(out, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{ } }",
+           "an empty object left");
+    free(out);
+
+    /* the operator's policy lets names through */
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{\"num_thread\":4,"
+           "\"num_gpu\":1,\"num_batch\":8,\"Num_Thread\":9}}";
+    is_int(nebula_request_parse_policy(&req, NEBULA_API_OLLAMA_GENERATE,
+                                       (const unsigned char *) body,
+                                       strlen(body), &policy),
+           NEBULA_REQ_OK, "a policy passing num_thread and num_batch");
+    is_int(req.options_kept, 2, "two kept");
+    out = dropped(body, NULL, 0);
+    is_str(out, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":"
+                "{\"num_thread\":4,\"num_batch\":8}}",
+           "num_gpu and Num_Thread dropped");
+    free(out);
+
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "without the policy");
+    is_int(req.options_kept, 0, "nothing kept");
+
+    /* an options member named like ours elsewhere, or nested: untouched */
+    body = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+           "\"content\":\"x\",\"keep_alive\":0}],\"tools\":"
+           "[{\"options\":{\"num_gpu\":1}}]}";
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, body), NEBULA_REQ_OK,
+           "keep_alive in a message, options in a tool");
+    is_int(req.ndrops, 0, "nothing dropped");
+
+    /* 32 drops pass, 33 are refused */
+    for (i = 32; i <= 33; i++) {
+        p = big + sprintf(big, "{\"model\":\"m\",\"prompt\":\"p\","
+                          "\"options\":{");
+
+        for (int k = 0; k < i; k++) {
+            p += sprintf(p, "%s\"x%d\":%d", k ? "," : "", k, k);
+        }
+
+        sprintf(p, "}}");
+
+        if (i == 32) {
+            is_int(parse(NEBULA_API_OLLAMA_GENERATE, big), NEBULA_REQ_OK,
+                   "32 drops");
+            out = dropped(big, NULL, 0);
+            is_str(out, "{\"model\":\"m\",\"prompt\":\"p\",\"options\":{}}",
+                   "all gone");
+            free(out);
+
+        } else {
+            refused_api(NEBULA_API_OLLAMA_GENERATE, big,
+                        NEBULA_REQ_INVALID_VALUE, "options", "33 drops");
+        }
+    }
+
+    /* the estimate is not changed by what is dropped: it is the body's */
+    body = "{\"model\":\"m\",\"prompt\":\"p\",\"keep_alive\":0}";
+    is_int(parse(NEBULA_API_OLLAMA_GENERATE, body), NEBULA_REQ_OK,
+           "estimate with a drop");
+    is_int(req.prompt_tokens, (strlen(body) + 3) / 4, "the floor");
+}
+
+
+static void
+test_edit_sort(void)
+{
+    nebula_edit_t  e[4];
+
+    e[0].start = 5; e[0].end = 9;
+    e[1].start = 5; e[1].end = 5;
+    e[2].start = 1; e[2].end = 2;
+    e[3].start = 5; e[3].end = 5;
+    e[0].len = 0; e[1].len = 1; e[2].len = 2; e[3].len = 3;
+
+    nebula_edit_sort(e, 4);
+    ok(e[0].len == 2 && e[1].len == 1 && e[2].len == 3 && e[3].len == 0,
+       "by start, insertions first at one start, stable");
+}
+
+
 int
 main(void)
 {
@@ -449,6 +1103,15 @@ main(void)
     test_native();
     test_quote();
     test_arena();
+    test_part_param();
+    test_model_utf8();
+    test_images();
+    test_n();
+    test_num_ctx();
+    test_generate_prompt();
+    test_drops();
+    test_drop_combinations();
+    test_edit_sort();
 
     return done_testing();
 }
