@@ -21,6 +21,7 @@ static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
 static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
 static ngx_int_t ngx_nebula_check_model(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
+static uint64_t ngx_nebula_choices(nebula_request_t *req);
 static ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 
@@ -255,6 +256,15 @@ ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         }
     }
 
+    if (ctx->admitted && ctx->reserved_out < ngx_nebula_choices(ctx->req)) {
+        /* less output left than a token a choice: given back, refused */
+        ngx_nebula_refused(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                           "insufficient_quota", "insufficient_quota", NULL,
+                           "You exceeded your monthly token quota; it "
+                           "resets at the start of next month (UTC).");
+        return;
+    }
+
     if (ngx_nebula_rewrite_body(r, ctx) != NGX_OK) {
         ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
         return;
@@ -309,6 +319,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     ngx_nebula_model_t      *model;
     ngx_nebula_loc_conf_t   *nlcf;
     ngx_nebula_main_conf_t  *nmcf;
+    nebula_request_policy_t  policy;
     u_char                   message[2 * NEBULA_MESSAGE_MAX];
 
     if (r->request_body == NULL) {
@@ -334,7 +345,11 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
           : (nlcf->api == NGX_NEBULA_API_OLLAMA_CHAT) ? NEBULA_API_OLLAMA_CHAT
           : NEBULA_API_OLLAMA_GENERATE;
 
-    if (nebula_request_parse(req, api, body, len) != NEBULA_REQ_OK) {
+    policy.pass_options = nmcf->pass_names;
+
+    if (nebula_request_parse_policy(req, api, body, len, &policy)
+        != NEBULA_REQ_OK)
+    {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "nebula: refused request: %s: %s",
                       nebula_req_error_code(req->error), req->message);
@@ -401,6 +416,22 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      (char *) message);
     }
 
+    if (ngx_nebula_choices(req) > model->choices) {
+        p = ngx_snprintf(message, sizeof(message) - 1,
+                         "Invalid value for '%s': the model '%V' answers "
+                         "%uL choice%s at most.",
+                         req->best_of > req->n ? "best_of" : "n",
+                         &model->name, model->choices,
+                         model->choices == 1 ? "" : "s");
+        *p = '\0';
+
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_request_error",
+                                     "invalid_value",
+                                     req->best_of > req->n ? "best_of" : "n",
+                                     (char *) message);
+    }
+
     if (req->prompt_tokens > model->context) {
         p = ngx_snprintf(message, sizeof(message) - 1,
                          "This model's maximum context length is %uL "
@@ -418,40 +449,61 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 }
 
 
+/* how many answers a request asks for in one: n, best_of (at least 1) */
+static uint64_t
+ngx_nebula_choices(nebula_request_t *req)
+{
+    int64_t  n;
+
+    n = ngx_max(req->n, req->best_of);
+
+    return n > 1 ? (uint64_t) n : 1;
+}
+
+
+/* one edit: the bytes [start, end) of the body become data */
+static ngx_inline nebula_edit_t *
+ngx_nebula_edit(nebula_edit_t *e, size_t start, size_t end, u_char *data,
+    size_t len)
+{
+    e->start = start;
+    e->end = end;
+    e->data = data;
+    e->len = len;
+
+    return e + 1;
+}
+
+
 /*
  * The upstream is asked for no more output than the reservation holds:
  * max_tokens (and max_completion_tokens) on /v1, options.num_predict on
- * the native API, replaced when larger, added when absent.
+ * the native API, replaced when larger, added when absent.  n choices
+ * share the reservation: each is asked for its part.
  */
-static size_t
+static nebula_edit_t *
 ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
     u_char num[][64])
 {
-    size_t             n, i;
     uint64_t           cap;
     nebula_request_t  *req = ctx->req;
 
-    cap = ctx->reserved_out;
-    n = 0;
+    cap = ctx->reserved_out / ngx_nebula_choices(req);
 
     if (req->api == NEBULA_API_CHAT) {
 
         if (req->max_tokens_span.end > req->max_tokens_span.start) {
             if (req->max_tokens < 0 || (uint64_t) req->max_tokens != cap) {
-                e[n].start = req->max_tokens_span.start;
-                e[n].end = req->max_tokens_span.end;
-                e[n].data = num[n];
-                e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
-                n++;
+                e = ngx_nebula_edit(e, req->max_tokens_span.start,
+                                    req->max_tokens_span.end, num[0],
+                                    ngx_sprintf(num[0], "%uL", cap) - num[0]);
             }
 
         } else {
-            e[n].start = req->top_start + 1;
-            e[n].end = e[n].start;
-            e[n].data = num[n];
-            e[n].len = ngx_sprintf(num[n], "\"max_tokens\":%uL,", cap)
-                       - num[n];
-            n++;
+            e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
+                                num[0],
+                                ngx_sprintf(num[0], "\"max_tokens\":%uL,", cap)
+                                - num[0]);
         }
 
         if (req->max_completion_tokens_span.end
@@ -459,100 +511,108 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
             && (req->max_completion_tokens < 0
                 || (uint64_t) req->max_completion_tokens != cap))
         {
-            e[n].start = req->max_completion_tokens_span.start;
-            e[n].end = req->max_completion_tokens_span.end;
-            e[n].data = num[n];
-            e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
-            n++;
+            e = ngx_nebula_edit(e, req->max_completion_tokens_span.start,
+                                req->max_completion_tokens_span.end, num[1],
+                                ngx_sprintf(num[1], "%uL", cap) - num[1]);
         }
 
-        return n;
+        return e;
     }
 
     if (req->num_predict_span.end > req->num_predict_span.start) {
         /* -1 (no limit), -2 (fill the context) and null are replaced too */
         if (req->num_predict < 0 || (uint64_t) req->num_predict != cap) {
-            e[n].start = req->num_predict_span.start;
-            e[n].end = req->num_predict_span.end;
-            e[n].data = num[n];
-            e[n].len = ngx_sprintf(num[n], "%uL", cap) - num[n];
-            n++;
+            e = ngx_nebula_edit(e, req->num_predict_span.start,
+                                req->num_predict_span.end, num[0],
+                                ngx_sprintf(num[0], "%uL", cap) - num[0]);
         }
 
-        return n;
+        return e;
     }
 
     if (req->options_null) {
-        e[n].start = req->options_span.start;
-        e[n].end = req->options_span.end;
-        e[n].data = num[n];
-        e[n].len = ngx_sprintf(num[n], "{\"num_predict\":%uL}", cap) - num[n];
-        n++;
-        return n;
+        return ngx_nebula_edit(e, req->options_span.start,
+                               req->options_span.end, num[0],
+                               ngx_sprintf(num[0], "{\"num_predict\":%uL}",
+                                           cap)
+                               - num[0]);
     }
 
     if (req->options_span.end > req->options_span.start) {
-        /* {"num_predict":N} into "options": {} or {"num_predict":N, ...} */
-        for (i = req->options_span.start + 1;
-             i < ctx->body_len && (ctx->body[i] == ' '
-                                   || ctx->body[i] == '\t'
-                                   || ctx->body[i] == '\r'
-                                   || ctx->body[i] == '\n');
-             i++)
-        {
-            /* void */
-        }
-
-        e[n].start = req->options_span.start + 1;
-        e[n].end = e[n].start;
-        e[n].data = num[n];
-        e[n].len = ngx_sprintf(num[n], "\"num_predict\":%uL%s", cap,
-                               (i < ctx->body_len && ctx->body[i] == '}')
-                               ? "" : ",")
-                   - num[n];
-        n++;
-        return n;
+        /*
+         * {"num_predict":N} into "options": {} or {"num_predict":N, ...},
+         * a comma only when a member stays (the drops of options begin
+         * where this goes in, and go after it: nebula_edit_sort)
+         */
+        return ngx_nebula_edit(e, req->options_span.start + 1,
+                               req->options_span.start + 1, num[0],
+                               ngx_sprintf(num[0], "\"num_predict\":%uL%s",
+                                           cap,
+                                           req->options_kept ? "," : "")
+                               - num[0]);
     }
 
-    e[n].start = req->top_start + 1;
-    e[n].end = e[n].start;
-    e[n].data = num[n];
-    e[n].len = ngx_sprintf(num[n], "\"options\":{\"num_predict\":%uL},",
-                           cap)
-               - num[n];
-    n++;
-
-    return n;
+    return ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1, num[0],
+                           ngx_sprintf(num[0],
+                                       "\"options\":{\"num_predict\":%uL},",
+                                       cap)
+                           - num[0]);
 }
 
 
 /*
  * The body sent upstream names the upstream's model and, when a
- * reservation was made, asks for no more output than it holds; nothing
- * else moves.
+ * reservation was made, asks for no more output than it holds; what a
+ * client must not set on a shared fleet is dropped or bounded (docs/api.md,
+ * "What reaches a pool"): options that reload a model, a keep_alive (the
+ * operator's, nebula_model keep_alive=, goes instead), a num_ctx past the
+ * catalog's context.  Nothing else moves.
  */
 static ngx_int_t
 ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char               *p, *q;
-    size_t                n, i, j, nedits;
+    size_t                n, i, nedits;
     ngx_buf_t            *b;
     ngx_chain_t          *cl;
-    nebula_edit_t         edits[5], *e, swap;
+    nebula_edit_t        *e;
     nebula_request_t     *req = ctx->req;
     ngx_nebula_model_t   *model = ctx->model;
+    nebula_edit_t         edits[NEBULA_DROP_MAX + 8];
     u_char                num[4][64];
 
-    nedits = 0;
-
-    edits[nedits].start = req->model_span.start;
-    edits[nedits].end = req->model_span.end;
-    edits[nedits].data = model->upstream_quoted.data;
-    edits[nedits].len = model->upstream_quoted.len;
-    nedits++;
+    e = ngx_nebula_edit(edits, req->model_span.start, req->model_span.end,
+                        model->upstream_quoted.data,
+                        model->upstream_quoted.len);
 
     if (ctx->admitted) {
-        nedits += ngx_nebula_clamp_edits(ctx, &edits[nedits], num);
+        e = ngx_nebula_clamp_edits(ctx, e, num);
+    }
+
+    for (i = 0; i < req->ndrops; i++) {
+        e = ngx_nebula_edit(e, req->drops[i].start, req->drops[i].end,
+                            NULL, 0);
+    }
+
+    if (req->num_ctx > 0 && (uint64_t) req->num_ctx > model->context) {
+        /* a larger context than sold would let a prompt past its check */
+        e = ngx_nebula_edit(e, req->num_ctx_span.start, req->num_ctx_span.end,
+                            num[2],
+                            ngx_sprintf(num[2], "%uL", model->context)
+                            - num[2]);
+    }
+
+    if (model->keep_alive.len && req->api != NEBULA_API_CHAT) {
+        /* a number for "0" and "-1": Ollama reads a string as a duration */
+        e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
+                            num[3],
+                            ngx_snprintf(num[3], sizeof(num[3]),
+                                         (model->keep_alive.data[0] == '-'
+                                          || model->keep_alive.len == 1)
+                                         ? "\"keep_alive\":%V,"
+                                         : "\"keep_alive\":\"%V\",",
+                                         &model->keep_alive)
+                            - num[3]);
     }
 
     if (req->api == NEBULA_API_CHAT && req->stream == 1
@@ -562,27 +622,21 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
          * The gateway always gets usage for its metering; the client, who
          * did not ask, never sees the chunk (ngx_nebula_filter.c).
          */
-        e = &edits[nedits++];
-
         if (req->include_usage_span.end > req->include_usage_span.start) {
-            e->start = req->include_usage_span.start;
-            e->end = req->include_usage_span.end;
-            e->data = (u_char *) "true";
-            e->len = 4;
+            e = ngx_nebula_edit(e, req->include_usage_span.start,
+                                req->include_usage_span.end,
+                                (u_char *) "true", 4);
 
         } else if (req->stream_options_null) {
-            e->start = req->stream_options_span.start;
-            e->end = req->stream_options_span.end;
-            e->data = (u_char *) "{\"include_usage\":true}";
-            e->len = sizeof("{\"include_usage\":true}") - 1;
+            e = ngx_nebula_edit(e, req->stream_options_span.start,
+                                req->stream_options_span.end,
+                                (u_char *) "{\"include_usage\":true}",
+                                sizeof("{\"include_usage\":true}") - 1);
 
         } else if (req->stream_options_span.end
                    > req->stream_options_span.start)
         {
-            e->start = req->stream_options_span.start + 1;
-            e->end = e->start;
-
-            for (i = e->start;
+            for (i = req->stream_options_span.start + 1;
                  i < ctx->body_len && (ctx->body[i] == ' '
                                        || ctx->body[i] == '\t'
                                        || ctx->body[i] == '\r'
@@ -593,32 +647,32 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
             }
 
             if (i < ctx->body_len && ctx->body[i] == '}') {
-                e->data = (u_char *) "\"include_usage\":true";
-                e->len = sizeof("\"include_usage\":true") - 1;
+                e = ngx_nebula_edit(e, req->stream_options_span.start + 1,
+                                    req->stream_options_span.start + 1,
+                                    (u_char *) "\"include_usage\":true",
+                                    sizeof("\"include_usage\":true") - 1);
 
             } else {
-                e->data = (u_char *) "\"include_usage\":true,";
-                e->len = sizeof("\"include_usage\":true,") - 1;
+                e = ngx_nebula_edit(e, req->stream_options_span.start + 1,
+                                    req->stream_options_span.start + 1,
+                                    (u_char *) "\"include_usage\":true,",
+                                    sizeof("\"include_usage\":true,") - 1);
             }
 
         } else {
-            e->start = req->top_start + 1;
-            e->end = e->start;
-            e->data = (u_char *) "\"stream_options\":{\"include_usage\":true},";
-            e->len = sizeof("\"stream_options\":{\"include_usage\":true},") - 1;
+            e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
+                       (u_char *) "\"stream_options\":{\"include_usage\":true},",
+                       sizeof("\"stream_options\":{\"include_usage\":true},")
+                       - 1);
         }
 
         ctx->strip_usage = 1;
     }
 
-    /* the edits must run in body order */
-    for (i = 1; i < nedits; i++) {
-        for (j = i; j > 0 && edits[j - 1].start > edits[j].start; j--) {
-            swap = edits[j];
-            edits[j] = edits[j - 1];
-            edits[j - 1] = swap;
-        }
-    }
+    nedits = e - edits;
+
+    /* in body order; an insertion before a deletion that starts with it */
+    nebula_edit_sort(edits, nedits);
 
     n = nebula_edit_length(ctx->body_len, edits, nedits);
 

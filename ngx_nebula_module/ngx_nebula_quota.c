@@ -377,7 +377,7 @@ ngx_nebula_ratelimit_headers(ngx_http_request_t *r, nebula_admit_t *a,
 ngx_int_t
 ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    int64_t                  want, cap, out, lease_in, lease_out;
+    int64_t                  want, cap, out, lease_in, lease_out, choices;
     nebula_admit_t           a;
     ngx_str_t                argv[19];
     ngx_pool_cleanup_t      *cln;
@@ -425,6 +425,11 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     if (cap < 1) {
         cap = 1;
     }
+
+    /* n choices (a model that honours them): n times the output */
+    choices = ngx_max(ngx_max(req->n, req->best_of), 1);
+    want *= choices;
+    cap *= choices;
 
     /*
      * What Redis would reserve for it, its month's remainder aside: a
