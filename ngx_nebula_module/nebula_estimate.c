@@ -98,6 +98,8 @@ nebula_image_error(nebula_image_e err)
         return "the image is not a PNG, JPEG, GIF or WebP";
     case NEBULA_IMAGE_BAD_HEADER:
         return "the image's width and height cannot be read from its header";
+    case NEBULA_IMAGE_TOO_LARGE:
+        return "the image has more than 50 million pixels";
     default:
         return "";
     }
@@ -594,8 +596,31 @@ webp_size(b64_t *r, uint32_t *w, uint32_t *h)
 }
 
 
+static nebula_image_e
+image_size(const unsigned char *b64, size_t len, uint32_t *width,
+    uint32_t *height);
+
+
 nebula_image_e
 nebula_image_size(const unsigned char *b64, size_t len, uint32_t *width,
+    uint32_t *height)
+{
+    nebula_image_e  rc;
+
+    rc = image_size(b64, len, width, height);
+
+    if (rc == NEBULA_IMAGE_OK
+        && (uint64_t) *width * *height > NEBULA_IMAGE_PIXELS_MAX)
+    {
+        return NEBULA_IMAGE_TOO_LARGE;
+    }
+
+    return rc;
+}
+
+
+static nebula_image_e
+image_size(const unsigned char *b64, size_t len, uint32_t *width,
     uint32_t *height)
 {
     int            rc;

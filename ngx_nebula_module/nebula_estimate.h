@@ -55,8 +55,20 @@ typedef enum {
     NEBULA_IMAGE_OK = 0,
     NEBULA_IMAGE_BAD_BASE64,   /* a character or padding not of base64 */
     NEBULA_IMAGE_UNKNOWN,      /* not a PNG, JPEG, GIF or WebP */
-    NEBULA_IMAGE_BAD_HEADER    /* its header is cut short or corrupt */
+    NEBULA_IMAGE_BAD_HEADER,   /* its header is cut short or corrupt */
+    NEBULA_IMAGE_TOO_LARGE     /* more pixels than a pool should decode */
 } nebula_image_e;
+
+
+/*
+ * The most pixels an image may have: a pool's decoder (Go's image
+ * package, in Ollama) allocates the whole image before it resizes it, 4
+ * bytes a pixel, so a small PNG that claims 100,000 x 100,000 pixels
+ * would have a node allocate 40 GB: a fleet-wide denial of service for
+ * the price of a few bytes.  50 megapixels passes a 48 MP phone photo
+ * (8000 x 6000), 200 MB of a node's memory at most.
+ */
+#define NEBULA_IMAGE_PIXELS_MAX   50000000ULL
 
 
 /*
@@ -72,7 +84,9 @@ long nebula_image_data_url(const unsigned char *url, size_t len);
  * breaks allowed, as Go's decoder ignores them) from its header: a PNG's
  * IHDR, a JPEG's first SOFn, a GIF's logical screen, a WebP's VP8, VP8L
  * or VP8X (the larger of the canvas and the first frame).  Only the
- * header's bytes are decoded, however large the image.
+ * header's bytes are decoded, however large the image.  One of more than
+ * NEBULA_IMAGE_PIXELS_MAX pixels is NEBULA_IMAGE_TOO_LARGE (its size still
+ * set).
  */
 nebula_image_e nebula_image_size(const unsigned char *b64, size_t len,
     uint32_t *width, uint32_t *height);

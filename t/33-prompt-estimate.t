@@ -118,6 +118,12 @@ my $tool_msgs = [
         { type => 'image_url', image_url => { url => 'data:image/png;base64,' . encode_base64('not an image', '') } }] }] });
     Nebula::Test::is_error($r, 400, $bad, 'invalid_value', 'an image whose size cannot be read',
                            'messages[0].content[0].image_url');
+    # a few bytes that would have a pool's decoder allocate 40 GB
+    $r = $t->post($chat, { model => 'qwen3-vl:235b-cloud', messages => [{ role => 'user', content => [
+        { type => 'image_url', image_url => { url => 'data:image/png;base64,' . png(100000, 100000) } }] }] });
+    Nebula::Test::is_error($r, 400, $bad, 'invalid_value', 'an image of 10^10 pixels',
+                           'messages[0].content[0].image_url');
+    like $r->{json}{error}{message}, qr/50 million pixels/, 'said in words';
     $r = $t->post('/api/chat', { model => 'qwen3-vl:235b-cloud', messages => [{ role => 'user', content => 'x',
         images => [ encode_base64("GIF89a\x01", '') ] }] });
     Nebula::Test::is_error($r, 400, $bad, 'invalid_value', 'native: a cut image', 'messages[0].images[0]');
