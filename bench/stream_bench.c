@@ -10,13 +10,18 @@
  *
  *   cc -O2 -Ingx_nebula_module -o build/bench/stream_bench \
  *      bench/stream_bench.c ngx_nebula_module/nebula_stream.c
- *   build/bench/stream_bench [MB] [passes]      (default 100 MB, 3 passes)
+ *   build/bench/stream_bench [MB] [passes] [format]
+ *                                  (default 100 MB, 3 passes, every format)
  *
  * Prints one line a format, the median of the passes:
  *   stream_bench format=sse bytes=N docs=N seconds=S mb_per_s=X ns_per_byte=Y
  * SSE twice: walked ("sse"), and as the module scans a stream, with a memo
  * and the model value kept as it is ("sse-memo").
  * (MB = 10^6 bytes).  Exit status 1 if the scanner's results are wrong.
+ * A format named (sse, sse-memo, ndjson) runs alone: instructions under
+ * callgrind, one format at a time,
+ *   valgrind --tool=callgrind --collect-atstart=no \
+ *       --toggle-collect=nebula_stream_scan build/bench/stream_bench 1 1 sse-memo
  */
 
 #define _POSIX_C_SOURCE 200809L
@@ -250,8 +255,9 @@ run(const char *name, nebula_format_e fmt, size_t target, int passes,
 int
 main(int argc, char **argv)
 {
-    size_t  mb = 100;
-    int     passes = 3, ok;
+    size_t       mb = 100;
+    int          passes = 3, ok;
+    const char  *only = NULL;
 
     if (argc > 1) {
         mb = (size_t) strtoul(argv[1], NULL, 10);
@@ -259,14 +265,30 @@ main(int argc, char **argv)
     if (argc > 2) {
         passes = atoi(argv[2]);
     }
-    if (mb == 0 || passes < 1 || passes > 16) {
-        fprintf(stderr, "usage: stream_bench [MB] [passes 1-16]\n");
+    if (argc > 3) {
+        only = argv[3];
+    }
+    if (mb == 0 || passes < 1 || passes > 16
+        || (only && strcmp(only, "sse") != 0 && strcmp(only, "sse-memo") != 0
+            && strcmp(only, "ndjson") != 0))
+    {
+        fprintf(stderr, "usage: stream_bench [MB] [passes 1-16] "
+                "[sse | sse-memo | ndjson]\n");
         return 2;
     }
 
-    ok = run("sse", NEBULA_FORMAT_SSE, mb * 1000000, passes, 0);
-    ok &= run("sse-memo", NEBULA_FORMAT_SSE, mb * 1000000, passes, 1);
-    ok &= run("ndjson", NEBULA_FORMAT_NDJSON, mb * 1000000, passes, 0);
+    ok = 1;
+
+#define RUN(name, fmt, memo)                                                  \
+    if (only == NULL || strcmp(only, name) == 0) {                            \
+        ok &= run(name, fmt, mb * 1000000, passes, memo);                     \
+    }
+
+    RUN("sse", NEBULA_FORMAT_SSE, 0);
+    RUN("sse-memo", NEBULA_FORMAT_SSE, 1);
+    RUN("ndjson", NEBULA_FORMAT_NDJSON, 0);
+
+#undef RUN
 
     return ok ? 0 : 1;
 }

@@ -54,6 +54,7 @@ enum {
 #define F_USAGE     NEBULA_JF_USAGE_KEY
 #define F_CHOICES   NEBULA_JF_CHOICES_KEY
 #define F_CONTENT   NEBULA_JF_CONTENT_KEY
+#define F_TOOLS     NEBULA_JF_TOOLS_KEY
 #define F_EXPECT    NEBULA_JF_EXPECT_KEY
 #define F_OPEN      NEBULA_JF_CONTENT_OPEN
 #define F_IN_USAGE  NEBULA_JF_IN_USAGE
@@ -64,8 +65,10 @@ enum {
 #define K_USAGE     F_USAGE
 #define K_CHOICES   F_CHOICES
 #define K_CONTENT   F_CONTENT
-#define K_DONE      0x10
-#define K_NUM(m)    ((m) >> 5)
+#define K_TOOLS     F_TOOLS
+#define K_FLAGS     (K_MODEL | K_USAGE | K_CHOICES | K_CONTENT | K_TOOLS)
+#define K_DONE      0x100
+#define K_NUM(m)    ((m) >> 9)
 
 
 static int
@@ -78,7 +81,7 @@ key_is(const unsigned char *key, size_t key_len, const char *name,
 
 /*
  * The keys we look for, at the depths they count at: K_* bits and, from
- * bit 5, the count a number after the key is (N_*).  By depth and length
+ * bit 9, the count a number after the key is (N_*).  By depth and length
  * first: this runs for every key of every document, and most keys are
  * none of ours.
  */
@@ -102,28 +105,29 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
             return (key_is(key, len, "response", 8)
                     || key_is(key, len, "thinking", 8)) ? K_CONTENT : 0;
         case 10:
-            return key_is(key, len, "eval_count", 10) ? N_EVAL << 5 : 0;
+            return key_is(key, len, "eval_count", 10) ? N_EVAL << 9 : 0;
         case 17:
             return key_is(key, len, "prompt_eval_count", 17)
-                   ? N_PROMPT_EVAL << 5 : 0;
+                   ? N_PROMPT_EVAL << 9 : 0;
         }
 
         return 0;
 
     case 2:
-        /* message.content, message.thinking; usage.* */
-        if (key_is(key, len, "content", 7) || key_is(key, len, "thinking", 8)) {
-            return K_CONTENT;
-        }
-
-        if (in_usage) {
-            if (key_is(key, len, "prompt_tokens", 13)) {
-                return N_PROMPT << 5;
-            }
-
-            if (key_is(key, len, "completion_tokens", 17)) {
-                return N_COMPLETION << 5;
-            }
+        /* message.content, message.thinking, message.tool_calls; usage.* */
+        switch (len) {
+        case 7:
+            return key_is(key, len, "content", 7) ? K_CONTENT : 0;
+        case 8:
+            return key_is(key, len, "thinking", 8) ? K_CONTENT : 0;
+        case 10:
+            return key_is(key, len, "tool_calls", 10) ? K_TOOLS : 0;
+        case 13:
+            return (in_usage && key_is(key, len, "prompt_tokens", 13))
+                   ? N_PROMPT << 9 : 0;
+        case 17:
+            return (in_usage && key_is(key, len, "completion_tokens", 17))
+                   ? N_COMPLETION << 9 : 0;
         }
 
         return 0;
@@ -132,8 +136,13 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         /*
          * choices[].delta.content, choices[].message.content, and the
          * reasoning a thinking model streams before its answer: tokens the
-         * upstream bills, counted when no usage comes
+         * upstream bills, counted when no usage comes; and the tool calls,
+         * counted by their bytes
          */
+        if (key_is(key, len, "tool_calls", 10)) {
+            return K_TOOLS;
+        }
+
         return (key_is(key, len, "content", 7)
                 || key_is(key, len, "reasoning", 9)
                 || key_is(key, len, "reasoning_content", 17)) ? K_CONTENT : 0;
@@ -208,6 +217,7 @@ json_reset(nebula_stream_t *s)
     s->doc_choices_empty = 0;
     s->doc_usage = 0;
     s->doc_content = 0;
+    s->tool_depth = 0;
 }
 
 
@@ -238,6 +248,11 @@ json_byte(nebula_stream_t *s, unsigned char c)
     unsigned  f, m;
 
     f = s->json_flags;
+
+    if (s->tool_depth) {
+        /* a byte of a tool call, its closing bracket too */
+        s->tool_bytes++;
+    }
 
     switch (s->json_state) {
 
@@ -283,6 +298,13 @@ json_byte(nebula_stream_t *s, unsigned char c)
             /* all but content_open end; in_usage and expect_key begin */
             s->json_flags = (f & F_OPEN) | ((c == '{') ? F_EXPECT : 0);
 
+            if ((f & F_TOOLS) && s->tool_depth == 0) {
+                /* a tool call's value opens: this byte is its first */
+                s->tool_depth = (unsigned char) s->depth;
+                s->tool_bytes++;
+                s->told = 1;
+            }
+
             if (s->depth == 2 && (f & F_USAGE) && c == '{') {
                 s->json_flags |= F_IN_USAGE;
                 s->doc_usage = 1;
@@ -293,6 +315,11 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
         case '}':
         case ']':
+            if (s->depth == s->tool_depth) {
+                /* the tool call's value closes (depth 0: none is open) */
+                s->tool_depth = 0;
+            }
+
             if (s->depth > 0) {
                 s->depth--;
             }
@@ -347,8 +374,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
             /* expect_key ends; only a top-level key sets choices_key */
             s->json_flags = (f & (F_OPEN | F_IN_USAGE
                                   | ((s->depth == 1) ? 0 : F_CHOICES)))
-                            | (m & (K_MODEL | K_USAGE | K_CONTENT
-                                    | K_CHOICES));
+                            | (m & K_FLAGS);
             s->done_key = (m & K_DONE) != 0;
             s->num_key = K_NUM(m);
             break;
@@ -599,6 +625,13 @@ static const unsigned char  value_class[256] = {
  * or when what settles "done" or an empty "choices" lies beyond a line
  * end or the slice.  The state it moves through most is held in locals
  * and written back once at the end.
+ *
+ * The bytes of a tool call it passes are counted by their addresses: the
+ * address where they begin in this run is taken from tool_bytes (where
+ * the value opens, or at the start of a run in one) and the address where
+ * they end added (where it closes, its line ends, or the run ends), in
+ * unsigned arithmetic: right once the run returns.  A pointer held
+ * through the run instead costs every run more, in registers.
  */
 static const unsigned char *
 json_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
@@ -615,6 +648,10 @@ json_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
 
     if (state == J_VALUE && (s->num_key || s->done_key || s->choices_open)) {
         return p;
+    }
+
+    if (s->tool_depth) {
+        s->tool_bytes -= (uintptr_t) p;
     }
 
     /* the line ends the framing owns: JSON none, NDJSON LF, SSE both */
@@ -692,6 +729,18 @@ value:
             m = f;
             f = (f & F_OPEN) | ((c == '{') ? F_EXPECT : 0);
 
+            if ((m & (F_USAGE | F_CHOICES | F_TOOLS)) == 0) {
+                /* most often: no key of ours opened it */
+                break;
+            }
+
+            if ((m & F_TOOLS) && s->tool_depth == 0) {
+                /* a tool call's value, from this byte */
+                s->tool_depth = (unsigned char) depth;
+                s->tool_bytes -= (uintptr_t) (p - 1);
+                s->told = 1;
+            }
+
             if (depth != 2) {
                 break;
             }
@@ -720,6 +769,14 @@ value:
         case V_CLOSE:
             p++;
 
+            if (depth == s->tool_depth) {
+                /* the tool call's value, to this byte (0: none is open) */
+                if (depth != 0) {
+                    s->tool_bytes += (uintptr_t) p;
+                    s->tool_depth = 0;
+                }
+            }
+
             if (depth > 0) {
                 depth--;
             }
@@ -735,6 +792,10 @@ value:
         default: /* V_EOL */
             if (c == '\n' && lf && !cr) {
                 /* NDJSON: the line ends, its JSON is complete */
+                if (s->tool_depth) {
+                    s->tool_bytes += (uintptr_t) p;
+                }
+
                 p++;
                 json_reset(s);
                 depth = 0;
@@ -829,7 +890,7 @@ key_done:
 
     /* expect_key ends; only a top-level key sets or clears choices_key */
     f = (f & (F_OPEN | F_IN_USAGE | ((depth == 1) ? 0 : F_CHOICES)))
-        | (m & (K_MODEL | K_USAGE | K_CONTENT | K_CHOICES));
+        | (m & K_FLAGS);
 
     if (K_NUM(m)) {
         /* the number is read byte by byte */
@@ -897,8 +958,11 @@ string_value:
         goto done;
     }
 
-    if ((f & F_OPEN) && s->memo) {
-        /* a memo's stretch ends where the text, which differs, begins */
+    if ((f & F_OPEN) && s->memo && s->tool_depth == 0) {
+        /*
+         * A memo's stretch ends where the text, which differs, begins
+         * (but in a tool call, whose bytes memo_scan() does not count)
+         */
         state = J_STRING;
         *ev = EV_TEXT_OPEN;
         goto done;
@@ -1005,6 +1069,10 @@ escape:
 done:
 
 #undef FRAMING
+
+    if (s->tool_depth) {
+        s->tool_bytes += (uintptr_t) p;
+    }
 
     s->json_state = state;
     s->depth = depth;
@@ -1222,7 +1290,7 @@ nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
     size_t len)
 {
     s->keep = value;
-    s->keep_len = len;
+    s->keep_len = (len <= UINT32_MAX) ? (uint32_t) len : 0;
 }
 
 
@@ -1368,7 +1436,14 @@ memo_walk(nebula_stream_t *s, const unsigned char *q, const unsigned char *end,
 
     *mark = memo_next(*e);
 
+    /*
+     * (Nor one that passed bytes of a tool call, which a slot would not
+     * count again: one that opens a tool call has told, and one that
+     * began in a tool call is known by the state it began in.)
+     */
+
     if (m && n <= NEBULA_MEMO_BYTES && !s->told
+        && from[offsetof(nebula_stream_t, tool_depth)] == 0
         && !(*e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
     {
         /*
@@ -1648,6 +1723,13 @@ void
 nebula_stream_quiet(nebula_stream_t *s, int on)
 {
     s->quiet = (on != 0);
+}
+
+
+uint64_t
+nebula_stream_output_estimate(const nebula_stream_t *s)
+{
+    return s->content_docs + s->tool_bytes / 4 + (s->tool_bytes % 4 != 0);
 }
 
 

@@ -12,9 +12,11 @@
  * On the way it picks up the usage the upstream reports: OpenAI's
  * usage.prompt_tokens and usage.completion_tokens, or Ollama's native
  * prompt_eval_count and eval_count; the last values seen are kept.  It
- * counts the documents that carried text (Ollama streams a token a chunk),
- * for when no usage comes, and tells the usage-only chunk of a stream
- * (choices: []) from the others, for a caller that removes it.
+ * counts the documents that carried text (Ollama streams a token a chunk)
+ * and the bytes of the tool calls (which Ollama sends whole, in one
+ * chunk), for when no usage comes (nebula_stream_output_estimate()), and
+ * tells the usage-only chunk of a stream (choices: []) from the others,
+ * for a caller that removes it.
  *
  * Its state is a few dozen bytes, whatever the length of the stream; an
  * SSE scanner may be given a memo of 1.5 KB that makes it several times
@@ -52,6 +54,7 @@ typedef enum {
 #define NEBULA_JF_USAGE_KEY     0x02  /* ... "usage" */
 #define NEBULA_JF_CHOICES_KEY   0x04  /* ... "choices" */
 #define NEBULA_JF_CONTENT_KEY   0x08  /* the current key holds text */
+#define NEBULA_JF_TOOLS_KEY     0x10  /* ... tool calls: "tool_calls" */
 #define NEBULA_JF_EXPECT_KEY    0x20  /* a key may come next */
 #define NEBULA_JF_CONTENT_OPEN  0x40  /* just after its opening quote */
 #define NEBULA_JF_IN_USAGE      0x80  /* in the top-level "usage" object */
@@ -98,6 +101,9 @@ typedef struct {
     unsigned char    done_key;
     unsigned char    done_pos;           /* "[DONE]" matched so far, 7: no */
 
+    /* in a tool_calls value: the depth of what it holds; 0: in none */
+    unsigned char    tool_depth;
+
     unsigned         num_digits:1;
     unsigned         doc_choices_empty:1;
     unsigned         doc_usage:1;        /* it has a "usage" object */
@@ -113,22 +119,38 @@ typedef struct {
     /* documents that carried text: the tokens streamed, give or take */
     uint64_t         content_docs;
 
+    /*
+     * The bytes of the tool_calls values passed: the key at the depths
+     * of choices[].delta.tool_calls and choices[].message.tool_calls (4)
+     * and of native message.tool_calls (2), as the keys of text are.
+     * Each from its opening bracket to its closing one, both counted, as
+     * JSON takes them: an SSE line's "data:" and line ends inside one are
+     * not; a value that is no array or object counts nothing, one inside
+     * another counts once, one a document's end cuts counts to there.
+     */
+    uint64_t         tool_bytes;
+
     unsigned         has_prompt:1;
     unsigned         has_completion:1;
     unsigned         done:1;
-    unsigned         told:1;             /* a count or "done" was written */
+    unsigned         told:1;             /* a count or "done" was written,
+                                            or a tool call opened */
     unsigned         quiet:1;            /* nebula_stream_quiet() */
 
     unsigned char    mark;               /* the memo slot that starts here */
     unsigned char    replayed;           /* the slot just replayed */
     unsigned char    resume;             /* the slot a slice cut, matching */
     uint16_t         resume_off;         /* and how far */
-    uint32_t         ended;              /* quiet: see nebula_stream_quiet() */
     nebula_memo_t   *memo;
 
-    /* a model value the caller keeps as it is: its bytes, closing quote */
+    /*
+     * A model value the caller keeps as it is: its bytes, closing quote
+     * (one of 4 GB or more is not kept: the state stays 128 bytes)
+     */
     const unsigned char  *keep;
-    size_t                keep_len;
+    uint32_t              keep_len;
+
+    uint32_t         ended;              /* quiet: see nebula_stream_quiet() */
 } nebula_stream_t;
 
 
@@ -143,7 +165,8 @@ typedef struct {
  * so a stretch that begins in the state a stretch began in before, with
  * the same bytes, ends where that one ended: it is compared, not walked.
  * Stretches begin at a chunk's start, after its model value's quotes, and
- * after its text; one that writes a count or "done" is not kept.
+ * after its text; one that writes a count or "done", or passes bytes of a
+ * tool call, is not kept.
  */
 
 #define NEBULA_MEMO_SLOTS  4
@@ -203,5 +226,16 @@ void nebula_stream_quiet(nebula_stream_t *s, int on);
  */
 size_t nebula_stream_scan(nebula_stream_t *s, const unsigned char *p,
     size_t len, nebula_event_e *ev);
+
+/*
+ * The output tokens of what was scanned so far, for when the upstream
+ * reports none: content_docs (a token a document with text) plus
+ * ceil(tool_bytes / 4).  A tool call comes whole in one document, its
+ * name and its arguments, so it is counted by its size instead, at the
+ * usual four bytes a token.  The bytes are those of its JSON, brackets,
+ * keys, quotes and escapes included: an upper bound of the strings it
+ * carries, whatever the encoding.
+ */
+uint64_t nebula_stream_output_estimate(const nebula_stream_t *s);
 
 #endif /* NEBULA_STREAM_H */

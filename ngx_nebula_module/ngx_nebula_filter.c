@@ -665,12 +665,13 @@ ngx_nebula_hold(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx, u_char **start,
 
 /*
  * What the pool has streamed so far, in tokens: a chunk a token of text,
- * as Ollama streams them (fewer when it sends several in one: never more).
+ * as Ollama streams them (fewer when it sends several in one), a tool
+ * call by its bytes.
  */
 static ngx_inline uint64_t
 ngx_nebula_output(ngx_nebula_ctx_t *ctx)
 {
-    return ctx->stream.content_docs;
+    return nebula_stream_output_estimate(&ctx->stream);
 }
 
 

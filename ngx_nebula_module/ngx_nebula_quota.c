@@ -989,9 +989,13 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
     if (st->has_completion) {
         *out = st->completion_tokens;
 
-    } else if (st->content_docs) {
-        *out = st->content_docs;
-        estimated |= NGX_NEBULA_SETTLE_EST_OUT;
+    } else {
+        /* a chunk a token of text, a tool call by its bytes */
+        *out = nebula_stream_output_estimate(st);
+
+        if (*out) {
+            estimated |= NGX_NEBULA_SETTLE_EST_OUT;
+        }
     }
 
     if (st->has_prompt

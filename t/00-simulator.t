@@ -133,6 +133,51 @@ $r = sim_post('/api/generate', { model => 'm', prompt => 'a b c', stream => JSON
 is $r->{json}{prompt_eval_count}, 5, '/api/generate: words + 2';
 ok defined $r->{json}{response}, '/api/generate answers with response';
 
+# x-sim-tool-call: the text, then the call whole in one chunk, as Ollama
+# sends one; its tokens (10 + arguments' bytes / 4) counted in the usage
+$r = sim_post('/v1/chat/completions', { model => 'm', stream => JSON::PP::true, messages => $msgs,
+                                        stream_options => { include_usage => JSON::PP::true } },
+              'x-sim-tool-call' => 'get_weather', 'x-sim-tool-args-bytes' => 40, 'x-sim-tokens' => 2);
+@ev = grep { ref $_ } Nebula::Test::sse_events($r->{body});
+is scalar(@ev), 5, 'tool call, /v1 stream: 2 tokens, the call, the end, the usage';
+my $call = $ev[2]{choices}[0]{delta};
+is $call->{content}, '', 'the call\'s chunk has empty content';
+is $call->{tool_calls}[0]{function}{name}, 'get_weather', 'the call, named';
+is length($call->{tool_calls}[0]{function}{arguments}), 40, 'its arguments, a JSON string of 40 bytes';
+like $call->{tool_calls}[0]{id}, qr/^call_[0-9a-f]{8}$/, 'an id';
+is_deeply [@{ $call->{tool_calls}[0] }{qw(index type)}], [0, 'function'], 'index and type';
+is $ev[3]{choices}[0]{finish_reason}, 'tool_calls', 'finish_reason tool_calls';
+is $ev[4]{usage}{completion_tokens}, 2 + 10 + 10, 'usage: the text and the call';
+$r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs },
+              'x-sim-tool-call' => 'f', 'x-sim-tokens' => 0);
+is $r->{json}{choices}[0]{message}{tool_calls}[0]{function}{arguments},
+   '{"query":"' . 'x' x 52 . '"}', '/v1 JSON: the call in message.tool_calls, 64 bytes by default';
+is_deeply [$r->{json}{choices}[0]{finish_reason}, $r->{json}{usage}{completion_tokens}],
+          ['tool_calls', 26], '/v1 JSON: finish_reason and usage';
+$r = sim_post('/api/chat', { model => 'm', messages => $msgs },
+              'x-sim-tool-call' => 'f', 'x-sim-tool-args-bytes' => 20, 'x-sim-tokens' => 1);
+@lines = Nebula::Test::ndjson_lines($r->{body});
+is scalar(@lines), 3, '/api/chat: a token, the call, the final line';
+is_deeply $lines[1]{message}{tool_calls}[0]{function},
+          { index => 0, name => 'f', arguments => { query => 'x' x 8 } },
+          '/api/chat: the call natively, its arguments an object';
+is_deeply [@{ $lines[2] }{qw(done_reason eval_count)}], ['stop', 1 + 15],
+          '/api/chat: done_reason stop, eval_count with the call';
+$r = sim_post('/api/chat', { model => 'm', messages => $msgs, stream => JSON::PP::false },
+              'x-sim-tool-call' => 'f', 'x-sim-tokens' => 0);
+is $r->{json}{message}{tool_calls}[0]{function}{name}, 'f', '/api/chat (not streamed): the call';
+$r = sim_post('/v1/chat/completions', { model => 'm', messages => $msgs, max_tokens => 20 },
+              'x-sim-tool-call' => 'f', 'x-sim-tokens' => 3);
+ok !$r->{json}{choices}[0]{message}{tool_calls}, 'a cap the call would pass cuts it off';
+is_deeply [$r->{json}{choices}[0]{finish_reason}, $r->{json}{usage}{completion_tokens}],
+          ['length', 20], 'finish_reason length, the cap counted';
+$r = $t->exchange("POST /api/chat HTTP/1.1\r\nHost: x\r\nx-sim-tool-call: f\r\n"
+                  . "x-sim-tokens: 2\r\nx-sim-fault: drop:3\r\nContent-Length: "
+                  . length($b) . "\r\n\r\n$b", port => $port, timeout => 5);
+@lines = Nebula::Test::ndjson_lines($r->{body});
+ok !$r->{chunked_complete} && @lines == 3 && $lines[2]{message}{tool_calls},
+   'drop:K counts the call as a token: drop:3 stops after it, before the final line';
+
 # what it received is reported
 $t->sim('local')->reset;
 sim_post('/v1/chat/completions', { model => 'xyz', messages => $msgs, max_tokens => 9 },

@@ -5,7 +5,8 @@
  * without it the first byte picks the format.  The next byte seeds where
  * the body is cut.  The scanner is resumable, so what it makes of the body cut into
  * pieces must be exactly what it makes of it whole: the same output with
- * the model restored, the same usage, the same event ends.  And fed the
+ * the model restored, the same usage, the same event ends, the same
+ * texts and tool-call bytes for the output estimate.  And fed the
  * same slices as the byte-at-a-time reference (stream_ref.c), it must
  * return the same counts and events and keep the same state after each.
  */
@@ -153,6 +154,9 @@ whole_and_parts(nebula_format_e format, const unsigned char *body, size_t len,
         || (whole.has_completion
             && whole.completion_tokens != parts.completion_tokens)
         || whole.content_docs != parts.content_docs
+        || whole.tool_bytes != parts.tool_bytes
+        || nebula_stream_output_estimate(&whole)
+           != nebula_stream_output_estimate(&parts)
         || whole.done != parts.done)
     {
         abort();

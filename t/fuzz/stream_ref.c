@@ -3,6 +3,8 @@
  * time, kept as the reference the fuzz targets and the unit tests hold
  * nebula_stream.c to: fed the same slices, both must return the same
  * counts and events and leave the same state.  Included, not linked.
+ * What the scanner has learnt to count since (thinking and reasoning,
+ * the bytes of tool calls) is written here the same plain way.
  */
 
 #include <string.h>
@@ -54,6 +56,16 @@ typedef struct {
 
     /* documents that carried text: the tokens streamed, give or take */
     uint64_t         content_docs;
+
+    /*
+     * Tool calls: the current key is "tool_calls" (choices[].delta,
+     * choices[].message, native message: depth 4 or 2); the depth of the
+     * array or object that key opened, while it is open; and the bytes
+     * ref_json_byte() took while one was open, its brackets included
+     */
+    unsigned         tools_key:1;
+    uint32_t         tool_depth;
+    uint64_t         tool_bytes;
 
     /* the stream's end as the upstream marks it: data: [DONE], "done":true */
     unsigned         done:1;
@@ -165,6 +177,8 @@ ref_json_reset(ref_stream_t *s)
     s->content_key = 0;
     s->content_open = 0;
     s->doc_content = 0;
+    s->tools_key = 0;
+    s->tool_depth = 0;
 }
 
 
@@ -186,9 +200,9 @@ ref_in_map(ref_stream_t *s)
 }
 
 
-/* one byte of JSON; returns the event it completes */
+/* one byte of JSON, but for the bytes of tool calls (ref_json_byte()) */
 static nebula_event_e
-ref_json_byte(ref_stream_t *s, unsigned char c)
+ref_json_token(ref_stream_t *s, unsigned char c)
 {
     switch (s->json_state) {
 
@@ -229,6 +243,12 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
             }
 
             s->depth++;
+
+            if (s->tools_key && s->tool_depth == 0) {
+                s->tool_depth = s->depth;
+            }
+
+            s->tools_key = 0;
             s->expect_key = (c == '{');
             s->model_key = 0;
             s->in_usage = (s->depth == 2 && s->usage_key && c == '{');
@@ -241,6 +261,9 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
 
         case '}':
         case ']':
+            if (s->tool_depth != 0 && s->depth == s->tool_depth) {
+                s->tool_depth = 0;
+            }
             if (s->depth > 0) {
                 s->depth--;
             }
@@ -257,6 +280,7 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
             s->usage_key = 0;
             s->choices_key = 0;
             s->content_key = 0;
+            s->tools_key = 0;
             break;
 
         case '"':
@@ -271,6 +295,7 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
             s->choices_key = 0;
             s->content_open = s->content_key;
             s->content_key = 0;
+            s->tools_key = 0;
 
             if (s->model_key) {
                 s->in_model = 1;
@@ -306,6 +331,10 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
                                      || ref_key_is(s, "reasoning_content",
                                                    17)));
             s->done_key = (s->depth == 1 && ref_key_is(s, "done", 4));
+
+            /* choices[].delta.tool_calls, message.tool_calls */
+            s->tools_key = ((s->depth == 4 || s->depth == 2)
+                            && ref_key_is(s, "tool_calls", 10));
 
             if (s->depth == 1) {
                 s->model_key = ref_key_is(s, "model", 5);
@@ -381,6 +410,36 @@ ref_json_byte(ref_stream_t *s, unsigned char c)
     }
 
     return NEBULA_EV_NONE;
+}
+
+
+/*
+ * One byte of JSON; returns the event it completes.  A byte is a tool
+ * call's when a tool_calls value is open before it or after it: the
+ * opening bracket, all within, the closing bracket.
+ */
+static nebula_event_e
+ref_json_byte(ref_stream_t *s, unsigned char c)
+{
+    int             in;
+    nebula_event_e  e;
+
+    in = (s->tool_depth != 0);
+    e = ref_json_token(s, c);
+
+    if (in || s->tool_depth != 0) {
+        s->tool_bytes++;
+    }
+
+    return e;
+}
+
+
+/* the output estimate, the same way: a token a text, four bytes of tools */
+static uint64_t
+ref_output_estimate(const ref_stream_t *s)
+{
+    return s->content_docs + (s->tool_bytes + 3) / 4;
 }
 
 
@@ -525,7 +584,9 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
           && REF_SAME(doc_choices_empty) && REF_SAME(doc_usage)
           && REF_SAME(doc_content) && REF_SAME(usage_only)
           && REF_SAME(content_docs) && REF_SAME(done) && REF_SAME(done_key)
-          && REF_SAME(done_pos) && REF_SAME(mid_line)))
+          && REF_SAME(done_pos) && REF_SAME(mid_line)
+          && REF_SAME(tool_depth) && REF_SAME(tool_bytes)
+          && nebula_stream_output_estimate(a) == ref_output_estimate(b)))
     {
         return 0;
     }
@@ -536,6 +597,7 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
         | (b->usage_key ? NEBULA_JF_USAGE_KEY : 0)
         | (b->choices_key ? NEBULA_JF_CHOICES_KEY : 0)
         | (b->content_key ? NEBULA_JF_CONTENT_KEY : 0)
+        | (b->tools_key ? NEBULA_JF_TOOLS_KEY : 0)
         | (b->expect_key ? NEBULA_JF_EXPECT_KEY : 0)
         | (b->content_open ? NEBULA_JF_CONTENT_OPEN : 0)
         | (b->in_usage ? NEBULA_JF_IN_USAGE : 0);

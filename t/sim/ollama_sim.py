@@ -152,6 +152,20 @@ def token_at(i):
     return TOKENS[i % len(TOKENS)]
 
 
+# x-sim-tool-call: the arguments' JSON is this long unless
+# x-sim-tool-args-bytes says otherwise; it is never shorter than
+# {"query":""}
+DEFAULT_TOOL_ARGS_BYTES = 64
+MIN_TOOL_ARGS_BYTES = len('{"query":""}')
+
+
+def tool_call_tokens(args_bytes):
+    """Completion tokens a tool call of args_bytes bytes of arguments
+    counts in the reported usage: 10 for its framing and name, and one
+    every 4 bytes of its arguments."""
+    return 10 + args_bytes // 4
+
+
 # --------------------------------------------------------------------------
 # Fixed model list
 # --------------------------------------------------------------------------
@@ -769,6 +783,19 @@ class Sim:
                 gen.long_token = max(0, int(lt.strip()))
             except ValueError:
                 log.warning("ignoring bad x-sim-long-token %r", lt)
+        # x-sim-tool-call: NAME: after its text the model calls a tool, the
+        # call whole in one chunk, as Ollama sends one (chat only)
+        tool = (req.headers.get("x-sim-tool-call") or "").strip()
+        if tool and path != "/api/generate":
+            args_bytes = DEFAULT_TOOL_ARGS_BYTES
+            ab = req.headers.get("x-sim-tool-args-bytes")
+            if ab:
+                try:
+                    args_bytes = int(ab.strip())
+                except ValueError:
+                    log.warning("ignoring bad x-sim-tool-args-bytes %r", ab)
+            gen.set_tool_call(tool, max(MIN_TOOL_ARGS_BYTES, args_bytes),
+                              completion_cap(body, path))
 
         if not stream:
             if faults.stall_after is not None:
@@ -782,7 +809,7 @@ class Sim:
                 return False
             if faults.slow_ms:
                 await asyncio.sleep(faults.slow_ms / 1000.0)
-            rec["completion_tokens"] = C
+            rec["completion_tokens"] = gen.completion_tokens()
             # x-sim-body-delay-ms: the body's second half that much later,
             # so the gateway reads the answer in two
             bd = req.headers.get("x-sim-body-delay-ms")
@@ -832,7 +859,8 @@ class Sim:
             if preamble:
                 for frame in gen.preamble_frames():
                     await em.feed(frame)
-            for i in range(C):
+            # a tool call comes after the text, as one more token's frame
+            for i in range(C + (1 if gen.tool else 0)):
                 if faults.stall_after is not None and i >= faults.stall_after:
                     await em.flush()
                     await wait_for_eof(reader)
@@ -844,9 +872,13 @@ class Sim:
                 if faults.slow_ms:
                     await em.flush()
                     await asyncio.sleep(faults.slow_ms / 1000.0)
-                await em.feed(gen.token_frame(i))
+                if i < C:
+                    await em.feed(gen.token_frame(i))
+                    rec["completion_tokens"] = i + 1
+                else:
+                    await em.feed(gen.tool_call_frame())
+                    rec["completion_tokens"] = gen.completion_tokens()
                 rec["token_times"].append(time.time())
-                rec["completion_tokens"] = i + 1
             # K >= C: everything but the final frame has been sent.
             if faults.stall_after is not None:
                 await em.flush()
@@ -880,6 +912,9 @@ class Generation:
         self.no_prompt_count = False
         self.long_token = 0
         self.report = None
+        self.tool = None          # (name, arguments) of the tool call
+        self.tool_tokens = 0
+        self.capped = None        # tokens counted when a cap cut the call
         self.created = int(time.time())
         self.t0 = time.monotonic_ns()
         if path == "/v1/chat/completions":
@@ -896,15 +931,59 @@ class Generation:
     def content(self):
         return "".join(self.token(i) for i in range(self.C))
 
+    def set_tool_call(self, name, args_bytes, cap):
+        """x-sim-tool-call: the model ends its answer with a call of tool
+        name whose arguments' JSON is args_bytes long.  A cap that cut the
+        text, or that the call's tokens would pass, cuts the call off: no
+        call, finish "length", the cap's tokens counted."""
+        if self.finish != "stop":
+            return
+        tokens = tool_call_tokens(args_bytes)
+        if cap is not None and self.C + tokens > cap:
+            self.finish = "length"
+            self.capped = cap
+            return
+        pad = args_bytes - MIN_TOOL_ARGS_BYTES
+        self.tool = (name, {"query": "x" * pad})
+        self.tool_tokens = tokens
+        # Ollama's ids are "call_" and 8 random characters; here they
+        # follow from the answer, so a seed gives the same bytes
+        self.tool_id = "call_" + hashlib.sha256(
+            ("%s:%s:%s" % (getattr(self, "id", ""), self.model, name)).encode()
+        ).hexdigest()[:8]
+
+    def completion_tokens(self):
+        """Tokens the usage reports: the text's, and the tool call's."""
+        if self.capped is not None:
+            return self.capped
+        return self.C + self.tool_tokens
+
+    def tool_calls(self):
+        """The call as the answer carries it: OpenAI's shape (arguments as
+        a JSON string, the finish reason "tool_calls") under /v1, Ollama's
+        own (arguments as an object) natively."""
+        name, args = self.tool
+        if self.path == "/v1/chat/completions":
+            return [{"id": self.tool_id, "index": 0, "type": "function",
+                     "function": {"name": name,
+                                  "arguments": dumps(args).decode("utf-8")}}]
+        return [{"id": self.tool_id,
+                 "function": {"index": 0, "name": name, "arguments": args}}]
+
+    def openai_finish(self):
+        return "tool_calls" if self.tool else self.finish
+
     def reported(self):
         # x-sim-report-usage: P,C: a hostile or broken pool reports these
-        return self.report if self.report else (self.P, self.C)
+        if self.report:
+            return self.report
+        return (self.P, self.completion_tokens())
 
     def usage(self):
-        P, C = self.reported()
+        P, c = self.reported()
         p = 0 if self.no_prompt_count else P
-        return {"prompt_tokens": p, "completion_tokens": C,
-                "total_tokens": p + C}
+        return {"prompt_tokens": p, "completion_tokens": c,
+                "total_tokens": p + c}
 
     def native_final(self, content):
         load = 1_000_000
@@ -940,15 +1019,20 @@ class Generation:
 
     def full_body(self):
         if self.path == "/v1/chat/completions":
+            message = {"role": "assistant", "content": self.content()}
+            if self.tool:
+                message["tool_calls"] = self.tool_calls()
             return dumps({
                 "id": self.id, "object": "chat.completion", "created": self.created,
                 "model": self.model, "system_fingerprint": "fp_ollama",
-                "choices": [{"index": 0,
-                             "message": {"role": "assistant", "content": self.content()},
-                             "finish_reason": self.finish}],
+                "choices": [{"index": 0, "message": message,
+                             "finish_reason": self.openai_finish()}],
                 "usage": self.usage(),
             })
-        return dumps(self.native_final(self.content()))
+        obj = self.native_final(self.content())
+        if self.tool:
+            obj["message"]["tool_calls"] = self.tool_calls()
+        return dumps(obj)
 
     def preamble_frames(self):
         """What some servers send before the first token: an SSE comment
@@ -980,10 +1064,24 @@ class Generation:
         obj["done"] = False
         return dumps(obj) + b"\n"
 
+    def tool_call_frame(self):
+        """The tool call whole, in one chunk with empty content, as Ollama
+        streams one."""
+        if self.path == "/v1/chat/completions":
+            return self._chunk([{"index": 0,
+                                 "delta": {"role": "assistant", "content": "",
+                                           "tool_calls": self.tool_calls()},
+                                 "finish_reason": None}])
+        obj = {"model": self.model, "created_at": rfc3339_now(),
+               "message": {"role": "assistant", "content": "",
+                           "tool_calls": self.tool_calls()},
+               "done": False}
+        return dumps(obj) + b"\n"
+
     def final_frames(self):
         if self.path == "/v1/chat/completions":
             frames = [self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": self.finish}])]
+                                    "finish_reason": self.openai_finish()}])]
             if self.include_usage and not self.no_usage:
                 frames.append(self._chunk([], self.usage()))
             frames.append(b"data: [DONE]\n\n")

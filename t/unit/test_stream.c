@@ -540,6 +540,170 @@ test_marks(void)
 
 
 /*
+ * Tool calls: what a body adds to content_docs and tool_bytes, and the
+ * output estimate, when it is cut at every point; plainly, with a memo
+ * (SSE), quiet, and cut again 37 bytes later
+ */
+static int
+tools_every_split(nebula_format_e format, const char *input,
+    uint64_t content_docs, uint64_t tool_bytes)
+{
+    int              k;
+    size_t           len, a, b, i, n, lim;
+    uint64_t         est;
+    nebula_event_e   ev;
+    nebula_stream_t  s;
+
+    static nebula_memo_t  memo;
+
+    len = strlen(input);
+    est = content_docs + (tool_bytes + 3) / 4;
+
+    for (k = 0; k < 3; k++) {
+        for (a = 0; a <= len; a++) {
+            b = a + 37;
+            nebula_stream_init(&s, format);
+            nebula_stream_memo(&s, (k == 1) ? &memo : NULL);
+            nebula_stream_quiet(&s, k == 2);
+
+            for (i = 0; i < len; i += n) {
+                lim = (i < a) ? a - i : (i < b && b < len) ? b - i : len - i;
+                n = nebula_stream_scan(&s, (const unsigned char *) input + i,
+                                       lim, &ev);
+            }
+
+            if (s.content_docs != content_docs || s.tool_bytes != tool_bytes
+                || nebula_stream_output_estimate(&s) != est)
+            {
+                printf("# %s, cut at %zu and %zu: content docs %llu, tool "
+                       "bytes %llu, estimate %llu\n",
+                       (k == 1) ? "memo" : (k == 2) ? "quiet" : "plain",
+                       a, b, (unsigned long long) s.content_docs,
+                       (unsigned long long) s.tool_bytes,
+                       (unsigned long long) nebula_stream_output_estimate(&s));
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+/* Ollama's tool calls as its OpenAI layer and its native API send them */
+#define OAI_TOOLS                                                             \
+    "[{\"id\":\"call_k3x9\",\"index\":0,\"type\":\"function\","               \
+    "\"function\":{\"name\":\"get_weather\",\"arguments\":"                   \
+    "\"{\\\"city\\\":\\\"Paris \\\\\\\"]}\\\"}\"}}]"
+
+#define NATIVE_TOOLS                                                          \
+    "[{\"id\":\"call_k3x9\",\"function\":{\"index\":0,\"name\":"              \
+    "\"get_weather\",\"arguments\":{\"city\":\"Paris\",\"days\":[1,2]}}}]"
+
+#define OAI_CHUNK(delta, finish)                                              \
+    "data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\","      \
+    "\"created\":1,\"model\":\"up\",\"system_fingerprint\":\"fp_ollama\","    \
+    "\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"," delta      \
+    "},\"finish_reason\":" finish "}]}\n\n"
+
+
+static void
+test_tools(void)
+{
+    nebula_stream_t  s;
+
+    /* the /v1 stream: a token, the call whole in one chunk, its end */
+    ok(tools_every_split(NEBULA_FORMAT_SSE,
+       OAI_CHUNK("\"content\":\"Let me look\"", "null")
+       OAI_CHUNK("\"content\":\"\",\"tool_calls\":" OAI_TOOLS, "null")
+       OAI_CHUNK("\"content\":\"\"", "\"tool_calls\"")
+       "data: [DONE]\n\n", 1, strlen(OAI_TOOLS)),
+       "SSE: delta.tool_calls counted by its bytes (%zu), the text by its "
+       "chunk", strlen(OAI_TOOLS));
+
+    /* the same chunk three times: a memo must not replay it uncounted */
+    ok(tools_every_split(NEBULA_FORMAT_SSE,
+       OAI_CHUNK("\"content\":\"\",\"tool_calls\":" OAI_TOOLS, "null")
+       OAI_CHUNK("\"content\":\"\",\"tool_calls\":" OAI_TOOLS, "null")
+       OAI_CHUNK("\"content\":\"a\"", "null")
+       OAI_CHUNK("\"content\":\"\",\"tool_calls\":" OAI_TOOLS, "null"),
+       1, 3 * strlen(OAI_TOOLS)), "SSE: three like chunks with calls");
+
+    /* the /v1 JSON answer */
+    ok(tools_every_split(NEBULA_FORMAT_JSON,
+       "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"model\":"
+       "\"up\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\","
+       "\"content\":\"\",\"tool_calls\":" OAI_TOOLS "},\"finish_reason\":"
+       "\"tool_calls\"}],\"usage\":{\"prompt_tokens\":9,"
+       "\"completion_tokens\":21}}", 0, strlen(OAI_TOOLS)),
+       "JSON: choices[].message.tool_calls");
+
+    /* native: NDJSON lines, and the answer not streamed */
+    ok(tools_every_split(NEBULA_FORMAT_NDJSON,
+       "{\"model\":\"up\",\"message\":{\"role\":\"assistant\",\"content\":"
+       "\"Hm\"},\"done\":false}\n"
+       "{\"model\":\"up\",\"message\":{\"role\":\"assistant\",\"content\":"
+       "\"\",\"tool_calls\":" NATIVE_TOOLS "},\"done\":false}\n"
+       "{\"model\":\"up\",\"message\":{\"role\":\"assistant\",\"content\":"
+       "\"\"},\"done\":true}\n", 1, strlen(NATIVE_TOOLS)),
+       "NDJSON: message.tool_calls (%zu bytes)", strlen(NATIVE_TOOLS));
+
+    ok(tools_every_split(NEBULA_FORMAT_JSON,
+       "{\n  \"model\": \"up\",\n  \"message\": {\n    \"tool_calls\": [\n"
+       "      {\"function\": {\"name\": \"f\"}}\n    ]\n  }\n}\n", 0,
+       strlen("[\n      {\"function\": {\"name\": \"f\"}}\n    ]")),
+       "JSON: pretty-printed, the line ends inside counted");
+
+    /*
+     * An SSE event's lines: "data:" and the line ends are not JSON; a
+     * line that starts as "[DONE]" would is read a byte at a time
+     */
+    ok(tools_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"message\":{\"tool_calls\":[{\"a\":1,\r\n"
+       "data:\"b\":\"}\"}\n"
+       "data: ]}}\n\n"
+       "data: {\"message\":{\"tool_calls\":\n"
+       "data: [DONE]}}\n\n", 0, strlen("[{\"a\":1,\"b\":\"}\"}]")
+                                  + strlen("[DONE]")),
+       "SSE: calls over data lines");
+
+    /* what is not counted */
+    ok(tools_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"tool_calls\":[1],\"choices\":[{\"tool_calls\":[2],"
+       "\"delta\":{\"tool_calls\":null,\"x\":{\"tool_calls\":[3]}}}]}\n\n"
+       "data: {\"message\":{\"tool_calls\":\"[4]\",\"tool\\u005fcalls\":[5],"
+       "\"tool_call\":[6]}}\n\n", 0, 0),
+       "SSE: tool_calls at other depths, null, a string, escaped: none");
+
+    /* a call the document's end cuts, one within another */
+    ok(tools_every_split(NEBULA_FORMAT_NDJSON,
+       "{\"message\":{\"tool_calls\":[{\"a\":\"\\\"\n"
+       "{\"message\":{\"tool_calls\":[{\"b\":{\"tool_calls\":[1]}}],"
+       "\"content\":\"x\"}}\n", 1,
+       strlen("[{\"a\":\"\\\"") + strlen("[{\"b\":{\"tool_calls\":[1]}}]")),
+       "NDJSON: a call cut by its line's end, a call in a call");
+
+    /* text in a native call (at depth 4): a text and tool bytes both */
+    ok(tools_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"message\":{\"tool_calls\":[{\"content\":\"t\"}]}}"
+       "\n\n"
+       "data: {\"message\":{\"tool_calls\":[{\"content\":\"u\"}]}}"
+       "\n\n", 2, 2 * strlen("[{\"content\":\"t\"}]")),
+       "SSE: a text within a call, twice (the memo's text path)");
+
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    s.content_docs = 3;
+    is_int(nebula_stream_output_estimate(&s), 3, "estimate: 3 texts");
+    s.tool_bytes = 1;
+    is_int(nebula_stream_output_estimate(&s), 4, "estimate: and 1 byte");
+    s.tool_bytes = 8;
+    is_int(nebula_stream_output_estimate(&s), 5, "estimate: and 8 bytes");
+    s.tool_bytes = 9;
+    is_int(nebula_stream_output_estimate(&s), 6, "estimate: and 9 bytes");
+}
+
+
+/*
  * Bodies meant to corner the fast paths, fed in every two cuts and byte by
  * byte to this scanner and to the byte-at-a-time one (t/fuzz/stream_ref.c):
  * after every call, the same count, event and state.
@@ -651,7 +815,52 @@ static const struct {
     BODY("data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n"
          "data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n"
          "data: [\"k\":\"v\",\"model\":\"up\",\"x\":1]\n\n"
-         "data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n")
+         "data: {\"k\":\"v\",\"model\":\"up\",\"x\":1}\n\n"),
+
+    /*
+     * Tool calls, counted by their bytes: Ollama's chunks (for the memo:
+     * alike, after text, one a line cuts), native lines, a call in a call,
+     * calls cut by a document's end, tool_calls where they do not count
+     */
+    BODY("data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"a\"}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"\",\"tool_calls\":[{\"id\":\"call_1\",\"function\":"
+         "{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\\\"]}\\\"}\"}}]}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"\",\"tool_calls\":[{\"id\":\"call_1\",\"function\":"
+         "{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":\\\"]}\\\"}\"}}]}}]}\n\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"b\",\"tool_calls\":[{\"a\":1,\n"
+         "data: \"b\":2}]}}]}\r\n\r\n"
+         "data: {\"id\":\"c\",\"model\":\"up\",\"choices\":[{\"delta\":"
+         "{\"content\":\"\"},\"finish_reason\":\"tool_calls\"}]}\n\n"
+         "data: [DONE]\n\n"),
+
+    BODY("{\"model\":\"up\",\"message\":{\"content\":\"\",\"tool_calls\":"
+         "[{\"function\":{\"name\":\"f\",\"arguments\":{\"n\":[1,{}]}}}]},"
+         "\"done\":false}\n"
+         "{\"message\":{\"tool_calls\":[{\"content\":\"t\","
+         "\"tool_calls\":[1]}],\"content\":\"y\"}}\n"
+         "{\"message\":{\"tool_calls\":[{\"content\":\"t\","
+         "\"tool_calls\":[1]}],\"content\":\"y\"}}\n"
+         "{\"message\":{\"tool_calls\":[[\r\"\n"
+         "{\"choices\":[{\"tool_calls\":[1,2]}],\"tool_calls\":{\"a\":[]}}\n"
+         "{\"message\":{\"tool_calls\":null,\"content\":\"x\"}}\n"
+         "{\"message\":{\"tool_calls\":}[1],\"x\":[2]}\n"
+         "{\"message\":{\"tool_calls\":{\"a\":\"}\"}}}\n"),
+
+    BODY("data: {\"message\":{\"tool_calls\":[{\"content\":\"t\"}]}}"
+         "\n\n"
+         "data: {\"message\":{\"tool_calls\":[{\"content\":\"u\"}]}}"
+         "\n\n"
+         "data: {\"message\":{\"tool_calls\":[[\n\n"
+         "data: {\"message\":{\"tool_calls\":{}}}\r\n\r\n"
+         "data: {\"message\":{\"tool_calls\":\ndata: [DONE]}}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"tool_calls\":\n"
+         "data: [D]}}]}\n\n"
+         "data: {\"message\":{\"tool_calls\":[{\"content\":\"v\"}]}}"
+         "\n\n"),
 };
 
 #undef BODY
@@ -883,6 +1092,7 @@ main(void)
     test_events();
     test_fast_paths();
     test_marks();
+    test_tools();
     test_reference();
     test_memo();
     test_state_size();
