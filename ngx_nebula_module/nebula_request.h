@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "nebula_body.h"
+
 #include "nebula_estimate.h"
 
 
@@ -146,40 +148,6 @@ nebula_req_error_e nebula_request_parse_policy(nebula_request_t *req,
     nebula_api_e api, const unsigned char *body, size_t len,
     const nebula_request_policy_t *policy);
 
-
-/* one replacement of a body range; start == end inserts; a deletion
-   has len 0 and may have data NULL */
-typedef struct {
-    size_t                start;
-    size_t                end;
-    const unsigned char  *data;
-    size_t                len;
-} nebula_edit_t;
-
-
-/*
- * The length of the body after the edits, which must be sorted by start
- * and must not overlap.
- */
-size_t nebula_edit_length(size_t len, const nebula_edit_t *edits, size_t n);
-
-/* writes the edited body into out, which holds nebula_edit_length() bytes */
-void nebula_edit_apply(const unsigned char *body, size_t len,
-    const nebula_edit_t *edits, size_t n, unsigned char *out);
-
-/*
- * Sorts edits into the order nebula_edit_apply() wants: by start, and at
- * one start an insertion before a replacement or deletion (stable
- * otherwise).  A few edits: an insertion sort.
- */
-void nebula_edit_sort(nebula_edit_t *edits, size_t n);
-
-/*
- * Writes s as a JSON string literal, quotes included, into out (which holds
- * at least 6 * len + 2 bytes); returns the bytes written.
- */
-size_t nebula_json_quote(unsigned char *out, const unsigned char *s,
-    size_t len);
 
 const char *nebula_req_error_code(nebula_req_error_e err);
 

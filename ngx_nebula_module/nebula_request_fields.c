@@ -1,0 +1,391 @@
+/*
+ * Nebula: what each field of each request shape means to the parser: the
+ * slot a key fills, where it sits, which shapes read it; the type a slot
+ * wants and what a client is told when it is wrong; the native options a
+ * client may set; the roles a message may have.
+ *
+ * A new request shape (an API) is a column here: a bit in each row of
+ * the fields it shares, rows for its own, and a line of shapes[].
+ */
+
+#include <stdio.h>
+
+#include "nebula_request_int.h"
+
+
+#define CHAT    (1u << NEBULA_API_CHAT)
+#define OCHAT   (1u << NEBULA_API_OLLAMA_CHAT)
+#define OGEN    (1u << NEBULA_API_OLLAMA_GENERATE)
+#define NATIVE  (OCHAT | OGEN)
+#define ALL     (CHAT | NATIVE)
+
+
+static const nebula_req_shape_t  shapes[] = {
+    /* /v1/chat/completions: parts, one answer by default */
+    [NEBULA_API_CHAT]            = { 1, 0, 1, 0 },
+    /* /api/chat */
+    [NEBULA_API_OLLAMA_CHAT]     = { 0, 1, 1, 0 },
+    /* /api/generate */
+    [NEBULA_API_OLLAMA_GENERATE] = { 0, 1, 0, 1 }
+};
+
+
+const nebula_req_shape_t *
+nebula_req_shape(nebula_api_e api)
+{
+    return &shapes[api];
+}
+
+
+/*
+ * The fields, in the order of the frames they sit in (frame_kind_e: the
+ * lookup below depends on it); within a frame, no two rows that one shape
+ * reads have the same name.  Keys are looked up folded as Go
+ * folds them (nebula_fold_key), so names are lower case.
+ */
+typedef struct {
+    unsigned char   frame;      /* frame_kind_e */
+    unsigned char   slot;       /* slot_e */
+    unsigned char   len;
+    unsigned char   apis;       /* the shapes that read it */
+    const char     *name;
+} field_t;
+
+#define FIELD(frame, slot, apis, name)                                       \
+    { frame, slot, sizeof(name) - 1, apis, name }
+
+static const field_t  fields[] = {
+
+    FIELD(F_TOP, S_MODEL, ALL, "model"),
+    FIELD(F_TOP, S_STREAM, ALL, "stream"),
+    FIELD(F_TOP, S_TOOLS, ALL, "tools"),
+    FIELD(F_TOP, S_DEBUG_RENDER, ALL, "_debug_render_only"),
+    FIELD(F_TOP, S_MESSAGES, CHAT | OCHAT, "messages"),
+    FIELD(F_TOP, S_PROMPT, OGEN, "prompt"),
+    FIELD(F_TOP, S_SYSTEM, OGEN, "system"),
+    FIELD(F_TOP, S_IMAGES, OGEN, "images"),
+    FIELD(F_TOP, S_SUFFIX, OGEN, "suffix"),
+    FIELD(F_TOP, S_TEMPLATE, OGEN, "template"),
+    FIELD(F_TOP, S_CONTEXT, OGEN, "context"),
+    FIELD(F_TOP, S_TEMPERATURE, CHAT, "temperature"),
+    FIELD(F_TOP, S_MAX_TOKENS, CHAT, "max_tokens"),
+    FIELD(F_TOP, S_MAX_COMPLETION_TOKENS, CHAT, "max_completion_tokens"),
+    FIELD(F_TOP, S_STREAM_OPTIONS, CHAT, "stream_options"),
+    FIELD(F_TOP, S_N, CHAT, "n"),
+    FIELD(F_TOP, S_BEST_OF, CHAT, "best_of"),
+    FIELD(F_TOP, S_OPTIONS, NATIVE, "options"),
+    FIELD(F_TOP, S_KEEP_ALIVE, NATIVE, "keep_alive"),
+
+    FIELD(F_MESSAGE, S_ROLE, ALL, "role"),
+    FIELD(F_MESSAGE, S_CONTENT, ALL, "content"),
+    FIELD(F_MESSAGE, S_TOOL_CALLS, ALL, "tool_calls"),
+    FIELD(F_MESSAGE, S_REASONING, CHAT, "reasoning"),
+    FIELD(F_MESSAGE, S_IMAGES, NATIVE, "images"),
+    FIELD(F_MESSAGE, S_REASONING, NATIVE, "thinking"),
+
+    FIELD(F_PART, S_PART_TYPE, ALL, "type"),
+    FIELD(F_PART, S_PART_TEXT, ALL, "text"),
+    FIELD(F_PART, S_PART_IMAGE, ALL, "image_url"),
+
+    FIELD(F_STREAM_OPTIONS, S_INCLUDE_USAGE, ALL, "include_usage"),
+
+    FIELD(F_OPTIONS, S_NUM_PREDICT, ALL, "num_predict"),
+    FIELD(F_OPTIONS, S_NUM_CTX, ALL, "num_ctx"),
+
+    FIELD(F_IMAGE_URL, S_IMAGE_URL, ALL, "url"),
+
+    { F_SKIP, S_OTHER, 0, 0, NULL }
+};
+
+
+/*
+ * The first row of each frame's fields, found once: a key's lookup walks
+ * its frame's rows only (it runs for every key of every body).
+ */
+static unsigned char  first_row[F_SKIP + 2];
+
+
+static void
+index_fields(void)
+{
+    int  i, k;
+
+    k = 0;
+
+    for (i = 0; i <= F_SKIP + 1; i++) {
+        while (fields[k].name && fields[k].frame < i) {
+            k++;
+        }
+
+        first_row[i] = (unsigned char) k;
+    }
+}
+
+
+slot_e
+nebula_req_slot(parse_t *p, frame_t *f, const unsigned char *key, size_t len)
+{
+    unsigned        bit;
+    const field_t  *r, *end;
+
+    if (f->kind >= F_SKIP) {
+        return S_OTHER;
+    }
+
+    if (first_row[F_SKIP + 1] == 0) {
+        index_fields();
+    }
+
+    bit = 1u << p->req->api;
+    r = &fields[first_row[f->kind]];
+    end = &fields[first_row[f->kind + 1]];
+
+    for ( /* void */ ; r < end; r++) {
+        if (r->len == len && (r->apis & bit)
+            && memcmp(key, r->name, len) == 0)
+        {
+            return (slot_e) r->slot;
+        }
+    }
+
+    return S_OTHER;
+}
+
+
+/*
+ * The native options a client may set: those that shape the generation.
+ * The others (num_gpu, main_gpu, num_thread, num_batch, use_mmap,
+ * use_mlock, numa, low_vram, f16_kv, logits_all, vocab_only, ...) load
+ * the model anew, or differently, for every client of the fleet, so
+ * they are dropped unless the operator lets them through.  Ollama reads
+ * options as a Go map: names match exactly, case included, so these are
+ * matched exactly too.  num_predict and num_ctx are slots of their own.
+ */
+#define OPTION(name)  { sizeof(name) - 1, name }
+
+static const struct {
+    size_t       len;
+    const char  *name;
+} generation_options[] = {
+    OPTION("num_keep"), OPTION("seed"), OPTION("top_k"), OPTION("top_p"),
+    OPTION("min_p"), OPTION("tfs_z"), OPTION("typical_p"),
+    OPTION("repeat_last_n"), OPTION("temperature"), OPTION("repeat_penalty"),
+    OPTION("presence_penalty"), OPTION("frequency_penalty"),
+    OPTION("mirostat"), OPTION("mirostat_tau"), OPTION("mirostat_eta"),
+    OPTION("penalize_newline"), OPTION("stop"), { 0, NULL }
+};
+
+
+int
+nebula_req_option_passes(parse_t *p, const unsigned char *key, size_t len)
+{
+    size_t  i;
+
+    for (i = 0; generation_options[i].name; i++) {
+        if (generation_options[i].len == len
+            && memcmp(key, generation_options[i].name, len) == 0)
+        {
+            return 1;
+        }
+    }
+
+    if (p->pass_options != NULL) {
+        for (i = 0; p->pass_options[i]; i++) {
+            if (nebula_req_key_is(key, len, p->pass_options[i])) {
+                return 1;
+            }
+        }
+    }
+
+    return 0;
+}
+
+
+/* slots whose value may be anything: counted, passed or dropped as is */
+int
+nebula_req_slot_any(slot_e slot)
+{
+    switch (slot) {
+    case S_OTHER:
+    case S_TOOLS:
+    case S_TOOL_CALLS:
+    case S_SUFFIX:
+    case S_TEMPLATE:
+    case S_CONTEXT:
+    case S_REASONING:
+    case S_KEEP_ALIVE:
+    case S_DEBUG_RENDER:
+    case S_DROP:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+
+static const char *roles[] = { "system", "user", "assistant", "tool", NULL };
+
+
+/* 1 + the role's index in roles[] (3 is "assistant"); 0 for none */
+int
+nebula_req_role(const unsigned char *s, size_t len)
+{
+    int  i;
+
+    for (i = 0; roles[i]; i++) {
+        if (nebula_req_key_is(s, len, roles[i])) {
+            return i + 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static const char *
+slot_type(slot_e slot)
+{
+    switch (slot) {
+    case S_MODEL:
+    case S_PROMPT:
+    case S_SYSTEM:
+    case S_ROLE:
+    case S_PART_TYPE:
+    case S_PART_TEXT:
+    case S_IMAGE:
+    case S_IMAGE_URL:
+        return "a string";
+    case S_TEMPERATURE:
+        return "a number";
+    case S_MAX_TOKENS:
+    case S_MAX_COMPLETION_TOKENS:
+    case S_NUM_PREDICT:
+    case S_NUM_CTX:
+    case S_N:
+    case S_BEST_OF:
+        return "an integer";
+    case S_STREAM:
+    case S_INCLUDE_USAGE:
+        return "a boolean";
+    case S_MESSAGES:
+    case S_IMAGES:
+        return "an array";
+    case S_STREAM_OPTIONS:
+    case S_OPTIONS:
+    case S_MESSAGE:
+    case S_PART:
+        return "an object";
+    default:
+        return "another type";
+    }
+}
+
+
+/* the param a plain field's error names */
+static const char *
+slot_param(slot_e slot)
+{
+    switch (slot) {
+    case S_MODEL:
+        return "model";
+    case S_MESSAGES:
+        return "messages";
+    case S_TEMPERATURE:
+        return "temperature";
+    case S_MAX_TOKENS:
+        return "max_tokens";
+    case S_MAX_COMPLETION_TOKENS:
+        return "max_completion_tokens";
+    case S_STREAM:
+        return "stream";
+    case S_STREAM_OPTIONS:
+        return "stream_options";
+    case S_OPTIONS:
+        return "options";
+    case S_PROMPT:
+        return "prompt";
+    case S_SYSTEM:
+        return "system";
+    case S_INCLUDE_USAGE:
+        return "stream_options.include_usage";
+    case S_NUM_PREDICT:
+        return "options.num_predict";
+    case S_NUM_CTX:
+        return "options.num_ctx";
+    case S_N:
+        return "n";
+    case S_BEST_OF:
+        return "best_of";
+    default:
+        return NULL;
+    }
+}
+
+
+/* a value of the wrong type (or, for a role, an unknown one) in a slot */
+void
+nebula_req_bad_type(parse_t *p, slot_e slot)
+{
+    char         param[NEBULA_PARAM_MAX];
+    const char  *name;
+
+    switch (slot) {
+    case S_MESSAGE:
+        snprintf(param, sizeof(param), "messages[%zu]",
+                 p->frames[p->depth - 1].index);
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+             "Invalid type for '%s': each message must be an object.",
+             param);
+        return;
+    case S_ROLE:
+        nebula_req_msg_param(p, param, sizeof(param), "role");
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+             "Invalid value for '%s': expected one of 'system', 'user', "
+             "'assistant' or 'tool'.", param);
+        return;
+    case S_CONTENT:
+        nebula_req_msg_param(p, param, sizeof(param), "content");
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+             p->shape->content_parts
+             ? "Invalid type for '%s': expected a string or an array of "
+               "content parts."
+             : "Invalid type for '%s': expected a string.", param);
+        return;
+    case S_PART:
+        snprintf(param, sizeof(param), "messages[%zu].content[%zu]",
+                 p->frames[p->depth - 2].owner,
+                 p->frames[p->depth - 1].index);
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+             "Invalid type for '%s': each content part must be an object.",
+             param);
+        return;
+    case S_PART_TYPE:
+    case S_PART_TEXT:
+    case S_PART_IMAGE:
+    case S_IMAGE_URL:
+        nebula_req_msg_param(p, param, sizeof(param),
+                             slot == S_PART_TYPE ? "type"
+                             : slot == S_PART_TEXT ? "text" : "image_url");
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+                        "Invalid value for '%s'.", param);
+        return;
+    case S_IMAGES:
+    case S_IMAGE:
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "images",
+             "Invalid value for '%s': expected an array of base64 strings.",
+             "images");
+        return;
+    default:
+        break;
+    }
+
+    name = slot_param(slot);
+
+    if (name == NULL) {
+        return;
+    }
+
+    snprintf(param, sizeof(param), "Invalid type for '%%s': expected %s.",
+             slot_type(slot));
+    nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, name, param, name);
+}
