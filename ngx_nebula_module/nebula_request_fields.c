@@ -242,6 +242,49 @@ nebula_req_role(const unsigned char *s, size_t len)
 }
 
 
+/* an error in the request: the first one is the one reported */
+void
+nebula_req_fail(parse_t *p, nebula_req_error_e err, const char *param,
+    const char *fmt, const char *arg)
+{
+    nebula_request_t  *req = p->req;
+
+    if (req->error != NEBULA_REQ_OK) {
+        return;     /* the first error is the one reported */
+    }
+
+    req->error = err;
+    snprintf(req->param, sizeof(req->param), "%s", param ? param : "");
+    snprintf(req->message, sizeof(req->message), fmt, arg ? arg : "");
+}
+
+
+void
+nebula_req_msg_param(parse_t *p, char *buf, size_t size, const char *field)
+{
+    frame_t  *f;
+    int       i;
+
+    for (i = p->depth - 1; i >= 0; i--) {
+        f = &p->frames[i];
+
+        if (f->kind == F_PART) {
+            snprintf(buf, size, "messages[%zu].content[%zu]%s%s", f->owner,
+                     f->part, field[0] ? "." : "", field);
+            return;
+        }
+
+        if (f->kind == F_MESSAGE) {
+            snprintf(buf, size, "messages[%zu]%s%s", f->owner,
+                     field[0] ? "." : "", field);
+            return;
+        }
+    }
+
+    snprintf(buf, size, "%s", field);
+}
+
+
 static const char *
 slot_type(slot_e slot)
 {

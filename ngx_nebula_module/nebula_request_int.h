@@ -144,13 +144,11 @@ nebula_req_key_is(const unsigned char *key, size_t len, const char *name)
 }
 
 
-/* nebula_request.c */
+/* nebula_request_fields.c */
 void nebula_req_fail(parse_t *p, nebula_req_error_e err, const char *param,
     const char *fmt, const char *arg);
 void nebula_req_msg_param(parse_t *p, char *buf, size_t size,
     const char *field);
-
-/* nebula_request_fields.c */
 const nebula_req_shape_t *nebula_req_shape(nebula_api_e api);
 slot_e nebula_req_slot(parse_t *p, frame_t *f, const unsigned char *key,
     size_t len);

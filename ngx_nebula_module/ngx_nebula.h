@@ -13,6 +13,7 @@
 #include "nebula_stream.h"
 #include "nebula_reply.h"
 #include "ngx_nebula_redis.h"
+#include "ngx_nebula_api.h"
 
 
 /* what a location serves, from the "nebula" directive */
@@ -25,7 +26,8 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */
     NGX_NEBULA_API_KEY,                /* content: GET /v1/key */
-    NGX_NEBULA_API_ADMIN               /* content: /admin/... */
+    NGX_NEBULA_API_ADMIN,              /* content: /admin/... */
+    NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
 
@@ -148,12 +150,32 @@ typedef struct {
 
 
 typedef struct ngx_nebula_admission_s  ngx_nebula_admission_t;
+
+
+/* what admission decided, for the access step to act on */
+typedef enum {
+    NGX_NEBULA_VERDICT_NONE = 0,     /* not yet: Redis is asked */
+    NGX_NEBULA_VERDICT_PROCEED,      /* admitted, or served unmetered */
+    NGX_NEBULA_VERDICT_REFUSE,       /* refused as the fields below say */
+    NGX_NEBULA_VERDICT_FAIL          /* no memory: 500 */
+} ngx_nebula_verdict_e;
+
+typedef struct {
+    ngx_nebula_verdict_e      action;
+    ngx_uint_t                status;
+    const char               *type;
+    const char               *code;
+    const char               *param;
+    const char               *message;        /* NUL-terminated */
+    unsigned                  headers:1;       /* x-ratelimit-* with it */
+} ngx_nebula_verdict_t;
 typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 
 
 /* the state of one request */
 typedef struct {
     ngx_http_request_t       *request;         /* its own, for its ending */
+    ngx_nebula_api_t         *api;             /* what its location serves */
     ngx_nebula_model_t       *model;
     nebula_request_t         *req;
     void                     *admin;           /* the admin API's state */
@@ -166,6 +188,7 @@ typedef struct {
     u_char                    digest[65];
     time_t                    now;
     ngx_nebula_admission_t   *adm;             /* while Redis answers */
+    ngx_nebula_verdict_t      verdict;
     ngx_nebula_lease_t       *lease;           /* admitted from it */
     nebula_admit_t            admit;
     ngx_nebula_hold_t         hold;            /* its reservation, alive */
@@ -243,13 +266,29 @@ ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_access_handler(ngx_http_request_t *r);
 ngx_nebula_ctx_t *ngx_nebula_get_ctx(ngx_http_request_t *r);
 ngx_nebula_ctx_t *ngx_nebula_find_ctx(ngx_http_request_t *r);
-void ngx_nebula_refused(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
-    ngx_uint_t status, const char *type, const char *code, const char *param,
-    const char *message);
-void ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
+
+/* ngx_nebula_rewrite.c */
+uint64_t ngx_nebula_choices(nebula_request_t *req);
+ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 
 /* ngx_nebula_filter.c */
 ngx_int_t ngx_nebula_filter_init(ngx_conf_t *cf);
+
+/* ngx_nebula_relay.c */
+
+/* an SSE event larger than this is no usage chunk: it passes as it comes */
+#define NGX_NEBULA_EVENT_HOLD_MAX  65536
+
+ngx_int_t ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_buf_t *ib, ngx_chain_t ***ll);
+ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, u_char *p, size_t n);
+ngx_int_t ngx_nebula_event_split(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll, ngx_buf_t **sent);
+ngx_buf_t *ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 
 /* ngx_nebula_key.c */
 ngx_table_elt_t *ngx_nebula_header(ngx_http_request_t *r, const char *name,
@@ -264,19 +303,46 @@ ngx_int_t ngx_nebula_key_generate(u_char *out);
 ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
 void ngx_nebula_hide_headers(ngx_http_request_t *r);
 
-/* ngx_nebula_quota.c */
-ngx_int_t ngx_nebula_quota_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
+/* ngx_nebula_clock.c */
 time_t ngx_nebula_now(ngx_http_request_t *r);
 u_char *ngx_nebula_month(u_char *p, time_t now);
+u_char *ngx_nebula_day(u_char *p, time_t now);
+time_t ngx_nebula_month_left(time_t now);
+u_char *ngx_nebula_duration(u_char *p, time_t s);
+
+/* ngx_nebula_ratelimit.c */
+ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
+    nebula_admit_t *a, time_t now);
+
+/* ngx_nebula_admission.c */
+ngx_int_t ngx_nebula_admission_init(ngx_conf_t *cf,
+    ngx_nebula_main_conf_t *nmcf);
 ngx_int_t ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx);
+
+/* ngx_nebula_charge.c */
+ngx_int_t ngx_nebula_charge_register(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 ngx_uint_t ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in,
     uint64_t *out);
 uint64_t ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in,
     uint64_t out);
-ngx_int_t ngx_nebula_ratelimit_headers(ngx_http_request_t *r,
-    nebula_admit_t *a, time_t now);
+
+/*
+ * ngx_nebula_settle.c.  What a settlement does (its flags): 0 only gives
+ * the reservation back; NGX_NEBULA_SETTLE_COUNT adds the usage and counts
+ * the request, and the EST bits say which of its counts are the gateway's
+ * own, so the record says it was estimated.
+ */
+#define NGX_NEBULA_SETTLE_COUNT    0x01
+#define NGX_NEBULA_SETTLE_EST_IN   0x02
+#define NGX_NEBULA_SETTLE_EST_OUT  0x04
+
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
 void ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle);
+void ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
+    ngx_uint_t flags);
 void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,

@@ -1,14 +1,17 @@
 /*
  * Nebula: a proxied request before its content handler (the precontent
- * phase, after nginx's own access checks).
+ * phase, after nginx's own access checks): the gate every request to a
+ * pool passes.
  *
  * The key is looked for first (no key, no body read: 401 at once).  Then
  * the body is read without blocking (nginx spills a large one to a temp
- * file), parsed and validated, and the model looked up in the catalog.
- * With keys on, the request waits here, suspended, for the admission
- * Redis decides (ngx_nebula_quota.c).  At last the body is rewritten for
- * the upstream (its model name, max_tokens clamped to the reservation)
- * and proxy_pass carries it to the model's pool ($nebula_pool_url).
+ * file), parsed and validated as its API's shape (ngx_nebula_api.c), and
+ * the model looked up in the catalog.  Admission decides
+ * (ngx_nebula_admission.c), now or when Redis answers; the request's
+ * phases then run again, and this handler, re-entered, acts on the
+ * verdict: a refusal is sent, or the body is rewritten for the pool
+ * (ngx_nebula_rewrite.c) and proxy_pass carries it to the model's pool
+ * ($nebula_pool_url).
  */
 
 #include "ngx_nebula.h"
@@ -16,14 +19,16 @@
 
 static void ngx_nebula_body_handler(ngx_http_request_t *r);
 static void ngx_nebula_ctx_cleanup(void *data);
+static ngx_int_t ngx_nebula_act(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
 static ngx_int_t ngx_nebula_process_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 static u_char *ngx_nebula_flatten_body(ngx_http_request_t *r, size_t *len);
 static ngx_int_t ngx_nebula_check_model(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
-static uint64_t ngx_nebula_choices(nebula_request_t *req);
-static ngx_int_t ngx_nebula_rewrite_body(ngx_http_request_t *r,
-    ngx_nebula_ctx_t *ctx);
+static ngx_int_t ngx_nebula_refuse(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_uint_t status, const char *type,
+    const char *code, const char *param, const char *message);
 
 
 /*
@@ -106,20 +111,16 @@ ngx_int_t
 ngx_nebula_access_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
+    ngx_nebula_api_t        *api;
     ngx_nebula_ctx_t        *ctx;
     ngx_nebula_loc_conf_t   *nlcf;
     ngx_nebula_main_conf_t  *nmcf;
 
     nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
+    api = ngx_nebula_api(nlcf->api);
 
-    if (nlcf->api != NGX_NEBULA_API_CHAT
-        && nlcf->api != NGX_NEBULA_API_OLLAMA_CHAT
-        && nlcf->api != NGX_NEBULA_API_OLLAMA_GENERATE)
-    {
-        return NGX_DECLINED;
-    }
-
-    if (r != r->main) {
+    if (api->name.len == 0 || api->handler != NULL || r != r->main) {
+        /* not a proxied API's location */
         return NGX_DECLINED;
     }
 
@@ -127,11 +128,20 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
 
     if (ctx != NULL) {
         /*
-         * Re-entered: once the body has been read and handled, or after
-         * an internal redirect (which forgets module contexts) into
-         * another location of ours, where it must not be admitted twice.
+         * Re-entered: with admission's verdict to act on; once the body
+         * has been read and handled; or after an internal redirect (which
+         * forgets module contexts) into another location of ours, where
+         * it must not be admitted twice.
          */
-        return ctx->body_done ? NGX_DECLINED : NGX_AGAIN;
+        if (ctx->body_done) {
+            return NGX_DECLINED;
+        }
+
+        if (ctx->verdict.action != NGX_NEBULA_VERDICT_NONE) {
+            return ngx_nebula_act(r, ctx);
+        }
+
+        return NGX_AGAIN;
     }
 
     if (r->method != NGX_HTTP_POST) {
@@ -147,6 +157,8 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    ctx->api = api;
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
@@ -202,72 +214,86 @@ ngx_nebula_body_handler(ngx_http_request_t *r)
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
-    if (nmcf->redis) {
+    if (nmcf->redis == NULL) {
+        /* keys are not checked: nothing to admit */
+        ctx->verdict.action = NGX_NEBULA_VERDICT_PROCEED;
+
+    } else {
         rc = ngx_nebula_admit(r, ctx);
 
         if (rc == NGX_AGAIN) {
-            return;     /* Redis decides; ngx_nebula_quota.c goes on */
-        }
-
-        if (rc == NGX_OK) {
-            /* admitted from a lease (ngx_nebula_lease.c), Redis not asked */
-            ngx_nebula_proceed(r, ctx);
+            /* Redis decides; its answer runs the phases again */
             return;
         }
 
-        if (rc != NGX_DECLINED) {
+        if (rc != NGX_OK) {
             ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
             return;
         }
-
-        /* Redis cannot be asked now: the failure mode decides */
-
-        if (!nmcf->failure_open) {
-            ngx_nebula_refused(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
-                               "api_error", "quota_store_unavailable", NULL,
-                               "The quota store is unavailable; "
-                               "please retry shortly.");
-            return;
-        }
-
-        ctx->unmetered = 1;
     }
 
-    ngx_nebula_proceed(r, ctx);
+    /* decided now: the handler acts on it, in its phase */
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
 }
 
 
-/* the request passes: its body is rewritten and proxy_pass carries it */
-void
-ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+/*
+ * Admission's verdict: a refusal is sent; a request that proceeds passes
+ * the model's own checks (a private model's, now that the key is known to
+ * list it), has its body rewritten for the pool, and goes on to
+ * proxy_pass.  What the phase handler returns.
+ */
+static ngx_int_t
+ngx_nebula_act(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    ngx_int_t  rc;
+    ngx_int_t              rc;
+    ngx_nebula_verdict_t  *v = &ctx->verdict;
+
+    if (v->action == NGX_NEBULA_VERDICT_FAIL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* every authenticated answer carries them, a refusal too */
+    if (v->headers
+        && ngx_nebula_ratelimit_headers(r, &ctx->admit, ctx->now) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (v->action == NGX_NEBULA_VERDICT_REFUSE) {
+        ngx_http_finalize_request(r,
+            ngx_nebula_refuse(r, ctx, v->status, v->type, v->code, v->param,
+                              v->message));
+        return NGX_DONE;
+    }
 
     if (ctx->model->private) {
         /*
          * Admitted: the key lists the model.  A refusal now gives the
-         * reservation back, uncounted (ngx_nebula_settle_cleanup).
+         * reservation back, uncounted (ngx_nebula_charge.c).
          */
         rc = ngx_nebula_check_model(r, ctx);
 
         if (rc != NGX_OK || ctx->refused) {
             ngx_http_finalize_request(r, rc);
-            return;
+            return NGX_DONE;
         }
     }
 
     if (ctx->admitted && ctx->reserved_out < ngx_nebula_choices(ctx->req)) {
         /* less output left than a token a choice: given back, refused */
-        ngx_nebula_refused(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
-                           "insufficient_quota", "insufficient_quota", NULL,
-                           "You exceeded your monthly token quota; it "
-                           "resets at the start of next month (UTC).");
-        return;
+        ngx_http_finalize_request(r,
+            ngx_nebula_refuse(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
+                              "insufficient_quota", "insufficient_quota",
+                              NULL, "You exceeded your monthly token quota; "
+                              "it resets at the start of next month "
+                              "(UTC)."));
+        return NGX_DONE;
     }
 
     if (ngx_nebula_rewrite_body(r, ctx) != NGX_OK) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ngx_nebula_hide_headers(r);
@@ -278,25 +304,11 @@ ngx_nebula_proceed(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     /* the body is kept for proxy_pass, as the mirror module keeps it */
     r->preserve_body = 1;
 
-    r->write_event_handler = ngx_http_core_run_phases;
-    ngx_http_core_run_phases(r);
+    return NGX_DECLINED;
 }
 
 
-/* a refusal decided after the body was read: sent, and the request ends */
-void
-ngx_nebula_refused(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
-    ngx_uint_t status, const char *type, const char *code, const char *param,
-    const char *message)
-{
-    ctx->refused = 1;
-
-    ngx_http_finalize_request(r,
-        ngx_nebula_send_error(r, status, type, code, param, message));
-}
-
-
-/* sends a refusal; ngx_nebula_body_handler then finalizes with its result */
+/* sends a refusal; the caller finalizes the request with its result */
 static ngx_int_t
 ngx_nebula_refuse(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_uint_t status, const char *type, const char *code, const char *param,
@@ -317,7 +329,6 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     nebula_api_e             api;
     nebula_request_t        *req;
     ngx_nebula_model_t      *model;
-    ngx_nebula_loc_conf_t   *nlcf;
     ngx_nebula_main_conf_t  *nmcf;
     nebula_request_policy_t  policy;
     u_char                   message[2 * NEBULA_MESSAGE_MAX];
@@ -326,7 +337,6 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
     body = ngx_nebula_flatten_body(r, &len);
@@ -341,9 +351,7 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
     ctx->req = req;
 
-    api = (nlcf->api == NGX_NEBULA_API_CHAT) ? NEBULA_API_CHAT
-          : (nlcf->api == NGX_NEBULA_API_OLLAMA_CHAT) ? NEBULA_API_OLLAMA_CHAT
-          : NEBULA_API_OLLAMA_GENERATE;
+    api = ctx->api->request;
 
     policy.pass_options = nmcf->pass_names;
 
@@ -444,273 +452,6 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      "context_length_exceeded", "messages",
                                      (char *) message);
     }
-
-    return NGX_OK;
-}
-
-
-/* how many answers a request asks for in one: n, best_of (at least 1) */
-static uint64_t
-ngx_nebula_choices(nebula_request_t *req)
-{
-    int64_t  n;
-
-    n = ngx_max(req->n, req->best_of);
-
-    return n > 1 ? (uint64_t) n : 1;
-}
-
-
-/* one edit: the bytes [start, end) of the body become data */
-static ngx_inline nebula_edit_t *
-ngx_nebula_edit(nebula_edit_t *e, size_t start, size_t end, u_char *data,
-    size_t len)
-{
-    e->start = start;
-    e->end = end;
-    e->data = data;
-    e->len = len;
-
-    return e + 1;
-}
-
-
-/*
- * The upstream is asked for no more output than the reservation holds:
- * max_tokens (and max_completion_tokens) on /v1, options.num_predict on
- * the native API, replaced when larger, added when absent.  n choices
- * share the reservation: each is asked for its part.
- */
-static nebula_edit_t *
-ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
-    u_char num[][64])
-{
-    uint64_t           cap;
-    nebula_request_t  *req = ctx->req;
-
-    cap = ctx->reserved_out / ngx_nebula_choices(req);
-
-    if (req->api == NEBULA_API_CHAT) {
-
-        if (req->max_tokens_span.end > req->max_tokens_span.start) {
-            if (req->max_tokens < 0 || (uint64_t) req->max_tokens != cap) {
-                e = ngx_nebula_edit(e, req->max_tokens_span.start,
-                                    req->max_tokens_span.end, num[0],
-                                    ngx_sprintf(num[0], "%uL", cap) - num[0]);
-            }
-
-        } else {
-            e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
-                                num[0],
-                                ngx_sprintf(num[0], "\"max_tokens\":%uL,", cap)
-                                - num[0]);
-        }
-
-        if (req->max_completion_tokens_span.end
-            > req->max_completion_tokens_span.start
-            && (req->max_completion_tokens < 0
-                || (uint64_t) req->max_completion_tokens != cap))
-        {
-            e = ngx_nebula_edit(e, req->max_completion_tokens_span.start,
-                                req->max_completion_tokens_span.end, num[1],
-                                ngx_sprintf(num[1], "%uL", cap) - num[1]);
-        }
-
-        return e;
-    }
-
-    if (req->num_predict_span.end > req->num_predict_span.start) {
-        /* -1 (no limit), -2 (fill the context) and null are replaced too */
-        if (req->num_predict < 0 || (uint64_t) req->num_predict != cap) {
-            e = ngx_nebula_edit(e, req->num_predict_span.start,
-                                req->num_predict_span.end, num[0],
-                                ngx_sprintf(num[0], "%uL", cap) - num[0]);
-        }
-
-        return e;
-    }
-
-    if (req->options_null) {
-        return ngx_nebula_edit(e, req->options_span.start,
-                               req->options_span.end, num[0],
-                               ngx_sprintf(num[0], "{\"num_predict\":%uL}",
-                                           cap)
-                               - num[0]);
-    }
-
-    if (req->options_span.end > req->options_span.start) {
-        /*
-         * {"num_predict":N} into "options": {} or {"num_predict":N, ...},
-         * a comma only when a member stays (the drops of options begin
-         * where this goes in, and go after it: nebula_edit_sort)
-         */
-        return ngx_nebula_edit(e, req->options_span.start + 1,
-                               req->options_span.start + 1, num[0],
-                               ngx_sprintf(num[0], "\"num_predict\":%uL%s",
-                                           cap,
-                                           req->options_kept ? "," : "")
-                               - num[0]);
-    }
-
-    return ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1, num[0],
-                           ngx_sprintf(num[0],
-                                       "\"options\":{\"num_predict\":%uL},",
-                                       cap)
-                           - num[0]);
-}
-
-
-/*
- * The body sent upstream names the upstream's model and, when a
- * reservation was made, asks for no more output than it holds; what a
- * client must not set on a shared fleet is dropped or bounded (docs/api.md,
- * "What reaches a pool"): options that reload a model, a keep_alive (the
- * operator's, nebula_model keep_alive=, goes instead), a num_ctx past the
- * catalog's context.  Nothing else moves.
- */
-static ngx_int_t
-ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
-{
-    u_char               *p, *q;
-    size_t                n, i, nedits;
-    ngx_buf_t            *b;
-    ngx_chain_t          *cl;
-    nebula_edit_t        *e;
-    nebula_request_t     *req = ctx->req;
-    ngx_nebula_model_t   *model = ctx->model;
-    nebula_edit_t         edits[NEBULA_DROP_MAX + 8];
-    u_char                num[4][64];
-
-    e = ngx_nebula_edit(edits, req->model_span.start, req->model_span.end,
-                        model->upstream_quoted.data,
-                        model->upstream_quoted.len);
-
-    if (ctx->admitted) {
-        e = ngx_nebula_clamp_edits(ctx, e, num);
-    }
-
-    for (i = 0; i < req->ndrops; i++) {
-        e = ngx_nebula_edit(e, req->drops[i].start, req->drops[i].end,
-                            NULL, 0);
-    }
-
-    if (req->num_ctx > 0 && (uint64_t) req->num_ctx > model->context) {
-        /* a larger context than sold would let a prompt past its check */
-        e = ngx_nebula_edit(e, req->num_ctx_span.start, req->num_ctx_span.end,
-                            num[2],
-                            ngx_sprintf(num[2], "%uL", model->context)
-                            - num[2]);
-    }
-
-    if (model->keep_alive.len && req->api != NEBULA_API_CHAT) {
-        /* a number for "0" and "-1": Ollama reads a string as a duration */
-        e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
-                            num[3],
-                            ngx_snprintf(num[3], sizeof(num[3]),
-                                         (model->keep_alive.data[0] == '-'
-                                          || model->keep_alive.len == 1)
-                                         ? "\"keep_alive\":%V,"
-                                         : "\"keep_alive\":\"%V\",",
-                                         &model->keep_alive)
-                            - num[3]);
-    }
-
-    if (req->api == NEBULA_API_CHAT && req->stream == 1
-        && req->include_usage != 1)
-    {
-        /*
-         * The gateway always gets usage for its metering; the client, who
-         * did not ask, never sees the chunk (ngx_nebula_filter.c).
-         */
-        if (req->include_usage_span.end > req->include_usage_span.start) {
-            e = ngx_nebula_edit(e, req->include_usage_span.start,
-                                req->include_usage_span.end,
-                                (u_char *) "true", 4);
-
-        } else if (req->stream_options_null) {
-            e = ngx_nebula_edit(e, req->stream_options_span.start,
-                                req->stream_options_span.end,
-                                (u_char *) "{\"include_usage\":true}",
-                                sizeof("{\"include_usage\":true}") - 1);
-
-        } else if (req->stream_options_span.end
-                   > req->stream_options_span.start)
-        {
-            for (i = req->stream_options_span.start + 1;
-                 i < ctx->body_len && (ctx->body[i] == ' '
-                                       || ctx->body[i] == '\t'
-                                       || ctx->body[i] == '\r'
-                                       || ctx->body[i] == '\n');
-                 i++)
-            {
-                /* void */
-            }
-
-            if (i < ctx->body_len && ctx->body[i] == '}') {
-                e = ngx_nebula_edit(e, req->stream_options_span.start + 1,
-                                    req->stream_options_span.start + 1,
-                                    (u_char *) "\"include_usage\":true",
-                                    sizeof("\"include_usage\":true") - 1);
-
-            } else {
-                e = ngx_nebula_edit(e, req->stream_options_span.start + 1,
-                                    req->stream_options_span.start + 1,
-                                    (u_char *) "\"include_usage\":true,",
-                                    sizeof("\"include_usage\":true,") - 1);
-            }
-
-        } else {
-            e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
-                       (u_char *) "\"stream_options\":{\"include_usage\":true},",
-                       sizeof("\"stream_options\":{\"include_usage\":true},")
-                       - 1);
-        }
-
-        ctx->strip_usage = 1;
-    }
-
-    nedits = e - edits;
-
-    /* in body order; an insertion before a deletion that starts with it */
-    nebula_edit_sort(edits, nedits);
-
-    n = nebula_edit_length(ctx->body_len, edits, nedits);
-
-    b = ngx_create_temp_buf(r->pool, n);
-    if (b == NULL) {
-        return NGX_ERROR;
-    }
-
-    nebula_edit_apply(ctx->body, ctx->body_len, edits, nedits, b->pos);
-    b->last = b->pos + n;
-    b->last_buf = 1;
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NGX_ERROR;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    r->request_body->bufs = cl;
-    r->headers_in.content_length_n = n;
-
-    if (r->headers_in.content_length) {
-        p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        q = ngx_sprintf(p, "%uz", n);
-        r->headers_in.content_length->value.data = p;
-        r->headers_in.content_length->value.len = q - p;
-    }
-
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "nebula: model \"%V\" to \"%V\" on pool \"%V\", "
-                   "%uz edits", &model->name, &model->upstream_model,
-                   &model->pool->name, nedits);
 
     return NGX_OK;
 }

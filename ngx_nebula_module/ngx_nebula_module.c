@@ -158,19 +158,6 @@ ngx_module_t  ngx_http_nebula_module = {
 };
 
 
-static ngx_conf_enum_t  ngx_nebula_apis[] = {
-    { ngx_string("chat"), NGX_NEBULA_API_CHAT },
-    { ngx_string("ollama_chat"), NGX_NEBULA_API_OLLAMA_CHAT },
-    { ngx_string("ollama_generate"), NGX_NEBULA_API_OLLAMA_GENERATE },
-    { ngx_string("models"), NGX_NEBULA_API_MODELS },
-    { ngx_string("ollama_tags"), NGX_NEBULA_API_OLLAMA_TAGS },
-    { ngx_string("error"), NGX_NEBULA_API_ERROR },
-    { ngx_string("key"), NGX_NEBULA_API_KEY },
-    { ngx_string("admin"), NGX_NEBULA_API_ADMIN },
-    { ngx_null_string, 0 }
-};
-
-
 static ngx_int_t
 ngx_nebula_preconfiguration(ngx_conf_t *cf)
 {
@@ -296,7 +283,7 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_nebula_build_listings(cf, nmcf) != NGX_OK
-        || ngx_nebula_quota_init(cf, nmcf) != NGX_OK)
+        || ngx_nebula_admission_init(cf, nmcf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -592,8 +579,9 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_nebula_loc_conf_t  *nlcf = conf;
 
+    ngx_int_t                  id;
     ngx_str_t                 *value;
-    ngx_uint_t                 i;
+    ngx_nebula_api_t          *api;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (nlcf->api != NGX_CONF_UNSET_UINT) {
@@ -602,51 +590,22 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    for (i = 0; ngx_nebula_apis[i].name.len; i++) {
-        if (ngx_nebula_apis[i].name.len == value[1].len
-            && ngx_strncmp(ngx_nebula_apis[i].name.data, value[1].data,
-                           value[1].len) == 0)
-        {
-            break;
-        }
-    }
+    id = ngx_nebula_api_id(&value[1]);
 
-    if (ngx_nebula_apis[i].name.len == 0) {
+    if (id == NGX_ERROR) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "unknown nebula endpoint \"%V\": expected chat, "
-                           "ollama_chat, ollama_generate, models, "
-                           "ollama_tags, key, admin or error", &value[1]);
+                           "unknown nebula endpoint \"%V\": expected %s",
+                           &value[1], ngx_nebula_api_names());
         return NGX_CONF_ERROR;
     }
 
-    nlcf->api = ngx_nebula_apis[i].value;
+    nlcf->api = (ngx_uint_t) id;
+    api = ngx_nebula_api(nlcf->api);
 
-    switch (nlcf->api) {
-
-    case NGX_NEBULA_API_MODELS:
-    case NGX_NEBULA_API_OLLAMA_TAGS:
+    if (api->handler) {
+        /* answered here; a proxied API's request goes through the gate */
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-        clcf->handler = ngx_nebula_listing_handler;
-        break;
-
-    case NGX_NEBULA_API_ERROR:
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-        clcf->handler = ngx_nebula_error_handler;
-        break;
-
-    case NGX_NEBULA_API_KEY:
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-        clcf->handler = ngx_nebula_key_handler;
-        break;
-
-    case NGX_NEBULA_API_ADMIN:
-        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-        clcf->handler = ngx_nebula_admin_handler;
-        break;
-
-    default:
-        /* proxied: the access handler runs, proxy_pass carries it */
-        break;
+        clcf->handler = api->handler;
     }
 
     return NGX_CONF_OK;

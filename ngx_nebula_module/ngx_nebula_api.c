@@ -1,0 +1,173 @@
+/*
+ * Nebula: the APIs a location can serve, in one table (ngx_nebula_api.h).
+ */
+
+#include "ngx_nebula.h"
+
+
+static u_char *ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage);
+static u_char *ngx_nebula_end_ollama_chat(u_char *p, u_char *last,
+    ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
+    ngx_uint_t usage);
+static u_char *ngx_nebula_end_ollama_generate(u_char *p, u_char *last,
+    ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
+    ngx_uint_t usage);
+
+
+#define NGX_NEBULA_SSE_STOPPED                                                \
+    "data: {\"error\":{\"message\":\"The model pool stopped before the "      \
+    "answer was complete.\",\"type\":\"api_error\",\"param\":null,"           \
+    "\"code\":\"upstream_error\"}}\n\n"
+
+#define NGX_NEBULA_NDJSON_STOPPED                                             \
+    "{\"error\":\"The model pool stopped before the answer was "              \
+    "complete.\"}\n"
+
+
+static ngx_nebula_api_t  ngx_nebula_apis[] = {
+
+    [NGX_NEBULA_API_NONE] = { ngx_null_string, NULL, 0, 0, 0, 0, 0, 0, 0,
+                              NULL, ngx_null_string },
+
+    /* POST /v1/chat/completions */
+    [NGX_NEBULA_API_CHAT] = {
+        ngx_string("chat"), NULL,
+        NEBULA_API_CHAT, NGX_NEBULA_LIMIT_MAX_TOKENS, NGX_NEBULA_USAGE_OPENAI,
+        NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI, 1, 0,
+        ngx_nebula_end_chat, ngx_string(NGX_NEBULA_SSE_STOPPED) },
+
+    /* POST /api/chat */
+    [NGX_NEBULA_API_OLLAMA_CHAT] = {
+        ngx_string("ollama_chat"), NULL,
+        NEBULA_API_OLLAMA_CHAT, NGX_NEBULA_LIMIT_NUM_PREDICT,
+        NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
+        NGX_NEBULA_ERRORS_OPENAI, 0, 1,
+        ngx_nebula_end_ollama_chat, ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
+
+    /* POST /api/generate */
+    [NGX_NEBULA_API_OLLAMA_GENERATE] = {
+        ngx_string("ollama_generate"), NULL,
+        NEBULA_API_OLLAMA_GENERATE, NGX_NEBULA_LIMIT_NUM_PREDICT,
+        NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
+        NGX_NEBULA_ERRORS_OPENAI, 0, 1,
+        ngx_nebula_end_ollama_generate,
+        ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
+
+    /* answered from the catalog, Redis, or for nginx's own errors */
+    [NGX_NEBULA_API_MODELS] = { ngx_string("models"),
+                                ngx_nebula_listing_handler,
+                                0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_OLLAMA_TAGS] = { ngx_string("ollama_tags"),
+                                     ngx_nebula_tags_handler,
+                                     0, 0, 0, 0, 0, 0, 0, NULL,
+                                     ngx_null_string },
+    [NGX_NEBULA_API_ERROR] = { ngx_string("error"), ngx_nebula_error_handler,
+                               0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_KEY] = { ngx_string("key"), ngx_nebula_key_handler,
+                             0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_ADMIN] = { ngx_string("admin"), ngx_nebula_admin_handler,
+                               0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
+};
+
+
+ngx_nebula_api_t *
+ngx_nebula_api(ngx_uint_t id)
+{
+    return &ngx_nebula_apis[id < NGX_NEBULA_API_N ? id : NGX_NEBULA_API_NONE];
+}
+
+
+ngx_int_t
+ngx_nebula_api_id(ngx_str_t *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 1; i < NGX_NEBULA_API_N; i++) {
+        if (ngx_nebula_apis[i].name.len == name->len
+            && ngx_strncmp(ngx_nebula_apis[i].name.data, name->data,
+                           name->len)
+               == 0)
+        {
+            return (ngx_int_t) i;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+const char *
+ngx_nebula_api_names(void)
+{
+    return "chat, ollama_chat, ollama_generate, models, ollama_tags, key, "
+           "admin or error";
+}
+
+
+/*
+ * OpenAI's last chunk, finish_reason "length"; the usage chunk when the
+ * client asked; [DONE].  The id is the request's (the pool's own chunk id
+ * is not kept); Ollama's fingerprint, as its chunks carry.
+ */
+static u_char *
+ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model, u_char *id,
+    uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    p = ngx_slprintf(p, last,
+                     "data: {\"id\":\"chatcmpl-%s\",\"object\":"
+                     "\"chat.completion.chunk\",\"created\":%T,"
+                     "\"model\":%V,\"system_fingerprint\":\"fp_ollama\","
+                     "\"choices\":[{\"index\":0,\"delta\":{\"role\":"
+                     "\"assistant\",\"content\":\"\"},\"finish_reason\":"
+                     "\"length\"}]}\n\n",
+                     id, ngx_time(), model);
+
+    if (usage) {
+        p = ngx_slprintf(p, last,
+                         "data: {\"id\":\"chatcmpl-%s\",\"object\":"
+                         "\"chat.completion.chunk\",\"created\":%T,"
+                         "\"model\":%V,\"system_fingerprint\":"
+                         "\"fp_ollama\",\"choices\":[],\"usage\":"
+                         "{\"prompt_tokens\":%uL,\"completion_tokens\":"
+                         "%uL,\"total_tokens\":%uL}}\n\n",
+                         id, ngx_time(), model, prompt, output,
+                         prompt + output);
+    }
+
+    return ngx_slprintf(p, last, "data: [DONE]\n\n");
+}
+
+
+/* Ollama's last line: done, done_reason "length", its counts */
+static u_char *
+ngx_nebula_end_ollama(u_char *p, u_char *last, ngx_str_t *model,
+    const char *text, uint64_t prompt, uint64_t output)
+{
+    return ngx_slprintf(p, last,
+                        "{\"model\":%V,\"created_at\":\"%V\",%s"
+                        "\"done\":true,\"done_reason\":\"length\","
+                        "\"prompt_eval_count\":%uL,\"eval_count\":%uL}\n",
+                        model, &ngx_cached_http_log_iso8601, text, prompt,
+                        output);
+}
+
+
+static u_char *
+ngx_nebula_end_ollama_chat(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    return ngx_nebula_end_ollama(p, last, model,
+                                 "\"message\":{\"role\":\"assistant\","
+                                 "\"content\":\"\"},",
+                                 prompt, output);
+}
+
+
+static u_char *
+ngx_nebula_end_ollama_generate(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    return ngx_nebula_end_ollama(p, last, model, "\"response\":\"\",",
+                                 prompt, output);
+}

@@ -1,0 +1,376 @@
+/*
+ * Nebula: settlements, the SETTLE records a worker sends to Redis: a
+ * request's (its reservation replaced by its usage), a lease's (its block
+ * given back, the usage of all its requests recorded), a give-back (an
+ * admission whose client left).  One that Redis could not take is kept
+ * and sent again once Redis is back; the SETTLE script's marker (the
+ * reservation itself) makes a repeat harmless.  A worker that shuts down
+ * keeps its settlements and reconnects for them for up to a minute.
+ *
+ * What is charged is ngx_nebula_charge.c's; this file only carries it.
+ */
+
+#include "ngx_nebula.h"
+
+
+/* a settlement to send, or to send again */
+typedef struct {
+    ngx_queue_t               queue;
+    ngx_uint_t                attempts;      /* refused as "not now" */
+    ngx_str_t                 argv[18];
+    ngx_uint_t                argc;
+    u_char                    data[1];       /* the strings, in a row */
+} ngx_nebula_settlement_t;
+
+
+#define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
+#define NGX_NEBULA_SETTLE_ATTEMPTS   20
+
+/* how long a worker that shuts down waits for Redis to take them */
+#define NGX_NEBULA_SETTLE_EXIT_WAIT  60000
+
+
+typedef struct {
+    ngx_queue_t               retry;
+    ngx_uint_t                nretry;
+    ngx_uint_t                dropped;
+    ngx_log_t                *log;
+    ngx_event_t               flush;
+    ngx_msec_t                exit_deadline;
+    unsigned                  exit_wait:1;
+} ngx_nebula_settle_queue_t;
+
+
+static ngx_nebula_settle_queue_t  ngx_nebula_settle_queue;
+
+
+static void ngx_nebula_settle_send(ngx_nebula_settlement_t *s);
+
+
+static ngx_nebula_settlement_t *
+ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
+    ngx_uint_t flags)
+{
+    u_char                   *p;
+    ngx_nebula_settlement_t  *s;
+
+    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 512 + model->len, log);
+    if (s == NULL) {
+        return NULL;
+    }
+
+    p = s->data;
+    s->argc = 15;
+    s->attempts = 0;
+
+#define ngx_nebula_arg(i, fmt, ...)                                          \
+    s->argv[i].data = p;                                                      \
+    p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
+    s->argv[i].len = p - s->argv[i].data
+
+    ngx_nebula_arg(0, "nb:{%s}:u:%s", key_id, month);
+    ngx_nebula_arg(1, "nb:{%s}:m:%s", key_id, month);
+    s->argv[2].data = p;
+    p = ngx_sprintf(p, "nb:{%s}:d:", key_id);
+    p = ngx_nebula_day(p, now);
+    s->argv[2].len = p - s->argv[2].data;
+    ngx_nebula_arg(3, "nb:{%s}:res:%s", key_id, month);
+    ngx_nebula_arg(4, "nb:{%s}:exp:%s", key_id, month);
+    ngx_nebula_arg(5, "%uL", rin);
+    ngx_nebula_arg(6, "%uL", rout);
+    ngx_nebula_arg(7, "%uL", in);
+    ngx_nebula_arg(8, "%uL", out);
+    ngx_nebula_arg(9, "%uL", cost);
+    ngx_nebula_arg(10, "%V", model);
+    ngx_nebula_arg(11, "%d", NGX_NEBULA_USAGE_TTL);
+    ngx_nebula_arg(12, "%s:%uL:%uL", request_id, rin, rout);
+    ngx_nebula_arg(13, "%d", (flags & NGX_NEBULA_SETTLE_COUNT) ? 1 : 0);
+
+    /* the SETTLE script's own encoding: 1 the input, 2 the output */
+    ngx_nebula_arg(14, "%d", ((flags & NGX_NEBULA_SETTLE_EST_IN) ? 1 : 0)
+                             | ((flags & NGX_NEBULA_SETTLE_EST_OUT) ? 2 : 0));
+
+#undef ngx_nebula_arg
+
+    return s;
+}
+
+
+/*
+ * A lease closes: its block goes back and its requests' usage is recorded,
+ * in one SETTLE; the counts of requests and of what was estimated are
+ * given as they add up, not as flags of one request.
+ */
+void
+ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
+    uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
+    uint64_t requests, uint64_t est_requests, uint64_t est_in,
+    uint64_t est_out)
+{
+    u_char                   *p;
+    uint64_t                  val[4];
+    ngx_uint_t                i;
+    ngx_nebula_settlement_t  *s;
+
+    /* the request count, and the estimated counts as they add up */
+    static const ngx_uint_t   arg[4] = { 13, 15, 16, 17 };
+
+    val[0] = requests;
+    val[1] = est_requests;
+    val[2] = est_in;
+    val[3] = est_out;
+
+    s = ngx_nebula_settlement(log, key_id, month, now, lease_id, model,
+                              block_in, block_out, in, out, cost, 0);
+    if (s == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "nebula: no memory to settle a lease of key %s",
+                      key_id);
+        return;
+    }
+
+    /* the strings of a settlement leave room for these (512 bytes) */
+    p = s->argv[s->argc - 1].data + s->argv[s->argc - 1].len;
+
+    for (i = 0; i < 4; i++) {
+        s->argv[arg[i]].data = p;
+        p = ngx_sprintf(p, "%uL", val[i]);
+        s->argv[arg[i]].len = p - s->argv[arg[i]].data;
+    }
+
+    s->argc = 18;
+
+    ngx_nebula_settle_send(s);
+}
+
+
+/*
+ * A request's settlement: its reservation (rin, rout) replaced by its
+ * usage, with the flags NGX_NEBULA_SETTLE_* say; sent now, or kept and
+ * sent again while Redis cannot take it.
+ */
+void
+ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
+    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+    uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
+    ngx_uint_t flags)
+{
+    ngx_nebula_settlement_t  *s;
+
+    s = ngx_nebula_settlement(log, key_id, month, now, request_id, model,
+                              rin, rout, in, out, cost, flags);
+    if (s == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, log, 0,
+                      "nebula: no memory to settle a request of key %s",
+                      key_id);
+        return;
+    }
+
+    ngx_nebula_settle_send(s);
+}
+
+
+static void
+ngx_nebula_settle_retry(ngx_nebula_settlement_t *s)
+{
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (q->nretry >= NGX_NEBULA_SETTLE_QUEUE_MAX) {
+        if (q->dropped++ == 0) {
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "nebula: %d settlements wait for redis already: "
+                          "dropping more", NGX_NEBULA_SETTLE_QUEUE_MAX);
+        }
+
+        ngx_free(s);
+        return;
+    }
+
+    ngx_queue_insert_tail(&q->retry, &s->queue);
+    q->nretry++;
+
+    if (!q->flush.timer_set) {
+        ngx_add_timer(&q->flush, 500);
+    }
+}
+
+
+/* errors that say "not now" rather than "never" */
+static ngx_uint_t
+ngx_nebula_redis_transient(redisReply *reply)
+{
+    static const char  *transient[] = { "BUSY", "READONLY", "LOADING", "OOM",
+                                        "NOSCRIPT", "MASTERDOWN", "TRYAGAIN",
+                                        "CLUSTERDOWN", "NOREPLICAS", NULL };
+    ngx_uint_t          i;
+
+    for (i = 0; transient[i]; i++) {
+        if (ngx_strncmp(reply->str, transient[i], ngx_strlen(transient[i]))
+            == 0)
+        {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+static void
+ngx_nebula_settle_reply(void *data, redisReply *reply)
+{
+    ngx_nebula_settlement_t  *s = data;
+
+    if (reply == NULL) {
+        /* Redis went away: maybe applied, maybe not; the marker knows */
+        ngx_nebula_settle_retry(s);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (ngx_nebula_redis_transient(reply)
+            && ++s->attempts < NGX_NEBULA_SETTLE_ATTEMPTS)
+        {
+            ngx_nebula_settle_retry(s);
+            return;
+        }
+
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "nebula: redis refused a settlement: %s", reply->str);
+    }
+
+    ngx_free(s);
+}
+
+
+static void
+ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
+{
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc, s->argv,
+                              ngx_nebula_settle_reply, s)
+        == NULL)
+    {
+        ngx_nebula_settle_retry(s);
+    }
+}
+
+
+static void
+ngx_nebula_settle_flush(ngx_event_t *ev)
+{
+    ngx_queue_t                *h;
+    ngx_nebula_settlement_t    *s;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (!ngx_nebula_redis_ready()) {
+        if (ngx_exiting && !ngx_queue_empty(&q->retry)) {
+
+            /*
+             * A worker that shuts down while Redis is away (a reload or
+             * a binary upgrade during an outage) keeps its settlements
+             * and reconnects for them, for up to a minute; this timer
+             * keeps the worker alive until then.
+             */
+            if (!q->exit_wait) {
+                q->exit_wait = 1;
+                q->exit_deadline = ngx_current_msec
+                                   + NGX_NEBULA_SETTLE_EXIT_WAIT;
+            }
+
+            if ((ngx_msec_int_t) (q->exit_deadline - ngx_current_msec) > 0) {
+                ngx_nebula_redis_reconnect_exiting();
+                ngx_add_timer(&q->flush, 500);
+                return;
+            }
+
+            ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                          "nebula: worker exits with %ui settlements that "
+                          "redis did not take", q->nretry);
+
+            while (!ngx_queue_empty(&q->retry)) {
+                h = ngx_queue_head(&q->retry);
+                ngx_queue_remove(h);
+                ngx_free(ngx_queue_data(h, ngx_nebula_settlement_t, queue));
+            }
+
+            q->nretry = 0;
+            return;
+        }
+
+        if (!ngx_queue_empty(&q->retry)) {
+            ngx_add_timer(&q->flush, 500);
+        }
+
+        return;
+    }
+
+    if (q->dropped) {
+        ngx_log_error(NGX_LOG_ERR, q->log, 0,
+                      "nebula: %ui settlements were dropped while redis "
+                      "was away", q->dropped);
+        q->dropped = 0;
+    }
+
+    while (!ngx_queue_empty(&q->retry)) {
+        h = ngx_queue_head(&q->retry);
+        ngx_queue_remove(h);
+        q->nretry--;
+
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc,
+                                  s->argv, ngx_nebula_settle_reply, s)
+            == NULL)
+        {
+            ngx_queue_insert_head(&q->retry, h);
+            q->nretry++;
+            ngx_add_timer(&q->flush, 500);
+            return;
+        }
+    }
+}
+
+
+void
+ngx_nebula_settle_init_worker(ngx_cycle_t *cycle)
+{
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    ngx_memzero(q, sizeof(ngx_nebula_settle_queue_t));
+    ngx_queue_init(&q->retry);
+    q->log = cycle->log;
+    q->flush.handler = ngx_nebula_settle_flush;
+    q->flush.log = cycle->log;
+    q->flush.data = q;
+
+    /* settlements that wait keep a worker that shuts down alive a while */
+    q->flush.cancelable = 0;
+}
+
+
+/*
+ * The worker exits: what still waits for Redis goes with it (a fast
+ * shutdown; redisAsyncFree() has just given the settlements in flight
+ * back to the queue), so that nothing is left allocated.
+ */
+void
+ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_queue_t                *h;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    if (q->log == NULL) {
+        return;
+    }
+
+    while (!ngx_queue_empty(&q->retry)) {
+        h = ngx_queue_head(&q->retry);
+        ngx_queue_remove(h);
+        ngx_free(ngx_queue_data(h, ngx_nebula_settlement_t, queue));
+    }
+
+    q->nretry = 0;
+}
