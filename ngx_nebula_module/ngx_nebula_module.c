@@ -636,7 +636,7 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     case NGX_NEBULA_API_KEY:
         clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-        clcf->handler = ngx_nebula_key_handler;
+        clcf->handler = ngx_nebula_holder_key_handler;
         break;
 
     case NGX_NEBULA_API_ADMIN:
