@@ -149,6 +149,30 @@ typedef struct {
 } ngx_nebula_hold_t;
 
 
+/*
+ * What the body of POST or PATCH /admin/keys sets on a key, checked
+ * (ngx_nebula_admin_body.c).  A string with a NULL data is not in the
+ * body: a PATCH leaves that field as it is.
+ */
+typedef struct {
+    ngx_str_t                 plan;
+    ngx_str_t                 name;
+    ngx_str_t                 limits[3];       /* input_tokens, output_tokens,
+                                                  requests_per_minute; "":
+                                                  null, the plan's */
+    ngx_str_t                 models;          /* names, space-separated */
+    ngx_str_t                 status;
+    unsigned                  models_named:1;  /* "models" in the body, as
+                                                  null too */
+
+    /* a refusal, 400: what to say */
+    const char               *code;
+    const char               *param;
+    const char               *message;
+    u_char                    text[256];       /* a message made for it */
+} ngx_nebula_key_fields_t;
+
+
 typedef struct ngx_nebula_admission_s  ngx_nebula_admission_t;
 
 
@@ -170,6 +194,7 @@ typedef struct {
     unsigned                  headers:1;       /* x-ratelimit-* with it */
 } ngx_nebula_verdict_t;
 typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
+typedef struct ngx_nebula_call_ctx_s  ngx_nebula_call_ctx_t;
 
 
 /* the state of one request */
@@ -178,7 +203,9 @@ typedef struct {
     ngx_nebula_api_t         *api;             /* what its location serves */
     ngx_nebula_model_t       *model;
     nebula_request_t         *req;
-    void                     *admin;           /* the admin API's state */
+    ngx_nebula_call_ctx_t    *call;            /* an API call waiting on
+                                                  Redis: admin, /v1/key,
+                                                  /api/tags */
     u_char                   *body;            /* as the client sent it */
     size_t                    body_len;
 
@@ -250,6 +277,8 @@ char *ngx_nebula_pool_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 char *ngx_nebula_catalog_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
 ngx_nebula_model_t *ngx_nebula_find_model(ngx_nebula_main_conf_t *nmcf,
     u_char *name, size_t len);
+ngx_nebula_plan_t *ngx_nebula_find_plan(ngx_nebula_main_conf_t *nmcf,
+    u_char *name, size_t len);
 
 /* ngx_nebula_listing.c */
 ngx_int_t ngx_nebula_build_listings(ngx_conf_t *cf,
@@ -260,6 +289,8 @@ ngx_int_t ngx_nebula_listing_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *code, const char *param,
     const char *message);
+ngx_int_t ngx_nebula_api_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *param, const char *message);
 ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_access.c */
@@ -364,8 +395,13 @@ void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
 
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
-ngx_int_t ngx_nebula_key_handler(ngx_http_request_t *r);
-ngx_int_t ngx_nebula_tags_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_admin_body.c */
+ngx_int_t ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body,
+    size_t len, ngx_uint_t create, ngx_nebula_key_fields_t *f);
+
+/* ngx_nebula_holder.c */
+ngx_int_t ngx_nebula_holder_key_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_hold.c */
 void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);

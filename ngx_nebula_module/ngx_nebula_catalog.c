@@ -873,3 +873,24 @@ ngx_nebula_find_model(ngx_nebula_main_conf_t *nmcf, u_char *name, size_t len)
 
     return NULL;
 }
+
+
+/* plans are few: a walk of the list, names matched exactly */
+ngx_nebula_plan_t *
+ngx_nebula_find_plan(ngx_nebula_main_conf_t *nmcf, u_char *name, size_t len)
+{
+    ngx_uint_t          i;
+    ngx_nebula_plan_t  *plan;
+
+    plan = nmcf->plans.elts;
+
+    for (i = 0; i < nmcf->plans.nelts; i++) {
+        if (plan[i].name.len == len
+            && ngx_strncmp(plan[i].name.data, name, len) == 0)
+        {
+            return &plan[i];
+        }
+    }
+
+    return NULL;
+}

@@ -114,6 +114,23 @@ ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
+ * An error of the APIs the gateway answers itself (the admin API, the key
+ * holder's, /api/tags): the type follows from the status.
+ */
+ngx_int_t
+ngx_nebula_api_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *param, const char *message)
+{
+    return ngx_nebula_send_error(r, status,
+                                 status >= 500 ? "api_error"
+                                 : status == NGX_HTTP_FORBIDDEN
+                                   ? "permission_error"
+                                   : "invalid_request_error",
+                                 code, param, message);
+}
+
+
+/*
  * The target of error_page: nginx's own errors (413 for a body over
  * client_max_body_size, 502 and 504 when a pool fails, ...) in the
  * contract's shape.  error_page keeps the original status in r->err_status.

@@ -1,6 +1,6 @@
 /*
  * Nebula: a small JSON writer for the answers the gateway builds itself
- * (the admin API, /v1/key), growing in the request's pool.
+ * (the admin API, /v1/key, /api/tags), growing in the request's pool.
  */
 
 #include "ngx_nebula.h"

@@ -1,11 +1,18 @@
 /*
- * Nebula: GET /v1/models (OpenAI's list with OpenRouter's fields), built
- * once from the catalog when the configuration is read and served as it
- * is, and the entries GET /api/tags (Ollama's) picks from for each key.
+ * Nebula: the public catalog's listings.
+ *
+ *   GET /v1/models  (nebula models) OpenAI's list with OpenRouter's
+ *                   fields, built once from the catalog when the
+ *                   configuration is read and served as it is
+ *   GET /api/tags   (nebula ollama_tags) Ollama's list of the models the
+ *                   caller's key reaches, picked from entries built then
+ *                   too; the key's plan and own models come from Redis
  */
 
-#include "ngx_nebula.h"
-#include "ngx_nebula_json.h"
+#include "ngx_nebula_records.h"
+
+
+static ngx_int_t ngx_nebula_tags_handler(ngx_http_request_t *r);
 
 
 /* USD per token, as OpenRouter writes it: micro-USD per 1M over 10^12 */
@@ -196,4 +203,90 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/* Ollama's model list, of the models a key reaches (all without keys) */
+static void
+ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *k)
+{
+    uint64_t                 groups;
+    ngx_uint_t               i, first, ok;
+    ngx_nebula_plan_t       *plan;
+    ngx_nebula_model_t      *model;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    groups = (uint64_t) -1;
+
+    if (k) {
+        plan = ngx_nebula_record_plan(r, k);
+        groups = plan ? plan->groups : 0;
+    }
+
+    model = nmcf->models.elts;
+    first = 1;
+
+    ngx_nebula_json_lit(j, "{\"models\":[");
+
+    for (i = 0; i < nmcf->models.nelts; i++) {
+        ok = !model[i].private
+             && (groups & ((uint64_t) 1 << model[i].group_index));
+
+        if (!ok && k) {
+            ok = ngx_nebula_record_lists(k, &model[i].name);
+        }
+
+        if (!ok) {
+            continue;
+        }
+
+        if (!first) {
+            ngx_nebula_json_lit(j, ",");
+        }
+
+        first = 0;
+        ngx_nebula_json_raw(j, (char *) model[i].tags_entry.data,
+                            model[i].tags_entry.len);
+    }
+
+    ngx_nebula_json_lit(j, "]}");
+}
+
+
+static ngx_int_t
+ngx_nebula_tags_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
+{
+    ngx_int_t           rc;
+    ngx_nebula_json_t   j;
+
+    if (ngx_nebula_own_key_check(call, reply, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    ngx_nebula_json_init(&j, call->r->pool);
+    ngx_nebula_tags_write(call->r, &j, reply->element[0]);
+
+    return ngx_nebula_json_send(call->r, &j, NGX_HTTP_OK);
+}
+
+
+/* GET /api/tags: the models the caller's key reaches */
+static ngx_int_t
+ngx_nebula_tags_handler(ngx_http_request_t *r)
+{
+    ngx_nebula_json_t        j;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL) {
+        ngx_nebula_json_init(&j, r->pool);
+        ngx_nebula_tags_write(r, &j, NULL);
+        return ngx_nebula_json_send(r, &j, NGX_HTTP_OK);
+    }
+
+    return ngx_nebula_own_key_lookup(r, ngx_nebula_tags_answer);
 }
