@@ -427,70 +427,6 @@ on_number(void *ctx, const char *s, size_t len)
 }
 
 
-/*
- * An OpenAI content part's image: kept in the part's frame until the
- * part ends, as Ollama reads image_url only in a part of type image_url,
- * and "type" may come after it.
- */
-static void
-part_image(frame_t *part, const unsigned char *s, size_t len)
-{
-    long       at;
-    uint32_t   w, h;
-
-    at = nebula_image_data_url(s, len);
-
-    if (at < 0) {
-        /* an http(s) URL, another type: Ollama refuses, we cannot bound */
-        part->img = IMG_URL;
-        return;
-    }
-
-    part->img_err = nebula_image_size(s + at, len - at, &w, &h);
-
-    if (part->img_err != NEBULA_IMAGE_OK) {
-        part->img = IMG_DATA;
-        return;
-    }
-
-    part->img = IMG_OK;
-    part->img_tokens = nebula_image_tokens(w, h);
-    part->img_bytes = len;
-}
-
-
-/* a native image: bare base64, in messages[i].images or images */
-static void
-native_image(parse_t *p, frame_t *images, const unsigned char *s,
-    size_t len)
-{
-    char            param[NEBULA_PARAM_MAX], msg[NEBULA_MESSAGE_MAX];
-    uint32_t        w, h;
-    nebula_image_e  err;
-
-    err = nebula_image_size(s, len, &w, &h);
-
-    if (err != NEBULA_IMAGE_OK) {
-        if (p->depth == 2) {
-            snprintf(param, sizeof(param), "images[%zu]", images->index);
-
-        } else {
-            snprintf(param, sizeof(param), "messages[%zu].images[%zu]",
-                     images->owner, images->index);
-        }
-
-        snprintf(msg, sizeof(msg), "Invalid value for '%s': %s.", param,
-                 nebula_image_error(err));
-        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param, "%s", msg);
-        return;
-    }
-
-    p->req->images++;
-    p->req->image_tokens += nebula_image_tokens(w, h);
-    p->req->image_bytes += len;
-}
-
-
 static int
 on_string(void *ctx, const unsigned char *s, size_t len)
 {
@@ -578,16 +514,16 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 
     case S_PART_IMAGE:
         /* the short form: "image_url": "data:..." */
-        part_image(parent, s, len);
+        nebula_req_part_image(parent, s, len);
         break;
 
     case S_IMAGE_URL:
         /* the long form: "image_url": {"url": "data:..."} */
-        part_image(&p->frames[p->depth - 2], s, len);
+        nebula_req_part_image(&p->frames[p->depth - 2], s, len);
         break;
 
     case S_IMAGE:
-        native_image(p, parent, s, len);
+        nebula_req_native_image(p, parent, s, len);
         break;
 
     default:
@@ -715,53 +651,6 @@ push(parse_t *p, int is_map)
 }
 
 
-/* a content part ends: its image, if it is a part of type image_url */
-static void
-part_done(parse_t *p, frame_t *f)
-{
-    char               param[NEBULA_PARAM_MAX], msg[NEBULA_MESSAGE_MAX];
-    nebula_request_t  *req = p->req;
-
-    if (f->part_type != 2) {
-        return;     /* Ollama reads no image from a text part */
-    }
-
-    snprintf(param, sizeof(param), "messages[%zu].content[%zu].image_url",
-             f->owner, f->part);
-
-    switch (f->img) {
-
-    case IMG_OK:
-        req->images++;
-        req->image_tokens += f->img_tokens;
-        req->image_bytes += f->img_bytes;
-        return;
-
-    case IMG_NONE:
-        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, param,
-             "Missing required parameter: '%s'.", param);
-        return;
-
-    case IMG_SHAPE:
-        snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a "
-                 "data URL, or an object with a 'url' data URL.", param);
-        break;
-
-    case IMG_URL:
-        snprintf(msg, sizeof(msg), "Invalid value for '%s': expected a "
-                 "data URL of a base64 image (data:image/png;base64,...); "
-                 "image URLs are not fetched.", param);
-        break;
-
-    default:
-        snprintf(msg, sizeof(msg), "Invalid value for '%s': %s.", param,
-                 nebula_image_error(f->img_err));
-    }
-
-    nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param, "%s", msg);
-}
-
-
 static int
 pop(parse_t *p)
 {
@@ -808,7 +697,7 @@ pop(parse_t *p)
                  "Missing required parameter: '%s'.", param);
         }
 
-        part_done(p, f);
+        nebula_req_part_done(p, f);
         break;
 
     case F_STREAM_OPTIONS:

@@ -158,4 +158,10 @@ int nebula_req_slot_any(slot_e slot);
 int nebula_req_role(const unsigned char *s, size_t len);
 void nebula_req_bad_type(parse_t *p, slot_e slot);
 
+/* nebula_request_images.c */
+void nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len);
+void nebula_req_native_image(parse_t *p, frame_t *images,
+    const unsigned char *s, size_t len);
+void nebula_req_part_done(parse_t *p, frame_t *f);
+
 #endif /* NEBULA_REQUEST_INT_H */
