@@ -212,12 +212,10 @@ sub start_nginx {
     my $t = $self->{t};
     my $p = $self->{plan};
     my $lease = $self->{lease};
-    $t->render(patch => sub {
+    $t->render(lease => $lease, patch => sub {
         my ($c) = @_;
         $c =~ s/^(\s*)(nebula_redis_timeout\s+\S+;)/$1$2\n$1nebula_reservation_timeout $p->{reservation}s;  # faults/m
             or die "no nebula_redis_timeout in nebula.conf\n";
-        $c =~ s/^(\s*)(nebula_redis_failure\s+\S+;)/$1$2\n$1nebula_lease on;  # faults/m
-            if $lease;
         return $c;
     });
     my $out = `@{[ nginx_bin() ]} -p $t->{dir} -c conf/nebula.conf 2>&1`;
