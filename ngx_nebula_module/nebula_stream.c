@@ -1243,13 +1243,6 @@ nebula_stream_quiet(nebula_stream_t *s, int on)
 }
 
 
-uint64_t
-nebula_stream_output_estimate(const nebula_stream_t *s)
-{
-    return s->content_docs + s->tool_bytes / 4 + (s->tool_bytes % 4 != 0);
-}
-
-
 size_t
 nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)

@@ -561,8 +561,10 @@ sub go {
         $self->problem("the request after the run answered $r->{status}: $r->{body}")
             unless $r->{status} == 200;
     }
+    # (with leases, the request after the run opens one, whose block goes
+    # back when it closes, five seconds after it was granted)
     my %final;
-    wait_for(5, sub {
+    wait_for(10, sub {
         %final = map { $_->{id} => $self->ledger($_) } @keys;
         !grep { !settled($_) } values %final;
     }, 0.2);
