@@ -140,7 +140,7 @@ sub msg { [{ role => 'user', content => $_[0] // 'hello there' }] }
     is $t->redis->cli('SCARD', "nb:{$k->{id}}:exp:$month"), 0, 'it did not lapse';
     my $a = finish($s);
     is $a->{status}, 200, 'the slow request completes';
-    ok $t->wait_settled($k->{key}), 'the lease closes and is settled';
+    ok $t->wait_settled($k->{key}, 8), 'the lease closes and is settled';
     my $u = usage_of($t, $k);
     is $u->{output_tokens}, 30, 'the three requests\' tokens, once';
     is $u->{requests}, 3, 'three requests';
