@@ -9,7 +9,7 @@ UNIT_SRCS  := ngx_nebula_module/nebula_request.c ngx_nebula_module/nebula_reques
               ngx_nebula_module/nebula_request_images.c \
               ngx_nebula_module/nebula_body.c ngx_nebula_module/nebula_arena.c \
               ngx_nebula_module/nebula_estimate.c \
-              ngx_nebula_module/nebula_stream.c
+              ngx_nebula_module/nebula_stream.c ngx_nebula_module/nebula_stream_memo.c
 UNIT_TESTS := $(patsubst t/unit/%.c,$(BUILD)/unit/%,$(wildcard t/unit/test_*.c))
 CFLAGS_UNIT := -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror \
                -Ingx_nebula_module -It/unit

@@ -9,7 +9,8 @@
  * scanner that skips work cannot pass.
  *
  *   cc -O2 -Ingx_nebula_module -o build/bench/stream_bench \
- *      bench/stream_bench.c ngx_nebula_module/nebula_stream.c
+ *      bench/stream_bench.c ngx_nebula_module/nebula_stream.c \
+ *      ngx_nebula_module/nebula_stream_memo.c
  *   build/bench/stream_bench [MB] [passes] [format]
  *                                  (default 100 MB, 3 passes, every format)
  *

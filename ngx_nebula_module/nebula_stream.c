@@ -1,15 +1,22 @@
 /*
  * Nebula: a resumable scanner for upstream response bodies
- * (see nebula_stream.h).
+ * (see nebula_stream.h): its core.  The SSE line machine, the JSON token
+ * machine, the keys and counts, the events, quiet mode, and
+ * nebula_stream_scan(); the memo of an SSE stream's recurring stretches
+ * is nebula_stream_memo.c, what both use nebula_stream_int.h.
+ *
+ * Some 1,270 lines, more than the 1,000 a file should have, and kept so:
+ * each transition is written twice, a byte at a time (json_byte(),
+ * sse_byte()) and a run at a time (json_run(), sse_run()), and the two
+ * must leave the same state after every byte, so they are read and
+ * changed side by side.  Apart, key_meaning(), json_reset() and in_map()
+ * would go to a header too, and sse_byte() would no longer be inlined in
+ * nebula_stream_walk().
  */
 
 #include <string.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
-#include "nebula_stream.h"
+#include "nebula_stream_int.h"
 
 
 enum {
@@ -22,42 +29,12 @@ enum {
 
 
 enum {
-    J_VALUE = 0,        /* between tokens; literals need no state */
-    J_KEY,
-    J_KEY_ESCAPE,
-    J_STRING,
-    J_STRING_ESCAPE
-};
-
-
-enum {
     N_NONE = 0,
     N_PROMPT,           /* usage.prompt_tokens */
     N_COMPLETION,       /* usage.completion_tokens */
     N_PROMPT_EVAL,      /* prompt_eval_count */
     N_EVAL              /* eval_count */
 };
-
-
-/*
- * Where a memo's stretches end inside a chunk, besides the events the
- * caller sees: after the opening quote of a text value, and after its
- * closing quote.  Only a scanner with a memo stops there, and
- * nebula_stream_scan() goes on at once.
- */
-#define EV_TEXT_OPEN   ((nebula_event_e) (NEBULA_EV_EVENT_END + 1))
-#define EV_TEXT_CLOSE  ((nebula_event_e) (NEBULA_EV_EVENT_END + 2))
-
-
-/* json_flags */
-#define F_MODEL     NEBULA_JF_MODEL_KEY
-#define F_USAGE     NEBULA_JF_USAGE_KEY
-#define F_CHOICES   NEBULA_JF_CHOICES_KEY
-#define F_CONTENT   NEBULA_JF_CONTENT_KEY
-#define F_TOOLS     NEBULA_JF_TOOLS_KEY
-#define F_EXPECT    NEBULA_JF_EXPECT_KEY
-#define F_OPEN      NEBULA_JF_CONTENT_OPEN
-#define F_IN_USAGE  NEBULA_JF_IN_USAGE
 
 
 /* what a key means to us: the flags it sets, "done", the count it names */
@@ -524,81 +501,10 @@ sse_byte(nebula_stream_t *s, unsigned char c)
  * but "data", "[DONE]", a number we count, a line end inside a token)
  * goes on byte by byte as above.  Both paths leave exactly the same state
  * after every byte: the fuzz targets hold this file to the byte-at-a-time
- * scanner it replaced (t/fuzz/stream_ref.c).
+ * scanner it replaced (t/fuzz/stream_ref.c).  (The skip to the next byte
+ * a string or a key stops at, nebula_find_stop(), is in
+ * nebula_stream_int.h: the memo reads texts with it.)
  */
-
-
-/* the bytes a string or a key cannot skip: its end, escapes, line ends */
-static const unsigned char  stop_byte[256] = {
-    ['"'] = 1, ['\\'] = 1, ['\n'] = 1, ['\r'] = 1
-};
-
-
-/* the first stop byte in [p, end), or end */
-static inline const unsigned char *
-find_stop(const unsigned char *p, const unsigned char *end)
-{
-#if defined(__SSE2__)
-    int       mask;
-    __m128i   x, m;
-
-    const __m128i  quote = _mm_set1_epi8('"');
-    const __m128i  bslash = _mm_set1_epi8('\\');
-    const __m128i  cr = _mm_set1_epi8('\r');
-
-    /*
-     * Every control byte up to CR stops it, LF and CR among them, in one
-     * comparison: the callers take the others as plain bytes, and a valid
-     * JSON string has none.
-     */
-
-    while (end - p >= 16) {
-        x = _mm_loadu_si128((const __m128i *) p);
-        m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, quote),
-                                      _mm_cmpeq_epi8(x, bslash)),
-                         _mm_cmpeq_epi8(_mm_min_epu8(x, cr), x));
-        mask = _mm_movemask_epi8(m);
-
-        if (mask) {
-            return p + __builtin_ctz((unsigned) mask);
-        }
-
-        p += 16;
-    }
-
-#else
-    uint64_t  w, t;
-
-#define NEBULA_ONES   0x0101010101010101ULL
-#define NEBULA_HIGHS  0x8080808080808080ULL
-#define NEBULA_ZERO(v)  (((v) - NEBULA_ONES) & ~(v) & NEBULA_HIGHS)
-
-    /* word at a time: only whether a word has one, the bytes tell where */
-    while (end - p >= 8) {
-        memcpy(&w, p, 8);
-        t = NEBULA_ZERO(w ^ (NEBULA_ONES * '"'))
-            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\\'))
-            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\n'))
-            | NEBULA_ZERO(w ^ (NEBULA_ONES * '\r'));
-
-        if (t) {
-            break;
-        }
-
-        p += 8;
-    }
-
-#undef NEBULA_ZERO
-#undef NEBULA_HIGHS
-#undef NEBULA_ONES
-#endif
-
-    while (p < end && !stop_byte[*p]) {
-        p++;
-    }
-
-    return p;
-}
 
 
 /* what a byte is between tokens */
@@ -831,7 +737,7 @@ key:
     state = J_KEY;
 
     if (key_len == 0) {
-        q = find_stop(p, end);
+        q = nebula_find_stop(p, end);
 
         if (q != end && *q == '"') {
             /* the whole key is here: it is read where it lies */
@@ -844,7 +750,7 @@ key:
     }
 
     for ( ;; ) {
-        q = find_stop(p, end);
+        q = nebula_find_stop(p, end);
 
         n = (size_t) (q - p);
         if (n > NEBULA_KEY_MAX - key_len) {
@@ -961,7 +867,8 @@ string_value:
     if ((f & F_OPEN) && s->memo && s->tool_depth == 0) {
         /*
          * A memo's stretch ends where the text, which differs, begins
-         * (but in a tool call, whose bytes memo_scan() does not count)
+         * (but in a tool call, whose bytes nebula_memo_scan() does not
+         * count)
          */
         state = J_STRING;
         *ev = EV_TEXT_OPEN;
@@ -993,7 +900,7 @@ string:
     }
 
     for ( ;; ) {
-        p = find_stop(p, end);
+        p = nebula_find_stop(p, end);
 
         if (p == end) {
             goto done;
@@ -1180,7 +1087,7 @@ sse_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
 
         case L_SKIP:
             for ( ;; ) {
-                p = find_stop(p, end);
+                p = nebula_find_stop(p, end);
 
                 if (p == end) {
                     return p;
@@ -1210,8 +1117,12 @@ sse_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
 }
 
 
-static size_t
-scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+/*
+ * Each format's fast path, and a byte the slow way where it stops, until
+ * an event or the slice's end
+ */
+size_t
+nebula_stream_walk(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
 {
     nebula_event_e        e;
@@ -1294,408 +1205,14 @@ nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
 }
 
 
-void
-nebula_stream_memo(nebula_stream_t *s, nebula_memo_t *memo)
-{
-    unsigned  i;
-
-    if (s->format != NEBULA_FORMAT_SSE || memo == NULL) {
-        s->memo = NULL;
-        return;
-    }
-
-    for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
-        memo->slot[i].len = 0;
-        memo->slot[i].after = NEBULA_MEMO_NONE;
-    }
-
-    s->memo = memo;
-    s->mark = 0;
-    s->replayed = NEBULA_MEMO_NONE;
-    s->resume = NEBULA_MEMO_NONE;
-}
-
-
-/* after a text's opening quote: no slot, but a short way to its end */
-#define MEMO_TEXT  (NEBULA_MEMO_NONE + 1)
-
 /*
- * What a stretch began after, besides a slot replayed: a text read the
- * short way right after slot k was replayed, empty or not; the state it
- * leaves follows from slot k's end and that alone.
+ * A quiet scanner without a memo: the event ends it passes, one by one.
+ * Not inlined: in nebula_stream_scan() its loop would have registers
+ * saved on every call, with a memo too, for some 10 instructions a call.
  */
-#define MEMO_AFTER_TEXT(k, full)  (MEMO_TEXT + 1 + 2 * (k) + ((full) != 0))
-#define MEMO_BASE(a)                                                          \
-    ((unsigned) (((a) < NEBULA_MEMO_SLOTS) ? (a)                              \
-                 : ((a) > MEMO_TEXT) ? ((a) - MEMO_TEXT - 1) / 2              \
-                 : NEBULA_MEMO_NONE))
-
-
-/* the slot of the stretch that begins after an event */
-static unsigned
-memo_next(nebula_event_e ev)
-{
-    switch ((int) ev) {
-    case NEBULA_EV_EVENT_END:
-        return 0;
-    case NEBULA_EV_MODEL_START:
-        return 1;
-    case NEBULA_EV_MODEL_END:
-        return 2;
-    case EV_TEXT_CLOSE:
-        return 3;
-    case EV_TEXT_OPEN:
-        /* the text: it differs from chunk to chunk, it is read as it is */
-        return MEMO_TEXT;
-    default:
-        return NEBULA_MEMO_NONE;
-    }
-}
-
-
-/*
- * A stretch that stopped at a model value the scanner would have kept,
- * had the slice not cut it (or had it been read a byte at a time), is not
- * kept in its slot: the slot would replay the stop for every chunk after.
- */
-static int
-memo_may_keep(nebula_stream_t *s, const unsigned char *p,
-    const unsigned char *end)
-{
-    size_t  n;
-
-    if (s->keep_len == 0) {
-        return 0;
-    }
-
-    n = (size_t) (end - p);
-
-    return memcmp(p, s->keep, (n < s->keep_len) ? n : s->keep_len) == 0;
-}
-
-
-/*
- * A stretch that begins at slot mark's mark and is not replayed: scanned,
- * and kept in the slot when it ends in this slice with nothing told.  Out
- * of memo_scan()'s way, which replays most stretches with less.  Returns
- * what scan() consumed and sets *e; *mark becomes the next stretch's slot.
- */
-static size_t
-memo_walk(nebula_stream_t *s, const unsigned char *q, const unsigned char *end,
-    unsigned *mark, unsigned replayed, nebula_event_e *e)
-{
-    size_t                n;
-    uint64_t              docs;
-    unsigned              cur, i, after, resume;
-    nebula_memo_t        *memo;
-    nebula_memo_slot_t   *m;
-    unsigned char         from[NEBULA_STREAM_LOCAL];
-
-    memo = s->memo;
-    cur = *mark;
-    m = NULL;
-    resume = 0;
-    after = NEBULA_MEMO_NONE;
-    docs = 0;
-
-    if (cur < NEBULA_MEMO_SLOTS) {
-        m = &memo->slot[cur];
-
-        /*
-         * A stretch the slice cuts that is so far the slot's, from its
-         * state, and adds no text (which its beginning may hold): the
-         * next call can take the rest from the slot.
-         */
-        resume = m->len > (size_t) (end - q) && m->content_docs == 0
-                 && memcmp(q, m->bytes, end - q) == 0
-                 && ((m->after != NEBULA_MEMO_NONE && m->after == replayed)
-                     || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0);
-
-        /*
-         * Where this stretch began, to keep it in the slot if it ends in
-         * this slice; one the slice cuts leaves the slot as it is.
-         */
-        memcpy(from, s, NEBULA_STREAM_LOCAL);
-        after = replayed;
-        docs = s->content_docs;
-        s->told = 0;
-    }
-
-    n = scan(s, q, (size_t) (end - q), e);
-
-    if (*e == NEBULA_EV_NONE) {
-        /* the slice ended in a stretch: the next call is inside it */
-        if (resume) {
-            s->resume = (unsigned char) cur;
-            s->resume_off = (uint16_t) n;
-        }
-
-        *mark = NEBULA_MEMO_NONE;
-        return n;
-    }
-
-    *mark = memo_next(*e);
-
-    /*
-     * (Nor one that passed bytes of a tool call, which a slot would not
-     * count again: one that opens a tool call has told, and one that
-     * began in a tool call is known by the state it began in.)
-     */
-
-    if (m && n <= NEBULA_MEMO_BYTES && !s->told
-        && from[offsetof(nebula_stream_t, tool_depth)] == 0
-        && !(*e == NEBULA_EV_MODEL_START && memo_may_keep(s, q + n, end)))
-    {
-        /*
-         * A slot that began where this one ended (or after a text read
-         * after it) now begins elsewhere
-         */
-        for (i = 0; i < NEBULA_MEMO_SLOTS; i++) {
-            if (MEMO_BASE(memo->slot[i].after) == cur) {
-                memo->slot[i].after = NEBULA_MEMO_NONE;
-            }
-        }
-
-        /* (and this one not after itself: its end has changed) */
-        if (MEMO_BASE(after) == cur) {
-            after = NEBULA_MEMO_NONE;
-        }
-
-        memcpy(m->from, from, NEBULA_STREAM_LOCAL);
-        memcpy(m->to, s, NEBULA_STREAM_LOCAL);
-        memcpy(m->bytes, q, n);
-        m->len = (uint16_t) n;
-        m->ev = (unsigned char) *e;
-        m->next = (unsigned char) *mark;
-        m->content_docs = (unsigned char) (s->content_docs - docs);
-        m->after = (unsigned char) after;
-        m->text_adds = (*e == EV_TEXT_OPEN && !s->doc_content);
-    }
-
-    return n;
-}
-
-
-/*
- * After slot k's stretch, replayed up to a text's opening quote (p): when
- * the text is plain and the stretch after its closing quote is the
- * memo's, as it began after slot k's end and such a text last time,
- * returns that slot and where it ends, the whole chunk replayed in one.
- */
-static nebula_memo_slot_t *
-memo_text_tail(nebula_memo_t *memo, unsigned k, const unsigned char *p,
-    const unsigned char *end, const unsigned char **past, unsigned *full)
-{
-    size_t                n;
-    nebula_memo_slot_t   *t;
-    const unsigned char  *q;
-
-    q = find_stop(p, end);
-
-    if (q == end || *q != '"') {
-        return NULL;
-    }
-
-    n = (size_t) (q - p);
-    q++;
-
-    t = &memo->slot[memo_next(EV_TEXT_CLOSE)];
-
-    if (t->after != MEMO_AFTER_TEXT(k, n)
-        || (size_t) t->len - 1 >= (size_t) (end - q)
-        || memcmp(q, t->bytes, t->len) != 0)
-    {
-        return NULL;
-    }
-
-    *past = q + t->len;
-    *full = (n != 0);
-
-    return t;
-}
-
-
-/* the events the caller sees, not the memo's own stops */
-#define CALLER_EVENT(e)                                                       \
-    ((e) == NEBULA_EV_MODEL_START || (e) == NEBULA_EV_MODEL_END              \
-     || (e) == NEBULA_EV_EVENT_END)
-
-
-/*
- * Whether a call stops at event e, at bytes into it: a quiet scanner notes
- * the end of an event but the usage chunk's, and goes on.
- */
-static inline int
-stops(nebula_stream_t *s, nebula_event_e e, size_t at)
-{
-    if (e == NEBULA_EV_EVENT_END && s->quiet && !s->usage_only
-        && at <= UINT32_MAX)
-    {
-        s->ended = (uint32_t) at;
-        return 0;
-    }
-
-    return CALLER_EVENT(e);
-}
-
-
-/*
- * With a memo: each stretch that begins at a slot's mark is compared with
- * the one the slot holds, and replayed when the state and the bytes are
- * the same; else memo_walk() scans it.  A stretch that begins where one
- * replayed ends begins in the state that one left: a slot found to begin
- * so, the same slot just replayed, needs no comparison of states.  The
- * state is the same after each call as without a memo (the fuzz targets
- * hold it to the reference scanner both ways).  The slot to compare and
- * the one replayed last stay in registers until the call returns: a
- * token's chunk is a replay, its text, and a replay.
- */
-static size_t
-memo_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
-    nebula_event_e *ev)
-{
-    size_t                n, rest;
-    unsigned              mark, replayed, prev, full;
-    nebula_event_e        e;
-    nebula_memo_t        *memo;
-    nebula_memo_slot_t   *m, *t;
-    const unsigned char  *q, *end;
-
-    q = p;
-    end = p + len;
-    memo = s->memo;
-    mark = s->mark;
-    replayed = s->replayed;
-    e = NEBULA_EV_NONE;
-
-    if (s->resume != NEBULA_MEMO_NONE && len != 0) {
-        /*
-         * The last slice ended inside a stretch that, so far, was a
-         * slot's, from the slot's state: if the rest is the slot's rest,
-         * the stretch ends where the slot's ended.  (Only a call's
-         * beginning can be inside a stretch so.)
-         */
-        m = &memo->slot[s->resume];
-        rest = m->len - s->resume_off;
-        s->resume = NEBULA_MEMO_NONE;
-
-        if (rest <= len && memcmp(q, m->bytes + s->resume_off, rest) == 0) {
-            memcpy(s, m->to, NEBULA_STREAM_LOCAL);
-            q += rest;
-            e = (nebula_event_e) m->ev;
-            mark = m->next;
-            replayed = NEBULA_MEMO_NONE;
-
-            if (stops(s, e, (size_t) (q - p))) {
-                goto done;
-            }
-        }
-    }
-
-    while (q < end) {
-        if (mark < NEBULA_MEMO_SLOTS) {
-            m = &memo->slot[mark];
-
-            /* (size_t) (len - 1): an empty slot fits nowhere */
-            if ((size_t) m->len - 1 < (size_t) (end - q)
-                && ((m->after != NEBULA_MEMO_NONE && m->after == replayed)
-                    || memcmp(s, m->from, NEBULA_STREAM_LOCAL) == 0)
-                && memcmp(q, m->bytes, m->len) == 0)
-            {
-                /* the state it began in is the end of the one replayed */
-                m->after = (unsigned char) replayed;
-
-                s->content_docs += m->content_docs;
-                q += m->len;
-
-                if (m->next == MEMO_TEXT
-                    && (t = memo_text_tail(memo, mark, q, end, &q, &full)))
-                {
-                    /*
-                     * A token's chunk whole: its framing, its text and
-                     * the framing after, as slot k, a text and slot t
-                     * would be replayed one by one, with one copy of the
-                     * state, the last.
-                     */
-                    memcpy(s, t->to, NEBULA_STREAM_LOCAL);
-                    s->content_docs += (full ? m->text_adds : 0)
-                                       + t->content_docs;
-                    e = (nebula_event_e) t->ev;
-                    replayed = memo_next(EV_TEXT_CLOSE);
-                    mark = t->next;
-
-                    if (stops(s, e, (size_t) (q - p))) {
-                        goto done;
-                    }
-
-                    continue;
-                }
-
-                memcpy(s, m->to, NEBULA_STREAM_LOCAL);
-                e = (nebula_event_e) m->ev;
-                replayed = mark;
-                mark = m->next;
-
-                if (stops(s, e, (size_t) (q - p))) {
-                    goto done;
-                }
-
-                continue;
-            }
-        }
-
-        prev = replayed;
-        replayed = NEBULA_MEMO_NONE;
-
-        if (mark == MEMO_TEXT) {
-            /*
-             * A token's text, most often a few plain bytes and its closing
-             * quote: what json_run() does to them, without its setting up.
-             * Any other byte first (an escape, a control byte, the end of
-             * the slice) and json_run() reads it.
-             */
-            n = (size_t) (find_stop(q, end) - q);
-
-            if (q + n != end && q[n] == '"') {
-                if (n != 0 && !s->doc_content) {
-                    s->doc_content = 1;
-                    s->content_docs++;
-                }
-
-                s->json_flags &= ~(F_OPEN | F_MODEL);
-                s->json_state = J_VALUE;
-                s->in_content = 0;
-                mark = memo_next(EV_TEXT_CLOSE);
-                q += n + 1;
-
-                if (prev < NEBULA_MEMO_SLOTS) {
-                    replayed = MEMO_AFTER_TEXT(prev, n);
-                }
-
-                continue;
-            }
-        }
-
-        q += memo_walk(s, q, end, &mark, prev, &e);
-
-        if (e == NEBULA_EV_NONE || stops(s, e, (size_t) (q - p))) {
-            goto done;
-        }
-    }
-
-    e = NEBULA_EV_NONE;
-
-done:
-
-    s->mark = (unsigned char) mark;
-    s->replayed = (unsigned char) replayed;
-    *ev = e;
-
-    return (size_t) (q - p);
-}
-
-
-/* a quiet scanner without a memo: the event ends it passes, one by one */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static size_t
 quiet_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
@@ -1705,9 +1222,9 @@ quiet_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     n = 0;
 
     for ( ;; ) {
-        n += scan(s, p + n, len - n, ev);
+        n += nebula_stream_walk(s, p + n, len - n, ev);
 
-        if (*ev == NEBULA_EV_NONE || stops(s, *ev, n)) {
+        if (*ev == NEBULA_EV_NONE || nebula_stream_stops(s, *ev, n)) {
             return n;
         }
 
@@ -1726,13 +1243,6 @@ nebula_stream_quiet(nebula_stream_t *s, int on)
 }
 
 
-uint64_t
-nebula_stream_output_estimate(const nebula_stream_t *s)
-{
-    return s->content_docs + s->tool_bytes / 4 + (s->tool_bytes % 4 != 0);
-}
-
-
 size_t
 nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     nebula_event_e *ev)
@@ -1740,12 +1250,12 @@ nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
     s->ended = 0;
 
     if (s->memo) {
-        return memo_scan(s, p, len, ev);
+        return nebula_memo_scan(s, p, len, ev);
     }
 
     if (s->quiet) {
         return quiet_scan(s, p, len, ev);
     }
 
-    return scan(s, p, len, ev);
+    return nebula_stream_walk(s, p, len, ev);
 }

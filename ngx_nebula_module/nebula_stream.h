@@ -236,6 +236,11 @@ size_t nebula_stream_scan(nebula_stream_t *s, const unsigned char *p,
  * keys, quotes and escapes included: an upper bound of the strings it
  * carries, whatever the encoding.
  */
-uint64_t nebula_stream_output_estimate(const nebula_stream_t *s);
+static inline uint64_t
+nebula_stream_output_estimate(const nebula_stream_t *s)
+{
+    /* inline: the filter asks at each stop of a stream (its limit) */
+    return s->content_docs + s->tool_bytes / 4 + (s->tool_bytes % 4 != 0);
+}
 
 #endif /* NEBULA_STREAM_H */

@@ -378,7 +378,7 @@ void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
     uint64_t requests, uint64_t est_requests, uint64_t est_in,
-    uint64_t est_out);
+    uint64_t est_out, ngx_str_t *next, time_t next_score);
 
 /* ngx_nebula_lease.c */
 void ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled);
@@ -408,6 +408,7 @@ void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);
 void ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *key_id, u_char *month,
     u_char *id, uint64_t in, uint64_t out, time_t clock, time_t extra);
 void ngx_nebula_hold_remove(ngx_nebula_hold_t *h);
+time_t ngx_nebula_hold_score(ngx_nebula_hold_t *h);
 void ngx_nebula_hold_exit_worker(ngx_cycle_t *cycle);
 
 /* ngx_nebula_id.c */

@@ -388,7 +388,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
                 ngx_nebula_settle_lease(ngx_cycle->log, adm->key_id,
                                         adm->month, ngx_time(), lease_id,
                                         &model, a.lease_in, a.lease_out,
-                                        0, 0, 0, 0, 0, 0, 0);
+                                        0, 0, 0, 0, 0, 0, 0, NULL, 0);
             }
         }
 
@@ -428,12 +428,6 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_nebula_hold_add(&ctx->hold, ctx->key_id, ctx->month,
                             ctx->request_id, ctx->reserved_in,
                             ctx->reserved_out, ctx->now, 0);
-
-        if (a.lease_in > 0) {
-            /* the block is this worker's to use: remaining, as it says */
-            ctx->admit.in_left += a.lease_in;
-            ctx->admit.out_left += a.lease_out;
-        }
 
         if (ngx_nebula_charge_register(r, ctx) != NGX_OK) {
             v->action = NGX_NEBULA_VERDICT_FAIL;

@@ -125,6 +125,14 @@ ngx_nebula_hold_remove(ngx_nebula_hold_t *h)
 }
 
 
+/* when the reservation expires if it is not pushed ahead again, as now */
+time_t
+ngx_nebula_hold_score(ngx_nebula_hold_t *h)
+{
+    return ngx_time() + h->offset + ngx_nebula_holds.timeout + h->extra;
+}
+
+
 static void
 ngx_nebula_hold_reply(void *data, redisReply *reply)
 {

@@ -1,13 +1,14 @@
 /*
- * Nebula: quota leases, Redis off the request path.
+ * Nebula: quota leases, Redis off the request path (on by default).
  *
- * With "nebula_lease on", an admission Redis grants in full (the ADMIT
- * script: key, plan, model, quota) may also reserve a block of the key's
- * tokens for this worker: a lease.  For the next second the worker admits
- * requests of that key and model against the block alone, without asking
- * Redis, and adds up their usage; then it closes the lease, and once its
- * last request has ended, one SETTLE gives the block back and records the
- * usage of all of them.
+ * An admission Redis grants in full (the ADMIT script: key, plan, model,
+ * quota) may also reserve a block of the key's tokens for this worker: a
+ * lease.  For the next five seconds the worker admits requests of that
+ * key and model against the block alone, without asking Redis: admission
+ * consults the table first, a cache of admissions.  Their usage is
+ * recorded in Redis once a second (a partial settlement, which gives back
+ * the part of the block they used) and when the lease is over, once its
+ * last request has ended (the rest of the block given back).
  *
  * What stays as without leases:
  *
@@ -18,16 +19,21 @@
  * - the upstream's max_tokens is what it would be without leases: a block
  *   is granted only while the key has at least 64 blocks' worth left, so
  *   the whole month's remainder never limits a request admitted from it;
- * - recorded usage is the upstream's, request by request, summed;
- * - revocation, a plan change, a key's models: Redis is asked again within
- *   a second (NGX_NEBULA_LEASE_TTL), the contract's bound;
+ * - recorded usage is the upstream's, request by request, summed; it is in
+ *   Redis (and /v1/key, the admin API) within a second of the request's
+ *   end;
+ * - what a client is told remains (x-ratelimit-remaining-*, /v1/key) does
+ *   not count the unused part of any block as spent (lin, lout in Redis);
+ * - revocation, a plan change, a key's limits or models: the admin API
+ *   writes the key's id into a feed (nb:changes) that every worker reads
+ *   every quarter of a second, and closes what it holds of the key: the
+ *   next request asks Redis (the contract's one second, with room);
+ * - while Redis is away, nothing is admitted from a lease: the failure
+ *   mode decides, as it would without;
  * - a key with a per-minute request limit never gets a lease: every request
  *   is counted in Redis.
  *
- * What changes: usage reaches Redis when the lease closes (about a second
- * later), a block held by one worker cannot serve another, and the
- * x-ratelimit-remaining-* headers of a request admitted from a lease count
- * the unused part of the block as remaining.
+ * What changes: a block held by one worker cannot serve another.
  *
  * The table is the worker's own (no shared memory, no lock): a worker is
  * one thread, and its requests are all its lease serves.
@@ -36,7 +42,9 @@
 #include "ngx_nebula.h"
 
 
-#define NGX_NEBULA_LEASE_TTL       900      /* ms of admissions a lease */
+#define NGX_NEBULA_LEASE_TTL       5000     /* ms of admissions a lease */
+#define NGX_NEBULA_LEASE_FLUSH     1000     /* usage reaches Redis within */
+#define NGX_NEBULA_LEASE_POLL      250      /* the change feed is read */
 #define NGX_NEBULA_LEASE_BUCKETS   1024
 #define NGX_NEBULA_LEASE_MAX       4096     /* open or closing, a worker */
 #define NGX_NEBULA_LEASE_TICK      200
@@ -59,6 +67,9 @@ struct ngx_nebula_lease_s {
     u_char                    digest[64];
     u_char                    month[8];
     u_char                    id[34];       /* "L" and the granting id */
+    u_char                    member[48];   /* id[.gen]: its block now */
+    ngx_uint_t                gen;          /* partial settlements made */
+    ngx_msec_t                flushed;      /* the last one's time */
     time_t                    granted;      /* the clock of the grant */
     time_t                    day;
     ngx_msec_t                expires;
@@ -70,8 +81,10 @@ struct ngx_nebula_lease_s {
     int64_t                   held_in;      /* by requests in flight */
     int64_t                   held_out;
 
-    uint64_t                  used_in;      /* by requests ended */
-    uint64_t                  used_out;
+    uint64_t                  used_in;      /* by requests ended, since */
+    uint64_t                  used_out;     /* the last settlement */
+    uint64_t                  spent_in;     /* settled since the grant */
+    uint64_t                  spent_out;
     uint64_t                  cost;
     uint64_t                  requests;
     uint64_t                  est_requests;
@@ -79,6 +92,7 @@ struct ngx_nebula_lease_s {
     uint64_t                  est_out;
 
     ngx_uint_t                inflight;
+    ngx_queue_t               closing;      /* closed, requests running */
     ngx_msec_t                asked;        /* while pending */
     unsigned                  open:1;
     unsigned                  pending:1;    /* asked of Redis */
@@ -88,16 +102,27 @@ struct ngx_nebula_lease_s {
 typedef struct {
     ngx_nebula_lease_t       *buckets[NGX_NEBULA_LEASE_BUCKETS];
     ngx_queue_t               open;
+    ngx_queue_t               closing;      /* closed, requests running */
     ngx_uint_t                count;        /* open and closing */
     ngx_event_t               tick;
     ngx_log_t                *log;
+
+    /* the change feed: what was read last, and when it was asked */
+    int64_t                   seen;         /* its last score */
+    u_char                    seen_ids[8][NGX_NEBULA_KEY_ID_LEN];
+    ngx_uint_t                nseen;        /* ids at that score */
+    ngx_msec_t                polled;
+    unsigned                  polling:1;
+
     unsigned                  enabled:1;
 } ngx_nebula_lease_table_t;
 
 
 static void ngx_nebula_lease_close(ngx_nebula_lease_t *l);
 static void ngx_nebula_lease_flush(ngx_nebula_lease_t *l);
+static void ngx_nebula_lease_spend(ngx_nebula_lease_t *l);
 static void ngx_nebula_lease_tick(ngx_event_t *ev);
+static void ngx_nebula_lease_poll(void);
 
 
 /* each worker has its own */
@@ -231,7 +256,8 @@ ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt, int64_t out,
     int64_t               avail_in, avail_out;
     ngx_nebula_lease_t   *l;
 
-    if (!ngx_nebula_leases.enabled) {
+    if (!ngx_nebula_leases.enabled || !ngx_nebula_redis_ready()) {
+        /* while Redis is away, the failure mode decides, not a lease */
         return NGX_DECLINED;
     }
 
@@ -267,12 +293,18 @@ ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt, int64_t out,
     ngx_memcpy(ctx->month, l->month, sizeof(ctx->month));
     ngx_memcpy(ctx->request_id, request_id, sizeof(ctx->request_id));
 
-    /* what Redis would say: its remainder, and the block's unused part */
+    /*
+     * What Redis would say: what remained when it granted the lease (no
+     * block counted as spent), less what the lease's requests have used
+     * and hold since
+     */
     ctx->admit = l->rec;
     ctx->admit.status = NEBULA_ADMIT_OK;
     ctx->admit.reserved_out = out;
-    ctx->admit.in_left = l->rec.in_left + avail_in - prompt;
-    ctx->admit.out_left = l->rec.out_left + avail_out - out;
+    ctx->admit.in_left = l->rec.in_left - (int64_t) l->spent_in
+                         - (int64_t) l->used_in - l->held_in;
+    ctx->admit.out_left = l->rec.out_left - (int64_t) l->spent_out
+                          - (int64_t) l->used_out - l->held_out;
 
     return NGX_OK;
 }
@@ -310,6 +342,8 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     ngx_memcpy(l->month, ctx->month, sizeof(l->month));
     l->id[0] = 'L';
     ngx_memcpy(&l->id[1], ctx->request_id, sizeof(ctx->request_id));
+    ngx_memcpy(l->member, l->id, sizeof(l->id));
+    l->flushed = ngx_current_msec;
     l->granted = ctx->now;
     l->day = ctx->now / 86400;
     /*
@@ -326,7 +360,7 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     ngx_queue_insert_tail(&t->open, &l->queue);
 
     /* its block stays reserved while any of its requests lives */
-    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->id,
+    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->member,
                         (uint64_t) l->block_in, (uint64_t) l->block_out,
                         l->granted, 1);
 
@@ -370,6 +404,7 @@ ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in, uint64_t out,
     ctx->lease = NULL;
 
     if (!l->open && l->inflight == 0) {
+        ngx_queue_remove(&l->closing);
         ngx_nebula_lease_flush(l);
     }
 }
@@ -389,7 +424,11 @@ ngx_nebula_lease_close(ngx_nebula_lease_t *l)
 
     if (l->inflight == 0) {
         ngx_nebula_lease_flush(l);
+        return;
     }
+
+    /* settled once a second still, until its last request ends */
+    ngx_queue_insert_tail(&ngx_nebula_leases.closing, &l->closing);
 }
 
 
@@ -401,20 +440,212 @@ ngx_nebula_lease_flush(ngx_nebula_lease_t *l)
 
     ngx_nebula_hold_remove(&l->hold);
 
-    ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted, l->id,
-                            &l->model->name, l->block_in, l->block_out,
-                            l->used_in, l->used_out, l->cost, l->requests,
-                            l->est_requests, l->est_in, l->est_out);
+    ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted,
+                            l->member, &l->model->name, l->block_in,
+                            l->block_out, l->used_in, l->used_out, l->cost,
+                            l->requests, l->est_requests, l->est_in,
+                            l->est_out, NULL, 0);
 
     t->count--;
     ngx_free(l);
 }
 
 
+/*
+ * A partial settlement: the usage of the requests that ended since the
+ * last one goes to Redis, with the part of the block they used; what is
+ * left of the block stays reserved, renamed (its member says how much),
+ * and kept alive under its new name.
+ */
+static void
+ngx_nebula_lease_spend(ngx_nebula_lease_t *l)
+{
+    int64_t                    left_in, left_out;
+    ngx_str_t                  next;
+    ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+    u_char                     member[48], name[128];
+
+    left_in = l->block_in - (int64_t) l->used_in;
+    left_out = l->block_out - (int64_t) l->used_out;
+
+    if (left_in < 0 || left_out < 0) {
+        /* cannot be: held and used never pass the block; settled whole */
+        return;
+    }
+
+    *ngx_snprintf(member, sizeof(member) - 1, "%s.%ui", l->id, l->gen + 1)
+        = '\0';
+
+    next.data = name;
+    next.len = ngx_snprintf(name, sizeof(name), "%s:%L:%L", member, left_in,
+                            left_out)
+               - name;
+
+    ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted,
+                            l->member, &l->model->name, l->block_in,
+                            l->block_out, l->used_in, l->used_out, l->cost,
+                            l->requests, l->est_requests, l->est_in,
+                            l->est_out, &next,
+                            ngx_nebula_hold_score(&l->hold));
+
+    l->gen++;
+    ngx_memcpy(l->member, member, sizeof(member));
+    l->block_in = left_in;
+    l->block_out = left_out;
+    l->spent_in += l->used_in;
+    l->spent_out += l->used_out;
+    l->used_in = 0;
+    l->used_out = 0;
+    l->cost = 0;
+    l->requests = 0;
+    l->est_requests = 0;
+    l->est_in = 0;
+    l->est_out = 0;
+    l->flushed = ngx_current_msec;
+
+    ngx_nebula_hold_remove(&l->hold);
+    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->member,
+                        (uint64_t) l->block_in, (uint64_t) l->block_out,
+                        l->granted, 1);
+}
+
+
+/* its requests' usage is due in Redis: a second since the last */
+static ngx_inline void
+ngx_nebula_lease_due(ngx_nebula_lease_t *l)
+{
+    if (l->requests
+        && (ngx_msec_int_t) (ngx_current_msec - l->flushed)
+           >= NGX_NEBULA_LEASE_FLUSH)
+    {
+        ngx_nebula_lease_spend(l);
+    }
+}
+
+
+/* a key changed: what this worker holds of it admits no more */
+static void
+ngx_nebula_lease_close_key(u_char *key_id)
+{
+    ngx_queue_t               *q, *next;
+    ngx_nebula_lease_t        *l;
+    ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+
+    for (q = ngx_queue_head(&t->open);
+         q != ngx_queue_sentinel(&t->open);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        l = ngx_queue_data(q, ngx_nebula_lease_t, queue);
+
+        if (ngx_memcmp(l->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0) {
+            ngx_nebula_lease_close(l);
+        }
+    }
+}
+
+
+/*
+ * The change feed's answer: [id, score, id, score, ...], every change at
+ * or after the last score read.  The ids of that last score were seen
+ * already (two changes may share a millisecond): they are not closed
+ * again, which would close the leases granted since.
+ */
+static void
+ngx_nebula_lease_changes(void *data, redisReply *reply)
+{
+    size_t                     i, k;
+    int64_t                    score;
+    redisReply                *id, *sc;
+    ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+
+    t->polling = 0;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements % 2)
+    {
+        return;
+    }
+
+    for (i = 0; i < reply->elements; i += 2) {
+        id = reply->element[i];
+        sc = reply->element[i + 1];
+
+        if (id->type != REDIS_REPLY_STRING
+            || id->len != NGX_NEBULA_KEY_ID_LEN
+            || sc->type != REDIS_REPLY_STRING)
+        {
+            continue;
+        }
+
+        score = ngx_atoof((u_char *) sc->str, sc->len);
+        if (score < 0) {
+            continue;
+        }
+
+        if (score == t->seen) {
+            for (k = 0; k < t->nseen; k++) {
+                if (ngx_memcmp(t->seen_ids[k], id->str,
+                               NGX_NEBULA_KEY_ID_LEN) == 0)
+                {
+                    break;
+                }
+            }
+
+            if (k < t->nseen) {
+                continue;
+            }
+
+        } else if (score > t->seen) {
+            t->seen = score;
+            t->nseen = 0;
+        }
+
+        if (score == t->seen && t->nseen < 8) {
+            ngx_memcpy(t->seen_ids[t->nseen++], id->str,
+                       NGX_NEBULA_KEY_ID_LEN);
+        }
+
+        ngx_nebula_lease_close_key((u_char *) id->str);
+    }
+}
+
+
+/* the change feed read: a command of its own, cheap, a quarter second */
+static void
+ngx_nebula_lease_poll(void)
+{
+    ngx_str_t                  argv[5];
+    ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
+    u_char                     min[NGX_INT64_LEN];
+
+    if (t->polling
+        || (ngx_msec_int_t) (ngx_current_msec - t->polled)
+           < NGX_NEBULA_LEASE_POLL)
+    {
+        return;
+    }
+
+    ngx_str_set(&argv[0], "ZRANGEBYSCORE");
+    ngx_str_set(&argv[1], "nb:changes");
+    argv[2].data = min;
+    argv[2].len = ngx_sprintf(min, "%L", t->seen) - min;
+    ngx_str_set(&argv[3], "+inf");
+    ngx_str_set(&argv[4], "WITHSCORES");
+
+    if (ngx_nebula_redis_command(5, argv, ngx_nebula_lease_changes, t)
+        != NULL)
+    {
+        t->polling = 1;
+        t->polled = ngx_current_msec;
+    }
+}
+
+
 static void
 ngx_nebula_lease_tick(ngx_event_t *ev)
 {
-    ngx_queue_t               *q;
+    ngx_queue_t               *q, *next;
     ngx_nebula_lease_t        *l;
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
 
@@ -431,7 +662,26 @@ ngx_nebula_lease_tick(ngx_event_t *ev)
         ngx_nebula_lease_close(l);
     }
 
+    for (q = ngx_queue_head(&t->open);
+         q != ngx_queue_sentinel(&t->open);
+         q = ngx_queue_next(q))
+    {
+        ngx_nebula_lease_due(ngx_queue_data(q, ngx_nebula_lease_t, queue));
+    }
+
+    for (q = ngx_queue_head(&t->closing);
+         q != ngx_queue_sentinel(&t->closing);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        ngx_nebula_lease_due(ngx_queue_data(q, ngx_nebula_lease_t, closing));
+    }
+
     if (!ngx_queue_empty(&t->open)) {
+        ngx_nebula_lease_poll();
+    }
+
+    if (!ngx_queue_empty(&t->open) || !ngx_queue_empty(&t->closing)) {
         ngx_add_timer(&t->tick, NGX_NEBULA_LEASE_TICK);
     }
 }
@@ -444,6 +694,7 @@ ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled)
 
     ngx_memzero(t, sizeof(ngx_nebula_lease_table_t));
     ngx_queue_init(&t->open);
+    ngx_queue_init(&t->closing);
     t->enabled = enabled ? 1 : 0;
     t->log = cycle->log;
     t->tick.handler = ngx_nebula_lease_tick;

@@ -238,7 +238,7 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 
     ngx_conf_init_uint_value(nmcf->failure_open, 0);
     ngx_conf_init_value(nmcf->test_clock, 0);
-    ngx_conf_init_value(nmcf->lease, 0);
+    ngx_conf_init_value(nmcf->lease, 1);
     ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->reservation_timeout, 15 * 60 * 1000);

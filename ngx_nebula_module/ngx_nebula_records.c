@@ -337,10 +337,13 @@ ngx_nebula_record_admit(ngx_http_request_t *r, redisReply *reply,
 
     ngx_nebula_record_limits(r, k, &a->in_limit, &a->out_limit, &a->rpm);
 
+    /* what leases hold unused is not spent (lin, lout: their blocks) */
     a->in_left = a->in_limit - nebula_reply_int(u, "in", 0)
-                 - nebula_reply_int(u, "rin", 0);
+                 - nebula_reply_int(u, "rin", 0)
+                 + nebula_reply_int(u, "lin", 0);
     a->out_left = a->out_limit - nebula_reply_int(u, "out", 0)
-                  - nebula_reply_int(u, "rout", 0);
+                  - nebula_reply_int(u, "rout", 0)
+                  + nebula_reply_int(u, "lout", 0);
 
     used = reply->element[3]->type == REDIS_REPLY_INTEGER
            ? reply->element[3]->integer : 0;
@@ -536,7 +539,7 @@ ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
 {
     u_char            *p, *last, *s;
     int64_t            in_limit, out_limit, rpm, in_used, out_used;
-    int64_t            rin, rout;
+    int64_t            rin, rout, lin, lout;
     ngx_tm_t           tm;
     ngx_uint_t         first;
     const redisReply  *v;
@@ -549,6 +552,8 @@ ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     out_used = nebula_reply_int(u, "out", 0);
     rin = nebula_reply_int(u, "rin", 0);
     rout = nebula_reply_int(u, "rout", 0);
+    lin = nebula_reply_int(u, "lin", 0);
+    lout = nebula_reply_int(u, "lout", 0);
 
     ngx_nebula_json_lit(j, "{\"id\":");
     ngx_nebula_json_field_str(j, k, "id");
@@ -609,16 +614,22 @@ ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_nebula_write_estimated(j, u, "");
 
     if (!holder) {
+        /* requests in flight; leases' blocks, held unused or not */
         ngx_nebula_json_lit(j, ",\"reserved_input_tokens\":");
-        ngx_nebula_json_int(j, rin);
+        ngx_nebula_json_int(j, rin - lin);
         ngx_nebula_json_lit(j, ",\"reserved_output_tokens\":");
-        ngx_nebula_json_int(j, rout);
+        ngx_nebula_json_int(j, rout - lout);
+        ngx_nebula_json_lit(j, ",\"leased_input_tokens\":");
+        ngx_nebula_json_int(j, lin);
+        ngx_nebula_json_lit(j, ",\"leased_output_tokens\":");
+        ngx_nebula_json_int(j, lout);
     }
 
+    /* what leases hold unused is not spent */
     ngx_nebula_json_lit(j, "},\"remaining\":{\"input_tokens\":");
-    ngx_nebula_json_int(j, ngx_max(in_limit - in_used - rin, 0));
+    ngx_nebula_json_int(j, ngx_max(in_limit - in_used - rin + lin, 0));
     ngx_nebula_json_lit(j, ",\"output_tokens\":");
-    ngx_nebula_json_int(j, ngx_max(out_limit - out_used - rout, 0));
+    ngx_nebula_json_int(j, ngx_max(out_limit - out_used - rout + lout, 0));
     ngx_nebula_json_lit(j, "}");
 
     if (holder) {

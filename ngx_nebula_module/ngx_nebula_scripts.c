@@ -17,6 +17,8 @@
  *   nb:{ID}:exp:YYYY-MM    set of the reservations that expired unsettled
  *   nb:{ID}:r:MINUTE       the requests of one minute
  *   nb:keys                set of every key ID (admin listing)
+ *   nb:changes             sorted set: ids of keys changed lately, scored
+ *                          by when (ms, Redis's clock): leases close
  *
  * Costs are integers in picodollars (10^-12 USD): tokens times the price
  * in micro-USD per 1M tokens, exact however many requests add up.
@@ -100,38 +102,44 @@ static char  ngx_nebula_script_admit[] =
     "  local a, b = string.match(m, ':(%d+):(%d+)$')\n"
     "  redis.call('HINCRBY', KEYS[2], 'rin', -tonumber(a))\n"
     "  redis.call('HINCRBY', KEYS[2], 'rout', -tonumber(b))\n"
+    "  if string.byte(m, 1) == 76 then\n"
+    "    redis.call('HINCRBY', KEYS[2], 'lin', -tonumber(a))\n"
+    "    redis.call('HINCRBY', KEYS[2], 'lout', -tonumber(b))\n"
+    "  end\n"
     "  redis.call('SADD', KEYS[5], m)\n"
     "end\n"
     "if #old > 0 then\n"
     "  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)\n"
     "  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[9]))\n"
     "end\n"
-    "local u = redis.call('HMGET', KEYS[2], 'in', 'out', 'rin', 'rout')\n"
+    "local u = redis.call('HMGET', KEYS[2], 'in', 'out', 'rin', 'rout',\n"
+    "  'lin', 'lout')\n"
     "local in_left = in_limit - (tonumber(u[1]) or 0) - (tonumber(u[3]) or 0)\n"
     "local out_left = out_limit - (tonumber(u[2]) or 0)\n"
     "  - (tonumber(u[4]) or 0)\n"
+    "local bin, bout = tonumber(u[5]) or 0, tonumber(u[6]) or 0\n"
     "local rpm_left = -1\n"
     "if not allowed then\n"
     "  if rpm > 0 then\n"
     "    rpm_left = math.max(rpm\n"
     "      - (tonumber(redis.call('GET', KEYS[3])) or 0), 0)\n"
     "  end\n"
-    "  return {3, k[3], in_limit, out_limit, rpm, math.max(in_left, 0),\n"
-    "          math.max(out_left, 0), rpm_left}\n"
+    "  return {3, k[3], in_limit, out_limit, rpm, math.max(in_left + bin, 0),\n"
+    "          math.max(out_left + bout, 0), rpm_left}\n"
     "end\n"
     "if rpm > 0 then\n"
     "  local n = redis.call('INCR', KEYS[3])\n"
     "  if n == 1 then redis.call('EXPIRE', KEYS[3], 120) end\n"
     "  if n > rpm then\n"
     "    return {4, tonumber(ARGV[8]), rpm, in_limit, out_limit,\n"
-    "            math.max(in_left, 0), math.max(out_left, 0)}\n"
+    "            math.max(in_left + bin, 0), math.max(out_left + bout, 0)}\n"
     "  end\n"
     "  rpm_left = rpm - n\n"
     "end\n"
     "local prompt = tonumber(ARGV[5])\n"
     "if in_left < prompt or out_left <= 0 then\n"
-    "  return {5, in_limit, out_limit, math.max(in_left, 0),\n"
-    "          math.max(out_left, 0), rpm, rpm_left}\n"
+    "  return {5, in_limit, out_limit, math.max(in_left + bin, 0),\n"
+    "          math.max(out_left + bout, 0), rpm, rpm_left}\n"
     "end\n"
     "local out = out_left\n"
     "local want = tonumber(ARGV[6])\n"
@@ -147,22 +155,25 @@ static char  ngx_nebula_script_admit[] =
     "    lin, lout = 0, 0\n"
     "  end\n"
     "end\n"
-    "redis.call('HINCRBY', KEYS[2], 'rin', prompt + lin)\n"
+    "local ttl = tonumber(ARGV[9])\n"
+    "if redis.call('HINCRBY', KEYS[2], 'rin', prompt + lin) == prompt + lin\n"
+    "then\n"
+    "  redis.call('EXPIRE', KEYS[2], ttl)\n"
+    "  redis.call('EXPIRE', KEYS[4], ttl)\n"
+    "end\n"
     "redis.call('HINCRBY', KEYS[2], 'rout', out + lout)\n"
-    "redis.call('EXPIRE', KEYS[2], tonumber(ARGV[9]))\n"
     "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
     "  string.format('%s:%d:%d', ARGV[12], prompt, out))\n"
     "if lin > 0 then\n"
+    "  redis.call('HINCRBY', KEYS[2], 'lin', lin)\n"
+    "  redis.call('HINCRBY', KEYS[2], 'lout', lout)\n"
     "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]) + 1,\n"
     "    string.format('L%s:%d:%d', ARGV[12], lin, lout))\n"
+    "  return {0, out, in_limit, out_limit, rpm, in_left - prompt + bin,\n"
+    "          out_left - out + bout, rpm_left, k[3], k[8] or '', lin, lout}\n"
     "end\n"
-    "redis.call('EXPIRE', KEYS[4], tonumber(ARGV[9]))\n"
-    "if lin > 0 then\n"
-    "  return {0, out, in_limit, out_limit, rpm, in_left - prompt - lin,\n"
-    "          out_left - out - lout, rpm_left, k[3], k[8] or '', lin, lout}\n"
-    "end\n"
-    "return {0, out, in_limit, out_limit, rpm, in_left - prompt,\n"
-    "        out_left - out, rpm_left, k[3], k[8] or ''}\n";
+    "return {0, out, in_limit, out_limit, rpm, in_left - prompt + bin,\n"
+    "        out_left - out + bout, rpm_left, k[3], k[8] or ''}\n";
 
 
 /*
@@ -175,51 +186,73 @@ static char  ngx_nebula_script_admit[] =
  *       back), estimated (1: the input is our estimate, 2: the output is
  *       the tokens streamed, 3: both; 0: all reported), and for a lease's
  *       many requests the estimated requests, input and output themselves
- *       (then the flags are not read)
+ *       (then the flags are not read); a lease that goes on after this
+ *       (a partial settlement, once a second): the member its block goes
+ *       on as ("L...:IN:OUT", what is left of it) and that member's score
  *
  * The reservation itself makes it once: it is in flight (given back now),
  * or it expired (given back already; its usage is still to add), or it is
- * gone, and this is a repeat that settles nothing.  No key a request.
+ * gone, and this is a repeat that settles nothing.  No key a request.  A
+ * lease's block ("L" members) is counted in lin and lout too: what the
+ * blocks hold unused is not spent, and a client is told so (ADMIT,
+ * KEY_GET).  A block that goes on is reserved as what is left of it,
+ * again if it had expired (an outage longer than the timeout).
  *
  * An estimated request is counted apart too (est_req, and its estimated
  * tokens in est_in, est_out): billing can tell what the pool reported
  * from what the gateway had to count itself.  Fully reported requests
- * write no est_* field.
+ * write no est_* field.  A hash's expiry is set when its first request is
+ * counted in it, not with each one.
  */
 static char  ngx_nebula_script_settle[] =
     "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local i, o, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
     "local ttl = tonumber(ARGV[7])\n"
-    "if redis.call('ZREM', KEYS[4], ARGV[8]) == 1 then\n"
-    "  redis.call('HINCRBY', KEYS[1], 'rin', -rin)\n"
-    "  redis.call('HINCRBY', KEYS[1], 'rout', -rout)\n"
-    "elseif redis.call('SREM', KEYS[5], ARGV[8]) == 0 then\n"
+    "local block = string.byte(ARGV[8], 1) == 76\n"
+    "local kin, kout = 0, 0\n"
+    "if ARGV[14] then\n"
+    "  kin, kout = string.match(ARGV[14], ':(%d+):(%d+)$')\n"
+    "  kin, kout = tonumber(kin), tonumber(kout)\n"
+    "end\n"
+    "local live = redis.call('ZREM', KEYS[4], ARGV[8]) == 1\n"
+    "if not live and redis.call('SREM', KEYS[5], ARGV[8]) == 0 then\n"
     "  return 0\n"
+    "end\n"
+    "local gin, gout = rin, rout\n"
+    "if not live then gin, gout = -kin, -kout end\n"
+    "if ARGV[14] then\n"
+    "  if live then gin, gout = rin - kin, rout - kout end\n"
+    "  redis.call('ZADD', KEYS[4], tonumber(ARGV[15]), ARGV[14])\n"
+    "end\n"
+    "if gin ~= 0 or gout ~= 0 then\n"
+    "  redis.call('HINCRBY', KEYS[1], 'rin', -gin)\n"
+    "  redis.call('HINCRBY', KEYS[1], 'rout', -gout)\n"
+    "  if block then\n"
+    "    redis.call('HINCRBY', KEYS[1], 'lin', -gin)\n"
+    "    redis.call('HINCRBY', KEYS[1], 'lout', -gout)\n"
+    "  end\n"
     "end\n"
     "local n = tonumber(ARGV[9])\n"
     "if n == 0 then return 1 end\n"
-    "redis.call('HINCRBY', KEYS[1], 'in', i)\n"
-    "redis.call('HINCRBY', KEYS[1], 'out', o)\n"
-    "redis.call('HINCRBY', KEYS[1], 'req', n)\n"
-    "redis.call('HINCRBY', KEYS[1], 'cost', c)\n"
-    "redis.call('EXPIRE', KEYS[1], ttl)\n"
     "local m = ARGV[6]\n"
-    "redis.call('HINCRBY', KEYS[2], m .. '|in', i)\n"
-    "redis.call('HINCRBY', KEYS[2], m .. '|out', o)\n"
-    "redis.call('HINCRBY', KEYS[2], m .. '|req', n)\n"
-    "redis.call('HINCRBY', KEYS[2], m .. '|cost', c)\n"
-    "redis.call('EXPIRE', KEYS[2], ttl)\n"
-    "redis.call('HINCRBY', KEYS[3], 'in', i)\n"
-    "redis.call('HINCRBY', KEYS[3], 'out', o)\n"
-    "redis.call('HINCRBY', KEYS[3], 'req', n)\n"
-    "redis.call('HINCRBY', KEYS[3], 'cost', c)\n"
-    "redis.call('EXPIRE', KEYS[3], ttl)\n"
+    "local function add(h, p)\n"
+    "  redis.call('HINCRBY', h, p .. 'in', i)\n"
+    "  redis.call('HINCRBY', h, p .. 'out', o)\n"
+    "  redis.call('HINCRBY', h, p .. 'cost', c)\n"
+    "  if redis.call('HINCRBY', h, p .. 'req', n) == n then\n"
+    "    redis.call('EXPIRE', h, ttl)\n"
+    "  end\n"
+    "end\n"
+    "add(KEYS[1], '')\n"
+    "add(KEYS[2], m .. '|')\n"
+    "add(KEYS[3], '')\n"
     "local e = tonumber(ARGV[10]) or 0\n"
     "local er, ei, eo = 1, 0, 0\n"
     "if e % 2 == 1 then ei = i end\n"
     "if e >= 2 then eo = o end\n"
-    "if ARGV[11] then\n"
-    "  er, ei, eo = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])\n"
+    "if ARGV[11] and ARGV[11] ~= '' then\n"
+    "  er, ei, eo = tonumber(ARGV[11]), tonumber(ARGV[12]),\n"
+    "    tonumber(ARGV[13])\n"
     "  e = er\n"
     "end\n"
     "if e > 0 then\n"
@@ -316,6 +349,23 @@ static char  ngx_nebula_script_usage[] =
     "return out\n";
 
 
+/*
+ * CHANGED. KEYS: nb:changes.  ARGV: a key's id.
+ *
+ * A key's record changed (revoked, its plan, limits or models): its id
+ * goes into the feed every worker reads every quarter of a second
+ * (ngx_nebula_lease.c), to close the leases it holds of the key, scored
+ * by Redis's own clock (one clock for every edge) in milliseconds.  What
+ * is older than a minute goes.
+ */
+static char  ngx_nebula_script_changed[] =
+    "local t = redis.call('TIME')\n"
+    "local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "redis.call('ZADD', KEYS[1], ms, ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ms - 60000)\n"
+    "return ms\n";
+
+
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_admit), "" },
     { ngx_string(ngx_nebula_script_settle), "" },
@@ -323,7 +373,8 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_key_get), "" },
     { ngx_string(ngx_nebula_script_key_list), "" },
     { ngx_string(ngx_nebula_script_key_update), "" },
-    { ngx_string(ngx_nebula_script_usage), "" }
+    { ngx_string(ngx_nebula_script_usage), "" },
+    { ngx_string(ngx_nebula_script_changed), "" }
 };
 
 

@@ -17,7 +17,7 @@
 typedef struct {
     ngx_queue_t               queue;
     ngx_uint_t                attempts;      /* refused as "not now" */
-    ngx_str_t                 argv[18];
+    ngx_str_t                 argv[20];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
 } ngx_nebula_settlement_t;
@@ -56,7 +56,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     u_char                   *p;
     ngx_nebula_settlement_t  *s;
 
-    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 512 + model->len, log);
+    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 640 + model->len, log);
     if (s == NULL) {
         return NULL;
     }
@@ -99,16 +99,19 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
 
 
 /*
- * A lease closes: its block goes back and its requests' usage is recorded,
- * in one SETTLE; the counts of requests and of what was estimated are
- * given as they add up, not as flags of one request.
+ * A lease's requests' usage is recorded, in one SETTLE; the counts of
+ * requests and of what was estimated are given as they add up, not as
+ * flags of one request.  The block goes back: all of it (the lease is
+ * over: next is NULL), or what its requests used (a partial settlement,
+ * once a second while it goes on: what is left of it stays reserved as
+ * the member next, "L...:IN:OUT", expiring at next_score).
  */
 void
 ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
     uint64_t requests, uint64_t est_requests, uint64_t est_in,
-    uint64_t est_out)
+    uint64_t est_out, ngx_str_t *next, time_t next_score)
 {
     u_char                   *p;
     uint64_t                  val[4];
@@ -132,7 +135,7 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
         return;
     }
 
-    /* the strings of a settlement leave room for these (512 bytes) */
+    /* the strings of a settlement leave room for these (640 bytes) */
     p = s->argv[s->argc - 1].data + s->argv[s->argc - 1].len;
 
     for (i = 0; i < 4; i++) {
@@ -142,6 +145,16 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     }
 
     s->argc = 18;
+
+    if (next) {
+        s->argv[18].data = p;
+        p = ngx_cpymem(p, next->data, ngx_min(next->len, 96));
+        s->argv[18].len = p - s->argv[18].data;
+        s->argv[19].data = p;
+        p = ngx_sprintf(p, "%T", next_score);
+        s->argv[19].len = p - s->argv[19].data;
+        s->argc = 20;
+    }
 
     ngx_nebula_settle_send(s);
 }

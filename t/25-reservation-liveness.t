@@ -22,8 +22,8 @@ my $chat = '/v1/chat/completions';
 
 sub conf {
     my ($lease) = @_;
-    return (workers => 1, patch => sub {
-        $_[0] =~ s/(nebula_redis_failure\s+closed;)/$1\n    nebula_reservation_timeout ${timeout}s;\n    nebula_lease $lease;/r });
+    return (workers => 1, lease => $lease eq 'on', patch => sub {
+        $_[0] =~ s/(nebula_redis_failure\s+closed;)/$1\n    nebula_reservation_timeout ${timeout}s;/r });
 }
 
 # a request whose answer comes slowly; returns the socket to read it from
@@ -125,7 +125,7 @@ sub msg { [{ role => 'user', content => $_[0] // 'hello there' }] }
                                    messages => msg() },
                   'x-sim-tokens' => 10, 'x-sim-fault' => 'slow:' . 500 * $TIME_SCALE);
     sleep 0.3 * $TIME_SCALE;
-    my $held = usage_of($t, $k)->{reserved_output_tokens};
+    my $held = usage_of($t, $k)->{leased_output_tokens};
     ok $held >= 10 * 1024, "the lease's block is reserved ($held)";
     my $month = POSIX::strftime('%Y-%m', gmtime);
     my ($lease) = $t->redis->cli('ZRANGE', "nb:{$k->{id}}:res:$month", 0, -1) =~ /^(L[0-9a-f]{32}:\d+:\d+)$/m;
@@ -140,7 +140,7 @@ sub msg { [{ role => 'user', content => $_[0] // 'hello there' }] }
     is $t->redis->cli('SCARD', "nb:{$k->{id}}:exp:$month"), 0, 'it did not lapse';
     my $a = finish($s);
     is $a->{status}, 200, 'the slow request completes';
-    ok $t->wait_settled($k->{key}), 'the lease closes and is settled';
+    ok $t->wait_settled($k->{key}, 8), 'the lease closes and is settled';
     my $u = usage_of($t, $k);
     is $u->{output_tokens}, 30, 'the three requests\' tokens, once';
     is $u->{requests}, 3, 'three requests';

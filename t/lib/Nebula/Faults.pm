@@ -212,12 +212,10 @@ sub start_nginx {
     my $t = $self->{t};
     my $p = $self->{plan};
     my $lease = $self->{lease};
-    $t->render(patch => sub {
+    $t->render(lease => $lease, patch => sub {
         my ($c) = @_;
         $c =~ s/^(\s*)(nebula_redis_timeout\s+\S+;)/$1$2\n$1nebula_reservation_timeout $p->{reservation}s;  # faults/m
             or die "no nebula_redis_timeout in nebula.conf\n";
-        $c =~ s/^(\s*)(nebula_redis_failure\s+\S+;)/$1$2\n$1nebula_lease on;  # faults/m
-            if $lease;
         return $c;
     });
     my $out = `@{[ nginx_bin() ]} -p $t->{dir} -c conf/nebula.conf 2>&1`;
@@ -563,8 +561,10 @@ sub go {
         $self->problem("the request after the run answered $r->{status}: $r->{body}")
             unless $r->{status} == 200;
     }
+    # (with leases, the request after the run opens one, whose block goes
+    # back when it closes, five seconds after it was granted)
     my %final;
-    wait_for(5, sub {
+    wait_for(10, sub {
         %final = map { $_->{id} => $self->ledger($_) } @keys;
         !grep { !settled($_) } values %final;
     }, 0.2);
