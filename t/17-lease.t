@@ -125,6 +125,24 @@ is $u->{requests}, 9, 'nine requests recorded';
 is $u->{input_tokens}, $in, 'streams and native: input exact';
 is $u->{output_tokens}, $out, 'streams and native: output exact';
 
+# --- a second whose requests read a prompt and wrote nothing (a stop at
+# once, a client gone before the first token): the partial settlement
+# gives back input and no output.  Redis's Lua made "-0" of that nothing,
+# which HINCRBY refuses, half-way through a script that cannot roll back.
+my $k0 = $t->new_key(plan => 'enterprise', name => 'silent');
+for my $i (1 .. 3) {
+    is ask($k0->{key}, headers => { 'x-test-key' => 'z', 'x-sim-tokens' => 0 })->{status}, 200,
+        "no output $i";
+}
+$u = $t->wait_requests($k0->{id}, 3, 2);
+($in, $out, $n) = reported('z');
+is $out, 0, 'the pool wrote nothing';
+is $u->{requests}, 3, 'no output: three requests recorded within a second';
+is $u->{input_tokens}, $in, "no output: input recorded = reported ($in)";
+is $u->{output_tokens}, 0, 'no output: none recorded';
+ok $t->wait_settled($k0->{key}, 8), 'no output: the lease closed and was settled';
+is $t->redis->cli('HGET', "nb:{$k0->{id}}:u:$month", 'rout') || 0, 0, 'no output: nothing left reserved';
+
 # --- concurrency: 60 at once on one key, every token accounted
 my $k3 = $t->new_key(plan => 'enterprise', name => 'many');
 my @pids;

@@ -18,6 +18,7 @@ use Cwd qw(abs_path);
 use Exporter qw(import);
 use File::Basename qw(dirname);
 use File::Path qw(make_path remove_tree);
+use Fcntl qw(:flock);
 use File::Temp qw(tempdir);
 use IO::Select;
 use IO::Socket::INET;
@@ -46,15 +47,35 @@ my %used_ports;
 sub json_decode { my $r = eval { $JSON->decode($_[0]) }; return $r }
 sub json_encode { $JSON->encode($_[0]) }
 
-# a port nothing listens on now; bound and released, then kept for this file
+# A port for this file alone, until it exits.  Taken below the kernel's
+# ephemeral range (32768 and up), where no client socket (ours, curl's, a
+# parallel file's) is given it as its source port, and claimed with a lock
+# file that every test process honours: a port bound and released is free
+# for anyone else to take in the moment before our nginx binds it, and one
+# parallel file's nginx answering another's requests fails both at random.
+my $PORT_LOCKS = '/tmp/nebula-test-ports';
+my @port_locks;
+
 sub free_port {
-    for (1 .. 100) {
-        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
-                                      Proto => 'tcp', Listen => 1, ReuseAddr => 0)
-            or next;
-        my $port = $s->sockport;
+    mkdir $PORT_LOCKS, 01777;
+    for (1 .. 2000) {
+        my $port = 20000 + int(rand(12000));
+        next if $used_ports{$port};
+        open my $lock, '>', "$PORT_LOCKS/$port" or next;
+        unless (flock $lock, LOCK_EX | LOCK_NB) {
+            close $lock;
+            next;
+        }
+        # held by nothing of ours, but perhaps by `make run` or anyone else
+        my $s = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $port,
+                                      Proto => 'tcp', Listen => 1, ReuseAddr => 1);
+        unless ($s) {
+            close $lock;
+            next;
+        }
         close $s;
-        next if $used_ports{$port}++;
+        $used_ports{$port} = 1;
+        push @port_locks, $lock;
         return $port;
     }
     die "no free port\n";
