@@ -22,7 +22,7 @@ CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
                -Ingx_nebula_module
 UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c
 
-.PHONY: all deps module unit fuzz-build fuzz test test-valgrind test-asan run bench bench-callgrind faults clean
+.PHONY: all deps module unit fuzz-build fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean
 
 all: module
 
@@ -194,10 +194,16 @@ test-asan: module fuzz-build $(ASAN_UNIT)
 run: module
 	@tools/run
 
-# Nebula against a plain nginx proxy, side by side (bench/README.md);
-# not part of make test, which only runs its setup once (t/40-bench-setup.t)
+# Nebula as shipped against a plain nginx proxy and the same gateway in
+# OpenResty's Lua, side by side, then 2,000 slow streams through plain and
+# Nebula (bench/README.md); not part of make test, which only runs its
+# setup once (t/40-bench-setup.t)
 bench: module
 	@bench/run
+
+# the slow streams alone: memory and CPU a stream, errors
+bench-slow: module
+	@BENCH_SLOW=1 bench/run
 
 # instructions a request, under callgrind: repeatable where seconds are not
 bench-callgrind: module
