@@ -942,13 +942,26 @@ ngx_nebula_redis_eval(ngx_nebula_script_e script, ngx_uint_t nkeys,
     char                 *cmd;
     int                   len;
     ngx_uint_t            i;
-    const char           *av[32];
-    size_t                al[32];
+    const char           *avs[32], **av;
+    size_t                als[32], *al;
     u_char                nk[NGX_INT_T_LEN];
     ngx_nebula_script_t  *s;
 
-    if (!ngx_nebula_redis_ready() || argc + 3 > 32) {
+    if (!ngx_nebula_redis_ready()) {
         return NULL;
+    }
+
+    av = avs;
+    al = als;
+
+    if (argc + 3 > 32) {
+        /* a batch of settlements */
+        av = malloc((argc + 3) * (sizeof(const char *) + sizeof(size_t)));
+        if (av == NULL) {
+            return NULL;
+        }
+
+        al = (size_t *) (av + argc + 3);
     }
 
     s = ngx_nebula_script(script);
@@ -966,6 +979,11 @@ ngx_nebula_redis_eval(ngx_nebula_script_e script, ngx_uint_t nkeys,
     }
 
     len = ngx_nebula_redis_format(&cmd, argc + 3, av, al);
+
+    if (av != avs) {
+        free(av);
+    }
+
     if (len <= 0) {
         return NULL;
     }

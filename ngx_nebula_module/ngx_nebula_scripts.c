@@ -177,11 +177,13 @@ static char  ngx_nebula_script_admit[] =
 
 
 /*
- * SETTLE: the reservation is replaced by the real usage, once.
+ * SETTLE: the reservation is replaced by the real usage, once; many
+ * settlements in one call, as a worker batches them (ngx_nebula_settle.c).
  *
- * KEYS: month usage hash, month model hash, day hash, month reservations,
- *       month expired reservations
- * ARGV: reserved in, reserved out, in, out, cost, model, usage TTL,
+ * KEYS: five a settlement: month usage hash, month model hash, day hash,
+ *       month reservations, month expired reservations
+ * ARGV: a settlement's count of arguments, then its arguments, and so on
+ *       for each settlement, in the order of KEYS; the arguments: reserved in, reserved out, in, out, cost, model, usage TTL,
  *       the reservation's member, requests counted (0: only give it
  *       back), estimated (1: the input is our estimate, 2: the output is
  *       the tokens streamed, 3: both; 0: all reported), and for a lease's
@@ -203,67 +205,84 @@ static char  ngx_nebula_script_admit[] =
  * from what the gateway had to count itself.  Fully reported requests
  * write no est_* field.  A hash's expiry is set when its first request is
  * counted in it, not with each one.
+ *
+ * Returns a 1 (settled) or 0 (a repeat) a settlement.  Each is whole
+ * before the next begins; a batch cut short (an error, which only a bug
+ * can raise once the first write is taken) is sent again whole, and what
+ * it had settled is a repeat then.  The keys of one batch may lie in
+ * several hash slots: a cluster's batches are made a slot each.
  */
 static char  ngx_nebula_script_settle[] =
-    "local rin, rout = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
-    "local i, o, c = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local ttl = tonumber(ARGV[7])\n"
-    "local block = string.byte(ARGV[8], 1) == 76\n"
-    "local kin, kout = 0, 0\n"
-    "if ARGV[14] then\n"
-    "  kin, kout = string.match(ARGV[14], ':(%d+):(%d+)$')\n"
-    "  kin, kout = tonumber(kin), tonumber(kout)\n"
-    "end\n"
-    "local live = redis.call('ZREM', KEYS[4], ARGV[8]) == 1\n"
-    "if not live and redis.call('SREM', KEYS[5], ARGV[8]) == 0 then\n"
-    "  return 0\n"
-    "end\n"
-    "local gin, gout = rin, rout\n"
-    "if not live then gin, gout = 0 - kin, 0 - kout end\n"
-    "if ARGV[14] then\n"
-    "  if live then gin, gout = rin - kin, rout - kout end\n"
-    "  redis.call('ZADD', KEYS[4], tonumber(ARGV[15]), ARGV[14])\n"
-    "end\n"
-    "if gin ~= 0 or gout ~= 0 then\n"
-    "  redis.call('HINCRBY', KEYS[1], 'rin', 0 - gin)\n"
-    "  redis.call('HINCRBY', KEYS[1], 'rout', 0 - gout)\n"
-    "  if block then\n"
-    "    redis.call('HINCRBY', KEYS[1], 'lin', 0 - gin)\n"
-    "    redis.call('HINCRBY', KEYS[1], 'lout', 0 - gout)\n"
+    "local function settle(K, A)\n"
+    "  local rin, rout = tonumber(A[1]), tonumber(A[2])\n"
+    "  local i, o, c = tonumber(A[3]), tonumber(A[4]), tonumber(A[5])\n"
+    "  local ttl = tonumber(A[7])\n"
+    "  local block = string.byte(A[8], 1) == 76\n"
+    "  local kin, kout = 0, 0\n"
+    "  if A[14] then\n"
+    "    kin, kout = string.match(A[14], ':(%d+):(%d+)$')\n"
+    "    kin, kout = tonumber(kin), tonumber(kout)\n"
     "  end\n"
-    "end\n"
-    "local n = tonumber(ARGV[9])\n"
-    "if n == 0 then return 1 end\n"
-    "local m = ARGV[6]\n"
-    "local function add(h, p)\n"
-    "  redis.call('HINCRBY', h, p .. 'in', i)\n"
-    "  redis.call('HINCRBY', h, p .. 'out', o)\n"
-    "  redis.call('HINCRBY', h, p .. 'cost', c)\n"
-    "  if redis.call('HINCRBY', h, p .. 'req', n) == n then\n"
-    "    redis.call('EXPIRE', h, ttl)\n"
+    "  local live = redis.call('ZREM', K[4], A[8]) == 1\n"
+    "  if not live and redis.call('SREM', K[5], A[8]) == 0 then\n"
+    "    return 0\n"
     "  end\n"
-    "end\n"
-    "add(KEYS[1], '')\n"
-    "add(KEYS[2], m .. '|')\n"
-    "add(KEYS[3], '')\n"
-    "local e = tonumber(ARGV[10]) or 0\n"
-    "local er, ei, eo = 1, 0, 0\n"
-    "if e % 2 == 1 then ei = i end\n"
-    "if e >= 2 then eo = o end\n"
-    "if ARGV[11] and ARGV[11] ~= '' then\n"
-    "  er, ei, eo = tonumber(ARGV[11]), tonumber(ARGV[12]),\n"
-    "    tonumber(ARGV[13])\n"
-    "  e = er\n"
-    "end\n"
-    "if e > 0 then\n"
-    "  for _, h in ipairs({{KEYS[1], ''}, {KEYS[2], m .. '|'},\n"
-    "                      {KEYS[3], ''}}) do\n"
-    "    redis.call('HINCRBY', h[1], h[2] .. 'est_req', er)\n"
-    "    redis.call('HINCRBY', h[1], h[2] .. 'est_in', ei)\n"
-    "    redis.call('HINCRBY', h[1], h[2] .. 'est_out', eo)\n"
+    "  local gin, gout = rin, rout\n"
+    "  if not live then gin, gout = 0 - kin, 0 - kout end\n"
+    "  if A[14] then\n"
+    "    if live then gin, gout = rin - kin, rout - kout end\n"
+    "    redis.call('ZADD', K[4], tonumber(A[15]), A[14])\n"
     "  end\n"
+    "  if gin ~= 0 or gout ~= 0 then\n"
+    "    redis.call('HINCRBY', K[1], 'rin', 0 - gin)\n"
+    "    redis.call('HINCRBY', K[1], 'rout', 0 - gout)\n"
+    "    if block then\n"
+    "      redis.call('HINCRBY', K[1], 'lin', 0 - gin)\n"
+    "      redis.call('HINCRBY', K[1], 'lout', 0 - gout)\n"
+    "    end\n"
+    "  end\n"
+    "  local n = tonumber(A[9])\n"
+    "  if n == 0 then return 1 end\n"
+    "  local m = A[6]\n"
+    "  local function add(h, p)\n"
+    "    redis.call('HINCRBY', h, p .. 'in', i)\n"
+    "    redis.call('HINCRBY', h, p .. 'out', o)\n"
+    "    redis.call('HINCRBY', h, p .. 'cost', c)\n"
+    "    if redis.call('HINCRBY', h, p .. 'req', n) == n then\n"
+    "      redis.call('EXPIRE', h, ttl)\n"
+    "    end\n"
+    "  end\n"
+    "  add(K[1], '')\n"
+    "  add(K[2], m .. '|')\n"
+    "  add(K[3], '')\n"
+    "  local e = tonumber(A[10]) or 0\n"
+    "  local er, ei, eo = 1, 0, 0\n"
+    "  if e % 2 == 1 then ei = i end\n"
+    "  if e >= 2 then eo = o end\n"
+    "  if A[11] and A[11] ~= '' then\n"
+    "    er, ei, eo = tonumber(A[11]), tonumber(A[12]),\n"
+    "      tonumber(A[13])\n"
+    "    e = er\n"
+    "  end\n"
+    "  if e > 0 then\n"
+    "    for _, h in ipairs({{K[1], ''}, {K[2], m .. '|'},\n"
+    "                        {K[3], ''}}) do\n"
+    "      redis.call('HINCRBY', h[1], h[2] .. 'est_req', er)\n"
+    "      redis.call('HINCRBY', h[1], h[2] .. 'est_in', ei)\n"
+    "      redis.call('HINCRBY', h[1], h[2] .. 'est_out', eo)\n"
+    "    end\n"
+    "  end\n"
+    "  return 1\n"
     "end\n"
-    "return 1\n";
+    "local r, a = {}, 1\n"
+    "for k = 0, #KEYS / 5 - 1 do\n"
+    "  local n = tonumber(ARGV[a])\n"
+    "  r[k + 1] = settle({KEYS[k * 5 + 1], KEYS[k * 5 + 2], KEYS[k * 5 + 3],\n"
+    "                     KEYS[k * 5 + 4], KEYS[k * 5 + 5]},\n"
+    "                    {unpack(ARGV, a + 1, a + n)})\n"
+    "  a = a + n + 1\n"
+    "end\n"
+    "return r\n";
 
 
 /*

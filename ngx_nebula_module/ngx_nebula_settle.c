@@ -7,6 +7,13 @@
  * reservation itself) makes a repeat harmless.  A worker that shuts down
  * keeps its settlements and reconnects for them for up to a minute.
  *
+ * Off the request path, in batches: a request that ends only queues its
+ * record; every NGX_NEBULA_SETTLE_EVERY ms (or as soon as
+ * NGX_NEBULA_SETTLE_BATCH wait) the worker sends what waits as one
+ * EVALSHA SETTLE carrying them all, one command and one reply where
+ * there were as many as requests.  A reservation is settled a few
+ * milliseconds later than its request ended, and no later.
+ *
  * What is charged is ngx_nebula_charge.c's; this file only carries it.
  */
 
@@ -26,16 +33,30 @@ typedef struct {
 #define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
 #define NGX_NEBULA_SETTLE_ATTEMPTS   20
 
+/* a batch: sent this often, or at once when this many wait */
+#define NGX_NEBULA_SETTLE_EVERY      2
+#define NGX_NEBULA_SETTLE_BATCH      64
+
 /* how long a worker that shuts down waits for Redis to take them */
 #define NGX_NEBULA_SETTLE_EXIT_WAIT  60000
 
 
+/* the settlements of one EVALSHA SETTLE, until Redis answers */
 typedef struct {
-    ngx_queue_t               retry;
+    ngx_queue_t               settlements;
+    ngx_uint_t                n;
+} ngx_nebula_settle_batch_t;
+
+
+typedef struct {
+    ngx_queue_t               ready;         /* to go with the next batch */
+    ngx_uint_t                nready;
+    ngx_queue_t               retry;         /* Redis could not take them */
     ngx_uint_t                nretry;
     ngx_uint_t                dropped;
     ngx_log_t                *log;
-    ngx_event_t               flush;
+    ngx_event_t               tick;          /* the next batch */
+    ngx_event_t               flush;         /* the next retry */
     ngx_msec_t                exit_deadline;
     unsigned                  exit_wait:1;
 } ngx_nebula_settle_queue_t;
@@ -45,6 +66,8 @@ static ngx_nebula_settle_queue_t  ngx_nebula_settle_queue;
 
 
 static void ngx_nebula_settle_send(ngx_nebula_settlement_t *s);
+static void ngx_nebula_settle_tick(ngx_event_t *ev);
+static ngx_int_t ngx_nebula_settle_batch(void);
 
 
 static ngx_nebula_settlement_t *
@@ -232,42 +255,171 @@ ngx_nebula_redis_transient(redisReply *reply)
 }
 
 
+/* Redis answered a batch, or could not: each settlement's fate */
 static void
 ngx_nebula_settle_reply(void *data, redisReply *reply)
 {
-    ngx_nebula_settlement_t  *s = data;
+    ngx_queue_t                *h;
+    ngx_uint_t                  refused;
+    ngx_nebula_settlement_t    *s;
+    ngx_nebula_settle_batch_t  *b = data;
 
-    if (reply == NULL) {
-        /* Redis went away: maybe applied, maybe not; the marker knows */
-        ngx_nebula_settle_retry(s);
+    refused = 0;
+
+    while (!ngx_queue_empty(&b->settlements)) {
+        h = ngx_queue_head(&b->settlements);
+        ngx_queue_remove(h);
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        if (reply == NULL) {
+            /* Redis went away: maybe applied, maybe not; the marker knows */
+            ngx_nebula_settle_retry(s);
+            continue;
+        }
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            if (ngx_nebula_redis_transient(reply)
+                && ++s->attempts < NGX_NEBULA_SETTLE_ATTEMPTS)
+            {
+                ngx_nebula_settle_retry(s);
+                continue;
+            }
+
+            refused++;
+        }
+
+        ngx_free(s);
+    }
+
+    if (refused) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "nebula: redis refused %ui settlement%s: %s", refused,
+                      refused == 1 ? "" : "s", reply->str);
+    }
+
+    ngx_free(b);
+}
+
+
+/* a settlement goes with the next batch, a few milliseconds from now */
+static void
+ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
+{
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    ngx_queue_insert_tail(&q->ready, &s->queue);
+    q->nready++;
+
+    if (q->nready >= NGX_NEBULA_SETTLE_BATCH) {
+        (void) ngx_nebula_settle_batch();
         return;
     }
 
-    if (reply->type == REDIS_REPLY_ERROR) {
-        if (ngx_nebula_redis_transient(reply)
-            && ++s->attempts < NGX_NEBULA_SETTLE_ATTEMPTS)
-        {
-            ngx_nebula_settle_retry(s);
-            return;
-        }
-
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
-                      "nebula: redis refused a settlement: %s", reply->str);
+    if (!q->tick.timer_set) {
+        ngx_add_timer(&q->tick, NGX_NEBULA_SETTLE_EVERY);
     }
-
-    ngx_free(s);
 }
 
 
 static void
-ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
+ngx_nebula_settle_tick(ngx_event_t *ev)
 {
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc, s->argv,
-                              ngx_nebula_settle_reply, s)
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    while (q->nready) {
+        if (ngx_nebula_settle_batch() != NGX_OK) {
+            /* no memory for a batch now: they wait for the next tick */
+            ngx_add_timer(&q->tick, NGX_NEBULA_SETTLE_EVERY);
+            return;
+        }
+    }
+}
+
+
+/*
+ * Up to NGX_NEBULA_SETTLE_BATCH ready settlements, in one EVALSHA
+ * SETTLE: their keys, then each one's count of arguments and arguments.
+ * When Redis cannot take it, they wait for it in the retry queue;
+ * NGX_ERROR: none was taken from the ready queue.
+ */
+static ngx_int_t
+ngx_nebula_settle_batch(void)
+{
+    u_char                     *p;
+    ngx_str_t                  *argv;
+    ngx_uint_t                  i, n, nkeys, argc, k, a;
+    ngx_queue_t                *h;
+    ngx_nebula_settlement_t    *s;
+    ngx_nebula_settle_batch_t  *b;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+    u_char                      counts[NGX_NEBULA_SETTLE_BATCH][4];
+
+    b = ngx_alloc(sizeof(ngx_nebula_settle_batch_t), q->log);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_queue_init(&b->settlements);
+    b->n = 0;
+
+    n = 0;
+    argc = 0;
+
+    while (q->nready && n < NGX_NEBULA_SETTLE_BATCH) {
+        h = ngx_queue_head(&q->ready);
+        ngx_queue_remove(h);
+        q->nready--;
+
+        ngx_queue_insert_tail(&b->settlements, h);
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+        argc += s->argc + 1;
+        n++;
+    }
+
+    b->n = n;
+    nkeys = 5 * n;
+
+    argv = ngx_alloc(argc * sizeof(ngx_str_t), q->log);
+    if (argv == NULL) {
+        ngx_nebula_settle_reply(b, NULL);
+        return NGX_OK;
+    }
+
+    k = 0;
+    a = nkeys;
+    i = 0;
+
+    for (h = ngx_queue_head(&b->settlements);
+         h != ngx_queue_sentinel(&b->settlements);
+         h = ngx_queue_next(h))
+    {
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        ngx_memcpy(&argv[k], s->argv, 5 * sizeof(ngx_str_t));
+        k += 5;
+
+        p = ngx_sprintf(counts[i], "%ui", s->argc - 5);
+        argv[a].data = counts[i];
+        argv[a].len = p - counts[i];
+        a++;
+        i++;
+
+        ngx_memcpy(&argv[a], &s->argv[5], (s->argc - 5) * sizeof(ngx_str_t));
+        a += s->argc - 5;
+    }
+
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, nkeys, argc, argv,
+                              ngx_nebula_settle_reply, b)
         == NULL)
     {
-        ngx_nebula_settle_retry(s);
+        ngx_free(argv);
+        ngx_nebula_settle_reply(b, NULL);
+        return NGX_OK;
     }
+
+    ngx_free(argv);
+
+    return NGX_OK;
 }
 
 
@@ -275,7 +427,6 @@ static void
 ngx_nebula_settle_flush(ngx_event_t *ev)
 {
     ngx_queue_t                *h;
-    ngx_nebula_settlement_t    *s;
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
     if (!ngx_nebula_redis_ready()) {
@@ -327,23 +478,17 @@ ngx_nebula_settle_flush(ngx_event_t *ev)
         q->dropped = 0;
     }
 
+    /* they go again with the next batches, ahead of what waits there */
     while (!ngx_queue_empty(&q->retry)) {
-        h = ngx_queue_head(&q->retry);
+        h = ngx_queue_last(&q->retry);
         ngx_queue_remove(h);
         q->nretry--;
 
-        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
-
-        if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, 5, s->argc,
-                                  s->argv, ngx_nebula_settle_reply, s)
-            == NULL)
-        {
-            ngx_queue_insert_head(&q->retry, h);
-            q->nretry++;
-            ngx_add_timer(&q->flush, 500);
-            return;
-        }
+        ngx_queue_insert_head(&q->ready, h);
+        q->nready++;
     }
+
+    ngx_nebula_settle_tick(&q->tick);
 }
 
 
@@ -353,8 +498,16 @@ ngx_nebula_settle_init_worker(ngx_cycle_t *cycle)
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
     ngx_memzero(q, sizeof(ngx_nebula_settle_queue_t));
+    ngx_queue_init(&q->ready);
     ngx_queue_init(&q->retry);
     q->log = cycle->log;
+    q->tick.handler = ngx_nebula_settle_tick;
+    q->tick.log = cycle->log;
+    q->tick.data = q;
+
+    /* a batch that waits keeps a worker that shuts down until it goes */
+    q->tick.cancelable = 0;
+
     q->flush.handler = ngx_nebula_settle_flush;
     q->flush.log = cycle->log;
     q->flush.data = q;
@@ -378,6 +531,14 @@ ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle)
     if (q->log == NULL) {
         return;
     }
+
+    while (!ngx_queue_empty(&q->ready)) {
+        h = ngx_queue_head(&q->ready);
+        ngx_queue_remove(h);
+        ngx_free(ngx_queue_data(h, ngx_nebula_settlement_t, queue));
+    }
+
+    q->nready = 0;
 
     while (!ngx_queue_empty(&q->retry)) {
         h = ngx_queue_head(&q->retry);

@@ -623,6 +623,7 @@ function _M.log()
         p .. "u:" .. month, p .. "m:" .. month,
         p .. "d:" .. ctx.day,
         p .. "res:" .. month, p .. "exp:" .. month,
+        10,     -- SETTLE takes settlements in batches: this one's count
         ctx.rin, ctx.rout, i, o, cost, model.name, USAGE_TTL,
         ctx.request_id .. ":" .. ctx.rin .. ":" .. ctx.rout, 1, est
     }
