@@ -1,11 +1,12 @@
 /*
  * Nebula: a resumable scanner for upstream response bodies
  * (see nebula_stream.h): its core.  The SSE line machine, the JSON token
- * machine, the keys and counts, the events, quiet mode, and
- * nebula_stream_scan(); the memo of an SSE stream's recurring stretches
- * is nebula_stream_memo.c, what both use nebula_stream_int.h.
+ * machine, the keys and counts, the events, quiet mode, the walk
+ * (nebula_stream_walk()); the memo of an SSE stream's recurring
+ * stretches, and the entry nebula_stream_scan() that walks or replays,
+ * are nebula_stream_memo.c, what both use nebula_stream_int.h.
  *
- * Some 1,270 lines, more than the 1,000 a file should have, and kept so:
+ * Some 1,210 lines, more than the 1,000 a file should have, and kept so:
  * each transition is written twice, a byte at a time (json_byte(),
  * sse_byte()) and a run at a time (json_run(), sse_run()), and the two
  * must leave the same state after every byte, so they are read and
@@ -1205,57 +1206,8 @@ nebula_stream_keep(nebula_stream_t *s, const unsigned char *value,
 }
 
 
-/*
- * A quiet scanner without a memo: the event ends it passes, one by one.
- * Not inlined: in nebula_stream_scan() its loop would have registers
- * saved on every call, with a memo too, for some 10 instructions a call.
- */
-#if defined(__GNUC__)
-__attribute__((noinline))
-#endif
-static size_t
-quiet_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
-    nebula_event_e *ev)
-{
-    size_t  n;
-
-    n = 0;
-
-    for ( ;; ) {
-        n += nebula_stream_walk(s, p + n, len - n, ev);
-
-        if (*ev == NEBULA_EV_NONE || nebula_stream_stops(s, *ev, n)) {
-            return n;
-        }
-
-        if (n == len) {
-            *ev = NEBULA_EV_NONE;
-            return n;
-        }
-    }
-}
-
-
 void
 nebula_stream_quiet(nebula_stream_t *s, int on)
 {
     s->quiet = (on != 0);
-}
-
-
-size_t
-nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
-    nebula_event_e *ev)
-{
-    s->ended = 0;
-
-    if (s->memo) {
-        return nebula_memo_scan(s, p, len, ev);
-    }
-
-    if (s->quiet) {
-        return quiet_scan(s, p, len, ev);
-    }
-
-    return nebula_stream_walk(s, p, len, ev);
 }

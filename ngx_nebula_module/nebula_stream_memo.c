@@ -1,8 +1,9 @@
 /*
  * Nebula: the response scanner's memo (nebula_memo_t in nebula_stream.h):
  * the recurring stretches of an SSE stream, compared and replayed, not
- * walked.  nebula_stream_scan() (nebula_stream.c) hands a scanner with a
- * memo to nebula_memo_scan().
+ * walked; and the scanner's entry, nebula_stream_scan(), which hands a
+ * scanner with a memo to nebula_memo_scan() and walks the others
+ * (nebula_stream_walk(), nebula_stream.c).
  *
  * Stretches.  The bytes are cut at events: the caller's, and around a
  * text (EV_TEXT_OPEN, EV_TEXT_CLOSE: json_run() stops there only with a
@@ -429,4 +430,57 @@ done:
     *ev = e;
 
     return (size_t) (q - p);
+}
+
+
+/*
+ * A quiet scanner without a memo: the event ends it passes, one by one.
+ * Not inlined: in nebula_stream_scan() its loop would have registers
+ * saved on every call, with a memo too, for some 10 instructions a call.
+ */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
+static size_t
+quiet_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    size_t  n;
+
+    n = 0;
+
+    for ( ;; ) {
+        n += nebula_stream_walk(s, p + n, len - n, ev);
+
+        if (*ev == NEBULA_EV_NONE || nebula_stream_stops(s, *ev, n)) {
+            return n;
+        }
+
+        if (n == len) {
+            *ev = NEBULA_EV_NONE;
+            return n;
+        }
+    }
+}
+
+
+/*
+ * The scanner's entry: here, beside the memo, so that the walk
+ * (nebula_stream.c) never calls back into the memo that calls it.
+ */
+size_t
+nebula_stream_scan(nebula_stream_t *s, const unsigned char *p, size_t len,
+    nebula_event_e *ev)
+{
+    s->ended = 0;
+
+    if (s->memo) {
+        return nebula_memo_scan(s, p, len, ev);
+    }
+
+    if (s->quiet) {
+        return quiet_scan(s, p, len, ev);
+    }
+
+    return nebula_stream_walk(s, p, len, ev);
 }
