@@ -84,6 +84,15 @@ ngx_nebula_redis_op_t *ngx_nebula_redis_eval(ngx_nebula_script_e script,
 ngx_nebula_redis_op_t *ngx_nebula_redis_command(ngx_uint_t argc,
     ngx_str_t *argv, ngx_nebula_redis_handler_pt handler, void *data);
 
+/*
+ * A command formatted in RESP (malloc()ed: the op frees it) goes to Redis
+ * now, or waits for the handshake; NULL when there is no connection.
+ * ngx_nebula_redis_command.c's way in; script NGX_NEBULA_SCRIPT_N is none.
+ */
+ngx_nebula_redis_op_t *ngx_nebula_redis_send(char *cmd, int len,
+    ngx_nebula_script_e script, ngx_nebula_redis_handler_pt handler,
+    void *data, ngx_uint_t internal);
+
 /* the request behind an op went away: its reply will touch nothing */
 void ngx_nebula_redis_cancel(ngx_nebula_redis_op_t *op);
 
