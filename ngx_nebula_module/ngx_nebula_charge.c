@@ -211,7 +211,7 @@ ngx_nebula_charge_cleanup(void *data)
     ctx->cost = ngx_nebula_cost(model, in, out);
 
     if (ctx->lease) {
-        /* settled with the lease's other requests, when it closes */
+        /* settled with the lease's other requests, within a second */
         ngx_nebula_lease_settle(ctx, in, out, ctx->cost,
                                 estimated & NGX_NEBULA_SETTLE_EST_IN,
                                 estimated & NGX_NEBULA_SETTLE_EST_OUT,

@@ -47,7 +47,7 @@
 #define NGX_NEBULA_LEASE_POLL      250      /* the change feed is read */
 #define NGX_NEBULA_LEASE_BUCKETS   1024
 #define NGX_NEBULA_LEASE_MAX       4096     /* open or closing, a worker */
-#define NGX_NEBULA_LEASE_TICK      200
+#define NGX_NEBULA_LEASE_TICK      125      /* two ticks a poll */
 
 /*
  * A block: this many requests' worth, as the granting request reserved;

@@ -207,9 +207,10 @@ static char  ngx_nebula_script_admit[] =
  * counted in it, not with each one.
  *
  * Returns a 1 (settled) or 0 (a repeat) a settlement.  Each is whole
- * before the next begins; a batch cut short (an error, which only a bug
- * can raise once the first write is taken) is sent again whole, and what
- * it had settled is a repeat then.  The keys of one batch may lie in
+ * before the next begins; a batch cut short by an error (which only a bug
+ * can raise once the first write is taken) is sent again one settlement
+ * a call, and what it had settled is a repeat then: one bad settlement
+ * costs only itself.  The keys of one batch may lie in
  * several hash slots: a cluster's batches are made a slot each.
  */
 static char  ngx_nebula_script_settle[] =

@@ -24,6 +24,7 @@
 typedef struct {
     ngx_queue_t               queue;
     ngx_uint_t                attempts;      /* refused as "not now" */
+    ngx_uint_t                alone;         /* its batch was refused */
     ngx_str_t                 argv[20];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
@@ -87,6 +88,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     p = s->data;
     s->argc = 15;
     s->attempts = 0;
+    s->alone = 0;
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
     s->argv[i].data = p;                                                      \
@@ -266,6 +268,14 @@ ngx_nebula_settle_reply(void *data, redisReply *reply)
 
     refused = 0;
 
+    if (reply && reply->type == REDIS_REPLY_ERROR && b->n > 1
+        && !ngx_nebula_redis_transient(reply))
+    {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "nebula: redis refused a batch of %ui settlements: "
+                      "%s; each goes again alone", b->n, reply->str);
+    }
+
     while (!ngx_queue_empty(&b->settlements)) {
         h = ngx_queue_head(&b->settlements);
         ngx_queue_remove(h);
@@ -281,6 +291,18 @@ ngx_nebula_settle_reply(void *data, redisReply *reply)
             if (ngx_nebula_redis_transient(reply)
                 && ++s->attempts < NGX_NEBULA_SETTLE_ATTEMPTS)
             {
+                ngx_nebula_settle_retry(s);
+                continue;
+            }
+
+            if (b->n > 1) {
+                /*
+                 * "Never", said of a batch: one settlement in it may be
+                 * the cause, and it must cost only itself.  Each goes
+                 * again alone; what the batch had settled before the
+                 * error is a repeat then.
+                 */
+                s->alone = 1;
                 ngx_nebula_settle_retry(s);
                 continue;
             }
@@ -367,13 +389,22 @@ ngx_nebula_settle_batch(void)
 
     while (q->nready && n < NGX_NEBULA_SETTLE_BATCH) {
         h = ngx_queue_head(&q->ready);
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        if (s->alone && n) {
+            break;      /* one of a refused batch goes in a batch of one */
+        }
+
         ngx_queue_remove(h);
         q->nready--;
 
         ngx_queue_insert_tail(&b->settlements, h);
-        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
         argc += s->argc + 1;
         n++;
+
+        if (s->alone) {
+            break;
+        }
     }
 
     b->n = n;
