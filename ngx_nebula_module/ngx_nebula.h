@@ -367,8 +367,11 @@ uint64_t ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in,
 #define NGX_NEBULA_SETTLE_COUNT    0x01
 #define NGX_NEBULA_SETTLE_EST_IN   0x02
 #define NGX_NEBULA_SETTLE_EST_OUT  0x04
+/* sent now, not with the next batch: the key has little left */
+#define NGX_NEBULA_SETTLE_NOW      0x08
 
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
+void ngx_nebula_settle_before(u_char *key_id);
 void ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle);
 void ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
     time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,

@@ -302,6 +302,9 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_ERROR;
     }
 
+    /* the key's last settlement, if it waits, is taken first */
+    ngx_nebula_settle_before(ctx->key_id);
+
     if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 5, 19, argv,
                               ngx_nebula_admit_reply, adm)
         == NULL)
@@ -378,7 +381,8 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
             ngx_nebula_settle_request(ngx_cycle->log, adm->key_id,
                                       adm->month, ngx_time(),
                                       adm->request_id, &model, adm->prompt,
-                                      a.reserved_out, 0, 0, 0, 0);
+                                      a.reserved_out, 0, 0, 0,
+                                      NGX_NEBULA_SETTLE_NOW);
 
             if (a.lease_in > 0) {
                 /* and the lease granted with it, unused */

@@ -219,6 +219,18 @@ ngx_nebula_charge_cleanup(void *data)
         return;
     }
 
+    /*
+     * A key with little left (under 64 of this reservation, the lease's
+     * measure) settles at once: held a few milliseconds more for its
+     * batch, the reservation could refuse the key's next request, which
+     * its usage leaves room for.
+     */
+    if (ctx->admit.in_left < 64 * (int64_t) ngx_max(ctx->reserved_in, 1)
+        || ctx->admit.out_left < 64 * (int64_t) ngx_max(ctx->reserved_out, 1))
+    {
+        flags |= NGX_NEBULA_SETTLE_NOW;
+    }
+
     /* the record says which counts were estimated, as the access log does */
     ngx_nebula_settle_request(ngx_cycle->log, ctx->key_id, ctx->month,
                               ctx->now, ctx->request_id, &model->name,

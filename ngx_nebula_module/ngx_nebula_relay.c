@@ -524,7 +524,12 @@ ngx_nebula_event_append(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
     b = cl ? cl->buf : NULL;
     have = b ? (size_t) (b->last - b->pos) : 0;
-    size = ngx_max(2 * (have + n), 2048);
+    /*
+     * Room for two of a token's events (a few hundred bytes each): the
+     * buffer lives as long as its stream, and a server holds thousands of
+     * slow streams; a bigger event doubles it, and the bigger one is kept.
+     */
+    size = ngx_max(2 * (have + n), 512);
 
     if (cl == NULL) {
         /* a buffer sent before and big enough, from the free list */

@@ -25,6 +25,7 @@ typedef struct {
     ngx_queue_t               queue;
     ngx_uint_t                attempts;      /* refused as "not now" */
     ngx_uint_t                alone;         /* its batch was refused */
+    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN];
     ngx_str_t                 argv[20];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
@@ -66,7 +67,8 @@ typedef struct {
 static ngx_nebula_settle_queue_t  ngx_nebula_settle_queue;
 
 
-static void ngx_nebula_settle_send(ngx_nebula_settlement_t *s);
+static void ngx_nebula_settle_send(ngx_nebula_settlement_t *s,
+    ngx_uint_t now);
 static void ngx_nebula_settle_tick(ngx_event_t *ev);
 static ngx_int_t ngx_nebula_settle_batch(void);
 
@@ -89,6 +91,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
     s->argc = 15;
     s->attempts = 0;
     s->alone = 0;
+    ngx_memcpy(s->key_id, key_id, NGX_NEBULA_KEY_ID_LEN);
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
     s->argv[i].data = p;                                                      \
@@ -181,14 +184,15 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
         s->argc = 20;
     }
 
-    ngx_nebula_settle_send(s);
+    ngx_nebula_settle_send(s, 0);
 }
 
 
 /*
  * A request's settlement: its reservation (rin, rout) replaced by its
- * usage, with the flags NGX_NEBULA_SETTLE_* say; sent now, or kept and
- * sent again while Redis cannot take it.
+ * usage, with the flags NGX_NEBULA_SETTLE_* say; sent with the next batch
+ * (NGX_NEBULA_SETTLE_NOW: at once), or kept and sent again while Redis
+ * cannot take it.
  */
 void
 ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
@@ -207,7 +211,7 @@ ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
         return;
     }
 
-    ngx_nebula_settle_send(s);
+    ngx_nebula_settle_send(s, flags & NGX_NEBULA_SETTLE_NOW);
 }
 
 
@@ -323,14 +327,22 @@ ngx_nebula_settle_reply(void *data, redisReply *reply)
 }
 
 
-/* a settlement goes with the next batch, a few milliseconds from now */
+/*
+ * A settlement goes with the next batch, a few milliseconds from now, or
+ * now, with what waits for that batch.
+ */
 static void
-ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
+ngx_nebula_settle_send(ngx_nebula_settlement_t *s, ngx_uint_t now)
 {
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
     ngx_queue_insert_tail(&q->ready, &s->queue);
     q->nready++;
+
+    if (now) {
+        ngx_nebula_settle_tick(&q->tick);
+        return;
+    }
 
     if (q->nready >= NGX_NEBULA_SETTLE_BATCH) {
         (void) ngx_nebula_settle_batch();
@@ -339,6 +351,35 @@ ngx_nebula_settle_send(ngx_nebula_settlement_t *s)
 
     if (!q->tick.timer_set) {
         ngx_add_timer(&q->tick, NGX_NEBULA_SETTLE_EVERY);
+    }
+}
+
+
+/*
+ * An admission of this key goes to Redis: a settlement of the key that
+ * waits for its batch goes first, on the same connection, so Redis takes
+ * it before the admission.  A client that sends its next request as soon
+ * as the last one ended (on the same connection, so to this worker) is
+ * never refused for a reservation already over; other keys' settlements
+ * still wait for their batch.
+ */
+void
+ngx_nebula_settle_before(u_char *key_id)
+{
+    ngx_queue_t                *h;
+    ngx_nebula_settlement_t    *s;
+    ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
+
+    for (h = ngx_queue_head(&q->ready);
+         h != ngx_queue_sentinel(&q->ready);
+         h = ngx_queue_next(h))
+    {
+        s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
+
+        if (ngx_memcmp(s->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0) {
+            ngx_nebula_settle_tick(&q->tick);
+            return;
+        }
     }
 }
 
