@@ -158,15 +158,18 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
         break;
 
     case NEBULA_ADMIT_NO_QUOTA:
-        if (reply->elements != 7) {
+        /* the 8th, whether leases hold unused blocks, came later */
+        if (reply->elements != 7 && reply->elements != 8) {
             return out->status;
         }
 
-        for (i = 1; i < 7; i++) {
+        for (i = 1; i < reply->elements; i++) {
             if (reply_int(reply->element[i], &v[i]) != 0) {
                 return out->status;
             }
         }
+
+        out->leased = (reply->elements == 8 && v[7] != 0);
 
         out->in_limit = v[1];
         out->out_limit = v[2];

@@ -41,6 +41,7 @@ typedef struct {
     int64_t                retry_after;    /* seconds */
     int64_t                lease_in;       /* a block granted: nebula_lease */
     int64_t                lease_out;
+    int                    leased;         /* refused: blocks held unused */
     char                   plan[NEBULA_NAME_MAX];
     char                   name[NEBULA_NAME_MAX];
 } nebula_admit_t;

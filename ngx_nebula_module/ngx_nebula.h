@@ -386,6 +386,7 @@ void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
 /* ngx_nebula_lease.c */
 void ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled);
 void ngx_nebula_lease_exit_worker(ngx_cycle_t *cycle);
+void ngx_nebula_lease_recall(u_char *key_id);
 ngx_nebula_lease_t *ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in,
     int64_t out, int64_t *want_in, int64_t *want_out);
 ngx_int_t ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt,

@@ -42,7 +42,6 @@ static ngx_int_t ngx_nebula_admin_answer(ngx_nebula_call_ctx_t *call,
     redisReply *reply);
 static void ngx_nebula_admin_created(void *data, redisReply *reply);
 static void ngx_nebula_admin_listed(void *data, redisReply *reply);
-static void ngx_nebula_admin_changed(ngx_nebula_call_ctx_t *call);
 static void ngx_nebula_admin_write_models(ngx_http_request_t *r,
     ngx_nebula_json_t *j, redisReply *reply);
 
@@ -277,38 +276,11 @@ ngx_nebula_admin_update(ngx_nebula_call_ctx_t *call,
                               argv);
 
     if (rc == NGX_AGAIN) {
-        ngx_nebula_admin_changed(call);
+        /* the workers close their leases of it (ngx_nebula_lease.c) */
+        ngx_nebula_lease_recall(call->id);
     }
 
     return rc;
-}
-
-
-static void
-ngx_nebula_admin_changed_reply(void *data, redisReply *reply)
-{
-    /* not waited for: a lease a worker misses closes by itself (5 s) */
-}
-
-
-/*
- * A key's record is being changed (revoked, its plan, limits, models):
- * its id goes into the feed the workers read to close the leases they
- * hold of it (ngx_nebula_lease.c), right behind the change on the same
- * connection.  Another hash slot than the key's: a command of its own.
- */
-static void
-ngx_nebula_admin_changed(ngx_nebula_call_ctx_t *call)
-{
-    ngx_str_t      argv[2];
-    static u_char  data;
-
-    ngx_str_set(&argv[0], "nb:changes");
-    argv[1].data = call->id;
-    argv[1].len = ngx_strlen(call->id);
-
-    (void) ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_CHANGED, 1, 2, argv,
-                                 ngx_nebula_admin_changed_reply, &data);
 }
 
 
@@ -860,7 +832,8 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
                                   argv);
 
         if (rc == NGX_AGAIN) {
-            ngx_nebula_admin_changed(call);
+            /* the workers close their leases of it (ngx_nebula_lease.c) */
+        ngx_nebula_lease_recall(call->id);
         }
 
         break;

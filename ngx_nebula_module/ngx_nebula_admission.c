@@ -500,6 +500,11 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         break;
 
     case NEBULA_ADMIT_NO_QUOTA:
+        if (a.leased) {
+            /* what leases sit on unused comes back within a second */
+            ngx_nebula_lease_recall(adm->key_id);
+        }
+
         ngx_free(adm);
         ngx_nebula_refuse_verdict(ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                   "insufficient_quota", "insufficient_quota",

@@ -120,7 +120,8 @@ typedef struct {
 
 static void ngx_nebula_lease_close(ngx_nebula_lease_t *l);
 static void ngx_nebula_lease_flush(ngx_nebula_lease_t *l);
-static void ngx_nebula_lease_spend(ngx_nebula_lease_t *l);
+static void ngx_nebula_lease_spend(ngx_nebula_lease_t *l,
+    ngx_uint_t held_only);
 static void ngx_nebula_lease_tick(ngx_event_t *ev);
 static void ngx_nebula_lease_poll(void);
 
@@ -279,6 +280,19 @@ ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt, int64_t out,
     avail_out = l->block_out - (int64_t) l->used_out - l->held_out;
 
     if (avail_in < prompt || avail_out < out) {
+        /*
+         * What the block has unused goes back to the key now, ahead of
+         * this request's admission (ngx_nebula_settle_before() sends it
+         * first on the same connection): a key near its quota is never
+         * refused for tokens its own lease sits on.  The lease admits no
+         * more; Redis may grant a new one.
+         */
+        if (l->inflight) {
+            ngx_nebula_lease_spend(l, 1);
+        }
+
+        ngx_nebula_lease_close(l);
+
         return NGX_DECLINED;
     }
 
@@ -455,18 +469,21 @@ ngx_nebula_lease_flush(ngx_nebula_lease_t *l)
  * A partial settlement: the usage of the requests that ended since the
  * last one goes to Redis, with the part of the block they used; what is
  * left of the block stays reserved, renamed (its member says how much),
- * and kept alive under its new name.
+ * and kept alive under its new name.  held_only: only what the requests
+ * in flight hold stays reserved, the rest goes back too (the lease is
+ * closing, and the key's other requests may need it).
  */
 static void
-ngx_nebula_lease_spend(ngx_nebula_lease_t *l)
+ngx_nebula_lease_spend(ngx_nebula_lease_t *l, ngx_uint_t held_only)
 {
     int64_t                    left_in, left_out;
     ngx_str_t                  next;
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
     u_char                     member[48], name[128];
 
-    left_in = l->block_in - (int64_t) l->used_in;
-    left_out = l->block_out - (int64_t) l->used_out;
+    left_in = held_only ? l->held_in : l->block_in - (int64_t) l->used_in;
+    left_out = held_only ? l->held_out
+                         : l->block_out - (int64_t) l->used_out;
 
     if (left_in < 0 || left_out < 0) {
         /* cannot be: held and used never pass the block; settled whole */
@@ -518,7 +535,7 @@ ngx_nebula_lease_due(ngx_nebula_lease_t *l)
         && (ngx_msec_int_t) (ngx_current_msec - l->flushed)
            >= NGX_NEBULA_LEASE_FLUSH)
     {
-        ngx_nebula_lease_spend(l);
+        ngx_nebula_lease_spend(l, 0);
     }
 }
 
@@ -542,6 +559,50 @@ ngx_nebula_lease_close_key(u_char *key_id)
             ngx_nebula_lease_close(l);
         }
     }
+
+    /* what a closing lease's requests in flight do not hold goes back */
+    for (q = ngx_queue_head(&t->closing);
+         q != ngx_queue_sentinel(&t->closing);
+         q = ngx_queue_next(q))
+    {
+        l = ngx_queue_data(q, ngx_nebula_lease_t, closing);
+
+        if (ngx_memcmp(l->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0
+            && (l->block_in - (int64_t) l->used_in > l->held_in
+                || l->block_out - (int64_t) l->used_out > l->held_out))
+        {
+            ngx_nebula_lease_spend(l, 1);
+        }
+    }
+}
+
+
+static void
+ngx_nebula_lease_recalled(void *data, redisReply *reply)
+{
+    /* not waited for: a lease a worker misses closes by itself (5 s) */
+}
+
+
+/*
+ * Every worker is asked to close its leases of a key (the change feed,
+ * read every NGX_NEBULA_LEASE_POLL ms): the key was changed (the admin
+ * API), or Redis refused it a request while leases sit on unused blocks
+ * of it, which then come back to the key within a second.  The feed is
+ * in another hash slot than the key's: a command of its own.
+ */
+void
+ngx_nebula_lease_recall(u_char *key_id)
+{
+    ngx_str_t      argv[2];
+    static u_char  data;
+
+    ngx_str_set(&argv[0], "nb:changes");
+    argv[1].data = key_id;
+    argv[1].len = ngx_strlen(key_id);
+
+    (void) ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_CHANGED, 1, 2, argv,
+                                 ngx_nebula_lease_recalled, &data);
 }
 
 
@@ -677,7 +738,8 @@ ngx_nebula_lease_tick(ngx_event_t *ev)
         ngx_nebula_lease_due(ngx_queue_data(q, ngx_nebula_lease_t, closing));
     }
 
-    if (!ngx_queue_empty(&t->open)) {
+    /* a closing lease may still sit on unused tokens a recall wants */
+    if (!ngx_queue_empty(&t->open) || !ngx_queue_empty(&t->closing)) {
         ngx_nebula_lease_poll();
     }
 

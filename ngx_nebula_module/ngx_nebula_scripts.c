@@ -60,8 +60,9 @@
  *            model not allowed,
  *         {4, retry_after, rpm, in_limit, out_limit, in_left, out_left}
  *            rate limited,
- *         {5, in_limit, out_limit, in_left, out_left, rpm, rpm_left}
- *            quota used up,
+ *         {5, in_limit, out_limit, in_left, out_left, rpm, rpm_left,
+ *          leased} quota used up (leased: 1 when leases hold unused
+ *            blocks of the key, which the workers are then asked back),
  *         {6, plan} the key's plan is not configured here.
  *
  * A refusal of a known key carries the limits too: every authenticated
@@ -138,8 +139,10 @@ static char  ngx_nebula_script_admit[] =
     "end\n"
     "local prompt = tonumber(ARGV[5])\n"
     "if in_left < prompt or out_left <= 0 then\n"
+    "  local held = 0\n"
+    "  if bin > 0 or bout > 0 then held = 1 end\n"
     "  return {5, in_limit, out_limit, math.max(in_left + bin, 0),\n"
-    "          math.max(out_left + bout, 0), rpm, rpm_left}\n"
+    "          math.max(out_left + bout, 0), rpm, rpm_left, held}\n"
     "end\n"
     "local out = out_left\n"
     "local want = tonumber(ARGV[6])\n"

@@ -143,6 +143,27 @@ is $u->{output_tokens}, 0, 'no output: none recorded';
 ok $t->wait_settled($k0->{key}, 8), 'no output: the lease closed and was settled';
 is $t->redis->cli('HGET', "nb:{$k0->{id}}:u:$month", 'rout') || 0, 0, 'no output: nothing left reserved';
 
+# --- a key near its quota is never refused for tokens its own lease sits
+# on: a request the block cannot cover gives the block's unused part back
+# ahead of its admission (t/18-exact-at-scale.t found the 429 saying
+# "3 tokens remaining")
+my $kn = $t->new_key(plan => 'developer', name => 'near',
+                     limits => { input_tokens => 20000, output_tokens => 200 });
+my $ra = ask($kn->{key}, body => { max_tokens => 1 });
+is $ra->{status}, 200, 'near: a first request, and a lease of a few tokens';
+my $month_res = $t->redis->cli('ZRANGE', "nb:{$kn->{id}}:res:$month", 0, -1);
+like $month_res, qr/^L[0-9a-f]{32}:\d+:(\d+)$/m, 'near: the lease is held';
+my ($block) = $month_res =~ /^L[0-9a-f]{32}:\d+:(\d+)$/m;
+my $rb = ask($kn->{key}, headers => { 'x-sim-tokens' => 500 });
+is $rb->{status}, 200, 'near: a second, more than the block covers, is served';
+is $t->sim('local')->last->{max_tokens}, 200 - 1,
+    "near: with all that is left, the block's $block given back to it first";
+my $rc = ask($kn->{key}, body => { max_tokens => 1 });
+is $rc->{status}, 429, 'near: then nothing is left';
+is $rc->{headers}{'x-ratelimit-remaining-output-tokens'}, 0, 'near: and the 429 says so';
+ok $t->wait_settled($kn->{key}, 8), 'near: settled';
+is usage_of($kn)->{output_tokens}, 200, 'near: exactly the quota used';
+
 # --- concurrency: 60 at once on one key, every token accounted
 my $k3 = $t->new_key(plan => 'enterprise', name => 'many');
 my @pids;

@@ -207,6 +207,17 @@ test_refused(void)
     is_int(a.rpm, 20, "no quota: rpm");
     is_int(a.rpm_left, 18, "no quota: rpm left");
     is_int(a.reserved_out, 0, "no quota: nothing reserved");
+    is_int(a.leased, 0, "no quota: no block said to be held");
+
+    /* ... and an 8th: leases hold unused blocks of the key */
+    is_int(admit("*8\r\n:5\r\n:100000\r\n:20000\r\n:0\r\n:92\r\n"
+                 ":0\r\n:-1\r\n:1\r\n", &a),
+           NEBULA_ADMIT_NO_QUOTA, "{5, ..., 1}: no quota, blocks held");
+    is_int(a.leased, 1, "blocks held: leased");
+    is_int(a.out_left, 92, "blocks held: what they hold is left");
+    is_int(admit("*9\r\n:5\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
+                 ":1\r\n:1\r\n", &a),
+           NEBULA_ADMIT_BAD_REPLY, "{5, ...} of 9: not the script's");
 }
 
 
