@@ -43,6 +43,7 @@
 
 
 #define NGX_NEBULA_LEASE_TTL       5000     /* ms of admissions a lease */
+#define NGX_NEBULA_LEASE_JITTER    1000     /* less up to this */
 #define NGX_NEBULA_LEASE_FLUSH     1000     /* usage reaches Redis within */
 #define NGX_NEBULA_LEASE_POLL      250      /* the change feed is read */
 #define NGX_NEBULA_LEASE_BUCKETS   1024
@@ -364,7 +365,13 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
      * From when it was asked, not answered: Redis vouched for the key no
      * earlier than that, and the bound on revocation counts from there.
      */
-    l->expires = l->asked + NGX_NEBULA_LEASE_TTL;
+    /*
+     * Four to five seconds: leases granted together (a thousand keys
+     * starting at once, a restart) do not all ask Redis again in the same
+     * moment five seconds later, and every five after that.
+     */
+    l->expires = l->asked + NGX_NEBULA_LEASE_TTL
+                 - (ngx_msec_t) (ngx_random() % NGX_NEBULA_LEASE_JITTER);
     l->rec = *a;
     l->block_in = a->lease_in;
     l->block_out = a->lease_out;
