@@ -435,8 +435,9 @@ on_string(void *ctx, const unsigned char *s, size_t len)
     slot_e             slot;
     int                i;
     size_t             at;
-    char               param[NEBULA_PARAM_MAX];
-    nebula_request_t  *req = p->req;
+    char                param[NEBULA_PARAM_MAX];
+    nebula_request_t   *req = p->req;
+    nebula_role_edit_t *e;
 
     slot = current_slot(p, &parent);
 
@@ -473,12 +474,43 @@ on_string(void *ctx, const unsigned char *s, size_t len)
     case S_ROLE:
         i = nebula_req_role(s, len);
 
-        if (i == 0) {
-            nebula_req_bad_type(p, slot);
+        if ((i == NEBULA_ROLE_DEVELOPER || i == NEBULA_ROLE_FUNCTION)
+            && !p->shape->openai_roles)
+        {
+            i = 0;      /* Ollama's own API knows neither */
         }
 
-        /* 3 is "assistant"; an unknown role is 5, as it ever was */
-        parent->part_type = i ? i : 5;
+        if (i == 0) {
+            nebula_req_bad_type(p, slot);
+            parent->part_type = NEBULA_ROLE_UNKNOWN;
+            break;
+        }
+
+        if (i == NEBULA_ROLE_DEVELOPER || i == NEBULA_ROLE_FUNCTION) {
+            /* renamed for Ollama (nebula_role_edit_t) */
+            if (req->nrole_edits == NEBULA_ROLE_EDIT_MAX) {
+                nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "messages",
+                     "Invalid value for '%s': more than 64 messages have "
+                     "the role \"developer\" or \"function\"; send "
+                     "\"system\" or \"tool\" instead.", "messages");
+                break;
+            }
+
+            e = &req->role_edits[req->nrole_edits++];
+            record_span(p, parent, &e->span);
+
+            if (i == NEBULA_ROLE_DEVELOPER) {
+                e->to = "\"system\"";
+                i = NEBULA_ROLE_SYSTEM;
+
+            } else {
+                e->to = "\"tool\"";
+                i = NEBULA_ROLE_TOOL;
+            }
+        }
+
+        /* the role as Ollama gets it: 3 is "assistant" */
+        parent->part_type = i;
 
         break;
 

@@ -51,6 +51,20 @@ typedef struct {
 /* members the gateway removes from one body, at most (else refused) */
 #define NEBULA_DROP_MAX         32
 
+/* messages whose role the gateway renames for Ollama, at most */
+#define NEBULA_ROLE_EDIT_MAX    64
+
+
+/*
+ * A role Ollama does not know, renamed: OpenAI's "developer" (what newer
+ * clients send instead of "system") becomes "system", the legacy
+ * "function" becomes "tool".
+ */
+typedef struct {
+    nebula_span_t  span;           /* the role's value, quotes included */
+    const char    *to;             /* the role Ollama gets, quoted */
+} nebula_role_edit_t;
+
 
 /*
  * What an operator decides about a body.  pass_options: names of native
@@ -130,8 +144,12 @@ typedef struct {
      * its '{', where an insertion at the same offset must be ordered
      * before it (nebula_edit_sort does).
      */
+    size_t              nrole_edits;
     size_t              ndrops;
-    nebula_span_t       drops[NEBULA_DROP_MAX];   /* last: not cleared */
+
+    /* last: not cleared, read only up to their counts */
+    nebula_span_t       drops[NEBULA_DROP_MAX];
+    nebula_role_edit_t  role_edits[NEBULA_ROLE_EDIT_MAX];
 } nebula_request_t;
 
 

@@ -22,11 +22,11 @@
 
 static const nebula_req_shape_t  shapes[] = {
     /* /v1/chat/completions: parts, one answer by default */
-    [NEBULA_API_CHAT]            = { 1, 0, 1, 0 },
+    [NEBULA_API_CHAT]            = { 1, 0, 1, 0, 1 },
     /* /api/chat */
-    [NEBULA_API_OLLAMA_CHAT]     = { 0, 1, 1, 0 },
+    [NEBULA_API_OLLAMA_CHAT]     = { 0, 1, 1, 0, 0 },
     /* /api/generate */
-    [NEBULA_API_OLLAMA_GENERATE] = { 0, 1, 0, 1 }
+    [NEBULA_API_OLLAMA_GENERATE] = { 0, 1, 0, 1, 0 }
 };
 
 
@@ -223,10 +223,15 @@ nebula_req_slot_any(slot_e slot)
 }
 
 
-static const char *roles[] = { "system", "user", "assistant", "tool", NULL };
+static const char *roles[] = { "system", "user", "assistant", "tool",
+                                "developer", "function", NULL };
 
 
-/* 1 + the role's index in roles[] (3 is "assistant"); 0 for none */
+/*
+ * 1 + the role's index in roles[] (3 is "assistant"; 5 "developer" and 6
+ * "function", OpenAI's alone: NEBULA_ROLE_DEVELOPER, NEBULA_ROLE_FUNCTION);
+ * 0 for none
+ */
 int
 nebula_req_role(const unsigned char *s, size_t len)
 {

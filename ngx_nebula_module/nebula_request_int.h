@@ -115,6 +115,7 @@ typedef struct {
     unsigned       stream_default:1; /* streams unless told not to */
     unsigned       needs_messages:1;
     unsigned       needs_prompt:1;   /* a non-empty prompt */
+    unsigned       openai_roles:1;   /* "developer", "function" renamed */
 } nebula_req_shape_t;
 
 
@@ -155,6 +156,15 @@ slot_e nebula_req_slot(parse_t *p, frame_t *f, const unsigned char *key,
 int nebula_req_option_passes(parse_t *p, const unsigned char *key,
     size_t len);
 int nebula_req_slot_any(slot_e slot);
+
+/* nebula_req_role()'s answers */
+#define NEBULA_ROLE_SYSTEM     1
+#define NEBULA_ROLE_ASSISTANT  3
+#define NEBULA_ROLE_TOOL       4
+#define NEBULA_ROLE_DEVELOPER  5
+#define NEBULA_ROLE_FUNCTION   6
+#define NEBULA_ROLE_UNKNOWN    7
+
 int nebula_req_role(const unsigned char *s, size_t len);
 void nebula_req_bad_type(parse_t *p, slot_e slot);
 

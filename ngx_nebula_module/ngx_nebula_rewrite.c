@@ -142,7 +142,7 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     nebula_edit_t        *e;
     nebula_request_t     *req = ctx->req;
     ngx_nebula_model_t   *model = ctx->model;
-    nebula_edit_t         edits[NEBULA_DROP_MAX + 8];
+    nebula_edit_t         edits[NEBULA_DROP_MAX + NEBULA_ROLE_EDIT_MAX + 8];
     u_char                num[4][64];
 
     e = ngx_nebula_edit(edits, req->model_span.start, req->model_span.end,
@@ -151,6 +151,13 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
     if (ctx->admitted) {
         e = ngx_nebula_clamp_edits(ctx, e, num);
+    }
+
+    for (i = 0; i < req->nrole_edits; i++) {
+        e = ngx_nebula_edit(e, req->role_edits[i].span.start,
+                            req->role_edits[i].span.end,
+                            (u_char *) req->role_edits[i].to,
+                            ngx_strlen(req->role_edits[i].to));
     }
 
     for (i = 0; i < req->ndrops; i++) {

@@ -355,6 +355,86 @@ test_null_spans(void)
 }
 
 
+/*
+ * OpenAI's "developer" (newer clients' "system") and the legacy "function"
+ * role: accepted on /v1, renamed for Ollama, which knows neither; its own
+ * API refuses them as it refuses any role it does not know.
+ */
+static void
+test_roles(void)
+{
+    size_t          i;
+    char            big[64 * 48 + 128], *p;
+    const char     *body;
+    unsigned char   out[512];
+    nebula_edit_t   edits[4];
+
+    body = "{\"model\":\"m\",\"messages\":["
+           "{\"role\":\"developer\",\"content\":\"be brief\"},"
+           "{\"role\":\"user\",\"content\":\"hi\"},"
+           "{\"role\":\"assistant\",\"content\":null,"
+           "\"function_call\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+           "{\"role\" : \"function\",\"name\":\"f\",\"content\":\"42\"}]}";
+
+    is_int(parse(NEBULA_API_CHAT, body), NEBULA_REQ_OK,
+           "developer and function roles on /v1");
+    is_int((long) req.nrole_edits, 2, "two roles renamed");
+
+    for (i = 0; i < req.nrole_edits && i < 4; i++) {
+        edits[i].start = req.role_edits[i].span.start;
+        edits[i].end = req.role_edits[i].span.end;
+        edits[i].data = (const unsigned char *) req.role_edits[i].to;
+        edits[i].len = strlen(req.role_edits[i].to);
+    }
+
+    nebula_edit_apply((const unsigned char *) body, strlen(body), edits,
+                      req.nrole_edits, out);
+    out[nebula_edit_length(strlen(body), edits, req.nrole_edits)] = '\0';
+    is_str((char *) out,
+           "{\"model\":\"m\",\"messages\":["
+           "{\"role\":\"system\",\"content\":\"be brief\"},"
+           "{\"role\":\"user\",\"content\":\"hi\"},"
+           "{\"role\":\"assistant\",\"content\":null,"
+           "\"function_call\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+           "{\"role\" : \"tool\",\"name\":\"f\",\"content\":\"42\"}]}",
+           "sent to Ollama as system and tool");
+
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":"
+                 "[{\"role\":\"developer\",\"content\":\"x\"}]}"),
+           NEBULA_REQ_INVALID_VALUE, "/api/chat: no developer role");
+    is_str(req.param, "messages[0].role", "/api/chat: its param");
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"messages\":"
+                 "[{\"role\":\"function\",\"content\":\"x\"}]}"),
+           NEBULA_REQ_INVALID_VALUE, "/api/chat: no function role");
+
+    /* a developer message still needs its content */
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"m\",\"messages\":"
+                 "[{\"role\":\"developer\"}]}"),
+           NEBULA_REQ_MISSING_FIELD, "developer without content");
+
+    /* more renamed roles than the gateway takes: refused, said why */
+    p = big + sprintf(big, "{\"model\":\"m\",\"messages\":[");
+    for (i = 0; i < NEBULA_ROLE_EDIT_MAX + 1; i++) {
+        p += sprintf(p, "%s{\"role\":\"developer\",\"content\":\"x\"}",
+                     i ? "," : "");
+    }
+    strcpy(p, "]}");
+    is_int(parse(NEBULA_API_CHAT, big), NEBULA_REQ_INVALID_VALUE,
+           "65 developer messages refused");
+    is_str(req.param, "messages", "65 developer messages: param");
+
+    /* and 64 taken */
+    p = big + sprintf(big, "{\"model\":\"m\",\"messages\":[");
+    for (i = 0; i < NEBULA_ROLE_EDIT_MAX; i++) {
+        p += sprintf(p, "%s{\"role\":\"developer\",\"content\":\"x\"}",
+                     i ? "," : "");
+    }
+    strcpy(p, "]}");
+    is_int(parse(NEBULA_API_CHAT, big), NEBULA_REQ_OK, "64 developer messages");
+    is_int((long) req.nrole_edits, 64, "64 renamed");
+}
+
+
 static void
 test_native(void)
 {
@@ -1101,6 +1181,7 @@ main(void)
     test_case();
     test_null_spans();
     test_native();
+    test_roles();
     test_quote();
     test_arena();
     test_part_param();
