@@ -433,11 +433,10 @@ on_string(void *ctx, const unsigned char *s, size_t len)
     parse_t           *p = ctx;
     frame_t           *parent;
     slot_e             slot;
-    int                i;
     size_t             at;
-    char                param[NEBULA_PARAM_MAX];
-    nebula_request_t   *req = p->req;
-    nebula_role_edit_t *e;
+    char               param[NEBULA_PARAM_MAX];
+    nebula_span_t      span;
+    nebula_request_t  *req = p->req;
 
     slot = current_slot(p, &parent);
 
@@ -472,46 +471,8 @@ on_string(void *ctx, const unsigned char *s, size_t len)
         break;
 
     case S_ROLE:
-        i = nebula_req_role(s, len);
-
-        if ((i == NEBULA_ROLE_DEVELOPER || i == NEBULA_ROLE_FUNCTION)
-            && !p->shape->openai_roles)
-        {
-            i = 0;      /* Ollama's own API knows neither */
-        }
-
-        if (i == 0) {
-            nebula_req_bad_type(p, slot);
-            parent->part_type = NEBULA_ROLE_UNKNOWN;
-            break;
-        }
-
-        if (i == NEBULA_ROLE_DEVELOPER || i == NEBULA_ROLE_FUNCTION) {
-            /* renamed for Ollama (nebula_role_edit_t) */
-            if (req->nrole_edits == NEBULA_ROLE_EDIT_MAX) {
-                nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "messages",
-                     "Invalid value for '%s': more than 64 messages have "
-                     "the role \"developer\" or \"function\"; send "
-                     "\"system\" or \"tool\" instead.", "messages");
-                break;
-            }
-
-            e = &req->role_edits[req->nrole_edits++];
-            record_span(p, parent, &e->span);
-
-            if (i == NEBULA_ROLE_DEVELOPER) {
-                e->to = "\"system\"";
-                i = NEBULA_ROLE_SYSTEM;
-
-            } else {
-                e->to = "\"tool\"";
-                i = NEBULA_ROLE_TOOL;
-            }
-        }
-
-        /* the role as Ollama gets it: 3 is "assistant" */
-        parent->part_type = i;
-
+        record_span(p, parent, &span);
+        parent->part_type = nebula_req_role(p, slot, s, len, &span);
         break;
 
     case S_PROMPT:

@@ -228,22 +228,59 @@ static const char *roles[] = { "system", "user", "assistant", "tool",
 
 
 /*
- * 1 + the role's index in roles[] (3 is "assistant"; 5 "developer" and 6
- * "function", OpenAI's alone: NEBULA_ROLE_DEVELOPER, NEBULA_ROLE_FUNCTION);
- * 0 for none
+ * A message's role, its value at span: what Ollama gets, as 1 + its index
+ * in roles[] (3 is "assistant"), or NEBULA_ROLE_UNKNOWN once refused.
+ * OpenAI's "developer" and "function", which Ollama knows neither of, are
+ * renamed "system" and "tool" (an edit in role_edits[]), on /v1 alone.
  */
 int
-nebula_req_role(const unsigned char *s, size_t len)
+nebula_req_role(parse_t *p, slot_e slot, const unsigned char *s, size_t len,
+    const nebula_span_t *span)
 {
-    int  i;
+    int                  i;
+    nebula_request_t    *req = p->req;
+    nebula_role_edit_t  *e;
 
     for (i = 0; roles[i]; i++) {
         if (nebula_req_key_is(s, len, roles[i])) {
-            return i + 1;
+            break;
         }
     }
 
-    return 0;
+    i = roles[i] ? i + 1 : 0;
+
+    if (i < NEBULA_ROLE_DEVELOPER) {
+        if (i == 0) {
+            nebula_req_bad_type(p, slot);
+            return NEBULA_ROLE_UNKNOWN;
+        }
+
+        return i;
+    }
+
+    if (!p->shape->openai_roles) {
+        nebula_req_bad_type(p, slot);       /* Ollama's own API */
+        return NEBULA_ROLE_UNKNOWN;
+    }
+
+    if (req->nrole_edits == NEBULA_ROLE_EDIT_MAX) {
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "messages",
+             "Invalid value for '%s': more than 64 messages have the role "
+             "\"developer\" or \"function\"; send \"system\" or \"tool\" "
+             "instead.", "messages");
+        return NEBULA_ROLE_UNKNOWN;
+    }
+
+    e = &req->role_edits[req->nrole_edits++];
+    e->span = *span;
+
+    if (i == NEBULA_ROLE_DEVELOPER) {
+        e->to = "\"system\"";
+        return NEBULA_ROLE_SYSTEM;
+    }
+
+    e->to = "\"tool\"";
+    return NEBULA_ROLE_TOOL;
 }
 
 

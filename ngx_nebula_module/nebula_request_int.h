@@ -165,7 +165,8 @@ int nebula_req_slot_any(slot_e slot);
 #define NEBULA_ROLE_FUNCTION   6
 #define NEBULA_ROLE_UNKNOWN    7
 
-int nebula_req_role(const unsigned char *s, size_t len);
+int nebula_req_role(parse_t *p, slot_e slot, const unsigned char *s,
+    size_t len, const nebula_span_t *span);
 void nebula_req_bad_type(parse_t *p, slot_e slot);
 
 /* nebula_request_images.c */
