@@ -35,7 +35,7 @@ $(MODULE): $(SOURCES) tools/build-module
 	@tools/build-module
 
 # every plain-C source, nebula_reply.c (over hiredis's reply type) too
-$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+$(BUILD)/unit/%: t/unit/%.c $(wildcard t/unit/*.h) t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
 	@mkdir -p $(BUILD)/unit
 	$(CC) $(CFLAGS_UNIT) -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
 
@@ -166,7 +166,7 @@ ASAN_ENV := NEBULA_LSAN=$(filter-out 0,$(ASAN_LEAKS)) \
             LSAN_OPTIONS=suppressions=$(ASAN_BUILD)/lsan.supp:print_suppressions=0 \
             UBSAN_OPTIONS=suppressions=$(ASAN_BUILD)/ubsan.supp:print_stacktrace=1:halt_on_error=0
 
-$(ASAN_BUILD)/unit/%: t/unit/%.c t/unit/tap.h t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
+$(ASAN_BUILD)/unit/%: t/unit/%.c $(wildcard t/unit/*.h) t/fuzz/stream_ref.c $(UNIT_SRCS_ALL) $(wildcard ngx_nebula_module/nebula_*.h)
 	@mkdir -p $(ASAN_BUILD)/unit
 	$(CC) $(CFLAGS_UNIT) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer -o $@ $< $(UNIT_SRCS_ALL) -lyajl -lhiredis -lm
