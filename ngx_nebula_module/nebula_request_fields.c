@@ -425,8 +425,11 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
     case S_ROLE:
         nebula_req_msg_param(p, param, sizeof(param), "role");
         nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
-             "Invalid value for '%s': expected one of 'system', 'user', "
-             "'assistant' or 'tool'.", param);
+             p->shape->openai_roles
+             ? "Invalid value for '%s': expected one of 'system', "
+               "'developer', 'user', 'assistant', 'tool' or 'function'."
+             : "Invalid value for '%s': expected one of 'system', 'user', "
+               "'assistant' or 'tool'.", param);
         return;
     case S_CONTENT:
         nebula_req_msg_param(p, param, sizeof(param), "content");

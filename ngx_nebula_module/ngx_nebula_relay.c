@@ -151,13 +151,12 @@ ngx_nebula_limit_hold(ngx_nebula_ctx_t *ctx)
 static ngx_int_t
 ngx_nebula_cut(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    u_char              *p;
-    size_t               len;
+    u_char              *p, *buf;
+    size_t               size;
     uint64_t             prompt;
     ngx_str_t           *name;
     nebula_request_t    *req = ctx->req;
     nebula_stream_t     *st = &ctx->stream;
-    u_char               buf[1024];
 
     ctx->cut = 1;
 
@@ -172,20 +171,25 @@ ngx_nebula_cut(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
     name = &ctx->model->quoted;
 
-    if (name->len > 512) {
+    /*
+     * The last words name the model twice (the last chunk, the usage
+     * chunk) around ids, counts and a few hundred bytes of keys: room for
+     * the longest name there is, sized from this one.
+     */
+    size = 2 * name->len + 1024;
+
+    buf = ngx_pnalloc(r->pool, size);
+    if (buf == NULL) {
         return NGX_ERROR;
     }
 
     prompt = (st->has_prompt && st->prompt_tokens) ? st->prompt_tokens
                                                    : req->prompt_tokens;
 
-    p = ctx->api->stream_end(buf, buf + sizeof(buf) - 1, name,
-                             ctx->request_id, prompt, ctx->limit,
-                             req->include_usage == 1);
+    p = ctx->api->stream_end(buf, buf + size, name, ctx->request_id, prompt,
+                             ctx->limit, req->include_usage == 1);
 
-    len = p - buf;
-
-    return ngx_nebula_event_append(r, ctx, buf, len);
+    return ngx_nebula_event_append(r, ctx, buf, p - buf);
 }
 
 

@@ -116,4 +116,29 @@ for my $usage (0, 1) {
     $t->allow_error(qr/reported more output than it could have used/);
 }
 
+# ---- a public name as long as a name may be (255 bytes): the stream's
+# last words name it twice, and still end whole, [DONE] last
+{
+    my $long = 'org/' . ('a' x 244) . ':latest';    # 255 bytes
+    my $t2 = Nebula::Test->new(patch_catalog => sub {
+        $_[0] . "\nnebula_model  $long\n"
+              . "              pool=ollama_local  upstream_model=qwen3:latest\n"
+              . "              context=32768  input_price=0.20  output_price=0.60\n"
+              . "              max_output=8192  group=basic;\n" });
+    $t2->allow_error(qr/streamed past the \d+ tokens it was asked for/);
+    my $k = $t2->new_key(plan => 'enterprise');
+    my $r = $t2->post('/v1/chat/completions',
+        { model => $long, stream => JSON::PP::true, max_tokens => $limit, messages => $msgs,
+          stream_options => { include_usage => JSON::PP::true } },
+        headers => { Authorization => "Bearer $k->{key}", 'x-sim-ignore-cap' => 1,
+                     'x-sim-tokens' => 40 });
+    is $r->{status}, 200, 'a 255-byte name: 200';
+    my @ev = Nebula::Test::sse_events($r->{body});
+    is $ev[-1], '[DONE]', 'a 255-byte name: cut, [DONE] last';
+    ok !grep({ ref $_ && $_->{unparsed} } @ev), 'a 255-byte name: every event is whole JSON';
+    my @u = grep { ref $_ && $_->{usage} } @ev;
+    is $u[0] && $u[0]{model}, $long, 'a 255-byte name: the usage chunk names it';
+    $t2->finish;
+}
+
 $t->done;
