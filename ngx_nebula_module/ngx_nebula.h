@@ -313,6 +313,8 @@ ngx_int_t ngx_nebula_filter_init(ngx_conf_t *cf);
 
 ngx_int_t ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_buf_t *ib, ngx_chain_t ***ll);
+ngx_int_t ngx_nebula_end_buf(ngx_http_request_t *r, ngx_buf_t *ib,
+    ngx_chain_t ***ll);
 ngx_int_t ngx_nebula_stream_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
 ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,

@@ -622,22 +622,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
                 ib->pos = ib->last;
             }
 
-            if (!(ib->last_buf || ib->last_in_chain)) {
-                continue;
-            }
-
-            b = ngx_calloc_buf(r->pool);
-            *ll = ngx_alloc_chain_link(r->pool);
-            if (b == NULL || *ll == NULL) {
+            if (ngx_nebula_end_buf(r, ib, &ll) != NGX_OK) {
                 return NGX_ERROR;
             }
 
-            b->sync = 1;
-            b->last_buf = ib->last_buf;
-            b->last_in_chain = ib->last_in_chain;
-            b->flush = ib->flush;
-            (*ll)->buf = b;
-            ll = &(*ll)->next;
             continue;
         }
 

@@ -424,36 +424,49 @@ ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     }
 
     if (b == NULL) {
-        /*
-         * Nothing of ib went on.  Only the end of the response needs a
-         * buffer of its own, a fresh one: an empty buffer is done at once
-         * for us but not for the filters after us, so it is never put
-         * back on a free list.
-         */
-        if (!(ib->last_buf || ib->last_in_chain)) {
-            return NGX_OK;
-        }
-
-        b = ngx_calloc_buf(r->pool);
-        if (b == NULL) {
-            return NGX_ERROR;
-        }
-
-        b->sync = 1;
-
-        **ll = ngx_alloc_chain_link(r->pool);
-        if (**ll == NULL) {
-            return NGX_ERROR;
-        }
-
-        (**ll)->buf = b;
-        *ll = &(**ll)->next;
+        /* nothing of ib went on: only the end of the response needs one */
+        return ngx_nebula_end_buf(r, ib, ll);
     }
 
     /* the last buffer made from ib carries its flags */
     b->last_buf = ib->last_buf;
     b->last_in_chain = ib->last_in_chain;
     b->flush = ib->flush;
+
+    return NGX_OK;
+}
+
+
+/*
+ * ib ends the response (or its part of the chain) and passes nothing on:
+ * a fresh empty buffer carries its flags.  Fresh: an empty buffer is done
+ * at once for us but not for the filters after us, so it is never put
+ * back on a free list.
+ */
+ngx_int_t
+ngx_nebula_end_buf(ngx_http_request_t *r, ngx_buf_t *ib, ngx_chain_t ***ll)
+{
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (!(ib->last_buf || ib->last_in_chain)) {
+        return NGX_OK;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+    if (b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->sync = 1;
+    b->last_buf = ib->last_buf;
+    b->last_in_chain = ib->last_in_chain;
+    b->flush = ib->flush;
+
+    cl->buf = b;
+    **ll = cl;
+    *ll = &cl->next;
 
     return NGX_OK;
 }
