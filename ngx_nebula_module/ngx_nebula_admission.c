@@ -226,12 +226,17 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
      */
     out = (want > 0 && want < cap) ? want : cap;
 
+    /*
+     * The request's settlement (and its hold's removal) when its pool
+     * goes, whoever admits it: registered once, before anything is held
+     */
+    if (ngx_nebula_charge_register(r, ctx) != NGX_OK) {
+        ngx_free(adm);
+        return NGX_ERROR;
+    }
+
     if (nmcf->lease) {
         /* the lease is a cache of admissions: consulted first */
-        if (ngx_nebula_charge_register(r, ctx) != NGX_OK) {
-            ngx_free(adm);
-            return NGX_ERROR;
-        }
 
         if (ngx_nebula_lease_admit(ctx, (int64_t) req->prompt_tokens, out,
                                    adm->request_id)
@@ -432,11 +437,6 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_nebula_hold_add(&ctx->hold, ctx->key_id, ctx->month,
                             ctx->request_id, ctx->reserved_in,
                             ctx->reserved_out, ctx->now, 0);
-
-        if (ngx_nebula_charge_register(r, ctx) != NGX_OK) {
-            v->action = NGX_NEBULA_VERDICT_FAIL;
-            break;
-        }
 
         ngx_nebula_proceed_verdict(ctx, 1);
         break;

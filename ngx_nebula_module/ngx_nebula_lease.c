@@ -492,10 +492,12 @@ ngx_nebula_lease_spend(ngx_nebula_lease_t *l, ngx_uint_t held_only)
     left_out = held_only ? l->held_out
                          : l->block_out - (int64_t) l->used_out;
 
-    if (left_in < 0 || left_out < 0) {
-        /* cannot be: held and used never pass the block; settled whole */
-        return;
-    }
+    /*
+     * A request's input is charged as the pool counted it, which may pass
+     * the estimate its block held: nothing is left of that part then
+     */
+    left_in = ngx_max(left_in, 0);
+    left_out = ngx_max(left_out, 0);
 
     *ngx_snprintf(member, sizeof(member) - 1, "%s.%ui", l->id, l->gen + 1)
         = '\0';

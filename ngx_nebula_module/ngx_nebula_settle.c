@@ -336,6 +336,12 @@ ngx_nebula_settle_send(ngx_nebula_settlement_t *s, ngx_uint_t now)
 {
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
+    if (q->nretry) {
+        /* behind those that wait to go again, in order (and bounded) */
+        ngx_nebula_settle_retry(s);
+        return;
+    }
+
     ngx_queue_insert_tail(&q->ready, &s->queue);
     q->nready++;
 
@@ -389,7 +395,16 @@ ngx_nebula_settle_tick(ngx_event_t *ev)
 {
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
-    while (q->nready) {
+    if (q->nretry) {
+        /*
+         * What waits to go again goes first (ngx_nebula_settle_flush puts
+         * it ahead of these): a lease's settlements must reach Redis in
+         * their order, each renaming the block the one before left.
+         */
+        return;
+    }
+
+    while (q->nready && q->nretry == 0) {
         if (ngx_nebula_settle_batch() != NGX_OK) {
             /* no memory for a batch now: they wait for the next tick */
             ngx_add_timer(&q->tick, NGX_NEBULA_SETTLE_EVERY);
