@@ -27,6 +27,8 @@ typedef enum {
     NGX_NEBULA_API_ERROR,              /* content: error_page target */
     NGX_NEBULA_API_KEY,                /* content: GET /v1/key */
     NGX_NEBULA_API_ADMIN,              /* content: /admin/... */
+    NGX_NEBULA_API_OLLAMA_VERSION,     /* content: /api/version */
+    NGX_NEBULA_API_OLLAMA_FORBIDDEN,   /* content: /api/pull, ... */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -83,6 +85,7 @@ typedef struct {
     uint64_t                  choices;         /* the most n it honours */
     unsigned                  private:1;       /* reached through keys only */
     ngx_str_t                 tags_entry;      /* its /api/tags object */
+    ngx_str_t                 models_entry;    /* its /v1/models object */
     ngx_nebula_conf_pos_t     pos;
 } ngx_nebula_model_t;
 
@@ -285,13 +288,22 @@ ngx_int_t ngx_nebula_build_listings(ngx_conf_t *cf,
     ngx_nebula_main_conf_t *nmcf);
 ngx_int_t ngx_nebula_listing_handler(ngx_http_request_t *r);
 
+/* ngx_nebula_ollama.c */
+ngx_int_t ngx_nebula_ollama_version_handler(ngx_http_request_t *r);
+ngx_int_t ngx_nebula_ollama_forbidden_handler(ngx_http_request_t *r);
+
 /* ngx_nebula_error.c */
+ngx_nebula_errors_e ngx_nebula_error_shape(ngx_http_request_t *r);
+ngx_buf_t *ngx_nebula_error_body(ngx_pool_t *pool, ngx_nebula_errors_e shape,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    u_char *message, size_t mlen);
 ngx_int_t ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *code, const char *param,
     const char *message);
 ngx_int_t ngx_nebula_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *message);
 ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
+char *ngx_nebula_unknown_model(ngx_pool_t *pool, u_char *name, size_t len);
 
 /* ngx_nebula_access.c */
 ngx_int_t ngx_nebula_access_handler(ngx_http_request_t *r);

@@ -324,14 +324,14 @@ ngx_nebula_refuse(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 static ngx_int_t
 ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    u_char                  *body, *p;
+    char                    *msg;
+    u_char                  *body;
     size_t                   len;
     nebula_api_e             api;
     nebula_request_t        *req;
     ngx_nebula_model_t      *model;
     ngx_nebula_main_conf_t  *nmcf;
     nebula_request_policy_t  policy;
-    u_char                   message[2 * NEBULA_MESSAGE_MAX];
 
     if (r->request_body == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -373,16 +373,15 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 
     /* a private model exists only for the keys that list it (admission) */
     if (model == NULL || (model->private && nmcf->redis == NULL)) {
-        p = ngx_snprintf(message, sizeof(message) - 1,
-                         "The model '%s' does not exist. "
-                         "See GET /v1/models for the models served here.",
-                         req->model);
-        *p = '\0';
+        msg = ngx_nebula_unknown_model(r->pool, (u_char *) req->model,
+                                       req->model_len);
+        if (msg == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
 
         return ngx_nebula_refuse(r, ctx, NGX_HTTP_NOT_FOUND,
                                      "invalid_request_error",
-                                     "model_not_found", "model",
-                                     (char *) message);
+                                     "model_not_found", "model", msg);
     }
 
     ctx->model = model;

@@ -137,22 +137,18 @@ ngx_nebula_store_away(ngx_nebula_ctx_t *ctx, ngx_nebula_main_conf_t *nmcf)
 static void
 ngx_nebula_private_unknown(ngx_nebula_ctx_t *ctx)
 {
-    u_char  *msg;
+    char  *msg;
 
-    msg = ngx_pnalloc(ctx->request->pool, 2 * NEBULA_MESSAGE_MAX);
+    msg = ngx_nebula_unknown_model(ctx->request->pool, ctx->model->name.data,
+                                   ctx->model->name.len);
     if (msg == NULL) {
         ctx->verdict.action = NGX_NEBULA_VERDICT_FAIL;
         return;
     }
 
-    /* as ngx_nebula_process_body words an unknown model */
-    *ngx_snprintf(msg, 2 * NEBULA_MESSAGE_MAX - 1,
-                  "The model '%V' does not exist. See GET /v1/models for "
-                  "the models served here.", &ctx->model->name) = '\0';
-
     ngx_nebula_refuse_verdict(ctx, NGX_HTTP_NOT_FOUND,
                               "invalid_request_error", "model_not_found",
-                              "model", (char *) msg, 0);
+                              "model", msg, 0);
 }
 
 

@@ -42,7 +42,7 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("ollama_chat"), NULL,
         NEBULA_API_OLLAMA_CHAT, NGX_NEBULA_LIMIT_NUM_PREDICT,
         NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
-        NGX_NEBULA_ERRORS_OPENAI, 0, 1,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1,
         ngx_nebula_end_ollama_chat, ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
 
     /* POST /api/generate */
@@ -50,7 +50,7 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("ollama_generate"), NULL,
         NEBULA_API_OLLAMA_GENERATE, NGX_NEBULA_LIMIT_NUM_PREDICT,
         NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
-        NGX_NEBULA_ERRORS_OPENAI, 0, 1,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1,
         ngx_nebula_end_ollama_generate,
         ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
 
@@ -60,14 +60,20 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
                                 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_OLLAMA_TAGS] = { ngx_string("ollama_tags"),
                                      ngx_nebula_listing_handler,
-                                     0, 0, 0, 0, 0, 0, 0, NULL,
-                                     ngx_null_string },
+                                     0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA,
+                                     0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_ERROR] = { ngx_string("error"), ngx_nebula_error_handler,
                                0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_KEY] = { ngx_string("key"), ngx_nebula_holder_key_handler,
                              0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_ADMIN] = { ngx_string("admin"), ngx_nebula_admin_handler,
-                               0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
+                               0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_OLLAMA_VERSION] = {
+        ngx_string("ollama_version"), ngx_nebula_ollama_version_handler,
+        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_OLLAMA_FORBIDDEN] = {
+        ngx_string("ollama_forbidden"), ngx_nebula_ollama_forbidden_handler,
+        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, NULL, ngx_null_string }
 };
 
 
@@ -100,8 +106,8 @@ ngx_nebula_api_id(ngx_str_t *name)
 const char *
 ngx_nebula_api_names(void)
 {
-    return "chat, ollama_chat, ollama_generate, models, ollama_tags, key, "
-           "admin or error";
+    return "chat, ollama_chat, ollama_generate, models, ollama_tags, "
+           "ollama_version, ollama_forbidden, key, admin or error";
 }
 
 

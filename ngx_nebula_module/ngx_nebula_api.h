@@ -41,7 +41,9 @@ typedef enum {
 
 /* the shape of an error the client is sent */
 typedef enum {
-    NGX_NEBULA_ERRORS_OPENAI = 0       /* {"error":{"message",...}} */
+    NGX_NEBULA_ERRORS_OPENAI = 0,      /* {"error":{"message",...}} */
+    NGX_NEBULA_ERRORS_OLLAMA,          /* {"error":"..."} */
+    NGX_NEBULA_ERRORS_ANTHROPIC        /* {"type":"error","error":{...}} */
 } ngx_nebula_errors_e;
 
 

@@ -1,9 +1,13 @@
 /*
- * Nebula: OpenAI-style error responses.
+ * Nebula: error responses, in the shape of the API the client speaks.
  *
  * Every refusal, ours or nginx's own (through error_page to a location with
- * "nebula error"), is {"error": {"message", "type", "param", "code"}} with
- * Content-Type application/json, never an HTML page.
+ * "nebula error"), is JSON with Content-Type application/json, never an
+ * HTML page: OpenAI's {"error": {"message", "type", "param", "code"}} on
+ * the OpenAI API and ours, Ollama's {"error": "..."} on its native API,
+ * Anthropic's {"type": "error", "error": {"type", "message"}} on its
+ * Messages API.  The callers say it the OpenAI way (a type and a code);
+ * the other shapes keep what they have room for.
  */
 
 #include "ngx_nebula.h"
@@ -33,48 +37,166 @@ ngx_nebula_json_field(u_char *p, const char *s)
 }
 
 
+/* Anthropic's error type for a status, as its API documents them */
+static const char *
+ngx_nebula_anthropic_type(ngx_uint_t status)
+{
+    switch (status) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+        return "authentication_error";
+
+    case NGX_HTTP_FORBIDDEN:
+        return "permission_error";
+
+    case NGX_HTTP_NOT_FOUND:
+        return "not_found_error";
+
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        return "request_too_large";
+
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        return "rate_limit_error";
+
+    case 529:
+        return "overloaded_error";
+
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+
+/*
+ * The shape r's errors take: its location's API's; on an error page, the
+ * API of the location the request came from (its ctx outlives the
+ * redirect), or, for an error nginx raised before any of ours ran, the
+ * API its path belongs to.
+ */
+ngx_nebula_errors_e
+ngx_nebula_error_shape(ngx_http_request_t *r)
+{
+    ngx_str_t              *uri;
+    ngx_nebula_ctx_t       *ctx;
+    ngx_nebula_loc_conf_t  *nlcf;
+
+    nlcf = ngx_http_get_module_loc_conf(r, ngx_http_nebula_module);
+
+    if (nlcf->api != NGX_NEBULA_API_ERROR) {
+        return ngx_nebula_api(nlcf->api)->errors;
+    }
+
+    ctx = ngx_nebula_find_ctx(r);
+
+    if (ctx && ctx->api) {
+        return ctx->api->errors;
+    }
+
+    uri = &r->uri;
+
+    if (uri->len >= 5 && ngx_strncmp(uri->data, "/api/", 5) == 0) {
+        return NGX_NEBULA_ERRORS_OLLAMA;
+    }
+
+    if (uri->len >= 12 && ngx_strncmp(uri->data, "/v1/messages", 12) == 0
+        && (uri->len == 12 || uri->data[12] == '/'))
+    {
+        return NGX_NEBULA_ERRORS_ANTHROPIC;
+    }
+
+    return NGX_NEBULA_ERRORS_OPENAI;
+}
+
+
+/*
+ * An error's body in a shape: the message is len bytes, not escaped; type,
+ * code and param are NUL-terminated (code and param may be NULL).
+ */
+ngx_buf_t *
+ngx_nebula_error_body(ngx_pool_t *pool, ngx_nebula_errors_e shape,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    u_char *message, size_t mlen)
+{
+    size_t      len;
+    ngx_buf_t  *b;
+
+    if (param && param[0] == '\0') {
+        param = NULL;
+    }
+
+    if (shape == NGX_NEBULA_ERRORS_ANTHROPIC) {
+        type = ngx_nebula_anthropic_type(status);
+    }
+
+    len = sizeof("{\"type\":\"error\",\"error\":{\"message\":\"\"") - 1
+          + mlen + ngx_escape_json(NULL, message, mlen)
+          + sizeof(",\"type\":") - 1 + ngx_nebula_json_field_len(type)
+          + sizeof(",\"param\":") - 1 + ngx_nebula_json_field_len(param)
+          + sizeof(",\"code\":") - 1 + ngx_nebula_json_field_len(code)
+          + sizeof("}}\n") - 1;
+
+    b = ngx_create_temp_buf(pool, len);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    switch (shape) {
+
+    case NGX_NEBULA_ERRORS_OLLAMA:
+        b->last = ngx_cpymem(b->last, "{\"error\":\"",
+                             sizeof("{\"error\":\"") - 1);
+        b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
+        b->last = ngx_cpymem(b->last, "\"}\n", 3);
+        break;
+
+    case NGX_NEBULA_ERRORS_ANTHROPIC:
+        b->last = ngx_cpymem(b->last, "{\"type\":\"error\",\"error\":{\"type\":",
+                             sizeof("{\"type\":\"error\",\"error\":{\"type\":")
+                             - 1);
+        b->last = ngx_nebula_json_field(b->last, type);
+        b->last = ngx_cpymem(b->last, ",\"message\":\"",
+                             sizeof(",\"message\":\"") - 1);
+        b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
+        b->last = ngx_cpymem(b->last, "\"}}\n", 4);
+        break;
+
+    default: /* NGX_NEBULA_ERRORS_OPENAI */
+        b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
+                             sizeof("{\"error\":{\"message\":\"") - 1);
+        b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
+        b->last = ngx_cpymem(b->last, "\",\"type\":", sizeof("\",\"type\":") - 1);
+        b->last = ngx_nebula_json_field(b->last, type);
+        b->last = ngx_cpymem(b->last, ",\"param\":", sizeof(",\"param\":") - 1);
+        b->last = ngx_nebula_json_field(b->last, param);
+        b->last = ngx_cpymem(b->last, ",\"code\":", sizeof(",\"code\":") - 1);
+        b->last = ngx_nebula_json_field(b->last, code);
+        b->last = ngx_cpymem(b->last, "}}\n", 3);
+    }
+
+    return b;
+}
+
+
 ngx_int_t
 ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *type, const char *code, const char *param,
     const char *message)
 {
-    size_t        len;
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
-
-    static const char  head[] = "{\"error\":{\"message\":";
-
-    if (param && param[0] == '\0') {
-        param = NULL;
-    }
 
     /* the body may not have been read: do not let it be taken as a request */
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }
 
-    len = sizeof(head) - 1
-          + ngx_nebula_json_field_len(message)
-          + sizeof(",\"type\":") - 1 + ngx_nebula_json_field_len(type)
-          + sizeof(",\"param\":") - 1 + ngx_nebula_json_field_len(param)
-          + sizeof(",\"code\":") - 1 + ngx_nebula_json_field_len(code)
-          + sizeof("}}\n") - 1;
-
-    b = ngx_create_temp_buf(r->pool, len);
+    b = ngx_nebula_error_body(r->pool, ngx_nebula_error_shape(r), status,
+                              type, code, param, (u_char *) message,
+                              ngx_strlen(message));
     if (b == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    b->last = ngx_cpymem(b->last, head, sizeof(head) - 1);
-    b->last = ngx_nebula_json_field(b->last, message);
-    b->last = ngx_cpymem(b->last, ",\"type\":", sizeof(",\"type\":") - 1);
-    b->last = ngx_nebula_json_field(b->last, type);
-    b->last = ngx_cpymem(b->last, ",\"param\":", sizeof(",\"param\":") - 1);
-    b->last = ngx_nebula_json_field(b->last, param);
-    b->last = ngx_cpymem(b->last, ",\"code\":", sizeof(",\"code\":") - 1);
-    b->last = ngx_nebula_json_field(b->last, code);
-    b->last = ngx_cpymem(b->last, "}}\n", 3);
 
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
@@ -110,6 +232,34 @@ ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     out.next = NULL;
 
     return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * What a model the catalog does not have is refused with, NUL-terminated;
+ * a private model, to a key that does not list it, is refused with the
+ * same words, byte for byte (ngx_nebula_admission.c).  NULL: no memory.
+ */
+char *
+ngx_nebula_unknown_model(ngx_pool_t *pool, u_char *name, size_t len)
+{
+    u_char  *msg;
+    size_t   size;
+
+    len = ngx_min(len, NEBULA_MODEL_NAME_MAX);
+    size = len + sizeof("The model '' does not exist. See GET /v1/models "
+                        "for the models served here.");
+
+    msg = ngx_pnalloc(pool, size);
+    if (msg == NULL) {
+        return NULL;
+    }
+
+    *ngx_snprintf(msg, size - 1, "The model '%*s' does not exist. See GET "
+                  "/v1/models for the models served here.", len, name)
+        = '\0';
+
+    return (char *) msg;
 }
 
 

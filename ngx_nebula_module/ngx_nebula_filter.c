@@ -444,16 +444,19 @@ ngx_nebula_failed_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
 
 /*
- * {"error": {"message": "The model pool failed (HTTP 500): ...", ...}}, the
- * pool's own message taken from its JSON ({"error": {"message": "..."}} as
- * its OpenAI API says it, {"error": "..."} as its native one).
+ * "The model pool failed (HTTP 500): ...", in the shape of the client's
+ * API (ngx_nebula_error.c), the pool's own message taken from its JSON
+ * ({"error": {"message": "..."}} as its OpenAI and Anthropic APIs say it,
+ * {"error": "..."} as its native one).
  */
 static ngx_chain_t *
 ngx_nebula_failed_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
-    u_char       *body, *msg;
+    u_char       *body, *msg, *p;
     size_t        len, mlen;
     ngx_buf_t    *b, *held;
+    u_char        text[sizeof("The model pool timed out (HTTP 999): ")
+                       + NGX_NEBULA_FAILED_MESSAGE_MAX];
     ngx_uint_t    status;
     yajl_val      root, v;
     ngx_chain_t  *cl;
@@ -506,44 +509,25 @@ ngx_nebula_failed_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         }
     }
 
-    len = sizeof("{\"error\":{\"message\":\"The model pool timed out "
-                 "(HTTP 999): ") - 1
-          + (msg ? mlen + ngx_escape_json(NULL, msg, mlen) : 0)
-          + sizeof("\",\"type\":\"api_error\",\"param\":null,"
-                   "\"code\":\"upstream_timeout\"}}\n") - 1;
+    p = ngx_snprintf(text, sizeof(text), "The model pool %s (HTTP %03ui)",
+                     r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT
+                     ? "timed out" : "failed",
+                     ngx_min(status, 999));
 
-    b = ngx_create_temp_buf(r->pool, len);
-    cl = ngx_alloc_chain_link(r->pool);
-
-    if (b == NULL || cl == NULL) {
-        if (root) {
-            yajl_tree_free(root);
-        }
-
-        return NULL;
-    }
-
-    b->last = ngx_sprintf(b->last,
-                          "{\"error\":{\"message\":\"The model pool %s "
-                          "(HTTP %03ui)",
-                          r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT
-                          ? "timed out" : "failed",
-                          ngx_min(status, 999));
-
-    if (mlen) {
-        b->last = ngx_cpymem(b->last, ": ", 2);
-        b->last = (u_char *) ngx_escape_json(b->last, msg, mlen);
-
-    } else {
-        *b->last++ = '.';
-    }
-
-    b->last = ngx_sprintf(b->last,
-                          "\",\"type\":\"api_error\",\"param\":null,"
-                          "\"code\":\"%s\"}}\n", code);
+    p = mlen ? ngx_snprintf(p, text + sizeof(text) - p, ": %*s", mlen, msg)
+             : ngx_cpymem(p, ".", 1);
 
     if (root) {
         yajl_tree_free(root);
+    }
+
+    b = ngx_nebula_error_body(r->pool, ctx->api->errors,
+                              r->headers_out.status, "api_error", code, NULL,
+                              text, p - text);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (b == NULL || cl == NULL) {
+        return NULL;
     }
 
     b->last_buf = 1;

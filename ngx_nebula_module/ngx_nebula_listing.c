@@ -3,7 +3,8 @@
  *
  *   GET /v1/models  (nebula models) OpenAI's list with OpenRouter's
  *                   fields, built once from the catalog when the
- *                   configuration is read and served as it is
+ *                   configuration is read and served as it is; and
+ *   GET /v1/models/{model}, one entry of it
  *   GET /api/tags   (nebula ollama_tags) Ollama's list of the models the
  *                   caller's key reaches, picked from entries built then
  *                   too; the key's plan and own models come from Redis
@@ -12,6 +13,10 @@
 #include "ngx_nebula_records.h"
 
 
+static ngx_int_t ngx_nebula_model_path(ngx_http_request_t *r,
+    ngx_str_t *name);
+static ngx_int_t ngx_nebula_model_not_found(ngx_http_request_t *r,
+    ngx_str_t *name);
 static ngx_int_t ngx_nebula_tags_handler(ngx_http_request_t *r);
 
 
@@ -115,7 +120,10 @@ ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
         model[i].tags_entry.data = tp;
 
         if (!model[i].private) {
+            /* GET /v1/models/{model} answers the entry alone */
+            model[i].models_entry.data = p + (first ? 0 : 1);
             p = ngx_nebula_models_entry(p, &model[i], first);
+            model[i].models_entry.len = p - model[i].models_entry.data;
             first = 0;
         }
 
@@ -148,11 +156,15 @@ ngx_int_t
 ngx_nebula_listing_handler(ngx_http_request_t *r)
 {
     ngx_int_t                rc;
-    ngx_str_t               *body;
-    ngx_buf_t               *b;
-    ngx_chain_t              out;
+    ngx_str_t               *body, name;
+    ngx_buf_t               *b, *nl;
+    ngx_uint_t               one;
+    ngx_chain_t              out[2];
+    ngx_nebula_model_t      *model;
     ngx_nebula_loc_conf_t   *nlcf;
     ngx_nebula_main_conf_t  *nmcf;
+
+    one = 0;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_nebula_send_error(r, NGX_HTTP_NOT_ALLOWED,
@@ -176,14 +188,26 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
 
     body = &nmcf->models_json;
 
+    if (ngx_nebula_model_path(r, &name) == NGX_OK) {
+        model = ngx_nebula_find_model(nmcf, name.data, name.len);
+
+        if (model == NULL || model->private) {
+            return ngx_nebula_model_not_found(r, &name);
+        }
+
+        body = &model->models_entry;
+        one = 1;
+    }
+
     /* before the header: a 500 cannot follow a 200 already sent */
     b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
+    nl = ngx_calloc_buf(r->pool);
+    if (b == NULL || nl == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = body->len;
+    r->headers_out.content_length_n = body->len + one;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = r->headers_out.content_type.len;
 
@@ -196,13 +220,67 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
     b->pos = body->data;
     b->last = body->data + body->len;
     b->memory = 1;
+
+    out[0].buf = b;
+    out[0].next = NULL;
+
+    if (one) {
+        /* the entry in the list has no line end of its own */
+        nl->pos = (u_char *) "\n";
+        nl->last = nl->pos + 1;
+        nl->memory = 1;
+
+        out[0].next = &out[1];
+        out[1].buf = nl;
+        out[1].next = NULL;
+        b = nl;
+    }
+
     b->last_buf = 1;
     b->last_in_chain = 1;
 
-    out.buf = b;
-    out.next = NULL;
+    return ngx_http_output_filter(r, &out[0]);
+}
 
-    return ngx_http_output_filter(r, &out);
+
+/*
+ * The model a path names after its first "/models/" (names hold '/', as
+ * "qwen/qwen3-coder:free" does; nginx has decoded the path): NGX_OK with
+ * it in *name, NGX_DECLINED for the list.
+ */
+static ngx_int_t
+ngx_nebula_model_path(ngx_http_request_t *r, ngx_str_t *name)
+{
+    u_char  *p, *last;
+
+    last = r->uri.data + r->uri.len;
+    p = ngx_strlcasestrn(r->uri.data, last, (u_char *) "/models/",
+                         sizeof("/models/") - 1 - 1);
+
+    if (p == NULL || p + sizeof("/models/") - 1 == last) {
+        return NGX_DECLINED;
+    }
+
+    name->data = p + sizeof("/models/") - 1;
+    name->len = last - name->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_nebula_model_not_found(ngx_http_request_t *r, ngx_str_t *name)
+{
+    char  *msg;
+
+    msg = ngx_nebula_unknown_model(r->pool, name->data, name->len);
+    if (msg == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_nebula_send_error(r, NGX_HTTP_NOT_FOUND,
+                                 "invalid_request_error", "model_not_found",
+                                 "model", msg);
 }
 
 

@@ -143,17 +143,21 @@ sub seen {
     return ($p, $c, $ok);
 }
 
-# a refusal as the contract has it: 429, JSON, insufficient_quota, with the
-# key's x-ratelimit-* headers
+# a refusal as the contract has it: 429, JSON, insufficient_quota (on
+# Ollama's API, its shape: the message alone), with the key's
+# x-ratelimit-* headers
 sub refusal_ok {
     my ($r) = @_;
     my $e = ($r->{json} // {})->{error};
+    my $shape = ($r->{path} // '') =~ m{^/api/}
+        ? defined $e && !ref $e && $e =~ /monthly token quota/
+        : ref $e eq 'HASH'
+          && ($e->{type} // '') eq 'insufficient_quota'
+          && ($e->{code} // '') eq 'insufficient_quota'
+          && length($e->{message} // '') && exists $e->{param};
     return $r->{status} == 429
         && ($r->{headers}{'content-type'} // '') =~ m{^application/json}
-        && ref $e eq 'HASH'
-        && ($e->{type} // '') eq 'insufficient_quota'
-        && ($e->{code} // '') eq 'insufficient_quota'
-        && length($e->{message} // '') && exists $e->{param}
+        && $shape
         && defined $r->{headers}{'x-ratelimit-remaining-input-tokens'}
         && defined $r->{headers}{'x-ratelimit-remaining-output-tokens'} ? 1 : 0;
 }
@@ -319,6 +323,7 @@ sub run_path {
                         if ($r->{status} == 200) {
                             ($p, $ct, $ok) = seen($q, $r);
                         } elsif ($r->{status} == 429) {
+                            $r->{path} = $q->{path};
                             $ok = refusal_ok($r);
                         }
                         # the prompt's estimate: a token every 4 bytes of the body

@@ -354,7 +354,9 @@ sub request {
     $req .= $body if defined $body && !$o{raw_body};
     $req .= $o{raw_body} if defined $o{raw_body};
 
-    return $self->exchange($req, port => $port, timeout => $o{timeout});
+    my $r = $self->exchange($req, port => $port, timeout => $o{timeout});
+    $r->{path} = $path;
+    return $r;
 }
 
 sub exchange {
@@ -497,20 +499,45 @@ sub ndjson_lines {
     return map { json_decode($_) // { unparsed => $_ } } grep { length } split /\n/, $body;
 }
 
-# Asserts an OpenAI-style error: status, type, code (and param if given).
+# Anthropic's error type for a status
+my %ANTHROPIC_TYPE = (400 => 'invalid_request_error', 401 => 'authentication_error',
+                      403 => 'permission_error', 404 => 'not_found_error',
+                      413 => 'request_too_large', 429 => 'rate_limit_error');
+
+# Asserts an error in the shape of the API of the request's path: status,
+# and for OpenAI's shape type, code (and param if given).  Ollama's native
+# API (/api/...) has room for a message only, {"error": "..."}; Anthropic's
+# (/v1/messages) for a type that follows from the status.
 sub is_error {
     my ($r, $status, $type, $code, $name, $param) = @_;
-    my $e = ($r->{json} // {})->{error};
+    my $j = $r->{json} // {};
+    my $e = $j->{error};
+    my $path = $r->{path} // '';
     my $ok = $r->{status} == $status
-             && ($r->{headers}{'content-type'} // '') =~ m{^application/json}
-             && ref $e eq 'HASH'
-             && ($e->{type} // '') eq $type
-             && (defined $code ? ($e->{code} // '') eq $code : !defined $e->{code})
-             && defined $e->{message} && length $e->{message}
-             && exists $e->{param}
-             && (!defined $param || ($e->{param} // '') eq $param);
+             && ($r->{headers}{'content-type'} // '') =~ m{^application/json};
+    if ($path =~ m{^/api/}) {
+        $ok &&= ref $j eq 'HASH' && keys %$j == 1 && defined $e && !ref $e && length $e;
+    } elsif ($path =~ m{^/v1/messages\b}) {
+        $ok &&= ($j->{type} // '') eq 'error' && ref $e eq 'HASH'
+                && ($e->{type} // '') eq ($ANTHROPIC_TYPE{$status} // ($status >= 500 ? 'api_error' : 'invalid_request_error'))
+                && defined $e->{message} && length $e->{message};
+    } else {
+        $ok &&= ref $e eq 'HASH'
+                && ($e->{type} // '') eq $type
+                && (defined $code ? ($e->{code} // '') eq $code : !defined $e->{code})
+                && defined $e->{message} && length $e->{message}
+                && exists $e->{param}
+                && (!defined $param || ($e->{param} // '') eq $param);
+    }
     Test::More->builder->ok($ok, $name) or Test::More::diag("status $r->{status}: " . ($r->{body} // ''));
     return $ok;
+}
+
+# the message of an error in any API's shape
+sub error_message {
+    my ($r) = @_;
+    my $e = ($r->{json} // {})->{error};
+    return ref $e eq 'HASH' ? $e->{message} : $e;
 }
 
 # nginx -t on a whole configuration text; returns (exit code, output)
@@ -621,12 +648,17 @@ sub check_sanitizer {
 sub DESTROY {
     my ($self) = @_;
     return if $self->{destroyed}++;
-    $self->check_error_log if $self->{nginx} || -s "$self->{dir}/logs/error.log";
-    $self->stop_nginx;
-    $self->check_valgrind;
-    $self->check_sanitizer;
-    $_->stop for values %{ $self->{sims} };
-    $self->{redis}->stop if $self->{redis} && $self->{own_redis};
+    # each step on its own: a test that died leaves half-built objects
+    # (global destruction may have freed some), and whatever is left
+    # running would hold prove's pipe open
+    eval { $self->check_error_log if $self->{nginx} || -s "$self->{dir}/logs/error.log" };
+    eval { $self->stop_nginx };
+    eval { $self->check_valgrind };
+    eval { $self->check_sanitizer };
+    for my $sim (values %{ $self->{sims} // {} }) {
+        eval { $sim->stop if $sim };
+    }
+    eval { $self->{redis}->stop if $self->{redis} && $self->{own_redis} };
 }
 
 END {
