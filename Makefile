@@ -6,7 +6,7 @@ BUILD      := $(CURDIR)/build
 MODULE     := $(BUILD)/nginx/objs/ngx_http_nebula_module.so
 SOURCES    := config $(wildcard ngx_nebula_module/*.[ch])
 UNIT_SRCS  := ngx_nebula_module/nebula_request.c ngx_nebula_module/nebula_request_fields.c \
-              ngx_nebula_module/nebula_request_images.c \
+              ngx_nebula_module/nebula_request_images.c ngx_nebula_module/nebula_request_inputs.c \
               ngx_nebula_module/nebula_body.c ngx_nebula_module/nebula_arena.c \
               ngx_nebula_module/nebula_estimate.c \
               ngx_nebula_module/nebula_stream.c ngx_nebula_module/nebula_stream_memo.c

@@ -90,7 +90,8 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
             }
         }
 
-        if (v[1] <= 0 || v[2] < 0 || v[3] < 0 || v[4] < 0) {
+        /* no output reserved: an embedding's, which makes none */
+        if (v[1] < 0 || v[2] < 0 || v[3] < 0 || v[4] < 0) {
             return out->status;
         }
 

@@ -47,6 +47,8 @@ current_slot(parse_t *p, frame_t **parent)
         return S_PART;
     case F_IMAGES:
         return S_IMAGE;
+    case F_INPUT:
+        return S_INPUT_ITEM;
     default:
         return S_OTHER;
     }
@@ -416,6 +418,10 @@ on_number(void *ctx, const char *s, size_t len)
 
         break;
 
+    case S_INPUT_ITEM:
+        nebula_req_input_id(p, parent, s, len);
+        break;
+
     default:
         if (!nebula_req_slot_any(slot)) {
             nebula_req_bad_type(p, slot);
@@ -519,6 +525,11 @@ on_string(void *ctx, const unsigned char *s, size_t len)
         nebula_req_native_image(p, parent, s, len);
         break;
 
+    case S_INPUT:
+    case S_INPUT_ITEM:
+        nebula_req_input_string(p, parent, slot, len);
+        break;
+
     default:
         if (!nebula_req_slot_any(slot)) {
             nebula_req_bad_type(p, slot);
@@ -575,6 +586,10 @@ push(parse_t *p, int is_map)
         /* Ollama takes an array of ids; anything else it refuses */
         kind = is_map ? F_SKIP : F_CONTEXT;
         break;
+    case S_INPUT:
+    case S_INPUT_ITEM:
+        kind = nebula_req_input_frame(p, parent, slot, is_map);
+        break;
     default:
         break;
     }
@@ -607,6 +622,7 @@ push(parse_t *p, int is_map)
             break;
         case F_IMAGE_URL:
         case F_CONTEXT:
+        case F_INPUT:
             break;
         default:
             if (!nebula_req_slot_any(slot) && slot != S_PART_IMAGE) {
@@ -707,6 +723,10 @@ pop(parse_t *p)
     case F_CONTEXT:
         /* each id is a token the model reads */
         req->context_ids += f->index;
+        break;
+
+    case F_INPUT:
+        nebula_req_input_done(p, f);
         break;
 
     default:
@@ -949,6 +969,12 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
         return req->error;
     }
 
+    if (p.shape->needs_input && !p.has_input) {
+        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "input",
+             "Missing required parameter: '%s'.", "input");
+        return req->error;
+    }
+
     if (p.shape->needs_prompt && !p.has_prompt) {
         /*
          * Ollama answers a generate without a prompt by loading the model
@@ -970,7 +996,7 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
     est.image_bytes = req->image_bytes;
     est.text_bytes = req->text_bytes;
     est.other_bytes = req->other_bytes;
-    est.messages = req->messages;
+    est.messages = req->messages + req->inputs;
     est.context_ids = req->context_ids;
     est.image_tokens = req->image_tokens;
 

@@ -22,7 +22,10 @@
 typedef enum {
     NEBULA_API_CHAT = 0,           /* POST /v1/chat/completions */
     NEBULA_API_OLLAMA_CHAT,        /* POST /api/chat */
-    NEBULA_API_OLLAMA_GENERATE     /* POST /api/generate */
+    NEBULA_API_OLLAMA_GENERATE,    /* POST /api/generate */
+    NEBULA_API_EMBEDDINGS,         /* POST /v1/embeddings */
+    NEBULA_API_OLLAMA_EMBED,       /* POST /api/embed */
+    NEBULA_API_OLLAMA_EMBEDDINGS   /* POST /api/embeddings (legacy) */
 } nebula_api_e;
 
 
@@ -118,7 +121,11 @@ typedef struct {
     size_t              text_bytes;         /* strings the pool reads,
                                                decoded */
     size_t              other_bytes;        /* tools, tool calls: raw */
-    uint64_t            context_ids;        /* /api/generate's context */
+    uint64_t            context_ids;        /* /api/generate's context,
+                                               token ids of embeddings */
+    size_t              inputs;             /* an embedding request's */
+    uint64_t            longest_input;      /* the tokens of its longest
+                                               (the context bounds each) */
     size_t              images;
     uint64_t            image_tokens;       /* by their sizes */
     size_t              image_bytes;        /* their data's length */

@@ -16,17 +16,31 @@
 #define CHAT    (1u << NEBULA_API_CHAT)
 #define OCHAT   (1u << NEBULA_API_OLLAMA_CHAT)
 #define OGEN    (1u << NEBULA_API_OLLAMA_GENERATE)
-#define NATIVE  (OCHAT | OGEN)
-#define ALL     (CHAT | NATIVE)
+#define EMB     (1u << NEBULA_API_EMBEDDINGS)
+#define OEMB    (1u << NEBULA_API_OLLAMA_EMBED)
+#define OEMBS   (1u << NEBULA_API_OLLAMA_EMBEDDINGS)
+#define GEN     (CHAT | OCHAT | OGEN)           /* the generating shapes */
+#define NATIVE  (OCHAT | OGEN | OEMB | OEMBS)
+#define ALL     (GEN | EMB | OEMB | OEMBS)
 
 
+/*
+ * content_parts, stream_default, needs_messages, needs_prompt,
+ * openai_roles, needs_input, token_ids
+ */
 static const nebula_req_shape_t  shapes[] = {
     /* /v1/chat/completions: parts, one answer by default */
-    [NEBULA_API_CHAT]            = { 1, 0, 1, 0, 1 },
+    [NEBULA_API_CHAT]              = { 1, 0, 1, 0, 1, 0, 0 },
     /* /api/chat */
-    [NEBULA_API_OLLAMA_CHAT]     = { 0, 1, 1, 0, 0 },
+    [NEBULA_API_OLLAMA_CHAT]       = { 0, 1, 1, 0, 0, 0, 0 },
     /* /api/generate */
-    [NEBULA_API_OLLAMA_GENERATE] = { 0, 1, 0, 1, 0 }
+    [NEBULA_API_OLLAMA_GENERATE]   = { 0, 1, 0, 1, 0, 0, 0 },
+    /* /v1/embeddings: texts or token ids */
+    [NEBULA_API_EMBEDDINGS]        = { 0, 0, 0, 0, 0, 1, 1 },
+    /* /api/embed: texts */
+    [NEBULA_API_OLLAMA_EMBED]      = { 0, 0, 0, 0, 0, 1, 0 },
+    /* /api/embeddings: one prompt */
+    [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0 }
 };
 
 
@@ -47,7 +61,7 @@ typedef struct {
     unsigned char   frame;      /* frame_kind_e */
     unsigned char   slot;       /* slot_e */
     unsigned char   len;
-    unsigned char   apis;       /* the shapes that read it */
+    unsigned short  apis;       /* the shapes that read it */
     const char     *name;
 } field_t;
 
@@ -57,11 +71,12 @@ typedef struct {
 static const field_t  fields[] = {
 
     FIELD(F_TOP, S_MODEL, ALL, "model"),
-    FIELD(F_TOP, S_STREAM, ALL, "stream"),
-    FIELD(F_TOP, S_TOOLS, ALL, "tools"),
-    FIELD(F_TOP, S_DEBUG_RENDER, ALL, "_debug_render_only"),
+    FIELD(F_TOP, S_STREAM, GEN, "stream"),
+    FIELD(F_TOP, S_TOOLS, GEN, "tools"),
+    FIELD(F_TOP, S_DEBUG_RENDER, GEN, "_debug_render_only"),
     FIELD(F_TOP, S_MESSAGES, CHAT | OCHAT, "messages"),
-    FIELD(F_TOP, S_PROMPT, OGEN, "prompt"),
+    FIELD(F_TOP, S_PROMPT, OGEN | OEMBS, "prompt"),
+    FIELD(F_TOP, S_INPUT, EMB | OEMB, "input"),
     FIELD(F_TOP, S_SYSTEM, OGEN, "system"),
     FIELD(F_TOP, S_IMAGES, OGEN, "images"),
     FIELD(F_TOP, S_SUFFIX, OGEN, "suffix"),
@@ -80,8 +95,8 @@ static const field_t  fields[] = {
     FIELD(F_MESSAGE, S_CONTENT, ALL, "content"),
     FIELD(F_MESSAGE, S_TOOL_CALLS, ALL, "tool_calls"),
     FIELD(F_MESSAGE, S_REASONING, CHAT, "reasoning"),
-    FIELD(F_MESSAGE, S_IMAGES, NATIVE, "images"),
-    FIELD(F_MESSAGE, S_REASONING, NATIVE, "thinking"),
+    FIELD(F_MESSAGE, S_IMAGES, OCHAT, "images"),
+    FIELD(F_MESSAGE, S_REASONING, OCHAT, "thinking"),
 
     FIELD(F_PART, S_PART_TYPE, ALL, "type"),
     FIELD(F_PART, S_PART_TEXT, ALL, "text"),
@@ -360,6 +375,8 @@ slot_type(slot_e slot)
     case S_MESSAGE:
     case S_PART:
         return "an object";
+    case S_INPUT:
+        return "a string or an array";
     default:
         return "another type";
     }
@@ -456,6 +473,10 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
                              : slot == S_PART_TEXT ? "text" : "image_url");
         nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
                         "Invalid value for '%s'.", param);
+        return;
+    case S_INPUT:
+    case S_INPUT_ITEM:
+        nebula_req_input_invalid(p);
         return;
     case S_IMAGES:
     case S_IMAGE:

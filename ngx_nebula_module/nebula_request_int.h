@@ -27,6 +27,7 @@ typedef enum {
     F_IMAGES,
     F_IMAGE_URL,        /* a part's "image_url": {"url": ...} */
     F_CONTEXT,          /* /api/generate's "context": [ids] */
+    F_INPUT,            /* embeddings' "input": [texts], [ids], [[ids]] */
     F_SKIP
 } frame_kind_e;
 
@@ -67,7 +68,9 @@ typedef enum {
     S_IMAGE_URL,        /* "url" in a part's "image_url" object */
     S_KEEP_ALIVE,       /* dropped: the operator sets it */
     S_DEBUG_RENDER,     /* _debug_render_only: dropped */
-    S_DROP              /* a native option not let through: dropped */
+    S_DROP,             /* a native option not let through: dropped */
+    S_INPUT,            /* an embedding request's "input" */
+    S_INPUT_ITEM        /* one element of it */
 } slot_e;
 
 
@@ -116,6 +119,8 @@ typedef struct {
     unsigned       needs_messages:1;
     unsigned       needs_prompt:1;   /* a non-empty prompt */
     unsigned       openai_roles:1;   /* "developer", "function" renamed */
+    unsigned       needs_input:1;    /* a non-empty "input" (embeddings) */
+    unsigned       token_ids:1;      /* input may be token ids (OpenAI) */
 } nebula_req_shape_t;
 
 
@@ -130,6 +135,7 @@ typedef struct {
     int                    duplicate;
     int                    case_mismatch;
     int                    has_prompt;  /* a non-empty prompt */
+    int                    has_input;   /* an input (embeddings) */
     const nebula_req_shape_t  *shape;
 
     /* not cleared for each parse: a frame is when it is pushed */
@@ -168,6 +174,16 @@ int nebula_req_slot_any(slot_e slot);
 int nebula_req_role(parse_t *p, slot_e slot, const unsigned char *s,
     size_t len, const nebula_span_t *span);
 void nebula_req_bad_type(parse_t *p, slot_e slot);
+
+/* nebula_request_inputs.c */
+void nebula_req_input_invalid(parse_t *p);
+void nebula_req_input_string(parse_t *p, frame_t *parent, slot_e slot,
+    size_t len);
+void nebula_req_input_id(parse_t *p, frame_t *parent, const char *s,
+    size_t len);
+frame_kind_e nebula_req_input_frame(parse_t *p, frame_t *parent,
+    slot_e slot, int is_map);
+void nebula_req_input_done(parse_t *p, frame_t *f);
 
 /* nebula_request_images.c */
 void nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len);

@@ -22,6 +22,9 @@ typedef enum {
     NGX_NEBULA_API_CHAT,               /* proxied: /v1/chat/completions */
     NGX_NEBULA_API_OLLAMA_CHAT,        /* proxied: /api/chat */
     NGX_NEBULA_API_OLLAMA_GENERATE,    /* proxied: /api/generate */
+    NGX_NEBULA_API_EMBEDDINGS,         /* proxied: /v1/embeddings */
+    NGX_NEBULA_API_OLLAMA_EMBED,       /* proxied: /api/embed */
+    NGX_NEBULA_API_OLLAMA_EMBEDDINGS,  /* proxied: /api/embeddings */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */
@@ -84,6 +87,8 @@ typedef struct {
     ngx_str_t                 keep_alive;      /* native requests get it */
     uint64_t                  choices;         /* the most n it honours */
     unsigned                  private:1;       /* reached through keys only */
+    unsigned                  embedding:1;     /* kind=embedding: embeds,
+                                                  generates nothing */
     ngx_str_t                 tags_entry;      /* its /api/tags object */
     ngx_str_t                 models_entry;    /* its /v1/models object */
     ngx_nebula_conf_pos_t     pos;

@@ -281,7 +281,9 @@ ngx_nebula_act(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         }
     }
 
-    if (ctx->admitted && ctx->reserved_out < ngx_nebula_choices(ctx->req)) {
+    if (ctx->admitted && !ctx->api->embeds
+        && ctx->reserved_out < ngx_nebula_choices(ctx->req))
+    {
         /* less output left than a token a choice: given back, refused */
         ngx_http_finalize_request(r,
             ngx_nebula_refuse(r, ctx, NGX_HTTP_TOO_MANY_REQUESTS,
@@ -439,7 +441,38 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      (char *) message);
     }
 
-    if (req->prompt_tokens > model->context) {
+    if (model->embedding != ctx->api->embeds) {
+        p = ngx_snprintf(message, sizeof(message) - 1,
+                         model->embedding
+                         ? "The model '%V' is an embedding model: it answers "
+                           "on /v1/embeddings and /api/embed, not here."
+                         : "The model '%V' does not make embeddings: use an "
+                           "embedding model (see GET /v1/models).",
+                         &model->name);
+        *p = '\0';
+
+        return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                     "invalid_request_error",
+                                     "invalid_value", "model",
+                                     (char *) message);
+    }
+
+    if (ctx->api->embeds) {
+        /* the context bounds each input, not their sum */
+        if (req->longest_input > model->context) {
+            p = ngx_snprintf(message, sizeof(message) - 1,
+                             "This model's maximum context length is %uL "
+                             "tokens. However, an input comes to about %uL "
+                             "tokens.", model->context, req->longest_input);
+            *p = '\0';
+
+            return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                         "invalid_request_error",
+                                         "context_length_exceeded", "input",
+                                         (char *) message);
+        }
+
+    } else if (req->prompt_tokens > model->context) {
         p = ngx_snprintf(message, sizeof(message) - 1,
                          "This model's maximum context length is %uL "
                          "tokens. However, your messages come to about "

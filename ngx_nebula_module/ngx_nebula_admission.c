@@ -222,6 +222,13 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
      */
     out = (want > 0 && want < cap) ? want : cap;
 
+    if (ctx->api->embeds) {
+        /* no output, none reserved, and none needed left (cap -1) */
+        want = 0;
+        cap = -1;
+        out = 0;
+    }
+
     /*
      * The request's settlement (and its hold's removal) when its pool
      * goes, whoever admits it: registered once, before anything is held

@@ -28,14 +28,17 @@
 /* where the output limit is written in a request's body */
 typedef enum {
     NGX_NEBULA_LIMIT_MAX_TOKENS = 0,   /* max_tokens, max_completion_tokens */
-    NGX_NEBULA_LIMIT_NUM_PREDICT       /* options.num_predict */
+    NGX_NEBULA_LIMIT_NUM_PREDICT,      /* options.num_predict */
+    NGX_NEBULA_LIMIT_NONE              /* no output to limit: embeddings */
 } ngx_nebula_limit_e;
 
 
 /* where the pool reports usage */
 typedef enum {
     NGX_NEBULA_USAGE_OPENAI = 0,       /* usage.prompt_tokens, ... */
-    NGX_NEBULA_USAGE_OLLAMA            /* prompt_eval_count, eval_count */
+    NGX_NEBULA_USAGE_OLLAMA,           /* prompt_eval_count, eval_count */
+    NGX_NEBULA_USAGE_NONE              /* none (the legacy /api/embeddings):
+                                          an answer costs the estimate */
 } ngx_nebula_usage_e;
 
 
@@ -64,6 +67,8 @@ struct ngx_nebula_api_s {
                                                 when the request asks */
     unsigned                  keep_alive:1;  /* takes the model's
                                                 keep_alive (native) */
+    unsigned                  embeds:1;      /* embeddings: for embedding
+                                                models alone, no output */
 
     /*
      * The last documents of a stream cut at its reservation, as the pool

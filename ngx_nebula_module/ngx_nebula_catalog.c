@@ -3,7 +3,7 @@
  *
  *   nebula_model NAME pool=UPSTREAM upstream_model=NAME context=TOKENS
  *                input_price=USD output_price=USD [max_output=TOKENS]
- *                [modalities=text,image]
+ *                [kind=chat|embedding] [modalities=text,image]
  *                [group=NAME] [private] [owned_by=NAME] [created=UNIXTIME];
  *   nebula_plan NAME input_tokens=N output_tokens=N groups=G[,G...]|*
  *               [requests_per_minute=N];
@@ -393,6 +393,17 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if ((v = ngx_nebula_param(&value[i], "kind")) != NULL) {
+            if (v->len == 9 && ngx_strncmp(v->data, "embedding", 9) == 0) {
+                model->embedding = 1;
+
+            } else if (v->len != 4 || ngx_strncmp(v->data, "chat", 4) != 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
         if (value[i].len == 7 && ngx_strncmp(value[i].data, "private", 7) == 0)
         {
             model->private = 1;
@@ -402,10 +413,27 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    if (model->embedding) {
+        /* it reads, and writes no token: priced on input alone */
+        if (model->output_price || model->max_output || model->choices
+            || (model->modalities & NGX_NEBULA_MODALITY_IMAGE))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "embedding model \"%V\" takes no "
+                               "output_price, max_output, choices or image "
+                               "modality: it is priced on input alone",
+                               &name);
+            return NGX_CONF_ERROR;
+        }
+
+        have |= 0x10;
+    }
+
     if (have != 0x1f) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "model \"%V\" needs pool=, upstream_model=, "
-                           "context=, input_price= and output_price=", &name);
+                           "context=, input_price=%s", &name,
+                           model->embedding ? "" : " and output_price=");
         return NGX_CONF_ERROR;
     }
 
@@ -414,7 +442,9 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         model->choices = 1;
     }
 
-    if (model->max_output == 0 || model->max_output > model->context) {
+    if ((model->max_output == 0 || model->max_output > model->context)
+        && !model->embedding)
+    {
         model->max_output = model->context;
     }
 

@@ -94,8 +94,9 @@ ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in, uint64_t out)
  * does not know) is charged its reservation: the most it could have cost.
  *
  * Bounds: no more output than was reserved (the pool was asked for no
- * more), no more prompt than the model's context or our estimate, the
- * larger (the pool reads no more): a pool that reports more is
+ * more), no more prompt than the model's context (an embedding request's:
+ * the context times its inputs) or our estimate, the larger (the pool
+ * reads no more): a pool that reports more is
  * believed no further (ctx->over_in, ctx->over_out, logged at settlement).
  */
 ngx_uint_t
@@ -139,8 +140,14 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
     {
         *in = st->prompt_tokens;
 
-    } else if (*out > 0 || st->has_completion || st->has_prompt || left) {
-        /* Ollama leaves the count out, or 0, when the prompt was cached */
+    } else if (*out > 0 || st->has_completion || st->has_prompt || left
+               || (ctx->api->usage == NGX_NEBULA_USAGE_NONE
+                   && ctx->output_seen && !ctx->stream_broken))
+    {
+        /*
+         * Ollama leaves the count out, or 0, when the prompt was cached;
+         * its legacy /api/embeddings never gives one
+         */
         *in = ctx->req->prompt_tokens;
         estimated |= NGX_NEBULA_SETTLE_EST_IN;
     }
@@ -152,7 +159,9 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
         ctx->over_out = !ctx->cut;
     }
 
-    max_in = ngx_max(ctx->model->context, ctx->req->prompt_tokens);
+    /* embeddings: the context bounds each input */
+    max_in = ngx_max(ctx->model->context * ngx_max(ctx->req->inputs, 1),
+                     ctx->req->prompt_tokens);
 
     if (*in > max_in) {
         *in = max_in;

@@ -13,6 +13,9 @@
 #include "ngx_nebula.h"
 
 
+#define ngx_nebula_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+
 static size_t
 ngx_nebula_json_field_len(const char *s)
 {
@@ -143,34 +146,30 @@ ngx_nebula_error_body(ngx_pool_t *pool, ngx_nebula_errors_e shape,
     switch (shape) {
 
     case NGX_NEBULA_ERRORS_OLLAMA:
-        b->last = ngx_cpymem(b->last, "{\"error\":\"",
-                             sizeof("{\"error\":\"") - 1);
+        b->last = ngx_nebula_lit(b->last, "{\"error\":\"");
         b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
-        b->last = ngx_cpymem(b->last, "\"}\n", 3);
+        b->last = ngx_nebula_lit(b->last, "\"}\n");
         break;
 
     case NGX_NEBULA_ERRORS_ANTHROPIC:
-        b->last = ngx_cpymem(b->last, "{\"type\":\"error\",\"error\":{\"type\":",
-                             sizeof("{\"type\":\"error\",\"error\":{\"type\":")
-                             - 1);
+        b->last = ngx_nebula_lit(b->last,
+                                 "{\"type\":\"error\",\"error\":{\"type\":");
         b->last = ngx_nebula_json_field(b->last, type);
-        b->last = ngx_cpymem(b->last, ",\"message\":\"",
-                             sizeof(",\"message\":\"") - 1);
+        b->last = ngx_nebula_lit(b->last, ",\"message\":\"");
         b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
-        b->last = ngx_cpymem(b->last, "\"}}\n", 4);
+        b->last = ngx_nebula_lit(b->last, "\"}}\n");
         break;
 
     default: /* NGX_NEBULA_ERRORS_OPENAI */
-        b->last = ngx_cpymem(b->last, "{\"error\":{\"message\":\"",
-                             sizeof("{\"error\":{\"message\":\"") - 1);
+        b->last = ngx_nebula_lit(b->last, "{\"error\":{\"message\":\"");
         b->last = (u_char *) ngx_escape_json(b->last, message, mlen);
-        b->last = ngx_cpymem(b->last, "\",\"type\":", sizeof("\",\"type\":") - 1);
+        b->last = ngx_nebula_lit(b->last, "\",\"type\":");
         b->last = ngx_nebula_json_field(b->last, type);
-        b->last = ngx_cpymem(b->last, ",\"param\":", sizeof(",\"param\":") - 1);
+        b->last = ngx_nebula_lit(b->last, ",\"param\":");
         b->last = ngx_nebula_json_field(b->last, param);
-        b->last = ngx_cpymem(b->last, ",\"code\":", sizeof(",\"code\":") - 1);
+        b->last = ngx_nebula_lit(b->last, ",\"code\":");
         b->last = ngx_nebula_json_field(b->last, code);
-        b->last = ngx_cpymem(b->last, "}}\n", 3);
+        b->last = ngx_nebula_lit(b->last, "}}\n");
     }
 
     return b;

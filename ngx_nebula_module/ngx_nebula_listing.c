@@ -71,9 +71,11 @@ ngx_nebula_models_entry(u_char *p, ngx_nebula_model_t *model,
         p = ngx_cpymem(p, ",\"image\"", 8);
     }
 
-    p = ngx_sprintf(p, "],\"output_modalities\":[\"text\"]},"
+    /* an embedding model's output is its vectors, as OpenRouter says */
+    p = ngx_sprintf(p, "],\"output_modalities\":[\"%s\"]},"
                     "\"top_provider\":{\"context_length\":%uL,"
                     "\"max_completion_tokens\":%uL,\"is_moderated\":false}}",
+                    model->embedding ? "embeddings" : "text",
                     model->context, model->max_output);
 
     return p;

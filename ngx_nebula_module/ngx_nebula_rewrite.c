@@ -149,7 +149,7 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                         model->upstream_quoted.data,
                         model->upstream_quoted.len);
 
-    if (ctx->admitted) {
+    if (ctx->admitted && ctx->api->limit != NGX_NEBULA_LIMIT_NONE) {
         e = ngx_nebula_clamp_edits(ctx, e, num);
     }
 

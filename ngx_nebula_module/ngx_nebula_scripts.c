@@ -36,7 +36,9 @@
  * KEYS: key hash, month usage hash, minute counter, month reservations,
  *       month expired reservations
  * ARGV: digest, model, model group ("" if private), plans table,
- *       prompt estimate, requested output (0: none), output cap,
+ *       prompt estimate, requested output (0: none), output cap (-1:
+ *       the request makes no output, an embedding's: none is reserved,
+ *       and none need be left),
  *       seconds left in the minute, usage TTL, now, reservation TTL,
  *       request id, lease input and output asked (0: none)
  *
@@ -138,7 +140,8 @@ static char  ngx_nebula_script_admit[] =
     "  rpm_left = rpm - n\n"
     "end\n"
     "local prompt = tonumber(ARGV[5])\n"
-    "if in_left < prompt or out_left <= 0 then\n"
+    "local cap = tonumber(ARGV[7])\n"
+    "if in_left < prompt or (out_left <= 0 and cap >= 0) then\n"
     "  local held = 0\n"
     "  if bin > 0 or bout > 0 then held = 1 end\n"
     "  return {5, in_limit, out_limit, math.max(in_left + bin, 0),\n"
@@ -147,8 +150,8 @@ static char  ngx_nebula_script_admit[] =
     "local out = out_left\n"
     "local want = tonumber(ARGV[6])\n"
     "if want > 0 and want < out then out = want end\n"
-    "local cap = tonumber(ARGV[7])\n"
     "if cap > 0 and cap < out then out = cap end\n"
+    "if cap < 0 then out = 0 end\n"
     "local lin, lout = 0, 0\n"
     "local wi, wo = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0\n"
     "if rpm == 0 and wi > 0 and wo > 0 then\n"

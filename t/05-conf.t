@@ -50,6 +50,12 @@ my @cases = (
     ['plan with a bad number', "    nebula_model a $model group=basic;\n"
      . "    nebula_plan free input_tokens=-1 output_tokens=1 groups=basic;\n",
      qr/invalid parameter "input_tokens=-1" of plan "free" in \S+nginx\.conf:8/],
+    ['embedding model with an output price', "    nebula_model e pool=ollama_local upstream_model=m context=1 input_price=1 output_price=1 kind=embedding group=g;\n",
+     qr/embedding model "e" takes no output_price.* in \S+nginx\.conf:7/],
+    ['an unknown kind', "    nebula_model e pool=ollama_local upstream_model=m context=1 input_price=1 output_price=1 kind=vision group=g;\n",
+     qr/invalid parameter "kind=vision" of model "e" in \S+nginx\.conf:7/],
+    ['embedding model without an input price', "    nebula_model e pool=ollama_local upstream_model=m context=1 kind=embedding group=g;\n",
+     qr/model "e" needs pool=, upstream_model=, context=, input_price= in \S+nginx\.conf:7/],
     ['unknown endpoint', "    server { listen 127.0.0.1:1; location / { nebula chatt; } }\n",
      qr/unknown nebula endpoint "chatt".* in \S+nginx\.conf:7/],
     ['pool secret never echoed', "    upstream c { server 127.0.0.1:2; }\n"

@@ -69,9 +69,10 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         return 0;
     }
 
-    api = (nebula_api_e) (data[0] % 3);
+    /* the first byte: the shape (its rest), and the policy (bit 7) */
+    api = (nebula_api_e) ((data[0] & 0x7f) % 6);
     policy.pass_options = pass;
-    pol = (data[0] & 4) ? &policy : NULL;
+    pol = (data[0] & 0x80) ? &policy : NULL;
     body = data + 1;
     len = size - 1;
 
@@ -93,6 +94,14 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
     if (req.prompt_tokens < floor
         || req.prompt_tokens < req.context_ids + req.image_tokens)
+    {
+        abort();
+    }
+
+    /* an embedding request: inputs, each within the estimate */
+    if ((api == NEBULA_API_EMBEDDINGS || api == NEBULA_API_OLLAMA_EMBED)
+        ? req.inputs == 0 || req.longest_input > req.prompt_tokens
+        : req.inputs != 0)
     {
         abort();
     }
@@ -130,6 +139,8 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         || again.stream != req.stream
         || again.images != req.images
         || again.image_tokens != req.image_tokens
+        || again.inputs != req.inputs
+        || again.longest_input != req.longest_input
         || again.ndrops != req.ndrops)
     {
         abort();

@@ -13,6 +13,7 @@ See README.md next to this file for the endpoints and the x-sim-* headers.
 
 import argparse
 import asyncio
+import base64
 import gzip
 import hashlib
 import json
@@ -98,6 +99,37 @@ def count_prompt_tokens(body, path):
             images += len(native_images)
         total += _words(text) + 3 + IMAGE_TOKENS * images
     return total
+
+
+# An embedding's length unless the request asks for "dimensions".
+EMBED_DIMS = 8
+
+
+def embed_inputs(body, path):
+    """The texts an embedding request embeds (a token-id list counts as
+    one input of its ids), or None when Ollama would refuse their type."""
+    value = body.get("prompt") if path == "/api/embeddings" else body.get("input")
+    if isinstance(value, str):
+        return [value] if value else []
+    if path != "/api/embeddings" and isinstance(value, list):
+        if all(isinstance(x, str) for x in value):
+            return [x for x in value if x]
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+            return [value]
+        if all(isinstance(x, list) for x in value):
+            return value
+    return None
+
+
+def embed_tokens(text):
+    """Prompt tokens of one input: words + 2 (a token-id list: its ids)."""
+    return len(text) if isinstance(text, list) else _words(text) + 2
+
+
+def embed_vector(text, dims):
+    """A unit-free, deterministic vector for the input."""
+    seed = hashlib.sha256(json.dumps(text).encode()).digest()
+    return [round((seed[i % len(seed)] - 128) / 128.0, 6) for i in range(dims)]
 
 
 def _positive_int(value):
@@ -213,6 +245,7 @@ def openai_model(name):
 log = logging.getLogger("ollama_sim")
 
 MODEL_PATHS = ("/v1/chat/completions", "/api/chat", "/api/generate")
+EMBED_PATHS = ("/v1/embeddings", "/api/embed", "/api/embeddings")
 MAX_BODY = 64 * 1024 * 1024
 HEAD_LIMIT = 1024 * 1024
 
@@ -631,6 +664,9 @@ class Sim:
             "/v1/chat/completions": ("POST",),
             "/api/chat": ("POST",),
             "/api/generate": ("POST",),
+            "/v1/embeddings": ("POST",),
+            "/api/embed": ("POST",),
+            "/api/embeddings": ("POST",),
         }
         allowed = routes.get(path)
         if allowed is None and path.startswith("/v1/models/"):
@@ -678,6 +714,8 @@ class Sim:
                 return await self.respond(req, rec, writer, 200, dumps(openai_model(name)))
             return await self.respond(req, rec, writer, 404,
                                       error_body(path, 404, 'model "%s" not found' % name))
+        if path in EMBED_PATHS:
+            return await self.embed_endpoint(req, rec, reader, writer)
         return await self.model_endpoint(req, rec, reader, writer)
 
     async def control(self, req, writer):
@@ -699,6 +737,77 @@ class Sim:
             await send_full(writer, req, 405, dumps({"error": "method not allowed"}))
         else:
             await send_full(writer, req, 404, dumps({"error": "not found"}))
+        return req.keep_alive
+
+    # ---- embeddings --------------------------------------------------------
+
+    async def embed_endpoint(self, req, rec, reader, writer):
+        """/v1/embeddings, /api/embed and the legacy /api/embeddings, as
+        Ollama answers them: one JSON object (Content-Length), its usage
+        where Ollama gives one (embed_tokens() says how much), sent in two
+        writes split inside a number unless x-sim-split: none."""
+        path = req.path
+        faults = parse_faults(req.headers.get("x-sim-fault"))
+        if faults.error500:
+            return await self.respond(req, rec, writer, 500,
+                                      error_body(path, 500, "simulated failure"),
+                                      outcome="fault:" + faults.raw)
+        try:
+            body = json.loads(req.body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            return await self.respond(req, rec, writer, 400,
+                                      error_body(path, 400, "invalid JSON: %s" % e))
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str) \
+                or not body.get("model"):
+            return await self.respond(req, rec, writer, 400,
+                                      error_body(path, 400, "model is required"))
+        inputs = embed_inputs(body, path)
+        if inputs is None:
+            return await self.respond(req, rec, writer, 400,
+                                      error_body(path, 400, "invalid input type"))
+        model = req.headers.get("x-sim-answer-model") or body["model"]
+        dims = _positive_int(body.get("dimensions")) or EMBED_DIMS
+        vectors = [embed_vector(x, dims) for x in inputs]
+        P = sum(embed_tokens(x) for x in inputs)
+        ru = req.headers.get("x-sim-report-usage")
+        if ru:
+            try:
+                P = int(ru.split(",", 1)[0])
+            except ValueError:
+                log.warning("ignoring bad x-sim-report-usage %r", ru)
+        rec["prompt_tokens"] = P
+        rec["completion_tokens"] = 0
+        if path == "/v1/embeddings":
+            b64 = body.get("encoding_format") == "base64"
+            data = [{"object": "embedding", "index": i,
+                     "embedding": base64.b64encode(struct.pack("<%df" % len(v), *v)).decode()
+                     if b64 else v}
+                    for i, v in enumerate(vectors)]
+            out = {"object": "list", "data": data, "model": model,
+                   "usage": {"prompt_tokens": P, "total_tokens": P}}
+        elif path == "/api/embed":
+            out = {"model": model, "embeddings": vectors, "total_duration": 14143917,
+                   "load_duration": 1019500, "prompt_eval_count": P}
+        else:
+            # the legacy endpoint reports no usage at all
+            out = {"embedding": vectors[0]}
+        full = dumps(out)
+        rec["status"] = 200
+        rec["outcome"] = "ok"
+        head = response_head(200, [("Content-Type", "application/json; charset=utf-8"),
+                                   ("Content-Length", str(len(full)))],
+                             req.keep_alive, req.version)
+        if req.headers.get("x-sim-split", "").strip().lower() == "none":
+            writer.write(head + full)
+            await writer.drain()
+            return req.keep_alive
+        # inside the first vector's second number, so a read ends mid-token
+        cut = full.find(b",", full.find(b"[")) + 3
+        writer.write(head + full[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.005)
+        writer.write(full[cut:])
+        await writer.drain()
         return req.keep_alive
 
     # ---- model endpoints -------------------------------------------------

@@ -116,6 +116,12 @@ test_admitted(void)
            NEBULA_ADMIT_OK, "admitted, negative left");
     is_int(a.in_left, -5, "negative left kept");
 
+    /* no output reserved: an embedding request, which makes none */
+    is_int(admit("*10\r\n:0\r\n:0\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
+                 "$4\r\nfree\r\n$1\r\nn\r\n", &a),
+           NEBULA_ADMIT_OK, "admitted, no output reserved");
+    is_int(a.reserved_out, 0, "nothing reserved");
+
     /* a plan name longer than the buffer is cut, still a C string */
     memset(plan, 'p', 150);
     plan[150] = '\0';
@@ -255,8 +261,6 @@ test_bad(void)
           "$4\r\nfree\r\n", "admitted, one field short" },
         { "*11\r\n:0\r\n:500\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
           "$4\r\nfree\r\n$1\r\nn\r\n:0\r\n", "admitted, one field more" },
-        { "*10\r\n:0\r\n:0\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
-          "$4\r\nfree\r\n$1\r\nn\r\n", "admitted, nothing reserved" },
         { "*10\r\n:0\r\n:-8\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
           "$4\r\nfree\r\n$1\r\nn\r\n", "admitted, negative reservation" },
         { "*10\r\n:0\r\n:5\r\n:-1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
