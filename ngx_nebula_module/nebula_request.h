@@ -25,7 +25,8 @@ typedef enum {
     NEBULA_API_OLLAMA_GENERATE,    /* POST /api/generate */
     NEBULA_API_EMBEDDINGS,         /* POST /v1/embeddings */
     NEBULA_API_OLLAMA_EMBED,       /* POST /api/embed */
-    NEBULA_API_OLLAMA_EMBEDDINGS   /* POST /api/embeddings (legacy) */
+    NEBULA_API_OLLAMA_EMBEDDINGS,  /* POST /api/embeddings (legacy) */
+    NEBULA_API_COMPLETIONS         /* POST /v1/completions */
 } nebula_api_e;
 
 

@@ -19,7 +19,9 @@
 #define EMB     (1u << NEBULA_API_EMBEDDINGS)
 #define OEMB    (1u << NEBULA_API_OLLAMA_EMBED)
 #define OEMBS   (1u << NEBULA_API_OLLAMA_EMBEDDINGS)
-#define GEN     (CHAT | OCHAT | OGEN)           /* the generating shapes */
+#define CMPL    (1u << NEBULA_API_COMPLETIONS)
+#define V1GEN   (CHAT | CMPL)                   /* OpenAI's generating */
+#define GEN     (V1GEN | OCHAT | OGEN)          /* the generating shapes */
 #define NATIVE  (OCHAT | OGEN | OEMB | OEMBS)
 #define ALL     (GEN | EMB | OEMB | OEMBS)
 
@@ -40,7 +42,9 @@ static const nebula_req_shape_t  shapes[] = {
     /* /api/embed: texts */
     [NEBULA_API_OLLAMA_EMBED]      = { 0, 0, 0, 0, 0, 1, 0 },
     /* /api/embeddings: one prompt */
-    [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0 }
+    [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0 },
+    /* /v1/completions: one prompt, a string (as Ollama takes it) */
+    [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0 }
 };
 
 
@@ -75,19 +79,19 @@ static const field_t  fields[] = {
     FIELD(F_TOP, S_TOOLS, GEN, "tools"),
     FIELD(F_TOP, S_DEBUG_RENDER, GEN, "_debug_render_only"),
     FIELD(F_TOP, S_MESSAGES, CHAT | OCHAT, "messages"),
-    FIELD(F_TOP, S_PROMPT, OGEN | OEMBS, "prompt"),
+    FIELD(F_TOP, S_PROMPT, OGEN | OEMBS | CMPL, "prompt"),
     FIELD(F_TOP, S_INPUT, EMB | OEMB, "input"),
     FIELD(F_TOP, S_SYSTEM, OGEN, "system"),
     FIELD(F_TOP, S_IMAGES, OGEN, "images"),
-    FIELD(F_TOP, S_SUFFIX, OGEN, "suffix"),
+    FIELD(F_TOP, S_SUFFIX, OGEN | CMPL, "suffix"),
     FIELD(F_TOP, S_TEMPLATE, OGEN, "template"),
     FIELD(F_TOP, S_CONTEXT, OGEN, "context"),
-    FIELD(F_TOP, S_TEMPERATURE, CHAT, "temperature"),
-    FIELD(F_TOP, S_MAX_TOKENS, CHAT, "max_tokens"),
+    FIELD(F_TOP, S_TEMPERATURE, V1GEN, "temperature"),
+    FIELD(F_TOP, S_MAX_TOKENS, V1GEN, "max_tokens"),
     FIELD(F_TOP, S_MAX_COMPLETION_TOKENS, CHAT, "max_completion_tokens"),
-    FIELD(F_TOP, S_STREAM_OPTIONS, CHAT, "stream_options"),
-    FIELD(F_TOP, S_N, CHAT, "n"),
-    FIELD(F_TOP, S_BEST_OF, CHAT, "best_of"),
+    FIELD(F_TOP, S_STREAM_OPTIONS, V1GEN, "stream_options"),
+    FIELD(F_TOP, S_N, V1GEN, "n"),
+    FIELD(F_TOP, S_BEST_OF, V1GEN, "best_of"),
     FIELD(F_TOP, S_OPTIONS, NATIVE, "options"),
     FIELD(F_TOP, S_KEEP_ALIVE, NATIVE, "keep_alive"),
 

@@ -110,6 +110,10 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
 
         return 0;
 
+    case 3:
+        /* /v1/completions' choices[].text */
+        return (len == 4 && key_is(key, len, "text", 4)) ? K_CONTENT : 0;
+
     case 4:
         /*
          * choices[].delta.content, choices[].message.content, and the

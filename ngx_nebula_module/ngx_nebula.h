@@ -25,6 +25,7 @@ typedef enum {
     NGX_NEBULA_API_EMBEDDINGS,         /* proxied: /v1/embeddings */
     NGX_NEBULA_API_OLLAMA_EMBED,       /* proxied: /api/embed */
     NGX_NEBULA_API_OLLAMA_EMBEDDINGS,  /* proxied: /api/embeddings */
+    NGX_NEBULA_API_COMPLETIONS,        /* proxied: /v1/completions */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */

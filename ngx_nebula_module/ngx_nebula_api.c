@@ -7,6 +7,9 @@
 
 static u_char *ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model,
     u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage);
+static u_char *ngx_nebula_end_completions(u_char *p, u_char *last,
+    ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
+    ngx_uint_t usage);
 static u_char *ngx_nebula_end_ollama_chat(u_char *p, u_char *last,
     ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
     ngx_uint_t usage);
@@ -36,6 +39,14 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         NEBULA_API_CHAT, NGX_NEBULA_LIMIT_MAX_TOKENS, NGX_NEBULA_USAGE_OPENAI,
         NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI, 1, 0, 0,
         ngx_nebula_end_chat, ngx_string(NGX_NEBULA_SSE_STOPPED) },
+
+    /* POST /v1/completions: OpenAI's legacy completions, chat's rules */
+    [NGX_NEBULA_API_COMPLETIONS] = {
+        ngx_string("completions"), NULL,
+        NEBULA_API_COMPLETIONS, NGX_NEBULA_LIMIT_MAX_TOKENS,
+        NGX_NEBULA_USAGE_OPENAI, NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI,
+        1, 0, 0, ngx_nebula_end_completions,
+        ngx_string(NGX_NEBULA_SSE_STOPPED) },
 
     /* POST /api/chat */
     [NGX_NEBULA_API_OLLAMA_CHAT] = {
@@ -133,7 +144,8 @@ ngx_nebula_api_id(ngx_str_t *name)
 const char *
 ngx_nebula_api_names(void)
 {
-    return "chat, ollama_chat, ollama_generate, embeddings, ollama_embed, "
+    return "chat, completions, ollama_chat, ollama_generate, embeddings, "
+           "ollama_embed, "
            "ollama_embeddings, models, ollama_tags, ollama_version, "
            "ollama_forbidden, key, admin or error";
 }
@@ -165,6 +177,35 @@ ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model, u_char *id,
                          "\"fp_ollama\",\"choices\":[],\"usage\":"
                          "{\"prompt_tokens\":%uL,\"completion_tokens\":"
                          "%uL,\"total_tokens\":%uL}}\n\n",
+                         id, ngx_time(), model, prompt, output,
+                         prompt + output);
+    }
+
+    return ngx_slprintf(p, last, "data: [DONE]\n\n");
+}
+
+
+/* as chat's, in /v1/completions' chunks: choices[].text */
+static u_char *
+ngx_nebula_end_completions(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    p = ngx_slprintf(p, last,
+                     "data: {\"id\":\"cmpl-%s\",\"object\":"
+                     "\"text_completion\",\"created\":%T,\"model\":%V,"
+                     "\"system_fingerprint\":\"fp_ollama\",\"choices\":"
+                     "[{\"text\":\"\",\"index\":0,\"finish_reason\":"
+                     "\"length\"}]}\n\n",
+                     id, ngx_time(), model);
+
+    if (usage) {
+        p = ngx_slprintf(p, last,
+                         "data: {\"id\":\"cmpl-%s\",\"object\":"
+                         "\"text_completion\",\"created\":%T,\"model\":%V,"
+                         "\"system_fingerprint\":\"fp_ollama\",\"choices\":"
+                         "[],\"usage\":{\"prompt_tokens\":%uL,"
+                         "\"completion_tokens\":%uL,\"total_tokens\":%uL}}"
+                         "\n\n",
                          id, ngx_time(), model, prompt, output,
                          prompt + output);
     }

@@ -67,7 +67,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
         while (redisReaderGetReply(reader, &r) == REDIS_OK && r != NULL) {
 
             if (nebula_admit_parse(r, &a) == NEBULA_ADMIT_OK
-                && (a.reserved_out <= 0 || a.in_limit < 0 || a.out_limit < 0
+                && (a.reserved_out < 0 || a.in_limit < 0 || a.out_limit < 0
                     || memchr(a.plan, '\0', sizeof(a.plan)) == NULL))
             {
                 abort();

@@ -326,6 +326,8 @@ ref_json_token(ref_stream_t *s, unsigned char c)
                              /* thinking and reasoning, as the scanner */
                              || ((s->depth == 1 || s->depth == 2)
                                  && ref_key_is(s, "thinking", 8))
+                             /* /v1/completions: choices[].text */
+                             || (s->depth == 3 && ref_key_is(s, "text", 4))
                              || (s->depth == 4
                                  && (ref_key_is(s, "reasoning", 9)
                                      || ref_key_is(s, "reasoning_content",

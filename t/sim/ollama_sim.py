@@ -64,12 +64,12 @@ def count_prompt_tokens(body, path):
         adds 10, and so does every entry of a native message's "images" list.
         Non-object messages and non-string/non-array contents count as
         0 words (the +3 still applies to object messages only).
-      * /api/generate:
+      * /api/generate and /v1/completions:
           P = words(prompt) + words(system) + 2
     """
     if not isinstance(body, dict):
         return 2
-    if path == "/api/generate":
+    if path in ("/api/generate", "/v1/completions"):
         return _words(body.get("prompt")) + _words(body.get("system")) + 2
     total = 2
     messages = body.get("messages")
@@ -146,7 +146,7 @@ def completion_cap(body, path):
     (native) when present and > 0, else None."""
     if not isinstance(body, dict):
         return None
-    if path == "/v1/chat/completions":
+    if path in OPENAI_GEN:
         cap = _positive_int(body.get("max_tokens"))
         if cap is None:
             cap = _positive_int(body.get("max_completion_tokens"))
@@ -244,7 +244,9 @@ def openai_model(name):
 
 log = logging.getLogger("ollama_sim")
 
-MODEL_PATHS = ("/v1/chat/completions", "/api/chat", "/api/generate")
+MODEL_PATHS = ("/v1/chat/completions", "/v1/completions", "/api/chat", "/api/generate")
+# the generating endpoints of Ollama's OpenAI layer
+OPENAI_GEN = ("/v1/chat/completions", "/v1/completions")
 EMBED_PATHS = ("/v1/embeddings", "/api/embed", "/api/embeddings")
 MAX_BODY = 64 * 1024 * 1024
 HEAD_LIMIT = 1024 * 1024
@@ -614,7 +616,7 @@ class Sim:
         if isinstance(body, dict):
             model = body.get("model")
             rec["model"] = model
-            if req.path == "/v1/chat/completions":
+            if req.path in OPENAI_GEN:
                 mt = body.get("max_tokens")
                 if mt is None:
                     mt = body.get("max_completion_tokens")
@@ -662,6 +664,7 @@ class Sim:
             "/api/tags": ("GET", "HEAD"),
             "/v1/models": ("GET", "HEAD"),
             "/v1/chat/completions": ("POST",),
+            "/v1/completions": ("POST",),
             "/api/chat": ("POST",),
             "/api/generate": ("POST",),
             "/v1/embeddings": ("POST",),
@@ -814,7 +817,7 @@ class Sim:
 
     async def model_endpoint(self, req, rec, reader, writer):
         path = req.path
-        openai = path == "/v1/chat/completions"
+        openai = path in OPENAI_GEN
         faults = parse_faults(req.headers.get("x-sim-fault"))
         fault_outcome = "fault:" + faults.raw if faults.any else None
 
@@ -843,6 +846,9 @@ class Sim:
             err = "model is required"
         if err is None and path == "/api/generate" and body.get("prompt") is not None \
                 and not isinstance(body.get("prompt"), str):
+            err = "invalid request: prompt must be a string"
+        if err is None and path == "/v1/completions" and not isinstance(body.get("prompt"), str):
+            # Ollama's OpenAI layer takes one prompt, a string
             err = "invalid request: prompt must be a string"
         if err is not None:
             return await self.respond(req, rec, writer, 400, error_body(path, 400, err))
@@ -1026,9 +1032,11 @@ class Generation:
         self.capped = None        # tokens counted when a cap cut the call
         self.created = int(time.time())
         self.t0 = time.monotonic_ns()
-        if path == "/v1/chat/completions":
+        # /v1/completions: OpenAI's legacy completions, "text" in its choices
+        self.legacy = path == "/v1/completions"
+        if path in OPENAI_GEN:
             sim.completion_seq += 1
-            self.id = "chatcmpl-%d" % sim.completion_seq
+            self.id = ("cmpl-%d" if self.legacy else "chatcmpl-%d") % sim.completion_seq
 
     def token(self, i):
         # x-sim-long-token: the first token that long (an event larger
@@ -1120,13 +1128,26 @@ class Generation:
         return obj
 
     def _chunk(self, choices, usage=None):
-        obj = {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+        obj = {"id": self.id,
+               "object": "text_completion" if self.legacy else "chat.completion.chunk",
+               "created": self.created,
                "model": self.model, "system_fingerprint": "fp_ollama", "choices": choices}
         if usage is not None:
             obj["usage"] = usage
         return b"data: " + dumps(obj) + b"\n\n"
 
+    def _choice(self, text, finish):
+        """A /v1/completions choice"""
+        return {"text": text, "index": 0, "finish_reason": finish}
+
     def full_body(self):
+        if self.legacy:
+            return dumps({
+                "id": self.id, "object": "text_completion", "created": self.created,
+                "model": self.model, "system_fingerprint": "fp_ollama",
+                "choices": [self._choice(self.content(), self.finish)],
+                "usage": self.usage(),
+            })
         if self.path == "/v1/chat/completions":
             message = {"role": "assistant", "content": self.content()}
             if self.tool:
@@ -1148,6 +1169,8 @@ class Generation:
         (a keep-alive, as OpenRouter's ": OPENROUTER PROCESSING") and a
         chunk with the role and no text (as OpenAI's first chunk); on the
         native API, a line with empty content."""
+        if self.legacy:
+            return [b": keep-alive\n\n", self._chunk([self._choice("", None)])]
         if self.path == "/v1/chat/completions":
             return [b": keep-alive\n\n",
                     self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -1162,6 +1185,8 @@ class Generation:
 
     def token_frame(self, i):
         tok = self.token(i)
+        if self.legacy:
+            return self._chunk([self._choice(tok, None)])
         if self.path == "/v1/chat/completions":
             return self._chunk([{"index": 0, "delta": {"role": "assistant", "content": tok},
                                  "finish_reason": None}])
@@ -1188,8 +1213,9 @@ class Generation:
         return dumps(obj) + b"\n"
 
     def final_frames(self):
-        if self.path == "/v1/chat/completions":
-            frames = [self._chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+        if self.path in OPENAI_GEN:
+            frames = [self._chunk([self._choice("", self.finish)] if self.legacy else
+                                  [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                     "finish_reason": self.openai_finish()}])]
             if self.include_usage and not self.no_usage:
                 frames.append(self._chunk([], self.usage()))

@@ -2,7 +2,8 @@
  * The request parser on the embedding shapes: what "input" may be on
  * /v1/embeddings (texts, token ids, lists of ids) and /api/embed (texts),
  * the legacy /api/embeddings' "prompt", what each counts toward the
- * estimate, and the longest input the context bounds.
+ * estimate, and the longest input the context bounds.  And the prompt of
+ * /v1/completions, one string as Ollama takes it.
  */
 
 #include "request.h"
@@ -124,11 +125,52 @@ test_refused(void)
 }
 
 
+static void
+test_completions(void)
+{
+    nebula_api_e  api = NEBULA_API_COMPLETIONS;
+
+    is_int(parse(api, "{\"model\":\"m\",\"prompt\":\"Once upon a time\","
+                      "\"suffix\":\"the end\",\"max_tokens\":7,\"n\":1,"
+                      "\"stream\":true,\"stream_options\":{\"include_usage\":"
+                      "true},\"temperature\":0.5,\"echo\":false}"),
+           NEBULA_REQ_OK, "completions: the usual fields");
+    is_int(req.text_bytes, 16 + 7, "the prompt and the suffix read");
+    is_int(req.max_tokens, 7, "max_tokens");
+    is_int(req.stream, 1, "a stream");
+    is_int(req.include_usage, 1, "usage asked");
+    is_int(req.messages, 0, "no messages");
+
+    is_int(parse(api, "{\"model\":\"m\",\"prompt\":\"x\"}"), NEBULA_REQ_OK,
+           "completions: model and prompt");
+    is_int(req.stream, 0, "one answer by default, as OpenAI's");
+
+    refused_api(api, "{\"model\":\"m\"}", NEBULA_REQ_MISSING_FIELD, "prompt",
+                "completions: no prompt");
+    refused_api(api, "{\"model\":\"m\",\"prompt\":\"\"}",
+                NEBULA_REQ_MISSING_FIELD, "prompt", "completions: empty");
+    refused_api(api, "{\"model\":\"m\",\"prompt\":[\"a\",\"b\"]}",
+                NEBULA_REQ_INVALID_VALUE, "prompt",
+                "completions: an array (Ollama takes one string)");
+    refused_api(api, "{\"model\":\"m\",\"prompt\":\"x\",\"max_tokens\":0}",
+                NEBULA_REQ_INVALID_VALUE, "max_tokens",
+                "completions: max_tokens 0");
+    refused_api(api, "{\"model\":\"m\",\"prompt\":\"x\",\"temperature\":3}",
+                NEBULA_REQ_INVALID_VALUE, "temperature",
+                "completions: temperature 3");
+    refused_api(api, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                     "\"content\":\"x\"}]}",
+                NEBULA_REQ_MISSING_FIELD, "prompt",
+                "completions: messages are not its field");
+}
+
+
 int
 main(void)
 {
     test_accepted();
     test_refused();
+    test_completions();
 
     return done_testing();
 }

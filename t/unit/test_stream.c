@@ -415,6 +415,18 @@ test_events(void)
                                &ev);
     }
     is_int(s.content_docs, 3, "SSE: delta.reasoning and reasoning_content count");
+
+    /* /v1/completions streams choices[].text; a text elsewhere is none */
+    nebula_stream_init(&s, NEBULA_FORMAT_SSE);
+    in = "data: {\"choices\":[{\"text\":\"a\",\"index\":0}]}\n\n"
+         "data: {\"choices\":[{\"text\":\"\",\"index\":0}]}\n\n"
+         "data: {\"choices\":[{\"text\":\"b\"}],\"text\":\"c\"}\n\n"
+         "data: {\"choices\":[{\"delta\":{\"text\":\"d\"}}]}\n\n";
+    for (i = 0, len = strlen(in); i < len; i += n) {
+        n = nebula_stream_scan(&s, (const unsigned char *) in + i, len - i,
+                               &ev);
+    }
+    is_int(s.content_docs, 2, "SSE: /v1/completions' choices[].text counts");
 }
 
 
@@ -714,6 +726,14 @@ static const struct {
     const char  *data;
     size_t       len;
 } corner_bodies[] = {
+    /* /v1/completions: choices[].text */
+    BODY("data: {\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"model\":"
+         "\"up\",\"choices\":[{\"text\":\"He\",\"index\":0,"
+         "\"finish_reason\":null}]}\n\n"
+         "data: {\"model\":\"up\",\"choices\":[{\"text\":\"\",\"index\":0,"
+         "\"finish_reason\":\"stop\"}]}\n\n"
+         "data: {\"model\":\"up\",\"choices\":[],\"usage\":{\"prompt_tokens\":"
+         "4,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"),
     BODY("data: {\"id\":\"c1\",\"model\":\"up:8b\",\"choices\":[{\"delta\":"
          "{\"content\":\"h\\u00e9 \\\"x\\\"\"}}],\"usage\":null}\n\n"
          "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,"
