@@ -2,7 +2,9 @@
  * Nebula: plain-C helpers over a request body's bytes (see nebula_body.h).
  */
 
+#include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "nebula_body.h"
@@ -249,4 +251,57 @@ nebula_json_quote(unsigned char *out, const unsigned char *s, size_t len)
     *p++ = '"';
 
     return p - out;
+}
+
+
+/*
+ * A JSON integer as the request parser reads one: 0 with its value, -1
+ * when it is no integer or has more than 15 digits (more than any limit).
+ */
+int
+nebula_json_integer(const char *s, size_t len, int64_t *out)
+{
+    size_t   i = 0;
+    int      neg = 0;
+    int64_t  v = 0;
+
+    if (len && s[0] == '-') {
+        neg = 1;
+        i = 1;
+    }
+
+    if (i == len || len - i > 15) {
+        return -1;
+    }
+
+    for ( /* void */ ; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+
+    *out = neg ? -v : v;
+    return 0;
+}
+
+
+/* a number too long for a buffer on the stack; NaN with no memory for it */
+double
+nebula_json_number_long(const char *s, size_t len)
+{
+    char    *copy;
+    double   d;
+
+    copy = malloc(len + 1);
+    if (copy == NULL) {
+        return NAN;
+    }
+
+    memcpy(copy, s, len);
+    copy[len] = '\0';
+    d = strtod(copy, NULL);
+    free(copy);
+
+    return d;
 }

@@ -1,13 +1,15 @@
 /*
  * Nebula: plain-C helpers over a request body's bytes, no nginx types:
  * strict UTF-8, Go's folding of JSON keys, edits of byte ranges (how the
- * gateway rewrites a body without re-encoding it), JSON string quoting.
+ * gateway rewrites a body without re-encoding it), JSON string quoting,
+ * JSON numbers as the request parser reads them.
  */
 
 #ifndef NEBULA_BODY_H
 #define NEBULA_BODY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 
 /*
@@ -22,6 +24,10 @@ int nebula_utf8_invalid(const unsigned char *p, size_t len, size_t *at);
  * lower case, U+017F to 's', U+212A to 'k'.  Writes at most size bytes to
  * out; returns how many, or size + 1 for a key longer than that.
  */
+/* JSON numbers as the request parser reads them (nebula_body.c) */
+int nebula_json_integer(const char *s, size_t len, int64_t *out);
+double nebula_json_number_long(const char *s, size_t len);
+
 size_t nebula_fold_key(const unsigned char *key, size_t len,
     unsigned char *out, size_t size);
 

@@ -162,34 +162,6 @@ value_done(parse_t *p, frame_t *parent)
 
 
 static int
-parse_integer(const char *s, size_t len, int64_t *out)
-{
-    size_t   i = 0;
-    int      neg = 0;
-    int64_t  v = 0;
-
-    if (len && s[0] == '-') {
-        neg = 1;
-        i = 1;
-    }
-
-    if (i == len || len - i > 15) {
-        return -1;  /* also "too large": 15 digits is more than any limit */
-    }
-
-    for ( /* void */ ; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return -1;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-
-    *out = neg ? -v : v;
-    return 0;
-}
-
-
-static int
 on_null(void *ctx)
 {
     parse_t  *p = ctx;
@@ -293,27 +265,6 @@ on_boolean(void *ctx, int v)
 }
 
 
-/* a number of 64 characters or more; NaN when there is no memory for it */
-static double
-number_long(const char *s, size_t len)
-{
-    char    *copy;
-    double   d;
-
-    copy = malloc(len + 1);
-    if (copy == NULL) {
-        return NAN;
-    }
-
-    memcpy(copy, s, len);
-    copy[len] = '\0';
-    d = strtod(copy, NULL);
-    free(copy);
-
-    return d;
-}
-
-
 static int
 on_number(void *ctx, const char *s, size_t len)
 {
@@ -332,7 +283,7 @@ on_number(void *ctx, const char *s, size_t len)
     case S_TEMPERATURE:
         if (len >= sizeof(buf)) {
             /* long, not large: 0.5 and eighty zeros is 0.5 */
-            d = number_long(s, len);
+            d = nebula_json_number_long(s, len);
 
         } else {
             memcpy(buf, s, len);
@@ -353,7 +304,7 @@ on_number(void *ctx, const char *s, size_t len)
 
     case S_MAX_TOKENS:
     case S_MAX_COMPLETION_TOKENS:
-        if (parse_integer(s, len, &v) != 0 || v <= 0) {
+        if (nebula_json_integer(s, len, &v) != 0 || v <= 0) {
             nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE,
                  slot == S_MAX_TOKENS ? "max_tokens" : "max_completion_tokens",
                  "Invalid value for '%s': expected a positive integer.",
@@ -374,7 +325,7 @@ on_number(void *ctx, const char *s, size_t len)
 
     case S_NUM_PREDICT:
         /* Ollama takes -1 (no limit) and -2 (fill the context) too */
-        if (parse_integer(s, len, &v) != 0 || v < -2) {
+        if (nebula_json_integer(s, len, &v) != 0 || v < -2) {
             nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "options.num_predict",
                  "Invalid value for '%s': expected an integer.",
                  "options.num_predict");
@@ -393,7 +344,7 @@ on_number(void *ctx, const char *s, size_t len)
     case S_NUM_CTX:
     case S_N:
     case S_BEST_OF:
-        if (parse_integer(s, len, &v) != 0 || v <= 0) {
+        if (nebula_json_integer(s, len, &v) != 0 || v <= 0) {
             nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE,
                  slot == S_N ? "n"
                  : slot == S_BEST_OF ? "best_of" : "options.num_ctx",

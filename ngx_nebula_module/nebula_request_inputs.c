@@ -79,18 +79,13 @@ nebula_req_input_string(parse_t *p, frame_t *parent, slot_e slot,
 void
 nebula_req_input_id(parse_t *p, frame_t *parent, const char *s, size_t len)
 {
-    size_t  i;
+    int64_t  id;
 
-    if (!p->shape->token_ids || len > 15) {
+    if (!p->shape->token_ids || nebula_json_integer(s, len, &id) != 0
+        || id < 0)
+    {
         nebula_req_input_invalid(p);
         return;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            nebula_req_input_invalid(p);
-            return;
-        }
     }
 
     parent->part_type |= INPUT_IDS;

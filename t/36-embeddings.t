@@ -188,4 +188,31 @@ $u = usage_of($kf);
 is $u->{input_tokens}, 0, 'no input charged';
 is $u->{cost_usd}, 0, 'nothing to pay';
 
-$t->done;
+$t->finish;
+
+# ---- with quota leases on, as shipped: usage exact, output untouched
+{
+    my $tl = Nebula::Test->new(lease => 1, patch_catalog => sub {
+        $_[0] . "\nnebula_model  nomic-embed-text:latest  pool=ollama_local"
+              . " upstream_model=nomic-embed-text:v1.5 context=64 input_price=2.00"
+              . " kind=embedding group=basic;\n";
+    });
+    my $kk = $tl->new_key(plan => 'developer');
+    my ($want, $ok) = (0, 0);
+    for my $i (1 .. 30) {
+        my @words = ('w') x (1 + $i % 5);
+        my $res = $tl->post('/v1/embeddings', { model => $EMB, input => "@words" },
+                            headers => { Authorization => "Bearer $kk->{key}" });
+        $ok++ if $res->{status} == 200;
+        $want += tokens("@words");
+    }
+    is $ok, 30, 'leases: thirty embeddings served';
+    my $lu = $tl->wait_requests($kk->{id}, 30, 5);
+    is $lu->{requests}, 30, 'leases: thirty counted';
+    is $lu->{input_tokens}, $want, "leases: input exact ($want)";
+    is $lu->{output_tokens}, 0, 'leases: no output';
+    ok $tl->wait_settled($kk->{key}, 8), 'leases: every block given back';
+    $tl->finish;
+}
+
+done_testing;
