@@ -22,7 +22,7 @@ CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=
                -Ingx_nebula_module
 UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c
 
-.PHONY: all deps module unit fuzz-build fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean
+.PHONY: all deps module unit fuzz-build clients fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean
 
 all: module
 
@@ -87,8 +87,19 @@ fuzz: fuzz-build
 	        $(BUILD)/fuzz/corpus/$$name t/fuzz/corpus/$$name || exit 1; \
 	done
 
+# the client SDKs t/60-clients.t drives, from npm (t/clients/package.json)
+CLIENTS := $(BUILD)/clients/.installed
+
+$(CLIENTS): t/clients/package.json
+	@mkdir -p $(BUILD)/clients
+	cp t/clients/package.json $(BUILD)/clients/package.json
+	cd $(BUILD)/clients && npm install --no-audit --no-fund --loglevel=error
+	@touch $@
+
+clients: deps $(CLIENTS)
+
 # the C unit tests and the end-to-end suite, in one prove run
-test: module unit fuzz-build
+test: module unit fuzz-build clients
 	prove -j$(PROVE_JOBS) --timer $(UNIT_TESTS) t/
 
 # The unit tests, then the t/ suite with nginx under valgrind memcheck:
@@ -122,7 +133,7 @@ VALGRIND_TIME_SCALE ?= 10
 VALGRIND_SKIP := t/30-fuzz-smoke.t t/40-bench-setup.t t/41-make-run.t
 VALGRIND_T := $(filter-out $(VALGRIND_SKIP),$(wildcard t/*.t))
 
-test-valgrind: module unit
+test-valgrind: module unit clients
 	@echo "test-valgrind: not run: t/30-fuzz-smoke.t (libFuzzer+ASan binaries: valgrind cannot run them; their parsers run under valgrind as the unit tests)"
 	@echo "test-valgrind: not run: t/40-bench-setup.t, t/41-make-run.t (bench/run and tools/run start nginx themselves, not under valgrind)"
 	prove -j$(PROVE_JOBS) --timer --exec '$(VALGRIND) -q' $(UNIT_TESTS); rc=$$?; \
@@ -176,7 +187,7 @@ $(ASAN_BUILD)/unit/test_json: $(UNIT_JSON) t/unit/tap.h ngx_nebula_module/ngx_ne
 	$(CC) $(CFLAGS_UNIT_NGX) -fsanitize=address,undefined -fno-sanitize-recover=all \
 	    -fno-omit-frame-pointer -o $@ $(UNIT_JSON)
 
-test-asan: module fuzz-build $(ASAN_UNIT)
+test-asan: module fuzz-build clients $(ASAN_UNIT)
 	@tools/build-asan
 	@rm -rf $(ASAN_REPORTS) && mkdir -p -m 1777 $(ASAN_REPORTS)
 	@$(ASAN_ENV) ASAN_OPTIONS=$(ASAN_OPTS):detect_leaks=$(ASAN_LEAKS) \
