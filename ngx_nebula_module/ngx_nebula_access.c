@@ -409,6 +409,7 @@ static ngx_int_t
 ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char              *p;
+    uint64_t             tokens;
     nebula_request_t    *req = ctx->req;
     ngx_nebula_model_t  *model = ctx->model;
     u_char               message[2 * NEBULA_MESSAGE_MAX];
@@ -457,31 +458,23 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      (char *) message);
     }
 
-    if (ctx->api->embeds) {
-        /* the context bounds each input, not their sum */
-        if (req->longest_input > model->context) {
-            p = ngx_snprintf(message, sizeof(message) - 1,
-                             "This model's maximum context length is %uL "
-                             "tokens. However, an input comes to about %uL "
-                             "tokens.", model->context, req->longest_input);
-            *p = '\0';
+    /* an embedding's context bounds each input, not their sum */
+    tokens = ctx->api->embeds ? req->longest_input : req->prompt_tokens;
 
-            return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
-                                         "invalid_request_error",
-                                         "context_length_exceeded", "input",
-                                         (char *) message);
-        }
-
-    } else if (req->prompt_tokens > model->context) {
+    if (tokens > model->context) {
         p = ngx_snprintf(message, sizeof(message) - 1,
                          "This model's maximum context length is %uL "
-                         "tokens. However, your messages come to about "
-                         "%uL tokens.", model->context, req->prompt_tokens);
+                         "tokens. However, %s to about %uL tokens.",
+                         model->context,
+                         ctx->api->embeds ? "an input comes"
+                                          : "your messages come",
+                         tokens);
         *p = '\0';
 
         return ngx_nebula_refuse(r, ctx, NGX_HTTP_BAD_REQUEST,
                                      "invalid_request_error",
-                                     "context_length_exceeded", "messages",
+                                     "context_length_exceeded",
+                                     ctx->api->embeds ? "input" : "messages",
                                      (char *) message);
     }
 

@@ -152,65 +152,63 @@ ngx_nebula_api_names(void)
 
 
 /*
- * OpenAI's last chunk, finish_reason "length"; the usage chunk when the
- * client asked; [DONE].  The id is the request's (the pool's own chunk id
- * is not kept); Ollama's fingerprint, as its chunks carry.
+ * OpenAI's last chunk, finish_reason "length" (choice: the choice it
+ * carries); the usage chunk when the client asked; [DONE].  The id is the
+ * request's (the pool's own chunk id is not kept); Ollama's fingerprint,
+ * as its chunks carry.
  */
 static u_char *
-ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model, u_char *id,
-    uint64_t prompt, uint64_t output, ngx_uint_t usage)
+ngx_nebula_end_openai(u_char *p, u_char *last, const char *object,
+    const char *choice, ngx_str_t *model, u_char *id, uint64_t prompt,
+    uint64_t output, ngx_uint_t usage)
 {
+    const char  *prefix;
+
+    prefix = (object[0] == 'c') ? "chatcmpl" : "cmpl";
+
     p = ngx_slprintf(p, last,
-                     "data: {\"id\":\"chatcmpl-%s\",\"object\":"
-                     "\"chat.completion.chunk\",\"created\":%T,"
-                     "\"model\":%V,\"system_fingerprint\":\"fp_ollama\","
-                     "\"choices\":[{\"index\":0,\"delta\":{\"role\":"
-                     "\"assistant\",\"content\":\"\"},\"finish_reason\":"
-                     "\"length\"}]}\n\n",
-                     id, ngx_time(), model);
+                     "data: {\"id\":\"%s-%s\",\"object\":\"%s\","
+                     "\"created\":%T,\"model\":%V,\"system_fingerprint\":"
+                     "\"fp_ollama\",\"choices\":[%s]}\n\n",
+                     prefix, id, object, ngx_time(), model, choice);
 
     if (usage) {
         p = ngx_slprintf(p, last,
-                         "data: {\"id\":\"chatcmpl-%s\",\"object\":"
-                         "\"chat.completion.chunk\",\"created\":%T,"
-                         "\"model\":%V,\"system_fingerprint\":"
-                         "\"fp_ollama\",\"choices\":[],\"usage\":"
-                         "{\"prompt_tokens\":%uL,\"completion_tokens\":"
-                         "%uL,\"total_tokens\":%uL}}\n\n",
-                         id, ngx_time(), model, prompt, output,
-                         prompt + output);
+                         "data: {\"id\":\"%s-%s\",\"object\":\"%s\","
+                         "\"created\":%T,\"model\":%V,"
+                         "\"system_fingerprint\":\"fp_ollama\",\"choices\":"
+                         "[],\"usage\":{\"prompt_tokens\":%uL,"
+                         "\"completion_tokens\":%uL,\"total_tokens\":%uL}}"
+                         "\n\n",
+                         prefix, id, object, ngx_time(), model, prompt,
+                         output, prompt + output);
     }
 
     return ngx_slprintf(p, last, "data: [DONE]\n\n");
 }
 
 
-/* as chat's, in /v1/completions' chunks: choices[].text */
+static u_char *
+ngx_nebula_end_chat(u_char *p, u_char *last, ngx_str_t *model, u_char *id,
+    uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    return ngx_nebula_end_openai(p, last, "chat.completion.chunk",
+                                 "{\"index\":0,\"delta\":{\"role\":"
+                                 "\"assistant\",\"content\":\"\"},"
+                                 "\"finish_reason\":\"length\"}",
+                                 model, id, prompt, output, usage);
+}
+
+
+/* /v1/completions' chunks: choices[].text */
 static u_char *
 ngx_nebula_end_completions(u_char *p, u_char *last, ngx_str_t *model,
     u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
 {
-    p = ngx_slprintf(p, last,
-                     "data: {\"id\":\"cmpl-%s\",\"object\":"
-                     "\"text_completion\",\"created\":%T,\"model\":%V,"
-                     "\"system_fingerprint\":\"fp_ollama\",\"choices\":"
-                     "[{\"text\":\"\",\"index\":0,\"finish_reason\":"
-                     "\"length\"}]}\n\n",
-                     id, ngx_time(), model);
-
-    if (usage) {
-        p = ngx_slprintf(p, last,
-                         "data: {\"id\":\"cmpl-%s\",\"object\":"
-                         "\"text_completion\",\"created\":%T,\"model\":%V,"
-                         "\"system_fingerprint\":\"fp_ollama\",\"choices\":"
-                         "[],\"usage\":{\"prompt_tokens\":%uL,"
-                         "\"completion_tokens\":%uL,\"total_tokens\":%uL}}"
-                         "\n\n",
-                         id, ngx_time(), model, prompt, output,
-                         prompt + output);
-    }
-
-    return ngx_slprintf(p, last, "data: [DONE]\n\n");
+    return ngx_nebula_end_openai(p, last, "text_completion",
+                                 "{\"text\":\"\",\"index\":0,"
+                                 "\"finish_reason\":\"length\"}",
+                                 model, id, prompt, output, usage);
 }
 
 
