@@ -16,11 +16,13 @@ CFLAGS_UNIT := -std=c99 -D_POSIX_C_SOURCE=200809L -g -O1 -Wall -Wextra -Werror \
 PROVE_JOBS ?= 2
 # the stream scanner has a target per format
 FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_reply \
-                $(BUILD)/fuzz/fuzz_sse $(BUILD)/fuzz/fuzz_ndjson $(BUILD)/fuzz/fuzz_json
+                $(BUILD)/fuzz/fuzz_sse $(BUILD)/fuzz/fuzz_ndjson $(BUILD)/fuzz/fuzz_json \
+                $(BUILD)/fuzz/fuzz_show
 FUZZ_SECONDS ?= 600
 CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Ingx_nebula_module
-UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c
+UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c \
+                 ngx_nebula_module/nebula_show.c
 
 .PHONY: all deps module unit fuzz-build clients fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean
 

@@ -731,7 +731,7 @@ on_map_key(void *ctx, const unsigned char *key, size_t len)
     n = nebula_fold_key(key, len, folded, sizeof(folded));
     slot = (n <= sizeof(folded)) ? nebula_req_slot(p, f, folded, n) : S_OTHER;
 
-    if (slot == S_KEEP_ALIVE || slot == S_DEBUG_RENDER) {
+    if (slot == S_KEEP_ALIVE || slot == S_DEBUG_RENDER || slot == S_VERBOSE) {
         /* dropped in any spelling Go reads, however often it comes */
         f->key = slot;
         f->dropping = 1;

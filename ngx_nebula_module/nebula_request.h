@@ -26,7 +26,8 @@ typedef enum {
     NEBULA_API_EMBEDDINGS,         /* POST /v1/embeddings */
     NEBULA_API_OLLAMA_EMBED,       /* POST /api/embed */
     NEBULA_API_OLLAMA_EMBEDDINGS,  /* POST /api/embeddings (legacy) */
-    NEBULA_API_COMPLETIONS         /* POST /v1/completions */
+    NEBULA_API_COMPLETIONS,        /* POST /v1/completions */
+    NEBULA_API_OLLAMA_SHOW         /* POST /api/show */
 } nebula_api_e;
 
 
@@ -142,7 +143,8 @@ typedef struct {
 
     /*
      * Members to delete before the body goes upstream (native options
-     * not let through, native keep_alive, _debug_render_only), in body
+     * not let through, native keep_alive, _debug_render_only, /api/show's
+     * verbose), in body
      * order, never overlapping.  Each span takes a comma with it so that
      * the body stays valid JSON whichever members of an object go: a
      * member after a kept one from the end of the value before it to

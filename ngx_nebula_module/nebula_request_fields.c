@@ -20,10 +20,11 @@
 #define OEMB    (1u << NEBULA_API_OLLAMA_EMBED)
 #define OEMBS   (1u << NEBULA_API_OLLAMA_EMBEDDINGS)
 #define CMPL    (1u << NEBULA_API_COMPLETIONS)
+#define OSHOW   (1u << NEBULA_API_OLLAMA_SHOW)
 #define V1GEN   (CHAT | CMPL)                   /* OpenAI's generating */
 #define GEN     (V1GEN | OCHAT | OGEN)          /* the generating shapes */
 #define NATIVE  (OCHAT | OGEN | OEMB | OEMBS)
-#define ALL     (GEN | EMB | OEMB | OEMBS)
+#define ALL     (GEN | EMB | OEMB | OEMBS | OSHOW)
 
 
 /*
@@ -44,7 +45,9 @@ static const nebula_req_shape_t  shapes[] = {
     /* /api/embeddings: one prompt */
     [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0 },
     /* /v1/completions: one prompt, a string (as Ollama takes it) */
-    [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0 }
+    [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0 },
+    /* /api/show: a model alone */
+    [NEBULA_API_OLLAMA_SHOW]       = { 0, 0, 0, 0, 0, 0, 0 }
 };
 
 
@@ -94,6 +97,7 @@ static const field_t  fields[] = {
     FIELD(F_TOP, S_BEST_OF, V1GEN, "best_of"),
     FIELD(F_TOP, S_OPTIONS, NATIVE, "options"),
     FIELD(F_TOP, S_KEEP_ALIVE, NATIVE, "keep_alive"),
+    FIELD(F_TOP, S_VERBOSE, OSHOW, "verbose"),
 
     FIELD(F_MESSAGE, S_ROLE, ALL, "role"),
     FIELD(F_MESSAGE, S_CONTENT, ALL, "content"),
@@ -234,6 +238,7 @@ nebula_req_slot_any(slot_e slot)
     case S_REASONING:
     case S_KEEP_ALIVE:
     case S_DEBUG_RENDER:
+    case S_VERBOSE:
     case S_DROP:
         return 1;
     default:

@@ -68,6 +68,7 @@ typedef enum {
     S_IMAGE_URL,        /* "url" in a part's "image_url" object */
     S_KEEP_ALIVE,       /* dropped: the operator sets it */
     S_DEBUG_RENDER,     /* _debug_render_only: dropped */
+    S_VERBOSE,          /* /api/show's verbose: dropped */
     S_DROP,             /* a native option not let through: dropped */
     S_INPUT,            /* an embedding request's "input" */
     S_INPUT_ITEM        /* one element of it */

@@ -26,6 +26,7 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_EMBED,       /* proxied: /api/embed */
     NGX_NEBULA_API_OLLAMA_EMBEDDINGS,  /* proxied: /api/embeddings */
     NGX_NEBULA_API_COMPLETIONS,        /* proxied: /v1/completions */
+    NGX_NEBULA_API_OLLAMA_SHOW,        /* proxied: /api/show */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */
@@ -270,6 +271,9 @@ typedef struct {
     unsigned                  unreadable:1;    /* a 2xx we cannot meter */
     unsigned                  over_in:1;       /* the pool said more than */
     unsigned                  over_out:1;      /* it could have used */
+    unsigned                  whole:1;         /* its answer held whole,
+                                                  header too, to be
+                                                  rewritten (/api/show) */
 } ngx_nebula_ctx_t;
 
 

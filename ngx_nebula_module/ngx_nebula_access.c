@@ -281,7 +281,7 @@ ngx_nebula_act(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         }
     }
 
-    if (ctx->admitted && !ctx->api->embeds
+    if (ctx->admitted && ctx->api->limit != NGX_NEBULA_LIMIT_NONE
         && ctx->reserved_out < ngx_nebula_choices(ctx->req))
     {
         /* less output left than a token a choice: given back, refused */
@@ -370,6 +370,11 @@ ngx_nebula_process_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                      req->param, req->message);
     }
 
+    if (ctx->api->unmetered) {
+        /* an answer about the model: it reads no prompt */
+        req->prompt_tokens = 0;
+    }
+
     model = ngx_nebula_find_model(nmcf, (u_char *) req->model,
                                   req->model_len);
 
@@ -413,6 +418,11 @@ ngx_nebula_check_model(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     nebula_request_t    *req = ctx->req;
     ngx_nebula_model_t  *model = ctx->model;
     u_char               message[2 * NEBULA_MESSAGE_MAX];
+
+    if (ctx->api->unmetered) {
+        /* about any model the key reaches, of either kind */
+        return NGX_OK;
+    }
 
     if (req->images && !(model->modalities & NGX_NEBULA_MODALITY_IMAGE)) {
         p = ngx_snprintf(message, sizeof(message) - 1,

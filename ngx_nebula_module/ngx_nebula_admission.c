@@ -222,8 +222,11 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
      */
     out = (want > 0 && want < cap) ? want : cap;
 
-    if (ctx->api->embeds) {
-        /* no output, none reserved, and none needed left (cap -1) */
+    if (ctx->api->limit == NGX_NEBULA_LIMIT_NONE) {
+        /*
+         * No output (embeddings, /api/show): none reserved, and none
+         * needed left (cap -1)
+         */
         want = 0;
         cap = -1;
         out = 0;

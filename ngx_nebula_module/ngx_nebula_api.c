@@ -31,13 +31,13 @@ static u_char *ngx_nebula_end_ollama_generate(u_char *p, u_char *last,
 static ngx_nebula_api_t  ngx_nebula_apis[] = {
 
     [NGX_NEBULA_API_NONE] = { ngx_null_string, NULL, 0, 0, 0, 0, 0, 0, 0, 0,
-                              NULL, ngx_null_string },
+                              0, NULL, ngx_null_string },
 
     /* POST /v1/chat/completions */
     [NGX_NEBULA_API_CHAT] = {
         ngx_string("chat"), NULL,
         NEBULA_API_CHAT, NGX_NEBULA_LIMIT_MAX_TOKENS, NGX_NEBULA_USAGE_OPENAI,
-        NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI, 1, 0, 0,
+        NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI, 1, 0, 0, 0,
         ngx_nebula_end_chat, ngx_string(NGX_NEBULA_SSE_STOPPED) },
 
     /* POST /v1/completions: OpenAI's legacy completions, chat's rules */
@@ -45,7 +45,7 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("completions"), NULL,
         NEBULA_API_COMPLETIONS, NGX_NEBULA_LIMIT_MAX_TOKENS,
         NGX_NEBULA_USAGE_OPENAI, NEBULA_FORMAT_SSE, NGX_NEBULA_ERRORS_OPENAI,
-        1, 0, 0, ngx_nebula_end_completions,
+        1, 0, 0, 0, ngx_nebula_end_completions,
         ngx_string(NGX_NEBULA_SSE_STOPPED) },
 
     /* POST /api/chat */
@@ -53,7 +53,7 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("ollama_chat"), NULL,
         NEBULA_API_OLLAMA_CHAT, NGX_NEBULA_LIMIT_NUM_PREDICT,
         NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
-        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 0,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 0, 0,
         ngx_nebula_end_ollama_chat, ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
 
     /* POST /api/generate */
@@ -61,7 +61,7 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("ollama_generate"), NULL,
         NEBULA_API_OLLAMA_GENERATE, NGX_NEBULA_LIMIT_NUM_PREDICT,
         NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_NDJSON,
-        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 0,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 0, 0,
         ngx_nebula_end_ollama_generate,
         ngx_string(NGX_NEBULA_NDJSON_STOPPED) },
 
@@ -73,44 +73,51 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_string("embeddings"), NULL,
         NEBULA_API_EMBEDDINGS, NGX_NEBULA_LIMIT_NONE,
         NGX_NEBULA_USAGE_OPENAI, NEBULA_FORMAT_JSON,
-        NGX_NEBULA_ERRORS_OPENAI, 0, 0, 1, NULL, ngx_null_string },
+        NGX_NEBULA_ERRORS_OPENAI, 0, 0, 1, 0, NULL, ngx_null_string },
 
     [NGX_NEBULA_API_OLLAMA_EMBED] = {
         ngx_string("ollama_embed"), NULL,
         NEBULA_API_OLLAMA_EMBED, NGX_NEBULA_LIMIT_NONE,
         NGX_NEBULA_USAGE_OLLAMA, NEBULA_FORMAT_JSON,
-        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 1, NULL, ngx_null_string },
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 1, 0, NULL, ngx_null_string },
 
     [NGX_NEBULA_API_OLLAMA_EMBEDDINGS] = {
         ngx_string("ollama_embeddings"), NULL,
         NEBULA_API_OLLAMA_EMBEDDINGS, NGX_NEBULA_LIMIT_NONE,
         NGX_NEBULA_USAGE_NONE, NEBULA_FORMAT_JSON,
-        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 1, NULL, ngx_null_string },
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 1, 1, 0, NULL, ngx_null_string },
+
+    /* POST /api/show: the pool's answer about a model, the catalog's */
+    [NGX_NEBULA_API_OLLAMA_SHOW] = {
+        ngx_string("ollama_show"), NULL,
+        NEBULA_API_OLLAMA_SHOW, NGX_NEBULA_LIMIT_NONE,
+        NGX_NEBULA_USAGE_NONE, NEBULA_FORMAT_JSON,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 1, NULL, ngx_null_string },
 
     /* answered from the catalog, Redis, or for nginx's own errors */
     [NGX_NEBULA_API_MODELS] = {
         ngx_string("models"), ngx_nebula_listing_handler,
-        0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_OLLAMA_TAGS] = {
         ngx_string("ollama_tags"), ngx_nebula_listing_handler,
-        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, NULL,
+        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 0, NULL,
         ngx_null_string },
     [NGX_NEBULA_API_ERROR] = {
         ngx_string("error"), ngx_nebula_error_handler,
-        0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_KEY] = {
         ngx_string("key"), ngx_nebula_holder_key_handler,
-        0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_ADMIN] = {
         ngx_string("admin"), ngx_nebula_admin_handler,
-        0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_OLLAMA_VERSION] = {
         ngx_string("ollama_version"), ngx_nebula_ollama_version_handler,
-        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, NULL,
+        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 0, NULL,
         ngx_null_string },
     [NGX_NEBULA_API_OLLAMA_FORBIDDEN] = {
         ngx_string("ollama_forbidden"), ngx_nebula_ollama_forbidden_handler,
-        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, NULL,
+        0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 0, NULL,
         ngx_null_string }
 };
 
@@ -145,7 +152,7 @@ const char *
 ngx_nebula_api_names(void)
 {
     return "chat, completions, ollama_chat, ollama_generate, embeddings, "
-           "ollama_embed, "
+           "ollama_embed, ollama_show, "
            "ollama_embeddings, models, ollama_tags, ollama_version, "
            "ollama_forbidden, key, admin or error";
 }

@@ -69,6 +69,11 @@ struct ngx_nebula_api_s {
                                                 keep_alive (native) */
     unsigned                  embeds:1;      /* embeddings: for embedding
                                                 models alone, no output */
+    unsigned                  unmetered:1;   /* about a model, not of it:
+                                                no tokens, nothing counted
+                                                (/api/show); its answer
+                                                rewritten whole
+                                                (nebula_show.c) */
 
     /*
      * The last documents of a stream cut at its reservation, as the pool

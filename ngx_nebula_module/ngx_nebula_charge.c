@@ -190,8 +190,11 @@ ngx_nebula_charge_cleanup(void *data)
 
     ngx_nebula_hold_remove(&ctx->hold);
 
-    if (ctx->refused && !ctx->proxied) {
-        /* refused once admitted (a private model's checks): given back */
+    if ((ctx->refused && !ctx->proxied) || ctx->api->unmetered) {
+        /*
+         * refused once admitted (a private model's checks), or about a
+         * model (/api/show): given back, nothing counted
+         */
         estimated = 0;
         in = 0;
         out = 0;

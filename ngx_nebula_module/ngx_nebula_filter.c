@@ -23,6 +23,8 @@
 
 #include <yajl/yajl_tree.h>
 
+#include "nebula_show.h"
+
 
 static ngx_int_t ngx_nebula_header_filter(ngx_http_request_t *r);
 static ngx_int_t ngx_nebula_body_filter(ngx_http_request_t *r,
@@ -35,6 +37,8 @@ static ngx_int_t ngx_nebula_failed_header(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 static ngx_int_t ngx_nebula_failed_body(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_nebula_whole_body(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t *in);
 static ngx_chain_t *ngx_nebula_failed_error(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx);
 
@@ -44,6 +48,9 @@ static ngx_chain_t *ngx_nebula_failed_error(ngx_http_request_t *r,
 
 /* of that message, what the client is shown */
 #define NGX_NEBULA_FAILED_MESSAGE_MAX  200
+
+/* an answer rewritten whole (/api/show, verbose dropped) is no larger */
+#define NGX_NEBULA_WHOLE_MAX  (4 * 1024 * 1024)
 
 
 static ngx_http_output_header_filter_pt  ngx_http_next_header_filter;
@@ -222,6 +229,23 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
         ngx_nebula_unreadable(r, ctx, "Content-Encoding",
                               &r->headers_out.content_encoding->value);
         return ngx_http_next_header_filter(r);
+    }
+
+    if (ctx->api->unmetered) {
+        /* the whole answer is read, rewritten, and then goes, header too */
+        if (format != NEBULA_FORMAT_JSON
+            || r->headers_out.status != NGX_HTTP_OK)
+        {
+            return ngx_http_next_header_filter(r);
+        }
+
+        ctx->whole = 1;
+        r->filter_need_in_memory = 1;
+        ngx_http_clear_content_length(r);
+        ngx_http_clear_accept_ranges(r);
+        ngx_http_weak_etag(r);
+
+        return NGX_OK;
     }
 
     nebula_stream_init(&ctx->stream, format);
@@ -540,6 +564,128 @@ ngx_nebula_failed_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 }
 
 
+/*
+ * An answer held whole (ctx->whole: /api/show's), header too, until its
+ * last byte: then rewritten as the catalog has the model (nebula_show.c)
+ * and sent with its length.  One that cannot be read (cut short, not
+ * JSON, too large) is replaced by the contract's 502: nothing of it has
+ * gone out yet.
+ */
+static ngx_int_t
+ngx_nebula_whole_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    u_char              *out;
+    size_t               n, len;
+    ngx_int_t            rc;
+    ngx_buf_t           *b, *ib, *held;
+    ngx_uint_t           last;
+    ngx_chain_t         *cl, one;
+    nebula_show_t        show;
+    ngx_nebula_model_t  *model = ctx->model;
+
+    last = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        ib = cl->buf;
+        n = ngx_buf_in_memory(ib) ? (size_t) (ib->last - ib->pos) : 0;
+        held = ctx->event ? ctx->event->buf : NULL;
+        len = held ? (size_t) (held->last - held->pos) : 0;
+
+        if (n && len + n > NGX_NEBULA_WHOLE_MAX) {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "nebula: pool \"%V\" answered more than %uz bytes "
+                          "about model \"%V\"", &model->pool->name,
+                          (size_t) NGX_NEBULA_WHOLE_MAX, &model->name);
+            ctx->stream_broken = 1;
+
+        } else if (n && !ctx->stream_broken) {
+            if (ngx_nebula_event_append(r, ctx, ib->pos, n) != NGX_OK) {
+                return NGX_ERROR;
+            }
+        }
+
+        ib->pos = ib->last;
+
+        if (ib->last_buf) {
+            last = 1;
+        }
+    }
+
+    if (!last) {
+        return NGX_OK;
+    }
+
+    ctx->whole = 0;
+    held = ctx->event ? ctx->event->buf : NULL;
+    out = NULL;
+    len = 0;
+
+    if (held && !ctx->stream_broken) {
+        show.upstream = model->upstream_model.data;
+        show.upstream_len = model->upstream_model.len;
+        show.name = model->name.data;
+        show.name_len = model->name.len;
+        show.context = model->context;
+
+        if (nebula_show_rewrite(&show, held->pos, held->last - held->pos,
+                                &out, &len)
+            != 0)
+        {
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "nebula: pool \"%V\" answered about model \"%V\" "
+                          "with a body the gateway cannot read",
+                          &model->pool->name, &model->name);
+        }
+    }
+
+    if (out) {
+        b = ngx_create_temp_buf(r->pool, len);
+        if (b == NULL) {
+            free(out);
+            return NGX_ERROR;
+        }
+
+        b->last = ngx_cpymem(b->pos, out, len);
+        free(out);
+
+    } else {
+        b = ngx_nebula_error_body(r->pool, ctx->api->errors,
+                                  NGX_HTTP_BAD_GATEWAY, "api_error",
+                                  "upstream_error", NULL,
+                                  (u_char *) "The model pool's answer could "
+                                  "not be read.",
+                                  sizeof("The model pool's answer could not "
+                                         "be read.") - 1);
+        if (b == NULL) {
+            return NGX_ERROR;
+        }
+
+        r->headers_out.status = NGX_HTTP_BAD_GATEWAY;
+        ngx_str_null(&r->headers_out.status_line);
+        ngx_str_set(&r->headers_out.content_type, "application/json");
+        r->headers_out.content_type_len = r->headers_out.content_type.len;
+        r->headers_out.content_type_lowcase = NULL;
+    }
+
+    b->last_buf = 1;
+    b->last_in_chain = 1;
+
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    rc = ngx_http_next_header_filter(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    one.buf = b;
+    one.next = NULL;
+
+    return ngx_http_next_body_filter(r, &one);
+}
+
+
 static ngx_int_t
 ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -556,6 +702,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx && ctx->upstream_failed && r == r->main) {
         return ngx_nebula_failed_body(r, ctx, in);
+    }
+
+    if (ctx && ctx->whole && r == r->main) {
+        return ngx_nebula_whole_body(r, ctx, in);
     }
 
     if (ctx == NULL || !ctx->filtering) {

@@ -115,6 +115,8 @@ is $oe->{prompt_eval_count}, 5 + 3, 'ollama embed: its count';
 ok scalar(grep { $_ eq 'qwen3:latest' } @{ $l->{list}{ok} // [] }), 'ollama list: the models the key reaches';
 ok !scalar(grep { $_ eq 'qwen3-vl:235b-cloud' } @{ $l->{list}{ok} // [] }), 'ollama list: not the others';
 like $l->{version}{ok} // '', qr/^\d+\.\d+\.\d+$/, 'ollama version';
+is_deeply $l->{show}{ok}{context}, [32768], "ollama show: the catalog's context";
+is $l->{show}{ok}{from}, 'qwen/qwen3-coder:free', 'ollama show: the public name in the Modelfile';
 is $l->{unknown_model}{error}, 'ResponseError', 'ollama: an unknown model is ResponseError';
 is $l->{unknown_model}{status}, 404, '... 404';
 like $l->{unknown_model}{message} // '', qr/^The model 'llama9:1b' does not exist/,
@@ -125,7 +127,7 @@ is $l->{delete}{status}, 403, 'ollama delete: 403';
 
 ($p, $c, $n) = pool_usage($t->sim('local'));
 $u = key_usage($ko);
-is $n, 3, 'ollama: three answers from the pool';
+is $n, 4, 'ollama: four answers from the pool (show among them)';
 is $u->{input_tokens}, $p, "ollama: input settled = the pool's ($p)";
 is $u->{output_tokens}, $c, "ollama: output settled = the pool's ($c)";
 

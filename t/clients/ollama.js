@@ -1,5 +1,5 @@
 // ollama-js against Nebula: chat, generate (streamed), embed, list,
-// version, and the errors it reads from Ollama's {"error": "..."}.
+// show, version, and the errors it reads from Ollama's {"error": "..."}.
 // Prints one JSON object of what it saw; t/60-clients.t judges it.
 'use strict';
 
@@ -41,6 +41,14 @@ async function caught(what, f) {
     await caught('list', async () => (await ollama.list()).models.map((m) => m.name));
 
     await caught('version', async () => (await ollama.version()).version);
+
+    await caught('show', async () => {
+        const r = await ollama.show({ model: 'qwen/qwen3-coder:free' });
+        const ctx = Object.keys(r.model_info).filter((k) => k.endsWith('.context_length'))
+            .map((k) => r.model_info[k]);
+        return { context: ctx, from: (r.modelfile.match(/^# FROM (.*)$/m) || [])[1],
+                 capabilities: r.capabilities };
+    });
 
     await caught('unknown_model', () => ollama.chat({ model: 'llama9:1b',
                                                       messages: [{ role: 'user', content: 'hi' }] }));
