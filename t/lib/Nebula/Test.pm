@@ -268,13 +268,14 @@ sub reload {
     die "reload failed: $out" if $?;
 }
 
-# Under a wrapper, QUIT first: on TERM the master SIGKILLs workers that
-# have not exited within about 1.5 s, and a worker under valgrind may
-# still be checking its leaks then; a graceful shutdown waits for them.
+# Under a wrapper or a sanitizer, QUIT first: on TERM the master SIGKILLs
+# workers that have not exited within about 1.5 s, and a worker under
+# valgrind, or LeakSanitizer on a busy machine, may still be checking its
+# leaks then ([alert] "exited on signal 9"); a graceful shutdown waits.
 sub stop_nginx {
     my ($self) = @_;
     my $pid = $self->{nginx} or return;
-    for my $sig (@WRAP ? qw(QUIT TERM) : qw(TERM)) {
+    for my $sig ((@WRAP || $self->{sanitizer}) ? qw(QUIT TERM) : qw(TERM)) {
         kill $sig, $pid;
         my $deadline = time + 10 * $TIME_SCALE;
         while (time < $deadline) {
