@@ -73,7 +73,8 @@ ngx_nebula_filter_init(ngx_conf_t *cf)
 static void
 ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
 {
-    ngx_chain_t       *out, **ll;
+    ngx_buf_t         *b;
+    ngx_chain_t       *out, **ll, one;
     ngx_nebula_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
@@ -88,6 +89,31 @@ ngx_nebula_upstream_finalize(ngx_http_request_t *r, ngx_int_t rc)
     }
 
     ctx->upstream_finalize(r, rc);
+
+    if (ctx->whole) {
+        /*
+         * An answer held whole that the pool cut short: nothing of it is
+         * out, and nginx would only close; the 502 goes instead
+         */
+        if ((rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE)
+            && rc != NGX_HTTP_CLIENT_CLOSED_REQUEST
+            && !r->connection->error)
+        {
+            b = ngx_calloc_buf(r->pool);
+            if (b == NULL) {
+                return;
+            }
+
+            b->last_buf = 1;
+            one.buf = b;
+            one.next = NULL;
+            ctx->stream_broken = 1;
+
+            (void) ngx_nebula_whole_body(r, ctx, &one);
+        }
+
+        return;
+    }
 
     if (ctx->upstream_failed) {
         /*
@@ -241,6 +267,13 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
 
         ctx->whole = 1;
         r->filter_need_in_memory = 1;
+
+        if (r->upstream) {
+            /* to answer a pool that stops midway (nginx would close) */
+            ctx->upstream_finalize = r->upstream->finalize_request;
+            r->upstream->finalize_request = ngx_nebula_upstream_finalize;
+        }
+
         ngx_http_clear_content_length(r);
         ngx_http_clear_accept_ranges(r);
         ngx_http_weak_etag(r);

@@ -77,6 +77,10 @@ is $r->{json}{model_info}{'acmeft.context_length'}, 8192, 'its context';
 # ---- a pool that fails, or answers what cannot be read
 ollama_error($t->post('/api/show', { model => 'qwen3:latest' }, auth($k, { 'x-sim-status' => 500 })),
              502, 'the pool fails: 502');
+$r = $t->post("/api/show", { model => "qwen3:latest" }, auth($k, { "x-sim-fault" => "drop" }));
+ollama_error($r, 502, 'the pool dies midway: 502, nothing of its answer', qr/could not be read/);
+unlike $r->{body}, qr/modelfile/, 'no part of the cut answer';
+$t->allow_error(qr/upstream prematurely closed|cannot read/);
 $u = usage_of($k);
 is $u->{requests}, 0, 'still nothing counted';
 

@@ -768,6 +768,11 @@ class Sim:
                                        req.keep_alive, req.version) + full[:cut])
             await writer.drain()
             await asyncio.sleep(0.005)
+            if req.headers.get("x-sim-fault", "").strip() == "drop":
+                # the pool dies midway through its answer
+                rec["outcome"] = "dropped"
+                drop_connection(writer, False)
+                return False
             writer.write(full[cut:])
             await writer.drain()
             return req.keep_alive
