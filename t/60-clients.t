@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Real clients from npm drive the gateway (issue 13): the official openai
-# SDK and ollama-js, installed at build time into build/clients
+# SDK, ollama-js and LangChain.js (@langchain/openai, @langchain/ollama),
+# installed at build time into build/clients
 # (t/clients/package.json).  Each script prints what its client saw; the
 # usage each request settled equals what the simulator reported.
 use strict;
@@ -11,7 +12,8 @@ use Test::More;
 use Nebula::Test;
 
 my $clients = "$Nebula::Test::ROOT/build/clients/node_modules";
-ok -d "$clients/openai" && -d "$clients/ollama", 'the SDKs are installed (make clients)'
+ok -d "$clients/openai" && -d "$clients/ollama" && -d "$clients/\@langchain/openai",
+    'the SDKs are installed (make clients)'
     or BAIL_OUT("no $clients: run make clients");
 
 my $t = Nebula::Test->new(
@@ -130,5 +132,27 @@ $u = key_usage($ko);
 is $n, 4, 'ollama: four answers from the pool (show among them)';
 is $u->{input_tokens}, $p, "ollama: input settled = the pool's ($p)";
 is $u->{output_tokens}, $c, "ollama: output settled = the pool's ($c)";
+
+# ---- LangChain.js
+$t->sim('local')->reset;
+my $kc = $t->new_key(plan => 'developer');
+my $lcr = run_client('langchain.js', $kc);
+
+my $lc = $lcr->{openai_chat}{ok} // {};
+ok length($lc->{text} // ''), 'langchain ChatOpenAI: a text' or diag explain $lcr->{openai_chat};
+is $lc->{usage}{output_tokens}, 4, 'langchain ChatOpenAI: maxTokens honoured, usage read';
+is $lc->{model}, 'qwen3:latest', 'langchain ChatOpenAI: the public name';
+my $ls = $lcr->{openai_stream}{ok} // {};
+ok length($ls->{text} // ''), 'langchain ChatOpenAI stream: a text' or diag explain $lcr->{openai_stream};
+is $lcr->{openai_embed}{ok}{count}, 2, 'langchain OpenAIEmbeddings: two' or diag explain $lcr->{openai_embed};
+is $lcr->{openai_embed}{ok}{dims}, 8, 'langchain OpenAIEmbeddings: their vectors';
+ok length($lcr->{ollama_chat}{ok}{text} // ''), 'langchain ChatOllama: a text' or diag explain $lcr->{ollama_chat};
+is $lcr->{ollama_chat}{ok}{usage}{output_tokens}, 3, 'langchain ChatOllama: numPredict honoured, usage read';
+is $lcr->{ollama_embed}{ok}{dims}, 8, 'langchain OllamaEmbeddings: a vector' or diag explain $lcr->{ollama_embed};
+
+($p, $c) = pool_usage($t->sim('local'));
+$u = key_usage($kc);
+is $u->{input_tokens}, $p, "langchain: input settled = the pool's ($p)";
+is $u->{output_tokens}, $c, "langchain: output settled = the pool's ($c)";
 
 $t->done;
