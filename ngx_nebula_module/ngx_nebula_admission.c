@@ -171,26 +171,15 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     ngx_nebula_main_conf_t  *nmcf;
     ngx_nebula_admission_t  *adm;
     u_char                   keys[5][64], nums[9][NGX_INT64_LEN];
+    u_char                   id[33];
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
     ctx->now = ngx_nebula_now(r);
 
-    adm = ngx_alloc(sizeof(ngx_nebula_admission_t), r->connection->log);
-    if (adm == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memzero(adm, sizeof(ngx_nebula_admission_t));
-    adm->r = r;
-    adm->ctx = ctx;
-    adm->prompt = req->prompt_tokens;
-    ngx_memcpy(adm->key_id, ctx->key_id, sizeof(adm->key_id));
-    *ngx_nebula_month(adm->month, ctx->now) = '\0';
-
     /* an id names the settlement, so it is applied once */
-    ngx_nebula_id_next(adm->request_id);
-    adm->request_id[32] = '\0';
+    ngx_nebula_id_next(id);
+    id[32] = '\0';
 
     want = req->max_tokens > 0 ? req->max_tokens
            : req->max_completion_tokens > 0 ? req->max_completion_tokens
@@ -237,7 +226,6 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
      * goes, whoever admits it: registered once, before anything is held
      */
     if (ngx_nebula_charge_register(r, ctx) != NGX_OK) {
-        ngx_free(adm);
         return NGX_ERROR;
     }
 
@@ -245,14 +233,27 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         /* the lease is a cache of admissions: consulted first */
 
         if (ngx_nebula_lease_admit(ctx, (int64_t) req->prompt_tokens, out,
-                                   adm->request_id)
+                                   id)
             == NGX_OK)
         {
-            ngx_free(adm);
             ngx_nebula_proceed_verdict(ctx, 1);
             return NGX_OK;
         }
     }
+
+    /* Redis is asked: what its answer needs outlives the request */
+    adm = ngx_alloc(sizeof(ngx_nebula_admission_t), r->connection->log);
+    if (adm == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(adm, sizeof(ngx_nebula_admission_t));
+    adm->r = r;
+    adm->ctx = ctx;
+    adm->prompt = req->prompt_tokens;
+    ngx_memcpy(adm->key_id, ctx->key_id, sizeof(adm->key_id));
+    *ngx_nebula_month(adm->month, ctx->now) = '\0';
+    ngx_memcpy(adm->request_id, id, sizeof(adm->request_id));
 
     adm->lease = ngx_nebula_lease_want(ctx, (int64_t) req->prompt_tokens,
                                        out, &lease_in, &lease_out);
