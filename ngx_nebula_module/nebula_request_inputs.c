@@ -11,8 +11,6 @@
  * pool would load the model for it and embed nothing.
  */
 
-#include <stdio.h>
-
 #include "nebula_request_int.h"
 
 

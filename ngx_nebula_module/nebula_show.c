@@ -222,7 +222,8 @@ static yajl_callbacks  show_callbacks = {
 
 int
 nebula_show_rewrite(const nebula_show_t *show, const unsigned char *in,
-    size_t len, unsigned char **out, size_t *out_len)
+    size_t len, nebula_show_alloc_pt alloc, void *data, unsigned char **out,
+    size_t *out_len)
 {
     int                   rc;
     size_t                n;
@@ -253,7 +254,7 @@ nebula_show_rewrite(const nebula_show_t *show, const unsigned char *in,
         && c.top
         && yajl_gen_get_buf(c.gen, &buf, &n) == yajl_gen_status_ok)
     {
-        *out = malloc(n + 1);
+        *out = alloc(data, n + 1);
 
         if (*out) {
             memcpy(*out, buf, n);

@@ -27,12 +27,18 @@ typedef struct {
 } nebula_show_t;
 
 
+/* where the result goes: memory the caller owns (nginx: the request pool) */
+typedef unsigned char *(*nebula_show_alloc_pt)(void *data, size_t size);
+
+
 /*
  * Rewrites the JSON document in (len bytes): the result in *out (*out_len
- * bytes, from malloc(); the caller frees it).  Returns 0, or -1 when the
- * document is not one JSON object, nests too deep, or memory runs out.
+ * bytes, from alloc(data, ...), so it is written once, where the caller
+ * keeps it).  Returns 0, or -1 when the document is not one JSON object,
+ * nests too deep, or memory runs out.
  */
 int nebula_show_rewrite(const nebula_show_t *show, const unsigned char *in,
-    size_t len, unsigned char **out, size_t *out_len);
+    size_t len, nebula_show_alloc_pt alloc, void *data, unsigned char **out,
+    size_t *out_len);
 
 #endif /* NEBULA_SHOW_H */

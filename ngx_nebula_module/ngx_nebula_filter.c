@@ -597,6 +597,14 @@ ngx_nebula_failed_error(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 }
 
 
+/* the rewritten answer, written straight into the request's pool */
+static u_char *
+ngx_nebula_whole_alloc(void *data, size_t size)
+{
+    return ngx_pnalloc(data, size);
+}
+
+
 /*
  * An answer held whole (ctx->whole: /api/show's), header too, until its
  * last byte: then rewritten as the catalog has the model (nebula_show.c)
@@ -662,7 +670,7 @@ ngx_nebula_whole_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         show.context = model->context;
 
         if (nebula_show_rewrite(&show, held->pos, held->last - held->pos,
-                                &out, &len)
+                                ngx_nebula_whole_alloc, r->pool, &out, &len)
             != 0)
         {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -673,14 +681,14 @@ ngx_nebula_whole_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     }
 
     if (out) {
-        b = ngx_create_temp_buf(r->pool, len);
+        b = ngx_calloc_buf(r->pool);
         if (b == NULL) {
-            free(out);
             return NGX_ERROR;
         }
 
-        b->last = ngx_cpymem(b->pos, out, len);
-        free(out);
+        b->pos = out;
+        b->last = out + len;
+        b->memory = 1;
 
     } else {
         b = ngx_nebula_error_body(r->pool, ctx->api->errors,

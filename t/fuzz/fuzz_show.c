@@ -20,6 +20,14 @@ static nebula_show_t  show = {
 };
 
 
+static unsigned char *
+alloc(void *data, size_t size)
+{
+    (void) data;
+    return malloc(size);
+}
+
+
 static int
 found_up(void *ctx, const unsigned char *s, size_t len)
 {
@@ -48,7 +56,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     yajl_handle     h;
     unsigned char  *out, *again;
 
-    if (nebula_show_rewrite(&show, data, size, &out, &n) != 0) {
+    if (nebula_show_rewrite(&show, data, size, alloc, NULL, &out, &n) != 0) {
         return 0;
     }
 
@@ -69,7 +77,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 
     yajl_free(h);
 
-    if (nebula_show_rewrite(&show, out, n, &again, &n2) != 0
+    if (nebula_show_rewrite(&show, out, n, alloc, NULL, &again, &n2) != 0
         || n2 != n || memcmp(again, out, n) != 0)
     {
         abort();

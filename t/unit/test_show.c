@@ -18,6 +18,14 @@ static nebula_show_t  show = {
 };
 
 
+static unsigned char *
+alloc(void *data, size_t size)
+{
+    (void) data;
+    return malloc(size);
+}
+
+
 static int
 rewrite(const char *in, char **out)
 {
@@ -26,7 +34,7 @@ rewrite(const char *in, char **out)
     int             rc;
 
     rc = nebula_show_rewrite(&show, (const unsigned char *) in, strlen(in),
-                             &o, &len);
+                             alloc, NULL, &o, &len);
     *out = NULL;
 
     if (rc == 0) {
