@@ -49,6 +49,8 @@ current_slot(parse_t *p, frame_t **parent)
         return S_IMAGE;
     case F_INPUT:
         return S_INPUT_ITEM;
+    case F_TOOLS:
+        return S_TOOL;
     default:
         return S_OTHER;
     }
@@ -220,6 +222,8 @@ on_null(void *ctx)
     case S_SYSTEM:
     case S_IMAGES:
     case S_PROMPT:
+    case S_PREVIOUS_RESPONSE:
+    case S_CONVERSATION:
         break;
 
     case S_CONTENT:
@@ -306,9 +310,11 @@ on_number(void *ctx, const char *s, size_t len)
     case S_MAX_COMPLETION_TOKENS:
         if (nebula_json_integer(s, len, &v) != 0 || v <= 0) {
             nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE,
-                 slot == S_MAX_TOKENS ? "max_tokens" : "max_completion_tokens",
+                 slot == S_MAX_TOKENS ? nebula_req_limit_name(p)
+                                      : "max_completion_tokens",
                  "Invalid value for '%s': expected a positive integer.",
-                 slot == S_MAX_TOKENS ? "max_tokens" : "max_completion_tokens");
+                 slot == S_MAX_TOKENS ? nebula_req_limit_name(p)
+                                      : "max_completion_tokens");
             break;
         }
 
@@ -437,6 +443,23 @@ on_string(void *ctx, const unsigned char *s, size_t len)
         req->text_bytes += len;
         break;
 
+    case S_MESSAGES:
+        /* the Responses API's input, a string: one user message */
+        if (!p->shape->items) {
+            nebula_req_bad_type(p, slot);
+            break;
+        }
+
+        if (len == 0) {
+            nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "input",
+                 "Invalid value for '%s': it must not be empty.", "input");
+            break;
+        }
+
+        req->messages++;
+        req->text_bytes += len;
+        break;
+
     case S_CONTENT:
     case S_PART_TEXT:
     case S_SYSTEM:
@@ -447,7 +470,20 @@ on_string(void *ctx, const unsigned char *s, size_t len)
         break;
 
     case S_PART_TYPE:
-        if (nebula_req_key_is(s, len, "text")) {
+        if (p->shape->blocks) {
+            /*
+             * Anthropic's blocks, the Responses API's parts: an image is
+             * judged when its block ends; a type Ollama does not know
+             * it skips, and the body's size bounds what it would read
+             */
+            parent->part_type =
+                (nebula_req_key_is(s, len, "text")
+                 || nebula_req_key_is(s, len, "input_text")
+                 || nebula_req_key_is(s, len, "output_text")) ? 1
+                : (nebula_req_key_is(s, len, "image")
+                   || nebula_req_key_is(s, len, "input_image")) ? 2 : 3;
+
+        } else if (nebula_req_key_is(s, len, "text")) {
             parent->part_type = 1;
 
         } else if (nebula_req_key_is(s, len, "image_url")) {
@@ -474,6 +510,20 @@ on_string(void *ctx, const unsigned char *s, size_t len)
 
     case S_IMAGE:
         nebula_req_native_image(p, parent, s, len);
+        break;
+
+    case S_SOURCE_TYPE:
+        /* Ollama reads a base64 source alone, and fetches no URL */
+        p->frames[p->depth - 2].src_other =
+            !nebula_req_key_is(s, len, "base64");
+        break;
+
+    case S_SOURCE_DATA:
+        nebula_req_source_image(&p->frames[p->depth - 2], s, len);
+        break;
+
+    case S_TOOL_TYPE:
+        nebula_req_tool_type(p, s, len);
         break;
 
     case S_INPUT:
@@ -541,6 +591,16 @@ push(parse_t *p, int is_map)
     case S_INPUT_ITEM:
         kind = nebula_req_input_frame(p, parent, slot, is_map);
         break;
+    case S_SOURCE:
+        kind = is_map ? F_SOURCE : F_SKIP;
+        break;
+    case S_TOOLS:
+        /* read for their types where a pool runs tools of its own */
+        kind = (p->shape->blocks && !is_map) ? F_TOOLS : F_SKIP;
+        break;
+    case S_TOOL:
+        kind = is_map ? F_TOOL : F_SKIP;
+        break;
     default:
         break;
     }
@@ -574,6 +634,9 @@ push(parse_t *p, int is_map)
         case F_IMAGE_URL:
         case F_CONTEXT:
         case F_INPUT:
+        case F_SOURCE:
+        case F_TOOLS:
+        case F_TOOL:
             break;
         default:
             if (!nebula_req_slot_any(slot) && slot != S_PART_IMAGE) {
@@ -626,13 +689,18 @@ pop(parse_t *p)
 
     case F_MESSAGES:
         if (f->index == 0) {
-            nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "messages",
+            nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, NEBULA_REQ_ITEMS(p),
                  "Invalid value for '%s': the array must not be empty.",
-                 "messages");
+                 NEBULA_REQ_ITEMS(p));
         }
         break;
 
     case F_MESSAGE:
+        if (p->shape->items) {
+            /* an item: a message, a function call or its output, ... */
+            break;
+        }
+
         if (!(f->seen & ((uint64_t) 1 << S_ROLE))) {
             snprintf(param, sizeof(param), "messages[%zu].role", f->owner);
             nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, param,
@@ -651,8 +719,8 @@ pop(parse_t *p)
 
     case F_PART:
         if (f->part_type == 0) {
-            snprintf(param, sizeof(param), "messages[%zu].content[%zu].type",
-                     f->owner, f->part);
+            snprintf(param, sizeof(param), "%s[%zu].content[%zu].type",
+                     NEBULA_REQ_ITEMS(p), f->owner, f->part);
             nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, param,
                  "Missing required parameter: '%s'.", param);
         }
@@ -912,11 +980,18 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
         return req->error;
     }
 
-    if (p.shape->needs_messages
+    if ((p.shape->needs_messages || p.shape->items)
         && !(p.frames[0].seen & ((uint64_t) 1 << S_MESSAGES)))
     {
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "messages",
-             "Missing required parameter: '%s'.", "messages");
+        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, NEBULA_REQ_ITEMS(&p),
+             "Missing required parameter: '%s'.", NEBULA_REQ_ITEMS(&p));
+        return req->error;
+    }
+
+    if (p.shape->needs_max_tokens && req->max_tokens < 0) {
+        /* Anthropic's API requires it; Ollama's refuses a request without */
+        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "max_tokens",
+             "Missing required parameter: '%s'.", "max_tokens");
         return req->error;
     }
 

@@ -27,7 +27,9 @@ typedef enum {
     NEBULA_API_OLLAMA_EMBED,       /* POST /api/embed */
     NEBULA_API_OLLAMA_EMBEDDINGS,  /* POST /api/embeddings (legacy) */
     NEBULA_API_COMPLETIONS,        /* POST /v1/completions */
-    NEBULA_API_OLLAMA_SHOW         /* POST /api/show */
+    NEBULA_API_OLLAMA_SHOW,        /* POST /api/show */
+    NEBULA_API_MESSAGES,           /* POST /v1/messages (Anthropic) */
+    NEBULA_API_RESPONSES           /* POST /v1/responses */
 } nebula_api_e;
 
 

@@ -21,15 +21,18 @@
 #define OEMBS   (1u << NEBULA_API_OLLAMA_EMBEDDINGS)
 #define CMPL    (1u << NEBULA_API_COMPLETIONS)
 #define OSHOW   (1u << NEBULA_API_OLLAMA_SHOW)
+#define MSG     (1u << NEBULA_API_MESSAGES)
+#define RESP    (1u << NEBULA_API_RESPONSES)
 #define V1GEN   (CHAT | CMPL)                   /* OpenAI's generating */
-#define GEN     (V1GEN | OCHAT | OGEN)          /* the generating shapes */
+#define GEN     (V1GEN | OCHAT | OGEN)          /* Ollama's own, and the
+                                                   OpenAI layer's oldest */
 #define NATIVE  (OCHAT | OGEN | OEMB | OEMBS)
-#define ALL     (GEN | EMB | OEMB | OEMBS | OSHOW)
+#define ALL     (GEN | EMB | OEMB | OEMBS | OSHOW | MSG | RESP)
 
 
 /*
  * content_parts, stream_default, needs_messages, needs_prompt,
- * openai_roles, needs_input, token_ids
+ * openai_roles, needs_input, token_ids, needs_max_tokens, items, blocks
  */
 static const nebula_req_shape_t  shapes[] = {
     /* /v1/chat/completions: parts, one answer by default */
@@ -47,7 +50,11 @@ static const nebula_req_shape_t  shapes[] = {
     /* /v1/completions: one prompt, a string (as Ollama takes it) */
     [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0 },
     /* /api/show: a model alone */
-    [NEBULA_API_OLLAMA_SHOW]       = { 0, 0, 0, 0, 0, 0, 0 }
+    [NEBULA_API_OLLAMA_SHOW]       = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
+    /* /v1/messages: Anthropic's content blocks; max_tokens required */
+    [NEBULA_API_MESSAGES]          = { 1, 0, 1, 0, 0, 0, 0, 1, 0, 1 },
+    /* /v1/responses: input, a string or items */
+    [NEBULA_API_RESPONSES]         = { 1, 0, 0, 0, 0, 0, 0, 0, 1, 1 }
 };
 
 
@@ -78,19 +85,25 @@ typedef struct {
 static const field_t  fields[] = {
 
     FIELD(F_TOP, S_MODEL, ALL, "model"),
-    FIELD(F_TOP, S_STREAM, GEN, "stream"),
-    FIELD(F_TOP, S_TOOLS, GEN, "tools"),
+    FIELD(F_TOP, S_STREAM, GEN | MSG | RESP, "stream"),
+    FIELD(F_TOP, S_TOOLS, GEN | MSG | RESP, "tools"),
     FIELD(F_TOP, S_DEBUG_RENDER, GEN, "_debug_render_only"),
-    FIELD(F_TOP, S_MESSAGES, CHAT | OCHAT, "messages"),
+    FIELD(F_TOP, S_MESSAGES, CHAT | OCHAT | MSG, "messages"),
+    FIELD(F_TOP, S_MESSAGES, RESP, "input"),
     FIELD(F_TOP, S_PROMPT, OGEN | OEMBS | CMPL, "prompt"),
     FIELD(F_TOP, S_INPUT, EMB | OEMB, "input"),
     FIELD(F_TOP, S_SYSTEM, OGEN, "system"),
+    FIELD(F_TOP, S_CONTENT, MSG, "system"),         /* a string or blocks */
+    FIELD(F_TOP, S_SYSTEM, RESP, "instructions"),
     FIELD(F_TOP, S_IMAGES, OGEN, "images"),
     FIELD(F_TOP, S_SUFFIX, OGEN | CMPL, "suffix"),
     FIELD(F_TOP, S_TEMPLATE, OGEN, "template"),
     FIELD(F_TOP, S_CONTEXT, OGEN, "context"),
-    FIELD(F_TOP, S_TEMPERATURE, V1GEN, "temperature"),
-    FIELD(F_TOP, S_MAX_TOKENS, V1GEN, "max_tokens"),
+    FIELD(F_TOP, S_TEMPERATURE, V1GEN | MSG | RESP, "temperature"),
+    FIELD(F_TOP, S_MAX_TOKENS, V1GEN | MSG, "max_tokens"),
+    FIELD(F_TOP, S_MAX_TOKENS, RESP, "max_output_tokens"),
+    FIELD(F_TOP, S_PREVIOUS_RESPONSE, RESP, "previous_response_id"),
+    FIELD(F_TOP, S_CONVERSATION, RESP, "conversation"),
     FIELD(F_TOP, S_MAX_COMPLETION_TOKENS, CHAT, "max_completion_tokens"),
     FIELD(F_TOP, S_STREAM_OPTIONS, V1GEN, "stream_options"),
     FIELD(F_TOP, S_N, V1GEN, "n"),
@@ -99,7 +112,8 @@ static const field_t  fields[] = {
     FIELD(F_TOP, S_KEEP_ALIVE, NATIVE, "keep_alive"),
     FIELD(F_TOP, S_VERBOSE, OSHOW, "verbose"),
 
-    FIELD(F_MESSAGE, S_ROLE, ALL, "role"),
+    /* the Responses API's items: any role Ollama takes, or none */
+    FIELD(F_MESSAGE, S_ROLE, ALL & ~RESP, "role"),
     FIELD(F_MESSAGE, S_CONTENT, ALL, "content"),
     FIELD(F_MESSAGE, S_TOOL_CALLS, ALL, "tool_calls"),
     FIELD(F_MESSAGE, S_REASONING, CHAT, "reasoning"),
@@ -108,7 +122,11 @@ static const field_t  fields[] = {
 
     FIELD(F_PART, S_PART_TYPE, ALL, "type"),
     FIELD(F_PART, S_PART_TEXT, ALL, "text"),
-    FIELD(F_PART, S_PART_IMAGE, ALL, "image_url"),
+    FIELD(F_PART, S_PART_IMAGE, CHAT | RESP, "image_url"),
+    FIELD(F_PART, S_SOURCE, MSG, "source"),
+    FIELD(F_PART, S_REASONING, MSG, "thinking"),
+    FIELD(F_PART, S_TOOL_CALLS, MSG, "input"),      /* tool_use's */
+    FIELD(F_PART, S_CONTENT, MSG, "content"),       /* tool_result's */
 
     FIELD(F_STREAM_OPTIONS, S_INCLUDE_USAGE, ALL, "include_usage"),
 
@@ -116,6 +134,11 @@ static const field_t  fields[] = {
     FIELD(F_OPTIONS, S_NUM_CTX, ALL, "num_ctx"),
 
     FIELD(F_IMAGE_URL, S_IMAGE_URL, ALL, "url"),
+
+    FIELD(F_SOURCE, S_SOURCE_TYPE, MSG, "type"),
+    FIELD(F_SOURCE, S_SOURCE_DATA, MSG, "data"),
+
+    FIELD(F_TOOL, S_TOOL_TYPE, MSG | RESP, "type"),
 
     { F_SKIP, S_OTHER, 0, 0, NULL }
 };
@@ -240,6 +263,11 @@ nebula_req_slot_any(slot_e slot)
     case S_DEBUG_RENDER:
     case S_VERBOSE:
     case S_DROP:
+    case S_SOURCE:          /* Ollama refuses what is no object */
+    case S_SOURCE_TYPE:
+    case S_SOURCE_DATA:     /* no string: no image, refused at the end */
+    case S_TOOL:
+    case S_TOOL_TYPE:
         return 1;
     default:
         return 0;
@@ -335,13 +363,14 @@ nebula_req_msg_param(parse_t *p, char *buf, size_t size, const char *field)
         f = &p->frames[i];
 
         if (f->kind == F_PART) {
-            snprintf(buf, size, "messages[%zu].content[%zu]%s%s", f->owner,
-                     f->part, field[0] ? "." : "", field);
+            snprintf(buf, size, "%s[%zu].content[%zu]%s%s",
+                     NEBULA_REQ_ITEMS(p), f->owner, f->part,
+                     field[0] ? "." : "", field);
             return;
         }
 
         if (f->kind == F_MESSAGE) {
-            snprintf(buf, size, "messages[%zu]%s%s", f->owner,
+            snprintf(buf, size, "%s[%zu]%s%s", NEBULA_REQ_ITEMS(p), f->owner,
                      field[0] ? "." : "", field);
             return;
         }
@@ -433,6 +462,15 @@ slot_param(slot_e slot)
 }
 
 
+/* the output limit's name in the shape's body */
+const char *
+nebula_req_limit_name(parse_t *p)
+{
+    return (p->req->api == NEBULA_API_RESPONSES) ? "max_output_tokens"
+                                                 : "max_tokens";
+}
+
+
 /* a value of the wrong type (or, for a role, an unknown one) in a slot */
 void
 nebula_req_bad_type(parse_t *p, slot_e slot)
@@ -441,12 +479,32 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
     const char  *name;
 
     switch (slot) {
+    case S_MESSAGES:
+        if (p->shape->items) {
+            nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, "input",
+                 "Invalid type for '%s': expected a string or an array of "
+                 "input items.", "input");
+            return;
+        }
+        break;
     case S_MESSAGE:
-        snprintf(param, sizeof(param), "messages[%zu]",
+        snprintf(param, sizeof(param), "%s[%zu]", NEBULA_REQ_ITEMS(p),
                  p->frames[p->depth - 1].index);
         nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
-             "Invalid type for '%s': each message must be an object.",
+             p->shape->items
+             ? "Invalid type for '%s': each input item must be an object."
+             : "Invalid type for '%s': each message must be an object.",
              param);
+        return;
+    case S_PREVIOUS_RESPONSE:
+    case S_CONVERSATION:
+        name = (slot == S_CONVERSATION) ? "conversation"
+                                        : "previous_response_id";
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, name,
+             "Invalid value for '%s': this gateway keeps no responses or "
+             "conversations (the Responses API is served stateless, as "
+             "Ollama serves it); send the whole conversation in 'input'.",
+             name);
         return;
     case S_ROLE:
         nebula_req_msg_param(p, param, sizeof(param), "role");
@@ -458,7 +516,8 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
                "'assistant' or 'tool'.", param);
         return;
     case S_CONTENT:
-        nebula_req_msg_param(p, param, sizeof(param), "content");
+        nebula_req_msg_param(p, param, sizeof(param),
+                             p->depth == 1 ? "system" : "content");
         nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
              p->shape->content_parts
              ? "Invalid type for '%s': expected a string or an array of "
@@ -466,8 +525,8 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
              : "Invalid type for '%s': expected a string.", param);
         return;
     case S_PART:
-        snprintf(param, sizeof(param), "messages[%zu].content[%zu]",
-                 p->frames[p->depth - 2].owner,
+        snprintf(param, sizeof(param), "%s[%zu].content[%zu]",
+                 NEBULA_REQ_ITEMS(p), p->frames[p->depth - 2].owner,
                  p->frames[p->depth - 1].index);
         nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
              "Invalid type for '%s': each content part must be an object.",
@@ -497,7 +556,9 @@ nebula_req_bad_type(parse_t *p, slot_e slot)
         break;
     }
 
-    name = slot_param(slot);
+    name = (slot == S_MAX_TOKENS) ? nebula_req_limit_name(p)
+           : (slot == S_SYSTEM && p->shape->items) ? "instructions"
+           : slot_param(slot);
 
     if (name == NULL) {
         return;

@@ -1,9 +1,11 @@
 /*
  * Nebula: the images of a request, as the parser meets them: an OpenAI
  * content part's image_url (a data URL Ollama takes, judged when the part
- * ends, as "type" may come after it), a native message's or generate's
- * bare base64.  Each is sized from its header (nebula_estimate.c) and
- * counted, or refused in words a client understands.
+ * ends, as "type" may come after it), an Anthropic image block's base64
+ * source (judged the same way), a native message's or generate's bare
+ * base64.  Each is sized from its header (nebula_estimate.c) and
+ * counted, or refused in words a client understands.  And the tools a
+ * request offers, where a pool runs some of its own.
  */
 
 #include <stdio.h>
@@ -44,6 +46,54 @@ nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len)
 }
 
 
+/*
+ * An Anthropic image block's source.data: bare base64, kept in the
+ * block's frame until it ends (its "type", and the source's, may come
+ * after it)
+ */
+void
+nebula_req_source_image(frame_t *part, const unsigned char *s, size_t len)
+{
+    uint32_t  w, h;
+
+    part->img_err = nebula_image_size(s, len, &w, &h);
+
+    if (part->img_err != NEBULA_IMAGE_OK) {
+        part->img = IMG_DATA;
+        return;
+    }
+
+    part->img = IMG_OK;
+    part->img_tokens = nebula_image_tokens(w, h);
+    part->img_bytes = len;
+}
+
+
+/*
+ * A tool's type, in the Messages and Responses APIs: Ollama answers
+ * Anthropic's server tool web_search (web_search_20250305, ...) by
+ * searching the web itself, on the operator's ollama.com account, and
+ * by running the model again on each result: work no reservation
+ * bounds, for a client to ask of the fleet.  Refused.
+ */
+void
+nebula_req_tool_type(parse_t *p, const unsigned char *s, size_t len)
+{
+    char  param[NEBULA_PARAM_MAX];
+
+    if (len < 10 || memcmp(s, "web_search", 10) != 0) {
+        return;
+    }
+
+    snprintf(param, sizeof(param), "tools[%zu].type",
+             p->frames[p->depth - 2].index);
+    nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+         "Invalid value for '%s': server tools (web_search) are not "
+         "available through this gateway; define the tool as a function "
+         "your client runs.", param);
+}
+
+
 /* a native image: bare base64, in messages[i].images or images */
 void
 nebula_req_native_image(parse_t *p, frame_t *images, const unsigned char *s,
@@ -76,6 +126,44 @@ nebula_req_native_image(parse_t *p, frame_t *images, const unsigned char *s,
 }
 
 
+/* an Anthropic image block ends: its source */
+static void
+nebula_req_source_done(parse_t *p, frame_t *f)
+{
+    char               param[NEBULA_PARAM_MAX], msg[NEBULA_MESSAGE_MAX];
+    nebula_request_t  *req = p->req;
+
+    snprintf(param, sizeof(param), "messages[%zu].content[%zu].source",
+             f->owner, f->part);
+
+    if (f->src_other) {
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param,
+             "Invalid value for '%s': only base64 image sources are read "
+             "(\"type\": \"base64\"); image URLs are not fetched.", param);
+        return;
+    }
+
+    switch (f->img) {
+
+    case IMG_OK:
+        req->images++;
+        req->image_tokens += f->img_tokens;
+        req->image_bytes += f->img_bytes;
+        return;
+
+    case IMG_DATA:
+        snprintf(msg, sizeof(msg), "Invalid value for '%s.data': %s.", param,
+                 nebula_image_error(f->img_err));
+        nebula_req_fail(p, NEBULA_REQ_INVALID_VALUE, param, "%s", msg);
+        return;
+
+    default:
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, param,
+             "Missing required parameter: '%s.data'.", param);
+    }
+}
+
+
 /* a content part ends: its image, if it is a part of type image_url */
 void
 nebula_req_part_done(parse_t *p, frame_t *f)
@@ -87,8 +175,13 @@ nebula_req_part_done(parse_t *p, frame_t *f)
         return;     /* Ollama reads no image from a text part */
     }
 
-    snprintf(param, sizeof(param), "messages[%zu].content[%zu].image_url",
-             f->owner, f->part);
+    if (p->req->api == NEBULA_API_MESSAGES) {
+        nebula_req_source_done(p, f);
+        return;
+    }
+
+    snprintf(param, sizeof(param), "%s[%zu].content[%zu].image_url",
+             NEBULA_REQ_ITEMS(p), f->owner, f->part);
 
     switch (f->img) {
 

@@ -28,6 +28,9 @@ typedef enum {
     F_IMAGE_URL,        /* a part's "image_url": {"url": ...} */
     F_CONTEXT,          /* /api/generate's "context": [ids] */
     F_INPUT,            /* embeddings' "input": [texts], [ids], [[ids]] */
+    F_SOURCE,           /* an Anthropic image block's "source" */
+    F_TOOLS,            /* "tools": [...] (Messages, Responses) */
+    F_TOOL,             /* one of them */
     F_SKIP
 } frame_kind_e;
 
@@ -71,7 +74,14 @@ typedef enum {
     S_VERBOSE,          /* /api/show's verbose: dropped */
     S_DROP,             /* a native option not let through: dropped */
     S_INPUT,            /* an embedding request's "input" */
-    S_INPUT_ITEM        /* one element of it */
+    S_INPUT_ITEM,       /* one element of it */
+    S_SOURCE,           /* an Anthropic image block's "source" */
+    S_SOURCE_TYPE,      /* its "type": "base64" alone is read */
+    S_SOURCE_DATA,      /* its "data": base64 */
+    S_TOOL,             /* an element of "tools" */
+    S_TOOL_TYPE,        /* its "type" */
+    S_PREVIOUS_RESPONSE,    /* the Responses API's state, which Ollama */
+    S_CONVERSATION          /* does not keep: refused but null */
 } slot_e;
 
 
@@ -96,8 +106,10 @@ typedef struct {
     slot_e         slot;         /* where this container sits */
     size_t         owner;        /* message index, for F_MESSAGE and below */
     size_t         part;         /* part index, for F_PART */
-    int            part_type;    /* F_PART: 0 none, 1 text, 2 image;
+    int            part_type;    /* F_PART: 0 none, 1 text, 2 image,
+                                    3 another block (Messages, Responses);
                                     F_MESSAGE: the role, 1 + roles[] */
+    unsigned       src_other:1;  /* F_PART: a source not base64 */
 
     /* F_TOP and F_OPTIONS: members dropped and kept (see drops[]) */
     int            dropping;     /* the current member goes */
@@ -122,6 +134,12 @@ typedef struct {
     unsigned       openai_roles:1;   /* "developer", "function" renamed */
     unsigned       needs_input:1;    /* a non-empty "input" (embeddings) */
     unsigned       token_ids:1;      /* input may be token ids (OpenAI) */
+    unsigned       needs_max_tokens:1;   /* Anthropic's max_tokens */
+    unsigned       items:1;          /* the Responses API's input: a string
+                                        or items, of any role or none */
+    unsigned       blocks:1;         /* content blocks of other types
+                                        (tool_use, tool_result, thinking,
+                                        input_text, ...); "tools" read */
 } nebula_req_shape_t;
 
 
@@ -145,6 +163,10 @@ typedef struct {
 } parse_t;
 
 
+/* what the list of turns is called: "input" (Responses), "messages" */
+#define NEBULA_REQ_ITEMS(p)  ((p)->shape->items ? "input" : "messages")
+
+
 static inline int
 nebula_req_key_is(const unsigned char *key, size_t len, const char *name)
 {
@@ -163,6 +185,7 @@ slot_e nebula_req_slot(parse_t *p, frame_t *f, const unsigned char *key,
 int nebula_req_option_passes(parse_t *p, const unsigned char *key,
     size_t len);
 int nebula_req_slot_any(slot_e slot);
+const char *nebula_req_limit_name(parse_t *p);
 
 /* nebula_req_role()'s answers */
 #define NEBULA_ROLE_SYSTEM     1
@@ -191,5 +214,8 @@ void nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len);
 void nebula_req_native_image(parse_t *p, frame_t *images,
     const unsigned char *s, size_t len);
 void nebula_req_part_done(parse_t *p, frame_t *f);
+void nebula_req_source_image(frame_t *part, const unsigned char *s,
+    size_t len);
+void nebula_req_tool_type(parse_t *p, const unsigned char *s, size_t len);
 
 #endif /* NEBULA_REQUEST_INT_H */

@@ -44,7 +44,9 @@ enum {
 #define K_CHOICES   F_CHOICES
 #define K_CONTENT   F_CONTENT
 #define K_TOOLS     F_TOOLS
-#define K_FLAGS     (K_MODEL | K_USAGE | K_CHOICES | K_CONTENT | K_TOOLS)
+#define K_TYPE      F_TYPE
+#define K_FLAGS     (K_MODEL | K_USAGE | K_CHOICES | K_CONTENT | K_TOOLS     \
+                     | K_TYPE)
 #define K_DONE      0x100
 #define K_NUM(m)    ((m) >> 9)
 
@@ -72,10 +74,14 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
     case 1:
         switch (len) {
         case 4:
-            return key_is(key, len, "done", 4) ? K_DONE : 0;
+            /* Ollama's "done"; the event of Anthropic's and Responses' */
+            return key_is(key, len, "done", 4) ? K_DONE
+                   : key_is(key, len, "type", 4) ? K_TYPE : 0;
         case 5:
+            /* "delta": a Responses event's text (output_text.delta) */
             return key_is(key, len, "model", 5) ? K_MODEL
-                   : key_is(key, len, "usage", 5) ? K_USAGE : 0;
+                   : key_is(key, len, "usage", 5) ? K_USAGE
+                   : key_is(key, len, "delta", 5) ? K_CONTENT : 0;
         case 7:
             return key_is(key, len, "choices", 7) ? K_CHOICES : 0;
         case 8:
@@ -92,17 +98,35 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         return 0;
 
     case 2:
-        /* message.content, message.thinking, message.tool_calls; usage.* */
+        /*
+         * message.content, message.thinking, message.tool_calls; usage.*;
+         * Anthropic's message.model, message.usage, delta.text,
+         * delta.thinking, delta.partial_json (a tool call's arguments,
+         * which Ollama sends whole); the Responses API's response.model,
+         * response.usage
+         */
         switch (len) {
+        case 4:
+            return key_is(key, len, "text", 4) ? K_CONTENT : 0;
+        case 5:
+            return key_is(key, len, "model", 5) ? K_MODEL
+                   : key_is(key, len, "usage", 5) ? K_USAGE : 0;
         case 7:
             return key_is(key, len, "content", 7) ? K_CONTENT : 0;
         case 8:
             return key_is(key, len, "thinking", 8) ? K_CONTENT : 0;
         case 10:
             return key_is(key, len, "tool_calls", 10) ? K_TOOLS : 0;
+        case 12:
+            return !in_usage ? (key_is(key, len, "partial_json", 12)
+                                ? K_CONTENT : 0)
+                   : key_is(key, len, "input_tokens", 12) ? N_PROMPT << 9
+                   : 0;
         case 13:
-            return (in_usage && key_is(key, len, "prompt_tokens", 13))
-                   ? N_PROMPT << 9 : 0;
+            return !in_usage ? 0
+                   : key_is(key, len, "prompt_tokens", 13) ? N_PROMPT << 9
+                   : key_is(key, len, "output_tokens", 13)
+                   ? N_COMPLETION << 9 : 0;
         case 17:
             return (in_usage && key_is(key, len, "completion_tokens", 17))
                    ? N_COMPLETION << 9 : 0;
@@ -111,8 +135,22 @@ key_meaning(uint32_t depth, unsigned in_usage, const unsigned char *key,
         return 0;
 
     case 3:
-        /* /v1/completions' choices[].text */
-        return (len == 4 && key_is(key, len, "text", 4)) ? K_CONTENT : 0;
+        /*
+         * /v1/completions' choices[].text, Anthropic's content[].text;
+         * message.usage.*, response.usage.*
+         */
+        switch (len) {
+        case 4:
+            return key_is(key, len, "text", 4) ? K_CONTENT : 0;
+        case 12:
+            return (in_usage && key_is(key, len, "input_tokens", 12))
+                   ? N_PROMPT << 9 : 0;
+        case 13:
+            return (in_usage && key_is(key, len, "output_tokens", 13))
+                   ? N_COMPLETION << 9 : 0;
+        }
+
+        return 0;
 
     case 4:
         /*
@@ -200,6 +238,26 @@ json_reset(nebula_stream_t *s)
     s->doc_usage = 0;
     s->doc_content = 0;
     s->tool_depth = 0;
+    s->usage_depth = 0;
+    s->in_type = 0;
+}
+
+
+/*
+ * A top-level "type" value read whole: the last event of an Anthropic
+ * stream, or of a Responses one
+ */
+static void
+type_done(nebula_stream_t *s)
+{
+    s->in_type = 0;
+
+    if (key_is(s->key, s->key_len, "message_stop", 12)
+        || key_is(s->key, s->key_len, "response.completed", 18))
+    {
+        s->done = 1;
+        s->told = 1;
+    }
 }
 
 
@@ -277,7 +335,7 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
             s->depth++;
 
-            /* all but content_open end; in_usage and expect_key begin */
+            /* all but content_open end; expect_key begins */
             s->json_flags = (f & F_OPEN) | ((c == '{') ? F_EXPECT : 0);
 
             if ((f & F_TOOLS) && s->tool_depth == 0) {
@@ -287,8 +345,9 @@ json_byte(nebula_stream_t *s, unsigned char c)
                 s->told = 1;
             }
 
-            if (s->depth == 2 && (f & F_USAGE) && c == '{') {
-                s->json_flags |= F_IN_USAGE;
+            if ((f & F_USAGE) && c == '{' && s->usage_depth == 0) {
+                /* depth 2 or 3: a usage key is at depth 1 or 2 */
+                s->usage_depth = (unsigned char) s->depth;
                 s->doc_usage = 1;
             }
 
@@ -302,21 +361,19 @@ json_byte(nebula_stream_t *s, unsigned char c)
                 s->tool_depth = 0;
             }
 
+            if (s->depth == s->usage_depth) {
+                s->usage_depth = 0;
+            }
+
             if (s->depth > 0) {
                 s->depth--;
             }
 
-            f &= ~(F_EXPECT | F_MODEL);
-
-            if (s->depth < 2) {
-                f &= ~F_IN_USAGE;
-            }
-
-            s->json_flags = f;
+            s->json_flags = f & ~(F_EXPECT | F_MODEL);
             break;
 
         case ',':
-            s->json_flags = (f & (F_OPEN | F_IN_USAGE))
+            s->json_flags = (f & F_OPEN)
                             | (in_map(s->depth, s->maps) ? F_EXPECT : 0);
             break;
 
@@ -329,9 +386,14 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
             s->json_state = J_STRING;
 
-            /* usage_key, choices_key and content_key end here */
-            s->json_flags = (f & (F_MODEL | F_EXPECT | F_IN_USAGE))
+            /* usage_key, choices_key, content_key, type_key end here */
+            s->json_flags = (f & (F_MODEL | F_EXPECT))
                             | ((f & F_CONTENT) ? F_OPEN : 0);
+
+            if (f & F_TYPE) {
+                s->in_type = 1;
+                s->key_len = 0;
+            }
 
             if (f & F_MODEL) {
                 s->in_model = 1;
@@ -349,13 +411,13 @@ json_byte(nebula_stream_t *s, unsigned char c)
 
     case J_KEY:
         if (c == '"') {
-            m = key_meaning(s->depth, f & F_IN_USAGE, s->key, s->key_len);
+            m = key_meaning(s->depth, s->depth == s->usage_depth, s->key,
+                            s->key_len);
 
             s->json_state = J_VALUE;
 
             /* expect_key ends; only a top-level key sets choices_key */
-            s->json_flags = (f & (F_OPEN | F_IN_USAGE
-                                  | ((s->depth == 1) ? 0 : F_CHOICES)))
+            s->json_flags = (f & (F_OPEN | ((s->depth == 1) ? 0 : F_CHOICES)))
                             | (m & K_FLAGS);
             s->done_key = (m & K_DONE) != 0;
             s->num_key = K_NUM(m);
@@ -379,6 +441,18 @@ json_byte(nebula_stream_t *s, unsigned char c)
         break;
 
     case J_STRING:
+        if (s->in_type) {
+            if (c == '"') {
+                type_done(s);
+
+            } else if (c == '\\') {
+                s->key_len = NEBULA_KEY_MAX;    /* escaped: none of ours */
+
+            } else if (s->key_len < NEBULA_KEY_MAX) {
+                s->key[s->key_len++] = c;
+            }
+        }
+
         if (f & F_OPEN) {
             s->json_flags = f & ~F_OPEN;
             s->in_content = 1;
@@ -557,7 +631,9 @@ json_run(nebula_stream_t *s, const unsigned char *p, const unsigned char *end,
 
     state = s->json_state;
 
-    if (state == J_VALUE && (s->num_key || s->done_key || s->choices_open)) {
+    if ((state == J_VALUE && (s->num_key || s->done_key || s->choices_open))
+        || s->in_type)
+    {
         return p;
     }
 
@@ -652,13 +728,13 @@ value:
                 s->told = 1;
             }
 
-            if (depth != 2) {
-                break;
+            if (c == '{' && (m & F_USAGE) && s->usage_depth == 0) {
+                s->usage_depth = (unsigned char) depth;
+                s->doc_usage = 1;
             }
 
-            if (c == '{' && (m & F_USAGE)) {
-                f |= F_IN_USAGE;
-                s->doc_usage = 1;
+            if (depth != 2) {
+                break;
             }
 
             if (c == '[' && (m & F_CHOICES)) {
@@ -688,15 +764,15 @@ value:
                 }
             }
 
+            if (depth == s->usage_depth) {
+                s->usage_depth = 0;
+            }
+
             if (depth > 0) {
                 depth--;
             }
 
             f &= ~(F_EXPECT | F_MODEL);
-
-            if (depth < 2) {
-                f &= ~F_IN_USAGE;
-            }
 
             break;
 
@@ -726,7 +802,7 @@ value:
 
 comma:
 
-    f = (f & (F_OPEN | F_IN_USAGE)) | (in_map(depth, maps) ? F_EXPECT : 0);
+    f = (f & F_OPEN) | (in_map(depth, maps) ? F_EXPECT : 0);
 
     /* most often next: a key */
     if (p != end && *p == '"' && (f & F_EXPECT)) {
@@ -748,7 +824,7 @@ key:
             /* the whole key is here: it is read where it lies */
             n = (size_t) (q - p);
             key_len = (n < NEBULA_KEY_MAX) ? n : NEBULA_KEY_MAX;
-            m = key_meaning(depth, f & F_IN_USAGE, p, key_len);
+            m = key_meaning(depth, depth == s->usage_depth, p, key_len);
             p = q + 1;
             goto key_done;
         }
@@ -774,7 +850,7 @@ key:
 
         if (c == '"') {
             p++;
-            m = key_meaning(depth, f & F_IN_USAGE, s->key, key_len);
+            m = key_meaning(depth, depth == s->usage_depth, s->key, key_len);
             goto key_done;
         }
 
@@ -800,8 +876,7 @@ key:
 key_done:
 
     /* expect_key ends; only a top-level key sets or clears choices_key */
-    f = (f & (F_OPEN | F_IN_USAGE | ((depth == 1) ? 0 : F_CHOICES)))
-        | (m & K_FLAGS);
+    f = (f & (F_OPEN | ((depth == 1) ? 0 : F_CHOICES))) | (m & K_FLAGS);
 
     if (K_NUM(m)) {
         /* the number is read byte by byte */
@@ -839,9 +914,17 @@ key_done:
 
 string_value:
 
+    if (f & F_TYPE) {
+        /* an event's type: read byte by byte (json_byte()), it is short */
+        s->in_type = 1;
+        key_len = 0;
+        f &= F_EXPECT;
+        state = J_STRING;
+        goto done;
+    }
+
     /* a string value opens: usage_key, choices_key, content_key end */
-    f = (f & (F_MODEL | F_EXPECT | F_IN_USAGE))
-        | ((f & F_CONTENT) ? F_OPEN : 0);
+    f = (f & (F_MODEL | F_EXPECT)) | ((f & F_CONTENT) ? F_OPEN : 0);
 
     if (f & F_MODEL) {
         if (s->keep_len != 0 && (size_t) (end - p) >= s->keep_len

@@ -10,8 +10,15 @@
  * Events whose "data:" fields carry JSON (OpenAI's streams).
  *
  * On the way it picks up the usage the upstream reports: OpenAI's
- * usage.prompt_tokens and usage.completion_tokens, or Ollama's native
- * prompt_eval_count and eval_count; the last values seen are kept.  It
+ * usage.prompt_tokens and usage.completion_tokens, Ollama's native
+ * prompt_eval_count and eval_count, or the input_tokens and output_tokens
+ * of Anthropic's Messages API and OpenAI's Responses API, in a top-level
+ * "usage" or one a top-level object holds (message.usage,
+ * response.usage); the last values seen are kept.  Those two APIs' streams
+ * name the model inside a top-level object too (message.model,
+ * response.model), and mark their end by an event's "type"
+ * ("message_stop", "response.completed"), as OpenAI's does with
+ * "data: [DONE]" and Ollama's with "done": true.  It
  * counts the documents that carried text (Ollama streams a token a chunk)
  * and the bytes of the tool calls (which Ollama sends whole, in one
  * chunk), for when no usage comes (nebula_stream_output_estimate()), and
@@ -57,7 +64,7 @@ typedef enum {
 #define NEBULA_JF_TOOLS_KEY     0x10  /* ... tool calls: "tool_calls" */
 #define NEBULA_JF_EXPECT_KEY    0x20  /* a key may come next */
 #define NEBULA_JF_CONTENT_OPEN  0x40  /* just after its opening quote */
-#define NEBULA_JF_IN_USAGE      0x80  /* in the top-level "usage" object */
+#define NEBULA_JF_TYPE_KEY      0x80  /* the current top-level key: "type" */
 
 
 typedef struct nebula_memo_s  nebula_memo_t;
@@ -104,6 +111,13 @@ typedef struct {
     /* in a tool_calls value: the depth of what it holds; 0: in none */
     unsigned char    tool_depth;
 
+    /*
+     * The depth of the usage object's keys: 2 for a top-level "usage",
+     * 3 for one inside a top-level object (Anthropic's message.usage,
+     * the Responses API's response.usage); 0: in none
+     */
+    unsigned char    usage_depth;
+
     unsigned         num_digits:1;
     unsigned         doc_choices_empty:1;
     unsigned         doc_usage:1;        /* it has a "usage" object */
@@ -111,6 +125,8 @@ typedef struct {
     unsigned         usage_only:1;       /* the event just ended was the
                                             usage chunk: choices [] */
     unsigned         mid_line:1;         /* NDJSON: a line is open */
+    unsigned         in_type:1;          /* in the value of a top-level
+                                            "type", read into key[] */
 
     /* what the stream told: the usage counts, as the upstream reports them */
     uint64_t         prompt_tokens;      /* prompt_tokens, prompt_eval_count */

@@ -41,7 +41,7 @@ enum {
 #define F_TOOLS     NEBULA_JF_TOOLS_KEY
 #define F_EXPECT    NEBULA_JF_EXPECT_KEY
 #define F_OPEN      NEBULA_JF_CONTENT_OPEN
-#define F_IN_USAGE  NEBULA_JF_IN_USAGE
+#define F_TYPE      NEBULA_JF_TYPE_KEY
 
 
 /*

@@ -27,6 +27,8 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_EMBEDDINGS,  /* proxied: /api/embeddings */
     NGX_NEBULA_API_COMPLETIONS,        /* proxied: /v1/completions */
     NGX_NEBULA_API_OLLAMA_SHOW,        /* proxied: /api/show */
+    NGX_NEBULA_API_MESSAGES,           /* proxied: /v1/messages */
+    NGX_NEBULA_API_RESPONSES,          /* proxied: /v1/responses */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */

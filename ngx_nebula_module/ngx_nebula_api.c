@@ -16,6 +16,12 @@ static u_char *ngx_nebula_end_ollama_chat(u_char *p, u_char *last,
 static u_char *ngx_nebula_end_ollama_generate(u_char *p, u_char *last,
     ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
     ngx_uint_t usage);
+static u_char *ngx_nebula_end_messages(u_char *p, u_char *last,
+    ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
+    ngx_uint_t usage);
+static u_char *ngx_nebula_end_responses(u_char *p, u_char *last,
+    ngx_str_t *model, u_char *id, uint64_t prompt, uint64_t output,
+    ngx_uint_t usage);
 
 
 #define NGX_NEBULA_SSE_STOPPED                                                \
@@ -26,6 +32,17 @@ static u_char *ngx_nebula_end_ollama_generate(u_char *p, u_char *last,
 #define NGX_NEBULA_NDJSON_STOPPED                                             \
     "{\"error\":\"The model pool stopped before the answer was "              \
     "complete.\"}\n"
+
+/* Anthropic's error event, and the Responses API's */
+#define NGX_NEBULA_MESSAGES_STOPPED                                           \
+    "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"           \
+    "\"api_error\",\"message\":\"The model pool stopped before the answer "  \
+    "was complete.\"}}\n\n"
+
+#define NGX_NEBULA_RESPONSES_STOPPED                                          \
+    "event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\","    \
+    "\"message\":\"The model pool stopped before the answer was "             \
+    "complete.\",\"param\":null}\n\n"
 
 
 static ngx_nebula_api_t  ngx_nebula_apis[] = {
@@ -94,6 +111,25 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         NGX_NEBULA_USAGE_NONE, NEBULA_FORMAT_JSON,
         NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 1, NULL, ngx_null_string },
 
+    /*
+     * POST /v1/messages: Anthropic's Messages API, its errors, its events;
+     * max_tokens is required, and clamped as chat's
+     */
+    [NGX_NEBULA_API_MESSAGES] = {
+        ngx_string("messages"), NULL,
+        NEBULA_API_MESSAGES, NGX_NEBULA_LIMIT_MAX_TOKENS,
+        NGX_NEBULA_USAGE_OPENAI, NEBULA_FORMAT_SSE,
+        NGX_NEBULA_ERRORS_ANTHROPIC, 0, 0, 0, 0,
+        ngx_nebula_end_messages, ngx_string(NGX_NEBULA_MESSAGES_STOPPED) },
+
+    /* POST /v1/responses: stateless, max_output_tokens its limit */
+    [NGX_NEBULA_API_RESPONSES] = {
+        ngx_string("responses"), NULL,
+        NEBULA_API_RESPONSES, NGX_NEBULA_LIMIT_MAX_OUTPUT_TOKENS,
+        NGX_NEBULA_USAGE_OPENAI, NEBULA_FORMAT_SSE,
+        NGX_NEBULA_ERRORS_OPENAI, 0, 0, 0, 0,
+        ngx_nebula_end_responses, ngx_string(NGX_NEBULA_RESPONSES_STOPPED) },
+
     /* answered from the catalog, Redis, or for nginx's own errors */
     [NGX_NEBULA_API_MODELS] = {
         ngx_string("models"), ngx_nebula_listing_handler,
@@ -151,8 +187,8 @@ ngx_nebula_api_id(ngx_str_t *name)
 const char *
 ngx_nebula_api_names(void)
 {
-    return "chat, completions, ollama_chat, ollama_generate, embeddings, "
-           "ollama_embed, ollama_show, "
+    return "chat, completions, messages, responses, ollama_chat, "
+           "ollama_generate, embeddings, ollama_embed, ollama_show, "
            "ollama_embeddings, models, ollama_tags, ollama_version, "
            "ollama_forbidden, key, admin or error";
 }
@@ -250,4 +286,51 @@ ngx_nebula_end_ollama_generate(u_char *p, u_char *last, ngx_str_t *model,
 {
     return ngx_nebula_end_ollama(p, last, model, "\"response\":\"\",",
                                  prompt, output);
+}
+
+
+/*
+ * Anthropic's last events, as Ollama ends a stream: message_delta, its
+ * stop reason "max_tokens" and the usage, then message_stop.  (The open
+ * content block is not closed: its index is not known here, and the SDKs
+ * take the message's end as every block's.)
+ */
+static u_char *
+ngx_nebula_end_messages(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    return ngx_slprintf(p, last,
+                        "event: message_delta\ndata: {\"type\":"
+                        "\"message_delta\",\"delta\":{\"stop_reason\":"
+                        "\"max_tokens\",\"stop_sequence\":null},\"usage\":"
+                        "{\"input_tokens\":%uL,\"output_tokens\":%uL}}\n\n"
+                        "event: message_stop\ndata: {\"type\":"
+                        "\"message_stop\"}\n\n",
+                        prompt, output);
+}
+
+
+/*
+ * The Responses API's last event, as Ollama ends a stream:
+ * response.completed, its status "incomplete" for the reservation's
+ * limit, as OpenAI's max_output_tokens makes it, and the usage.  The
+ * output streamed before is not repeated: it was not kept.
+ */
+static u_char *
+ngx_nebula_end_responses(u_char *p, u_char *last, ngx_str_t *model,
+    u_char *id, uint64_t prompt, uint64_t output, ngx_uint_t usage)
+{
+    return ngx_slprintf(p, last,
+                        "event: response.completed\ndata: {\"response\":{"
+                        "\"id\":\"resp_%s\",\"object\":\"response\","
+                        "\"created_at\":%T,\"status\":\"incomplete\","
+                        "\"incomplete_details\":{\"reason\":"
+                        "\"max_output_tokens\"},\"model\":%V,\"output\":[],"
+                        "\"usage\":{\"input_tokens\":%uL,"
+                        "\"input_tokens_details\":{\"cached_tokens\":0},"
+                        "\"output_tokens\":%uL,\"output_tokens_details\":"
+                        "{\"reasoning_tokens\":0},\"total_tokens\":%uL}},"
+                        "\"type\":\"response.completed\"}\n\n",
+                        id, ngx_time(), model, prompt, output,
+                        prompt + output);
 }

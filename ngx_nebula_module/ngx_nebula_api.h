@@ -28,6 +28,7 @@
 /* where the output limit is written in a request's body */
 typedef enum {
     NGX_NEBULA_LIMIT_MAX_TOKENS = 0,   /* max_tokens, max_completion_tokens */
+    NGX_NEBULA_LIMIT_MAX_OUTPUT_TOKENS,    /* the Responses API's */
     NGX_NEBULA_LIMIT_NUM_PREDICT,      /* options.num_predict */
     NGX_NEBULA_LIMIT_NONE              /* no output to limit: embeddings */
 } ngx_nebula_limit_e;
@@ -35,7 +36,9 @@ typedef enum {
 
 /* where the pool reports usage */
 typedef enum {
-    NGX_NEBULA_USAGE_OPENAI = 0,       /* usage.prompt_tokens, ... */
+    NGX_NEBULA_USAGE_OPENAI = 0,       /* usage.prompt_tokens, ...; or
+                                          input_tokens, output_tokens
+                                          (Messages, Responses) */
     NGX_NEBULA_USAGE_OLLAMA,           /* prompt_eval_count, eval_count */
     NGX_NEBULA_USAGE_NONE              /* none (the legacy /api/embeddings):
                                           an answer costs the estimate */

@@ -126,6 +126,18 @@ ngx_nebula_usage(ngx_nebula_ctx_t *ctx, uint64_t *in, uint64_t *out)
     if (st->has_completion) {
         *out = st->completion_tokens;
 
+        if (!st->done && st->format != NEBULA_FORMAT_JSON
+            && nebula_stream_output_estimate(st) > *out)
+        {
+            /*
+             * A count a stream gave before its end (Anthropic's
+             * message_start says 0 output tokens): what streamed after
+             * it is charged as when none came
+             */
+            *out = nebula_stream_output_estimate(st);
+            estimated |= NGX_NEBULA_SETTLE_EST_OUT;
+        }
+
     } else {
         /* a chunk a token of text, a tool call by its bytes */
         *out = nebula_stream_output_estimate(st);

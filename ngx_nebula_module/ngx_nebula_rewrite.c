@@ -41,8 +41,9 @@ ngx_nebula_edit(nebula_edit_t *e, size_t start, size_t end, u_char *data,
 
 /*
  * The upstream is asked for no more output than the reservation holds:
- * max_tokens (and max_completion_tokens) on /v1, options.num_predict on
- * the native API, replaced when larger, added when absent.  n choices
+ * max_tokens (and max_completion_tokens) on /v1 (the Responses API's
+ * max_output_tokens), options.num_predict on the native API, replaced
+ * when larger, added when absent.  n choices
  * share the reservation: each is asked for its part.
  */
 static nebula_edit_t *
@@ -54,7 +55,7 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
 
     cap = ctx->reserved_out / ngx_nebula_choices(req);
 
-    if (ctx->api->limit == NGX_NEBULA_LIMIT_MAX_TOKENS) {
+    if (ctx->api->limit != NGX_NEBULA_LIMIT_NUM_PREDICT) {
 
         if (req->max_tokens_span.end > req->max_tokens_span.start) {
             if (req->max_tokens < 0 || (uint64_t) req->max_tokens != cap) {
@@ -66,7 +67,11 @@ ngx_nebula_clamp_edits(ngx_nebula_ctx_t *ctx, nebula_edit_t *e,
         } else {
             e = ngx_nebula_edit(e, req->top_start + 1, req->top_start + 1,
                                 num[0],
-                                ngx_sprintf(num[0], "\"max_tokens\":%uL,", cap)
+                                ngx_sprintf(num[0], "\"%s\":%uL,",
+                                            ctx->api->limit
+                                            == NGX_NEBULA_LIMIT_MAX_TOKENS
+                                            ? "max_tokens"
+                                            : "max_output_tokens", cap)
                                 - num[0]);
         }
 

@@ -61,8 +61,8 @@ Nebula::Test::is_error($r, 404, 'invalid_request_error', 'model_not_found', '/v1
 $r = $t->get('/v1/nothing-here');
 Nebula::Test::is_error($r, 404, 'invalid_request_error', 'not_found', '/v1 unknown path: OpenAI shape');
 
-# ---- Anthropic's on /v1/messages, even before it is served
-$r = $t->post('/v1/messages', { model => 'qwen3:latest', max_tokens => 10, messages => $msgs });
+# ---- Anthropic's under /v1/messages, on a path not served (count_tokens)
+$r = $t->post('/v1/messages/count_tokens', { model => 'qwen3:latest', messages => $msgs });
 is $r->{json}{type}, 'error', '/v1/messages: type error';
 is $r->{json}{error}{type}, 'not_found_error', '404 as not_found_error';
 ok length($r->{json}{error}{message} // ''), 'with a message';

@@ -70,7 +70,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
     }
 
     /* the first byte: the shape (its rest), and the policy (bit 7) */
-    api = (nebula_api_e) ((data[0] & 0x7f) % 7);
+    api = (nebula_api_e) ((data[0] & 0x7f) % (NEBULA_API_RESPONSES + 1));
     policy.pass_options = pass;
     pol = (data[0] & 0x80) ? &policy : NULL;
     body = data + 1;

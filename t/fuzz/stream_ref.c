@@ -35,8 +35,10 @@ typedef struct {
     /* the usage counts, as the upstream reports them */
     unsigned         num_key:3;     /* which count a number being read is */
     unsigned         num_digits:1;
-    unsigned         usage_key:1;   /* the current top-level key is "usage" */
-    unsigned         in_usage:1;    /* inside the top-level "usage" object */
+    unsigned         usage_key:1;   /* the current key is "usage" (depth 1
+                                       or 2) */
+    unsigned char    usage_depth;   /* the depth of a usage object's keys,
+                                       while one is open */
     unsigned         has_prompt:1;
     unsigned         has_completion:1;
     uint64_t         num;
@@ -70,6 +72,8 @@ typedef struct {
     /* the stream's end as the upstream marks it: data: [DONE], "done":true */
     unsigned         done:1;
     unsigned         done_key:1;
+    unsigned         type_key:1;         /* the current key: top-level "type" */
+    unsigned         in_type:1;          /* in its value, read into key[] */
     unsigned         done_pos:3;         /* "[DONE]" matched so far, 7: no */
     unsigned         mid_line:1;         /* NDJSON: a line is open */
 } ref_stream_t;
@@ -169,7 +173,9 @@ ref_json_reset(ref_stream_t *s)
     s->num_digits = 0;
     s->num = 0;
     s->usage_key = 0;
-    s->in_usage = 0;
+    s->usage_depth = 0;
+    s->type_key = 0;
+    s->in_type = 0;
     s->choices_key = 0;
     s->choices_open = 0;
     s->doc_choices_empty = 0;
@@ -251,9 +257,12 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             s->tools_key = 0;
             s->expect_key = (c == '{');
             s->model_key = 0;
-            s->in_usage = (s->depth == 2 && s->usage_key && c == '{');
-            s->doc_usage |= s->in_usage;
+            if (s->usage_key && c == '{' && s->usage_depth == 0) {
+                s->usage_depth = (unsigned char) s->depth;
+                s->doc_usage = 1;
+            }
             s->usage_key = 0;
+            s->type_key = 0;
             s->choices_open = (s->depth == 2 && s->choices_key && c == '[');
             s->choices_key = 0;
             s->content_key = 0;
@@ -264,14 +273,14 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             if (s->tool_depth != 0 && s->depth == s->tool_depth) {
                 s->tool_depth = 0;
             }
+            if (s->usage_depth != 0 && s->depth == s->usage_depth) {
+                s->usage_depth = 0;
+            }
             if (s->depth > 0) {
                 s->depth--;
             }
             s->expect_key = 0;
             s->model_key = 0;
-            if (s->depth < 2) {
-                s->in_usage = 0;
-            }
             break;
 
         case ',':
@@ -281,6 +290,7 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             s->choices_key = 0;
             s->content_key = 0;
             s->tools_key = 0;
+            s->type_key = 0;
             break;
 
         case '"':
@@ -296,6 +306,12 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             s->content_open = s->content_key;
             s->content_key = 0;
             s->tools_key = 0;
+
+            if (s->type_key) {
+                s->type_key = 0;
+                s->in_type = 1;
+                s->key_len = 0;
+            }
 
             if (s->model_key) {
                 s->in_model = 1;
@@ -317,6 +333,7 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             s->expect_key = 0;
             s->model_key = 0;
             s->usage_key = 0;
+            s->type_key = 0;
             s->num_key = REF_N_NONE;
 
             /* choices[].delta.content, message.content, response */
@@ -328,6 +345,12 @@ ref_json_token(ref_stream_t *s, unsigned char c)
                                  && ref_key_is(s, "thinking", 8))
                              /* /v1/completions: choices[].text */
                              || (s->depth == 3 && ref_key_is(s, "text", 4))
+                             /* Responses: delta; Anthropic: delta.text,
+                                delta.partial_json */
+                             || (s->depth == 1 && ref_key_is(s, "delta", 5))
+                             || (s->depth == 2 && ref_key_is(s, "text", 4))
+                             || (s->depth == 2 && s->usage_depth != 2
+                                 && ref_key_is(s, "partial_json", 12))
                              || (s->depth == 4
                                  && (ref_key_is(s, "reasoning", 9)
                                      || ref_key_is(s, "reasoning_content",
@@ -338,10 +361,15 @@ ref_json_token(ref_stream_t *s, unsigned char c)
             s->tools_key = ((s->depth == 4 || s->depth == 2)
                             && ref_key_is(s, "tool_calls", 10));
 
-            if (s->depth == 1) {
+            /* message.model, response.model; message.usage, ... */
+            if (s->depth == 1 || s->depth == 2) {
                 s->model_key = ref_key_is(s, "model", 5);
                 s->usage_key = ref_key_is(s, "usage", 5);
+            }
+
+            if (s->depth == 1) {
                 s->choices_key = ref_key_is(s, "choices", 7);
+                s->type_key = ref_key_is(s, "type", 4);
 
                 if (ref_key_is(s, "prompt_eval_count", 17)) {
                     s->num_key = REF_N_PROMPT_EVAL;
@@ -350,11 +378,21 @@ ref_json_token(ref_stream_t *s, unsigned char c)
                     s->num_key = REF_N_EVAL;
                 }
 
-            } else if (s->depth == 2 && s->in_usage) {
-                if (ref_key_is(s, "prompt_tokens", 13)) {
+            } else if (s->depth == s->usage_depth) {
+                if (ref_key_is(s, "input_tokens", 12)) {
                     s->num_key = REF_N_PROMPT;
 
-                } else if (ref_key_is(s, "completion_tokens", 17)) {
+                } else if (ref_key_is(s, "output_tokens", 13)) {
+                    s->num_key = REF_N_COMPLETION;
+
+                } else if (s->depth == 2
+                           && ref_key_is(s, "prompt_tokens", 13))
+                {
+                    s->num_key = REF_N_PROMPT;
+
+                } else if (s->depth == 2
+                           && ref_key_is(s, "completion_tokens", 17))
+                {
                     s->num_key = REF_N_COMPLETION;
                 }
             }
@@ -379,6 +417,21 @@ ref_json_token(ref_stream_t *s, unsigned char c)
         break;
 
     case REF_J_STRING:
+        if (s->in_type) {
+            /* an event's type: its end, message_stop, response.completed */
+            if (c == '"') {
+                s->in_type = 0;
+                s->done |= ref_key_is(s, "message_stop", 12)
+                           || ref_key_is(s, "response.completed", 18);
+
+            } else if (c == '\\') {
+                s->key_len = NEBULA_KEY_MAX;
+
+            } else if (s->key_len < NEBULA_KEY_MAX) {
+                s->key[s->key_len++] = c;
+            }
+        }
+
         if (s->content_open) {
             s->content_open = 0;
 
@@ -588,6 +641,7 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
           && REF_SAME(content_docs) && REF_SAME(done) && REF_SAME(done_key)
           && REF_SAME(done_pos) && REF_SAME(mid_line)
           && REF_SAME(tool_depth) && REF_SAME(tool_bytes)
+          && REF_SAME(usage_depth) && REF_SAME(in_type)
           && nebula_stream_output_estimate(a) == ref_output_estimate(b)))
     {
         return 0;
@@ -602,7 +656,7 @@ ref_same_state(const nebula_stream_t *a, const ref_stream_t *b)
         | (b->tools_key ? NEBULA_JF_TOOLS_KEY : 0)
         | (b->expect_key ? NEBULA_JF_EXPECT_KEY : 0)
         | (b->content_open ? NEBULA_JF_CONTENT_OPEN : 0)
-        | (b->in_usage ? NEBULA_JF_IN_USAGE : 0);
+        | (b->type_key ? NEBULA_JF_TYPE_KEY : 0);
 
     if (a->json_flags != f) {
         return 0;

@@ -237,17 +237,38 @@ test_json(void)
     const char  *in, *want;
 
     in = "{\n  \"id\": \"chatcmpl-1\",\n  \"model\": \"up:8b\",\n"
-         "  \"choices\": [{\"message\": {\"content\": \"x\"}}],\n"
+         "  \"choices\": [{\"message\": {\"model\": \"x\"}}],\n"
          "  \"usage\": {\"prompt_tokens\": 1, \"model\": \"no\"}\n}\n";
     want = "{\n  \"id\": \"chatcmpl-1\",\n  \"model\": " PUBLIC ",\n"
-           "  \"choices\": [{\"message\": {\"content\": \"x\"}}],\n"
-           "  \"usage\": {\"prompt_tokens\": 1, \"model\": \"no\"}\n}\n";
+           "  \"choices\": [{\"message\": {\"model\": \"x\"}}],\n"
+           "  \"usage\": {\"prompt_tokens\": 1, \"model\": " PUBLIC "}"
+           "\n}\n";
 
     ok(every_split(NEBULA_FORMAT_JSON, in, want), "JSON: pretty-printed");
 
-    /* a value that is not a string is left alone */
-    in = "{\"model\":null,\"x\":{\"model\":\"up\"}}";
+    /*
+     * A value that is not a string is left alone, and a model deeper than
+     * a top-level object's
+     */
+    in = "{\"model\":null,\"x\":[{\"model\":\"up\"}],\"y\":{\"z\":"
+         "{\"model\":\"up\"}}}";
     ok(every_split(NEBULA_FORMAT_JSON, in, in), "JSON: model null kept");
+
+    /* Anthropic's message_start, the Responses API's response.created */
+    in = "event: message_start\ndata: {\"type\":\"message_start\","
+         "\"message\":{\"id\":\"msg_1\",\"model\":\"up:8b\",\"content\":[],"
+         "\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\n"
+         "event: response.created\ndata: {\"response\":{\"id\":\"resp_1\","
+         "\"model\":\"up:8b\",\"usage\":null},\"type\":\"response.created\"}"
+         "\n\n";
+    want = "event: message_start\ndata: {\"type\":\"message_start\","
+         "\"message\":{\"id\":\"msg_1\",\"model\":" PUBLIC ",\"content\":[],"
+         "\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\n"
+         "event: response.created\ndata: {\"response\":{\"id\":\"resp_1\","
+         "\"model\":" PUBLIC ",\"usage\":null},\"type\":\"response.created\"}"
+         "\n\n";
+    ok(every_split(NEBULA_FORMAT_SSE, in, want),
+       "SSE: message.model and response.model");
 
     /* a key that merely starts like ours */
     in = "{\"models\":\"up\",\"mode\":\"up\",\"model\":\"up\"}";
@@ -324,6 +345,45 @@ test_usage(void)
        "{\"usage\":{\"prompt_tokens\":null,\"completion_tokens\":\"5\","
        "\"x\":{\"prompt_tokens\":3}}}", -1, -1),
        "JSON: counts that are not numbers are ignored");
+
+    ok(usage_every_split(NEBULA_FORMAT_JSON,
+       "{\"usage\":{\"prompt_tokens\":4,\"prompt_tokens_details\":"
+       "{\"cached_tokens\":2,\"completion_tokens\":9},"
+       "\"completion_tokens\":5}}", 4, 5),
+       "JSON: a count after an object inside usage");
+
+    /* Anthropic: message_start's estimate, message_delta's real counts */
+    ok(usage_every_split(NEBULA_FORMAT_SSE,
+       "event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+       "{\"id\":\"msg_1\",\"model\":\"m\",\"content\":[],\"usage\":"
+       "{\"input_tokens\":30,\"output_tokens\":0}}}\n\n"
+       "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+       "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":"
+       "\"input_tokens\"}}\n\n"
+       "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":"
+       "{\"stop_reason\":\"end_turn\",\"usage\":{\"output_tokens\":1}},"
+       "\"usage\":{\"input_tokens\":26,\"output_tokens\":298}}\n\n"
+       "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+       26, 298), "SSE: Anthropic's message_start and message_delta");
+
+    ok(usage_every_split(NEBULA_FORMAT_JSON,
+       "{\"id\":\"msg_1\",\"type\":\"message\",\"content\":[{\"type\":"
+       "\"text\",\"text\":\"hi\"}],\"usage\":{\"input_tokens\":12,"
+       "\"output_tokens\":6}}", 12, 6), "JSON: Anthropic's message");
+
+    /* Responses: usage null in response.created, the counts at the end */
+    ok(usage_every_split(NEBULA_FORMAT_SSE,
+       "event: response.created\ndata: {\"response\":{\"model\":\"m\","
+       "\"usage\":null},\"sequence_number\":0,\"type\":\"response.created\"}"
+       "\n\n"
+       "event: response.completed\ndata: {\"response\":{\"model\":\"m\","
+       "\"output\":[{\"content\":[{\"text\":\"hi\",\"usage\":{"
+       "\"input_tokens\":1}}]}],\"usage\":{\"input_tokens\":7,"
+       "\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":8,"
+       "\"output_tokens_details\":{\"reasoning_tokens\":0},"
+       "\"total_tokens\":15}},\"sequence_number\":9,"
+       "\"type\":\"response.completed\"}\n\n", 7, 8),
+       "SSE: the Responses API's response.completed");
 }
 
 
@@ -548,6 +608,33 @@ test_marks(void)
     ok(marks_every_split(NEBULA_FORMAT_JSON,
        "{\"done\":\n true, \"response\":\"0123456789abcdef0123\"}", 1, 1, 0),
        "JSON: a line end before done's value");
+
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "event: content_block_delta\r\ndata: {\"type\":\"content_block_delta\","
+       "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\r\n\r\n"
+       "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+       "\"delta\":{\"type\":\"thinking_delta\",\"thinking\":\"b\"}}\n\n"
+       "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+       "\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":"
+       "\"{\\\"x\\\":1}\"}}\n\n"
+       "event: message_stop\ndata: {\"type\" : \"message_stop\"}\n\n",
+       1, 3, 0), "SSE: Anthropic's deltas and message_stop");
+
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "event: response.output_text.delta\ndata: {\"content_index\":0,"
+       "\"delta\":\"a\",\"type\":\"response.output_text.delta\"}\n\n"
+       "event: response.output_text.done\ndata: {\"text\":\"a\","
+       "\"type\":\"response.output_text.done\"}\n\n"
+       "data: {\"type\":\"response.completed\"}\n\n", 1, 1, 0),
+       "SSE: a Responses stream's text and response.completed");
+
+    ok(marks_every_split(NEBULA_FORMAT_SSE,
+       "data: {\"type\":\"message_stopped\"}\n\n"
+       "data: {\"type\":\"message_\\u0073top\"}\n\n"
+       "data: {\"x\":{\"type\":\"message_stop\"}}\n\n"
+       "data: {\"type\":[\"message_stop\"]}\n\n"
+       "data: {\"type\":\"response.complete\"}\n\n", 0, 0, 0),
+       "SSE: not quite the end");
 }
 
 
@@ -869,6 +956,40 @@ static const struct {
          "{\"message\":{\"tool_calls\":null,\"content\":\"x\"}}\n"
          "{\"message\":{\"tool_calls\":}[1],\"x\":[2]}\n"
          "{\"message\":{\"tool_calls\":{\"a\":\"}\"}}}\n"),
+
+    /*
+     * Anthropic's and the Responses API's events: models inside a
+     * top-level object, usage at two depths and after objects, types
+     */
+    BODY("event: message_start\ndata: {\"type\":\"message_start\",\"message\":"
+         "{\"id\":\"msg_1\",\"model\":\"up\",\"content\":[],\"usage\":"
+         "{\"input_tokens\":30,\"output_tokens\":0}}}\n\n"
+         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+         "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}"
+         "\n\n"
+         "event: content_block_delta\ndata: {\"type\":\"content_block_delta\","
+         "\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"b\"}}"
+         "\n\n"
+         "data: {\"type\":\"x\",\"delta\":{\"partial_json\":\"{}\","
+         "\"usage\":{\"partial_json\":\"q\",\"input_tokens\":2}}}\n\n"
+         "data: {\"usage\":{\"model\":\"up\",\"usage\":{\"output_tokens\":5},"
+         "\"input_tokens\":4,\"x\":{\"output_tokens\":6},\"output_tokens\":7}}"
+         "\n\n"
+         "data: {\"type\":\"message_\\\"stop\",\"type\":\"message_stop\"}"
+         "\n\n"
+         "data: {\"response\":{\"model\":\"up\",\"usage\":null},"
+         "\"type\":\"response.created\"}\n\n"
+         "data: {\"delta\":\"c\",\"type\":\"response.output_text.delta\"}\n\n"
+         "data: {\"delta\":\"d\",\"type\":\"response.output_text.delta\"}\n\n"
+         "data: {\"type\":\"response.complet\ndata: ed\"}\n\n"
+         "data: {\"type\":\"response.completed\",\"response\":{\"usage\":"
+         "{\"input_tokens\":7,\"input_tokens_details\":{},"
+         "\"output_tokens\":8}}}\n\n"),
+
+    BODY("{\"type\":\"message_stop\"}\n{\"type\":\"response.completed\"\n"
+         "{\"message\":{\"model\":\"up\",\"usage\":{\"input_tokens\":1,"
+         "\"output_tokens\":2}},\"usage\":{\"output_tokens\":3}}\n"
+         "{\"type\":\"0123456789012345678901234\"}\n"),
 
     BODY("data: {\"message\":{\"tool_calls\":[{\"content\":\"t\"}]}}"
          "\n\n"
