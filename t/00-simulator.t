@@ -200,5 +200,230 @@ $r = $t->exchange("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-sim-fault:
                   . "Content-Length: " . length($b2) . "\r\n\r\n$b2", port => $port, timeout => 1);
 is $r->{status}, 0, 'stall: no answer';
 
+# ---- Anthropic's Messages API (/v1/messages), as Ollama >= 0.14 serves it
+my @TOK = ('Hello', ' wörld', ' 你好', ' 🙂', ' token', ' nebula', ' ünïcödé', ' ok');
+sub tokens_text { join '', map { $TOK[$_ % @TOK] } 0 .. $_[0] - 1 }
+
+# event: NAME / data: JSON frames, in order
+sub sse_named {
+    my ($body) = @_;
+    my @ev;
+    for my $frame (split /\n\n/, $body) {
+        my ($name) = $frame =~ /^event: (.*)$/m;
+        my ($data) = $frame =~ /^data: (.*)$/m;
+        next unless defined $data;
+        push @ev, { event => $name, data => Nebula::Test::json_decode($data), raw => $data };
+    }
+    return @ev;
+}
+
+my %anth = (model => 'qwen3:latest', max_tokens => 100, system => 'be brief',
+            messages => [{ role => 'user', content => 'one two three' }]);
+$r = sim_post('/v1/messages', \%anth);
+is $r->{status}, 200, '/v1/messages: 200';
+like $r->{json}{id}, qr/^msg_[0-9a-f]{24}$/, 'an id msg_<24 hex>';
+is_deeply [@{ $r->{json} }{qw(type role model stop_reason)}],
+          ['message', 'assistant', 'qwen3:latest', 'end_turn'], 'a message, stop_reason end_turn';
+ok !exists $r->{json}{stop_sequence}, 'no stop_sequence (Ollama omits an empty one)';
+is_deeply $r->{json}{content}, [{ type => 'text', text => tokens_text(12) }], 'one text block';
+# system as a message: (2 + 3) + (3 + 3) + 2 = 13
+is_deeply $r->{json}{usage}, { input_tokens => 13, output_tokens => 12 }, 'usage: P 13, 12 tokens';
+like $r->{raw}, qr/\}\n\z/, 'json.Encoder: a newline ends the body';
+$rec = $t->sim('local')->last;
+is_deeply [@{$rec}{qw(path status prompt_tokens completion_tokens max_tokens)}],
+          ['/v1/messages', 200, 13, 12, 100], 'the record: P, C, max_tokens';
+
+$r = sim_post('/v1/messages', { %anth, stream => JSON::PP::true }, 'x-sim-tokens' => 3);
+like $r->{headers}{'content-type'}, qr{^text/event-stream}, 'stream: SSE';
+my @an = sse_named($r->{body});
+is_deeply [map { $_->{event} } @an],
+          [qw(message_start content_block_start content_block_delta content_block_delta
+              content_block_delta content_block_stop message_delta message_stop)],
+          'stream: the StreamConverter\'s events, in order';
+ok !grep({ $_->{event} ne $_->{data}{type} } @an), 'each event named as its type';
+# Ollama's estimate: bytes of system, role and text / 4 = (8 + 4 + 13) / 4
+is_deeply $an[0]{data}{message}{usage}, { input_tokens => 6, output_tokens => 0 },
+          'message_start: input_tokens is Ollama\'s estimate (no prompt_eval_count yet)';
+is $t->sim('local')->last->{input_estimate}, 6, 'the record has the estimate';
+is_deeply $an[0]{data}{message}{content}, [], 'message_start: content []';
+is_deeply $an[1]{data}{content_block}, { type => 'text', text => '' }, 'a text block starts';
+is join('', map { $_->{data}{delta}{text} } @an[2 .. 4]), tokens_text(3), 'one text_delta a token';
+is_deeply $an[6]{data}, { type => 'message_delta', delta => { stop_reason => 'end_turn' },
+                          usage => { input_tokens => 13, output_tokens => 3 } },
+          'message_delta: stop_reason, the final usage';
+unlike $r->{body}, qr/\[DONE\]/, 'no [DONE]';
+
+# a split stream reassembles
+$b = Nebula::Test::json_encode({ %anth, stream => JSON::PP::true });
+$r = $t->exchange("POST /v1/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  . "x-sim-seed: 7\r\nx-sim-tokens: 30\r\nContent-Length: " . length($b)
+                  . "\r\n\r\n$b", port => $port);
+(undef, $raw) = split /\r\n\r\n/, $r->{raw}, 2;
+@sizes = ();
+while ($raw =~ s/^([0-9a-f]+)\r\n//) {
+    my $n = hex $1;
+    last unless $n;
+    push @sizes, $n;
+    substr($raw, 0, $n, '');
+    $raw =~ s/^\r\n//;
+}
+ok @sizes > 60 && !grep({ $_ > 40 } @sizes), scalar(@sizes) . ' pieces of 1..40 bytes';
+ok $r->{chunked_complete}, 'the stream completes';
+$rec = $t->sim('local')->last;
+is $r->{body}, $rec->{sent}, 'reassembled: the bytes the simulator sent';
+@an = sse_named($r->{body});
+is join('', map { $_->{data}{delta}{text} // () } @an), tokens_text(30), 'the 30 tokens\' text';
+is $an[-2]{data}{usage}{output_tokens}, 30, 'the usage';
+is $rec->{completion_tokens}, 30, 'the record: 30 tokens';
+
+# max_tokens caps: stop_reason max_tokens
+$r = sim_post('/v1/messages', { %anth, max_tokens => 5 });
+is_deeply [$r->{json}{stop_reason}, $r->{json}{usage}{output_tokens}], ['max_tokens', 5],
+          'max_tokens 5: 5 tokens, stop_reason max_tokens';
+$r = sim_post('/v1/messages', { %anth, max_tokens => 4, stream => JSON::PP::true });
+@an = sse_named($r->{body});
+is_deeply $an[-2]{data}{delta}, { stop_reason => 'max_tokens' }, 'streamed: the same stop_reason';
+is scalar(grep { $_->{event} eq 'content_block_delta' } @an), 4, 'and 4 deltas';
+
+# a tool call: a tool_use block, its input in one input_json_delta
+$r = sim_post('/v1/messages', { %anth, stream => JSON::PP::true,
+                                tools => [{ name => 'get_weather', input_schema => { type => 'object' } }] },
+              'x-sim-tool-call' => 'get_weather', 'x-sim-tool-args-bytes' => 20, 'x-sim-tokens' => 1);
+@an = sse_named($r->{body});
+is_deeply [map { $_->{event} } @an],
+          [qw(message_start content_block_start content_block_delta content_block_stop
+              content_block_start content_block_delta content_block_stop message_delta message_stop)],
+          'tool call: text block closed, then the tool_use block';
+like $an[4]{raw}, qr/^\{"type":"content_block_start","index":1,"content_block":\{"type":"tool_use","id":"call_[0-9a-f]{8}","name":"get_weather","input":\{\}\}\}$/,
+     'the tool_use block starts with input {}';
+is_deeply $an[5]{data}{delta}, { type => 'input_json_delta', partial_json => '{"query":"xxxxxxxx"}' },
+          'its input whole in one input_json_delta';
+is_deeply $an[7]{data}, { type => 'message_delta', delta => { stop_reason => 'tool_use' },
+                          usage => { input_tokens => 13, output_tokens => 1 + 15 } },
+          'stop_reason tool_use; the call counted in the usage';
+$r = sim_post('/v1/messages', \%anth, 'x-sim-tool-call' => 'f', 'x-sim-tokens' => 0);
+is_deeply $r->{json}{content}[0]{input}, { query => 'x' x 52 }, 'JSON: a tool_use block, input an object';
+is $r->{json}{stop_reason}, 'tool_use', 'JSON: stop_reason tool_use';
+
+# a tool_result sent back counts as a tool message; an image 10
+$r = sim_post('/v1/messages', { model => 'm', max_tokens => 9, messages => [
+    { role => 'user', content => 'weather?' },
+    { role => 'assistant', content => [{ type => 'tool_use', id => 'call_1', name => 'f', input => {} }] },
+    { role => 'user', content => [{ type => 'tool_result', tool_use_id => 'call_1', content => 'sunny and warm' },
+                                  { type => 'image', source => { type => 'base64', media_type => 'image/png',
+                                                                data => 'iVBORw0KGgo=' } }] }] });
+# (1+3) + (0+3) + tool (3+3) + user (0+3+10) + 2 = 28
+is $r->{json}{usage}{input_tokens}, 28, 'tool_use, tool_result and an image counted';
+
+# report-usage and faults as on /v1/chat/completions
+$r = sim_post('/v1/messages', { %anth, stream => JSON::PP::true }, 'x-sim-report-usage' => '7,3');
+@an = sse_named($r->{body});
+is_deeply $an[-2]{data}{usage}, { input_tokens => 7, output_tokens => 3 }, 'x-sim-report-usage: the final counts';
+$r = $t->exchange("POST /v1/messages HTTP/1.1\r\nHost: x\r\nx-sim-fault: drop:3\r\n"
+                  . "Content-Length: " . length($b) . "\r\n\r\n$b", port => $port, timeout => 5);
+ok !$r->{chunked_complete}, 'drop:3: no last chunk';
+is scalar(grep { $_->{event} eq 'content_block_delta' } sse_named($r->{body})), 3, 'after three deltas';
+$r = sim_post('/v1/messages', \%anth, 'x-sim-fault' => '500');
+is $r->{status}, 500, 'fault 500';
+is_deeply [@{ $r->{json} }{qw(type)}, @{ $r->{json}{error} }{qw(type message)}],
+          ['error', 'api_error', 'simulated failure'], 'in Anthropic\'s error shape';
+
+# 400s in Anthropic's shape
+$r = sim_post('/v1/messages', { model => 'm', messages => $anth{messages} });
+is $r->{status}, 400, 'no max_tokens: 400';
+is_deeply [$r->{json}{type}, @{ $r->{json}{error} }{qw(type message)}],
+          ['error', 'invalid_request_error', 'max_tokens is required and must be positive'],
+          'Anthropic\'s error, Ollama\'s message';
+like $r->{json}{request_id}, qr/^req_[0-9a-f]{24}$/, 'with a request_id';
+$r = sim_post('/v1/messages', { model => 'm', max_tokens => 5, messages => [] });
+is $r->{json}{error}{message}, 'messages is required', 'no message: 400';
+$r = sim_post('/v1/messages', { model => 'm', max_tokens => 5, messages => [{ role => 'user', content => [
+    { type => 'image', source => { type => 'url', url => 'https://example.com/a.png' } }] }] });
+is_deeply [$r->{status}, $r->{json}{error}{message}],
+          [400, 'invalid image source type: url. Only base64 images are supported.'],
+          'an image by URL: 400, as Ollama';
+
+# ---- OpenAI's Responses API (/v1/responses), as Ollama >= 0.13.3 serves it
+my %resp = (model => 'qwen3:latest', instructions => 'be brief', input => 'one two three');
+$r = sim_post('/v1/responses', \%resp);
+is $r->{status}, 200, '/v1/responses: 200';
+is_deeply [@{ $r->{json} }{qw(object status model instructions incomplete_details)}],
+          ['response', 'completed', 'qwen3:latest', 'be brief', undef], 'a completed response';
+like $r->{json}{id}, qr/^resp_\d+$/, 'an id resp_N';
+is_deeply $r->{json}{output}[0]{content}, [{ type => 'output_text', text => tokens_text(12),
+                                             annotations => [], logprobs => [] }],
+          'a message item with the output_text';
+is_deeply $r->{json}{usage}, { input_tokens => 13, output_tokens => 12, total_tokens => 25,
+                               input_tokens_details => { cached_tokens => 0 },
+                               output_tokens_details => { reasoning_tokens => 0 } },
+          'usage: instructions a system message, the input a user one';
+$r = sim_post('/v1/responses', { model => 'm', previous_response_id => 'resp_1', input => [
+    { role => 'user', content => 'one two' },
+    { type => 'message', role => 'user', content => [{ type => 'input_text', text => 'three four five' }] }] });
+is $r->{json}{usage}{input_tokens}, (2 + 3) + (3 + 3) + 2, 'an array of items: each message counted';
+$rec = $t->sim('local')->last;
+is_deeply [@{$rec}{qw(path status prompt_tokens completion_tokens previous_response_id)}],
+          ['/v1/responses', 200, 13, 12, 'resp_1'], 'the record, previous_response_id too (ignored)';
+
+$r = sim_post('/v1/responses', { %resp, stream => JSON::PP::true }, 'x-sim-tokens' => 2);
+like $r->{headers}{'content-type'}, qr{^text/event-stream}, 'stream: SSE';
+my @re = sse_named($r->{body});
+is_deeply [map { $_->{event} } @re],
+          [qw(response.created response.in_progress response.output_item.added
+              response.content_part.added response.output_text.delta response.output_text.delta
+              response.output_text.done response.content_part.done response.output_item.done
+              response.completed)], 'stream: Ollama\'s events, in order';
+is_deeply [map { $_->{data}{sequence_number} } @re], [0 .. 9], 'sequence_number counts up from 0';
+ok !grep({ $_->{event} ne $_->{data}{type} } @re), 'each event named as its type';
+like $re[4]{raw}, qr/^\{"content_index":0,"delta":"Hello","item_id":"msg_\d+","logprobs":\[\],"output_index":0,"sequence_number":4,"type":"response.output_text.delta"\}$/,
+     'a delta: a Go map, its keys sorted';
+is $re[6]{data}{text}, tokens_text(2), 'output_text.done: the whole text';
+is_deeply [$re[-1]{data}{response}{status}, $re[-1]{data}{response}{usage}{input_tokens},
+           $re[-1]{data}{response}{usage}{output_tokens}, $re[-1]{data}{response}{usage}{total_tokens}],
+          ['completed', 13, 2, 15], 'response.completed: the usage';
+is $re[0]{data}{response}{usage}, undef, 'response.created: usage null';
+unlike $r->{body}, qr/\[DONE\]/, 'no data: [DONE]';
+
+# max_output_tokens caps; Ollama still says completed
+$r = sim_post('/v1/responses', { %resp, max_output_tokens => 5 });
+is_deeply [$r->{json}{status}, $r->{json}{incomplete_details}, $r->{json}{usage}{output_tokens},
+           $r->{json}{max_output_tokens}], ['completed', undef, 5, 5],
+          'max_output_tokens 5: 5 tokens, status completed (Ollama never says incomplete)';
+$r = sim_post('/v1/responses', { %resp, max_output_tokens => 3, stream => JSON::PP::true });
+@re = sse_named($r->{body});
+is scalar(grep { $_->{event} eq 'response.output_text.delta' } @re), 3, 'streamed: 3 deltas';
+is $re[-1]{data}{response}{usage}{output_tokens}, 3, 'and 3 output tokens';
+
+# a tool call: a function_call item
+$r = sim_post('/v1/responses', { %resp, stream => JSON::PP::true }, 'x-sim-tool-call' => 'f',
+              'x-sim-tokens' => 0, 'x-sim-tool-args-bytes' => 20);
+@re = sse_named($r->{body});
+is_deeply [map { $_->{event} } @re],
+          [qw(response.created response.in_progress response.output_item.added
+              response.function_call_arguments.delta response.function_call_arguments.done
+              response.output_item.done response.completed)], 'tool call: a function_call item';
+is $re[4]{data}{arguments}, '{"query":"xxxxxxxx"}', 'its arguments';
+is $re[-1]{data}{response}{usage}{output_tokens}, 15, 'counted in the usage';
+$r = sim_post('/v1/responses', \%resp, 'x-sim-tool-call' => 'f', 'x-sim-tokens' => 0);
+is_deeply [@{ $r->{json}{output}[0] }{qw(type name status)}], ['function_call', 'f', 'completed'],
+          'JSON: the function_call item';
+
+# faults, and 400s in OpenAI's shape as Ollama's middleware writes them
+$b = Nebula::Test::json_encode({ %resp, stream => JSON::PP::true });
+$r = $t->exchange("POST /v1/responses HTTP/1.1\r\nHost: x\r\nx-sim-fault: drop:2\r\n"
+                  . "Content-Length: " . length($b) . "\r\n\r\n$b", port => $port, timeout => 5);
+ok !$r->{chunked_complete}, 'drop:2: no last chunk';
+is scalar(grep { $_->{event} eq 'response.output_text.delta' } sse_named($r->{body})), 2, 'after two deltas';
+$r = sim_post('/v1/responses', { model => 'm', input => 42 });
+is $r->{status}, 400, 'input a number: 400';
+is_deeply $r->{json}{error}, { message => 'input must be a string or array: json: cannot unmarshal number'
+                                          . ' into Go value of type []json.RawMessage',
+                               type => 'invalid_request_error', param => undef, code => undef },
+          'OpenAI\'s error shape, Ollama\'s message';
+$r = sim_post('/v1/responses', { input => 'hi' });
+is_deeply [$r->{status}, $r->{json}{error}{message}], [400, 'model is required'], 'no model: 400';
+$r = sim_post('/v1/responses', \%resp, 'x-sim-status' => 404);
+is_deeply [$r->{status}, $r->{json}{error}{type}], [404, 'not_found_error'], 'x-sim-status: OpenAI\'s shape';
+
 $t->finish;
 done_testing;

@@ -1,6 +1,7 @@
 #!/usr/bin/perl
 # Real clients from npm drive the gateway (issue 13): the official openai
-# SDK, ollama-js and LangChain.js (@langchain/openai, @langchain/ollama),
+# SDK (chat, completions, embeddings, responses), Anthropic's SDK
+# (messages, streams, tools), ollama-js and LangChain.js (@langchain/openai, @langchain/ollama),
 # installed at build time into build/clients
 # (t/clients/package.json).  Each script prints what its client saw; the
 # usage each request settled equals what the simulator reported.
@@ -12,7 +13,8 @@ use Test::More;
 use Nebula::Test;
 
 my $clients = "$Nebula::Test::ROOT/build/clients/node_modules";
-ok -d "$clients/openai" && -d "$clients/ollama" && -d "$clients/\@langchain/openai",
+ok -d "$clients/openai" && -d "$clients/ollama" && -d "$clients/\@langchain/openai"
+   && -d "$clients/\@anthropic-ai/sdk",
     'the SDKs are installed (make clients)'
     or BAIL_OUT("no $clients: run make clients");
 
@@ -93,11 +95,59 @@ is $o->{not_allowed}{error}, 'PermissionDeniedError', "openai: a model the plan 
 is $o->{bad_temperature}{error}, 'BadRequestError', 'openai: temperature 5 is BadRequestError';
 is $o->{bad_temperature}{param}, 'temperature', '... naming the param';
 
+my $rs = $o->{responses}{ok} // {};
+is $rs->{status}, 'completed', 'openai responses: completed';
+is $rs->{model}, 'qwen3:latest', 'openai responses: the public name';
+ok length($rs->{text} // ''), 'openai responses: a text';
+my $rss = $o->{responses_stream}{ok} // {};
+ok length($rss->{text} // ''), 'openai responses stream: a text';
+is $rss->{last}, 'response.completed', 'openai responses stream: response.completed last';
+ok $rss->{usage}{output_tokens}, "openai responses stream: the completed event's usage";
+
 my ($p, $c, $n) = pool_usage($t->sim('local'));
 my $u = key_usage($k);
-is $n, 5, 'openai: five answers from the pool';
+is $n, 7, 'openai: seven answers from the pool';
 is $u->{input_tokens}, $p, "openai: input settled = the pool's ($p)";
 is $u->{output_tokens}, $c, "openai: output settled = the pool's ($c)";
+
+# ---- @anthropic-ai/sdk
+$t->sim('local')->reset;
+my $ka = $t->new_key(plan => 'developer');
+my $an = run_client('anthropic.js', $ka);
+
+my $am = $an->{message}{ok} // {};
+is $am->{model}, 'qwen3:latest', 'anthropic message: the public name';
+is $am->{type}, 'message', 'anthropic message: a message';
+ok length($am->{text} // ''), 'anthropic message: a text';
+is $am->{usage}{output_tokens}, 5, 'anthropic message: max_tokens 5 honoured';
+my $as = $an->{stream}{ok} // {};
+ok length($as->{text} // ''), 'anthropic stream: a text';
+is $as->{text}, $as->{final_text}, "anthropic stream: the final message is the deltas'";
+is $as->{model}, 'qwen3:latest', 'anthropic stream: the public name';
+is $as->{last}, 'message_stop', 'anthropic stream: message_stop last';
+is $as->{usage}{output_tokens}, 12, "anthropic stream: message_delta's usage";
+my $at = $an->{tool_use}{ok} // {};
+is $at->{stop_reason}, 'tool_use', 'anthropic tools: stop_reason tool_use';
+is $at->{name}, 'get_weather', 'anthropic tools: the call';
+is_deeply $at->{input_keys}, ['query'], 'anthropic tools: its input';
+is $at->{answer}{stop_reason}, 'end_turn', 'anthropic tools: the tool_result answered';
+is $an->{tool_use_stream}{ok}{stop_reason}, 'tool_use', 'anthropic tools, streamed: tool_use';
+is_deeply $an->{tool_use_stream}{ok}{input_keys}, ['query'], 'anthropic tools, streamed: input_json_delta read';
+ok length($an->{bearer}{ok}{text} // ''), 'anthropic: authToken (Bearer) works';
+is_deeply $an->{auth}{auth_token}, ['authorization'], '... sent as Authorization';
+ok length($an->{x_api_key}{ok}{text} // ''), 'anthropic: an x-api-key header works';
+is_deeply $an->{auth}{x_api_key}, ['x-api-key'], '... sent as x-api-key alone';
+ok length($an->{auth}{api_key}[0] // ''), "anthropic: apiKey sent as the SDK sends it ($an->{sdk})";
+is $an->{unknown_model}{error}, 'NotFoundError', 'anthropic: an unknown model is NotFoundError';
+is $an->{unknown_model}{type}, 'not_found_error', "... in Anthropic's shape";
+is $an->{bad_request}{error}, 'BadRequestError', 'anthropic: max_tokens 0 is BadRequestError';
+is $an->{bad_request}{type}, 'invalid_request_error', "... in Anthropic's shape";
+
+($p, $c, $n) = pool_usage($t->sim('local'));
+$u = key_usage($ka);
+is $n, 7, 'anthropic: seven answers from the pool';
+is $u->{input_tokens}, $p, "anthropic: input settled = the pool's ($p)";
+is $u->{output_tokens}, $c, "anthropic: output settled = the pool's ($c)";
 
 # ---- ollama-js
 $t->sim('local')->reset;

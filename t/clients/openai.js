@@ -1,7 +1,8 @@
 // The official OpenAI SDK against Nebula: chat, a stream, completions,
-// embeddings (the SDK asks for base64 and decodes it), models, and the
-// errors it maps to its classes.  Prints one JSON object of what it saw;
-// t/60-clients.t judges it.  NEBULA_URL, NEBULA_KEY, NODE_PATH set by it.
+// the Responses API (JSON and streamed), embeddings (the SDK asks for
+// base64 and decodes it), models, and the errors it maps to its classes.
+// Prints one JSON object of what it saw; t/60-clients.t judges it.
+// NEBULA_URL, NEBULA_KEY, NODE_PATH set by it.
 'use strict';
 
 const OpenAI = require('openai');
@@ -55,6 +56,35 @@ async function caught(what, f) {
         let text = '';
         for await (const c of s) if (c.choices.length) text += c.choices[0].text;
         return { text };
+    });
+
+    await caught('responses', async () => {
+        const r = await client.responses.create({
+            model: 'qwen3:latest', instructions: 'Be brief.', input: 'Hello there',
+            max_output_tokens: 6 });
+        return { id: r.id, object: r.object, model: r.model, status: r.status,
+                 text: r.output_text, output: r.output.map((o) => o.type), usage: r.usage };
+    });
+
+    await caught('responses_stream', async () => {
+        const s = await client.responses.create({
+            model: 'qwen3:latest', stream: true,
+            input: [{ role: 'user', content: [{ type: 'input_text', text: 'Count with me' }] }] });
+        let text = '', usage = null, status = null, events = 0, first = null, last = null, seq = -1,
+            ordered = true;
+        for await (const ev of s) {
+            events++;
+            first = first || ev.type;
+            last = ev.type;
+            if (ev.sequence_number !== seq + 1) ordered = false;
+            seq = ev.sequence_number;
+            if (ev.type === 'response.output_text.delta') text += ev.delta;
+            if (ev.type === 'response.completed') {
+                usage = ev.response.usage;
+                status = ev.response.status;
+            }
+        }
+        return { text, usage, status, events, first, last, ordered };
     });
 
     await caught('embedding', async () => {

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Ollama simulator: a single-file, standard-library-only test stand-in for
-Ollama >= 0.5 (OpenAI-compatible and native endpoints).
+"""Ollama simulator: a standard-library-only test stand-in for Ollama >= 0.5
+(OpenAI-compatible and native endpoints; Anthropic's /v1/messages and
+OpenAI's /v1/responses in sim_compat.py, next to this file).
 
 Usage:
     python3 ollama_sim.py --port N [--host 127.0.0.1] [--pidfile F] [--log F]
@@ -28,6 +29,10 @@ import time
 from datetime import datetime, timezone
 from email.utils import formatdate
 from http import HTTPStatus
+
+# Anthropic's /v1/messages and OpenAI's /v1/responses live next to this file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sim_compat  # noqa: E402
 
 # --------------------------------------------------------------------------
 # Deterministic generation parameters (tests compute the same numbers).
@@ -67,6 +72,9 @@ def count_prompt_tokens(body, path):
       * /api/generate and /v1/completions:
           P = words(prompt) + words(system) + 2
     """
+    if path in sim_compat.PATHS:
+        # /v1/messages, /v1/responses: over the chat messages Ollama makes
+        return sim_compat.count_prompt_tokens(body, path)
     if not isinstance(body, dict):
         return 2
     if path in ("/api/generate", "/v1/completions"):
@@ -144,6 +152,8 @@ def _positive_int(value):
 def completion_cap(body, path):
     """max_tokens / max_completion_tokens (OpenAI) or options.num_predict
     (native) when present and > 0, else None."""
+    if path in sim_compat.PATHS:
+        return sim_compat.completion_cap(body, path)
     if not isinstance(body, dict):
         return None
     if path in OPENAI_GEN:
@@ -160,6 +170,9 @@ def completion_cap(body, path):
 def plan_completion(body, path, headers):
     """Returns (C, finish_reason): C = min(cap, N); "length" when the cap
     cut the generation, else "stop"."""
+    if path in sim_compat.PATHS and sim_compat.is_load(body, path):
+        # no chat message: Ollama only loads the model
+        return 0, "load"
     n = DEFAULT_COMPLETION_TOKENS
     raw = headers.get("x-sim-tokens")
     if raw is not None:
@@ -304,6 +317,8 @@ def openai_error_type(status):
 
 
 def error_body(path, status, message):
+    if path in sim_compat.PATHS:
+        return sim_compat.error_body(path, status, message)
     if path.startswith("/v1/"):
         return dumps({"error": {"message": message, "type": openai_error_type(status),
                                 "param": None, "code": None}})
@@ -654,6 +669,8 @@ class Sim:
             if isinstance(opts, dict):
                 rec["num_predict"] = opts.get("num_predict")
             rec["stream"] = body.get("stream")
+            if req.path in sim_compat.PATHS:
+                sim_compat.record_fields(rec, body, req.path)
         self.records.append(rec)
         return rec
 
@@ -697,6 +714,8 @@ class Sim:
             "/api/embed": ("POST",),
             "/api/embeddings": ("POST",),
             "/api/show": ("POST",),
+            "/v1/messages": ("POST",),
+            "/v1/responses": ("POST",),
         }
         allowed = routes.get(path)
         if allowed is None and path.startswith("/v1/models/"):
@@ -874,7 +893,8 @@ class Sim:
 
     async def model_endpoint(self, req, rec, reader, writer):
         path = req.path
-        openai = path in OPENAI_GEN
+        # /v1/messages and /v1/responses stream SSE, when asked, as OpenAI's
+        openai = path in OPENAI_GEN or path in sim_compat.PATHS
         faults = parse_faults(req.headers.get("x-sim-fault"))
         fault_outcome = "fault:" + faults.raw if faults.any else None
 
@@ -890,7 +910,12 @@ class Sim:
         # ---- validation
         body = None
         err = None
-        if not req.body.strip():
+        if path in sim_compat.PATHS:
+            # Ollama's middleware: its checks, its error shapes
+            body, refusal = sim_compat.validate(req.body, path)
+            if refusal is not None:
+                return await self.respond(req, rec, writer, *refusal)
+        elif not req.body.strip():
             err = "missing request body" if not openai else "invalid JSON: empty body"
         else:
             try:
@@ -937,7 +962,10 @@ class Sim:
         # an upstream that names the model otherwise than it was asked
         # (an alias resolved, a tag added): x-sim-answer-model
         answer_model = req.headers.get("x-sim-answer-model") or model
-        gen = Generation(self, path, answer_model, P, C, finish, include_usage)
+        if path in sim_compat.PATHS:
+            gen = sim_compat.new_generation(self, req, path, answer_model, P, C, finish, body, rec)
+        else:
+            gen = Generation(self, path, answer_model, P, C, finish, include_usage)
         # an Ollama older than 0.5.2 never sends usage in a stream
         gen.no_usage = _flag(req.headers.get("x-sim-no-usage"))
         # a cached prompt: prompt_eval_count left out (native), 0 (/v1)
@@ -1279,6 +1307,9 @@ class Generation:
             frames.append(b"data: [DONE]\n\n")
             return frames
         return [dumps(self.native_final("")) + b"\n"]
+
+
+sim_compat.bind(sys.modules[__name__])
 
 
 # --------------------------------------------------------------------------
