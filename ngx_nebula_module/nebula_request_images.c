@@ -22,8 +22,7 @@
 void
 nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len)
 {
-    long       at;
-    uint32_t   w, h;
+    long  at;
 
     at = nebula_image_data_url(s, len);
 
@@ -33,15 +32,9 @@ nebula_req_part_image(frame_t *part, const unsigned char *s, size_t len)
         return;
     }
 
-    part->img_err = nebula_image_size(s + at, len - at, &w, &h);
-
-    if (part->img_err != NEBULA_IMAGE_OK) {
-        part->img = IMG_DATA;
-        return;
-    }
-
-    part->img = IMG_OK;
-    part->img_tokens = nebula_image_tokens(w, h);
+    /* the base64 after the prefix, as an Anthropic source's; the URL's
+       bytes, prefix and all, are the image's in the body */
+    nebula_req_source_image(part, s + at, len - at);
     part->img_bytes = len;
 }
 
