@@ -36,19 +36,19 @@
  */
 static const nebula_req_shape_t  shapes[] = {
     /* /v1/chat/completions: parts, one answer by default */
-    [NEBULA_API_CHAT]              = { 1, 0, 1, 0, 1, 0, 0 },
+    [NEBULA_API_CHAT]              = { 1, 0, 1, 0, 1, 0, 0, 0, 0, 0 },
     /* /api/chat */
-    [NEBULA_API_OLLAMA_CHAT]       = { 0, 1, 1, 0, 0, 0, 0 },
+    [NEBULA_API_OLLAMA_CHAT]       = { 0, 1, 1, 0, 0, 0, 0, 0, 0, 0 },
     /* /api/generate */
-    [NEBULA_API_OLLAMA_GENERATE]   = { 0, 1, 0, 1, 0, 0, 0 },
+    [NEBULA_API_OLLAMA_GENERATE]   = { 0, 1, 0, 1, 0, 0, 0, 0, 0, 0 },
     /* /v1/embeddings: texts or token ids */
-    [NEBULA_API_EMBEDDINGS]        = { 0, 0, 0, 0, 0, 1, 1 },
+    [NEBULA_API_EMBEDDINGS]        = { 0, 0, 0, 0, 0, 1, 1, 0, 0, 0 },
     /* /api/embed: texts */
-    [NEBULA_API_OLLAMA_EMBED]      = { 0, 0, 0, 0, 0, 1, 0 },
+    [NEBULA_API_OLLAMA_EMBED]      = { 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 },
     /* /api/embeddings: one prompt */
-    [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0 },
+    [NEBULA_API_OLLAMA_EMBEDDINGS] = { 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
     /* /v1/completions: one prompt, a string (as Ollama takes it) */
-    [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0 },
+    [NEBULA_API_COMPLETIONS]       = { 0, 0, 0, 1, 0, 0, 0, 0, 0, 0 },
     /* /api/show: a model alone */
     [NEBULA_API_OLLAMA_SHOW]       = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 },
     /* /v1/messages: Anthropic's content blocks; max_tokens required */
