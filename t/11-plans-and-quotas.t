@@ -190,6 +190,9 @@ $t->sim('local')->reset;
 $r = ask($q->{key}, 'qwen3:latest', body => { max_tokens => 100 }, headers => { 'x-sim-tokens' => 8 });
 is $r->{status}, 200, 'served';
 is $t->sim('local')->last->{max_tokens}, 30, 'max_tokens 100 clamped to the 30 left';
+# its settlement (batched) frees the reservation: on a loaded machine the
+# next request could come before it and find the 30 still reserved
+ok $t->wait_settled($q->{key}), 'the first settled';
 $r = ask($q->{key}, 'qwen3:latest', headers => { 'x-sim-tokens' => 100 });
 is $t->sim('local')->last->{max_tokens}, 22, 'no max_tokens: the 22 left are sent';
 is $r->{json}{usage}{completion_tokens}, 22, 'the upstream stops there';
