@@ -974,42 +974,7 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
         return req->error;
     }
 
-    if (req->model_len == 0) {
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "model",
-             "You must provide a model parameter.", NULL);
-        return req->error;
-    }
-
-    if ((p.shape->needs_messages || p.shape->items)
-        && !(p.frames[0].seen & ((uint64_t) 1 << S_MESSAGES)))
-    {
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, NEBULA_REQ_ITEMS(&p),
-             "Missing required parameter: '%s'.", NEBULA_REQ_ITEMS(&p));
-        return req->error;
-    }
-
-    if (p.shape->needs_max_tokens && req->max_tokens < 0) {
-        /* Anthropic's API requires it; Ollama's refuses a request without */
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "max_tokens",
-             "Missing required parameter: '%s'.", "max_tokens");
-        return req->error;
-    }
-
-    if (p.shape->needs_input && !p.has_input) {
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "input",
-             "Missing required parameter: '%s'.", "input");
-        return req->error;
-    }
-
-    if (p.shape->needs_prompt && !p.has_prompt) {
-        /*
-         * Ollama answers a generate without a prompt by loading the model
-         * (images or not), evicting others, and reports no tokens.
-         */
-        nebula_req_fail(&p, NEBULA_REQ_MISSING_FIELD, "prompt",
-             "Missing required parameter: '%s'. A request without a "
-             "prompt would only load the model, which this gateway does "
-             "not do on a client's behalf.", "prompt");
+    if (nebula_req_required(&p) != NEBULA_REQ_OK) {
         return req->error;
     }
 
@@ -1031,18 +996,3 @@ nebula_request_parse_policy(nebula_request_t *req, nebula_api_e api,
     return NEBULA_REQ_OK;
 }
 
-
-const char *
-nebula_req_error_code(nebula_req_error_e err)
-{
-    switch (err) {
-    case NEBULA_REQ_INVALID_JSON:
-        return "invalid_json";
-    case NEBULA_REQ_MISSING_FIELD:
-        return "missing_field";
-    case NEBULA_REQ_INVALID_VALUE:
-        return "invalid_value";
-    default:
-        return NULL;
-    }
-}

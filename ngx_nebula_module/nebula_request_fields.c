@@ -2,7 +2,8 @@
  * Nebula: what each field of each request shape means to the parser: the
  * slot a key fills, where it sits, which shapes read it; the type a slot
  * wants and what a client is told when it is wrong; the native options a
- * client may set; the roles a message may have.
+ * client may set; the roles a message may have; what each shape
+ * requires once its body is read, and the error codes.
  *
  * A new request shape (an API) is a column here: a bit in each row of
  * the fields it shares, rows for its own, and a line of shapes[].
@@ -336,6 +337,22 @@ nebula_req_role(parse_t *p, slot_e slot, const unsigned char *s, size_t len,
 }
 
 
+const char *
+nebula_req_error_code(nebula_req_error_e err)
+{
+    switch (err) {
+    case NEBULA_REQ_INVALID_JSON:
+        return "invalid_json";
+    case NEBULA_REQ_MISSING_FIELD:
+        return "missing_field";
+    case NEBULA_REQ_INVALID_VALUE:
+        return "invalid_value";
+    default:
+        return NULL;
+    }
+}
+
+
 /* an error in the request: the first one is the one reported */
 void
 nebula_req_fail(parse_t *p, nebula_req_error_e err, const char *param,
@@ -459,6 +476,53 @@ slot_param(slot_e slot)
     default:
         return NULL;
     }
+}
+
+
+/* what a shape requires, once the whole body is read */
+nebula_req_error_e
+nebula_req_required(parse_t *p)
+{
+    if (p->req->model_len == 0) {
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, "model",
+             "You must provide a model parameter.", NULL);
+        return p->req->error;
+    }
+
+    if ((p->shape->needs_messages || p->shape->items)
+        && !(p->frames[0].seen & ((uint64_t) 1 << S_MESSAGES)))
+    {
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, NEBULA_REQ_ITEMS(p),
+             "Missing required parameter: '%s'.", NEBULA_REQ_ITEMS(p));
+        return p->req->error;
+    }
+
+    if (p->shape->needs_max_tokens && p->req->max_tokens < 0) {
+        /* Anthropic's API requires it; Ollama's refuses a request without */
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, "max_tokens",
+             "Missing required parameter: '%s'.", "max_tokens");
+        return p->req->error;
+    }
+
+    if (p->shape->needs_input && !p->has_input) {
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, "input",
+             "Missing required parameter: '%s'.", "input");
+        return p->req->error;
+    }
+
+    if (p->shape->needs_prompt && !p->has_prompt) {
+        /*
+         * Ollama answers a generate without a prompt by loading the model
+         * (images or not), evicting others, and reports no tokens.
+         */
+        nebula_req_fail(p, NEBULA_REQ_MISSING_FIELD, "prompt",
+             "Missing required parameter: '%s'. A request without a "
+             "prompt would only load the model, which this gateway does "
+             "not do on a client's behalf.", "prompt");
+        return p->req->error;
+    }
+
+    return NEBULA_REQ_OK;
 }
 
 

@@ -119,6 +119,16 @@ nebula_req_native_image(parse_t *p, frame_t *images, const unsigned char *s,
 }
 
 
+/* a part's image, read whole: toward the estimate */
+static void
+image_counted(nebula_request_t *req, frame_t *f)
+{
+    req->images++;
+    req->image_tokens += f->img_tokens;
+    req->image_bytes += f->img_bytes;
+}
+
+
 /* an Anthropic image block ends: its source */
 static void
 nebula_req_source_done(parse_t *p, frame_t *f)
@@ -139,9 +149,7 @@ nebula_req_source_done(parse_t *p, frame_t *f)
     switch (f->img) {
 
     case IMG_OK:
-        req->images++;
-        req->image_tokens += f->img_tokens;
-        req->image_bytes += f->img_bytes;
+        image_counted(req, f);
         return;
 
     case IMG_DATA:
@@ -179,9 +187,7 @@ nebula_req_part_done(parse_t *p, frame_t *f)
     switch (f->img) {
 
     case IMG_OK:
-        req->images++;
-        req->image_tokens += f->img_tokens;
-        req->image_bytes += f->img_bytes;
+        image_counted(req, f);
         return;
 
     case IMG_NONE:

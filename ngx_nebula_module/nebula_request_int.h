@@ -186,6 +186,7 @@ int nebula_req_option_passes(parse_t *p, const unsigned char *key,
     size_t len);
 int nebula_req_slot_any(slot_e slot);
 const char *nebula_req_limit_name(parse_t *p);
+nebula_req_error_e nebula_req_required(parse_t *p);
 
 /* nebula_req_role()'s answers */
 #define NEBULA_ROLE_SYSTEM     1
