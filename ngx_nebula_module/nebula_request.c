@@ -217,6 +217,7 @@ on_null(void *ctx)
         break;
 
     /* optional fields: null means "not given", as in OpenAI's API */
+    case S_USAGE_INCLUDE:
     case S_TEMPERATURE:
     case S_STREAM:
     case S_SYSTEM:
@@ -257,6 +258,9 @@ on_boolean(void *ctx, int v)
     case S_INCLUDE_USAGE:
         p->req->include_usage = v;
         record_span(p, parent, &p->req->include_usage_span);
+        break;
+    case S_USAGE_INCLUDE:
+        p->req->usage_cost = v;
         break;
     default:
         if (!nebula_req_slot_any(slot)) {
@@ -601,6 +605,9 @@ push(parse_t *p, int is_map)
     case S_TOOL:
         kind = is_map ? F_TOOL : F_SKIP;
         break;
+    case S_USAGE:
+        kind = is_map ? F_USAGE : F_SKIP;
+        break;
     default:
         break;
     }
@@ -637,6 +644,7 @@ push(parse_t *p, int is_map)
         case F_SOURCE:
         case F_TOOLS:
         case F_TOOL:
+        case F_USAGE:
             break;
         default:
             if (!nebula_req_slot_any(slot) && slot != S_PART_IMAGE) {

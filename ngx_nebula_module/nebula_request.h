@@ -94,6 +94,7 @@ typedef struct {
     int                 stream;             /* -1 absent, 0 or 1 */
     int                 include_usage;      /* -1 absent, 0 or 1 */
     nebula_span_t       include_usage_span;
+    int                 usage_cost;         /* usage.include: true (1) */
     nebula_span_t       stream_options_span;   /* an object, or null */
     int                 stream_options_null;
 

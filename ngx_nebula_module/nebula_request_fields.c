@@ -107,6 +107,7 @@ static const field_t  fields[] = {
     FIELD(F_TOP, S_CONVERSATION, RESP, "conversation"),
     FIELD(F_TOP, S_MAX_COMPLETION_TOKENS, CHAT, "max_completion_tokens"),
     FIELD(F_TOP, S_STREAM_OPTIONS, V1GEN, "stream_options"),
+    FIELD(F_TOP, S_USAGE, V1GEN, "usage"),
     FIELD(F_TOP, S_N, V1GEN, "n"),
     FIELD(F_TOP, S_BEST_OF, V1GEN, "best_of"),
     FIELD(F_TOP, S_OPTIONS, NATIVE, "options"),
@@ -140,6 +141,8 @@ static const field_t  fields[] = {
     FIELD(F_SOURCE, S_SOURCE_DATA, MSG, "data"),
 
     FIELD(F_TOOL, S_TOOL_TYPE, MSG | RESP, "type"),
+
+    FIELD(F_USAGE, S_USAGE_INCLUDE, V1GEN, "include"),
 
     { F_SKIP, S_OTHER, 0, 0, NULL }
 };
@@ -269,6 +272,7 @@ nebula_req_slot_any(slot_e slot)
     case S_SOURCE_DATA:     /* no string: no image, refused at the end */
     case S_TOOL:
     case S_TOOL_TYPE:
+    case S_USAGE:           /* read only when an object */
         return 1;
     default:
         return 0;
@@ -421,6 +425,7 @@ slot_type(slot_e slot)
         return "an integer";
     case S_STREAM:
     case S_INCLUDE_USAGE:
+    case S_USAGE_INCLUDE:
         return "a boolean";
     case S_MESSAGES:
     case S_IMAGES:
@@ -465,6 +470,8 @@ slot_param(slot_e slot)
         return "system";
     case S_INCLUDE_USAGE:
         return "stream_options.include_usage";
+    case S_USAGE_INCLUDE:
+        return "usage.include";
     case S_NUM_PREDICT:
         return "options.num_predict";
     case S_NUM_CTX:

@@ -31,6 +31,7 @@ typedef enum {
     F_SOURCE,           /* an Anthropic image block's "source" */
     F_TOOLS,            /* "tools": [...] (Messages, Responses) */
     F_TOOL,             /* one of them */
+    F_USAGE,            /* OpenRouter's "usage": {"include": true} */
     F_SKIP
 } frame_kind_e;
 
@@ -81,7 +82,9 @@ typedef enum {
     S_TOOL,             /* an element of "tools" */
     S_TOOL_TYPE,        /* its "type" */
     S_PREVIOUS_RESPONSE,    /* the Responses API's state, which Ollama */
-    S_CONVERSATION          /* does not keep: refused but null */
+    S_CONVERSATION,         /* does not keep: refused but null */
+    S_USAGE,            /* OpenRouter's usage accounting: "usage" ... */
+    S_USAGE_INCLUDE     /* ... "include": the cost in the answer's usage */
 } slot_e;
 
 

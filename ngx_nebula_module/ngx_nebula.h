@@ -29,6 +29,8 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_SHOW,        /* proxied: /api/show */
     NGX_NEBULA_API_MESSAGES,           /* proxied: /v1/messages */
     NGX_NEBULA_API_RESPONSES,          /* proxied: /v1/responses */
+    NGX_NEBULA_API_OLLAMA_PS,          /* proxied, its pools asked by
+                                          subrequests: /api/ps */
     NGX_NEBULA_API_MODELS,             /* content: /v1/models */
     NGX_NEBULA_API_OLLAMA_TAGS,        /* content: /api/tags */
     NGX_NEBULA_API_ERROR,              /* content: error_page target */
@@ -36,6 +38,7 @@ typedef enum {
     NGX_NEBULA_API_ADMIN,              /* content: /admin/... */
     NGX_NEBULA_API_OLLAMA_VERSION,     /* content: /api/version */
     NGX_NEBULA_API_OLLAMA_FORBIDDEN,   /* content: /api/pull, ... */
+    NGX_NEBULA_API_GENERATION,         /* content: GET /v1/generation */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -133,6 +136,7 @@ typedef struct {
     ngx_str_t                 admin_token;
     ngx_flag_t                test_clock;
     ngx_flag_t                lease;           /* nebula_lease */
+    time_t                    generation_ttl;  /* 0: no records */
     ngx_array_t              *pass_options;    /* ngx_str_t: more options
                                                   a pool gets */
     const char              **pass_names;      /* the same, NULL-ended */
@@ -207,6 +211,8 @@ typedef struct {
 } ngx_nebula_verdict_t;
 typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 typedef struct ngx_nebula_call_ctx_s  ngx_nebula_call_ctx_t;
+typedef struct ngx_nebula_ps_s  ngx_nebula_ps_t;
+typedef struct ngx_nebula_ps_pool_s  ngx_nebula_ps_pool_t;
 
 
 /* the state of one request */
@@ -218,6 +224,9 @@ typedef struct {
     ngx_nebula_call_ctx_t    *call;            /* an API call waiting on
                                                   Redis: admin, /v1/key,
                                                   /api/tags */
+    ngx_nebula_ps_t          *ps;              /* GET /api/ps: its pools */
+    ngx_nebula_ps_pool_t     *ps_pool;         /* a subrequest: the pool
+                                                  it asks */
     u_char                   *body;            /* as the client sent it */
     size_t                    body_len;
 
@@ -236,6 +245,7 @@ typedef struct {
     uint64_t                  prompt_tokens;   /* settled */
     uint64_t                  completion_tokens;
     uint64_t                  cost;            /* picodollars */
+    ngx_msec_t                ttft;            /* to the first byte out */
     u_char                    request_id[33];
     u_char                    month[8];
 
@@ -256,6 +266,8 @@ typedef struct {
     unsigned                  proxied:1;       /* handed to proxy_pass */
     unsigned                  filtering:1;
     unsigned                  strip_usage:1;   /* drop the usage chunk */
+    unsigned                  cost_usage:1;    /* "cost" in the usage:
+                                                  usage.include */
     unsigned                  holding:1;       /* documents held whole */
     unsigned                  limit_hold:1;    /* past its reservation */
     unsigned                  cut:1;           /* there, and ended */
@@ -273,6 +285,7 @@ typedef struct {
     unsigned                  unreadable:1;    /* a 2xx we cannot meter */
     unsigned                  over_in:1;       /* the pool said more than */
     unsigned                  over_out:1;      /* it could have used */
+    unsigned                  first_byte:1;    /* ttft is known */
     unsigned                  whole:1;         /* its answer held whole,
                                                   header too, to be
                                                   rewritten (/api/show) */
@@ -303,6 +316,19 @@ ngx_int_t ngx_nebula_listing_handler(ngx_http_request_t *r);
 /* ngx_nebula_ollama.c */
 ngx_int_t ngx_nebula_ollama_version_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_ollama_forbidden_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_generation.c */
+void ngx_nebula_generation_record(ngx_nebula_ctx_t *ctx, uint64_t in,
+    uint64_t out, ngx_uint_t estimated, ngx_uint_t cancelled);
+ngx_int_t ngx_nebula_generation_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_ps.c */
+ngx_int_t ngx_nebula_ps_handler(ngx_http_request_t *r);
+ngx_nebula_pool_t *ngx_nebula_ps_pool(ngx_http_request_t *r);
+void ngx_nebula_ps_header_filter(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx);
+ngx_int_t ngx_nebula_ps_body_filter(ngx_http_request_t *r,
+    ngx_nebula_ctx_t *ctx, ngx_chain_t *in);
 
 /* ngx_nebula_error.c */
 ngx_nebula_errors_e ngx_nebula_error_shape(ngx_http_request_t *r);
@@ -335,6 +361,9 @@ ngx_int_t ngx_nebula_filter_init(ngx_conf_t *cf);
 /* an SSE event larger than this is no usage chunk: it passes as it comes */
 #define NGX_NEBULA_EVENT_HOLD_MAX  65536
 
+/* a JSON answer held whole for its cost ("usage": {"include": true}) */
+#define NGX_NEBULA_COST_HOLD_MAX   (4 * 1024 * 1024)
+
 ngx_int_t ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     ngx_buf_t *ib, ngx_chain_t ***ll);
 ngx_int_t ngx_nebula_end_buf(ngx_http_request_t *r, ngx_buf_t *ib,
@@ -346,6 +375,8 @@ ngx_int_t ngx_nebula_event_append(ngx_http_request_t *r,
 ngx_int_t ngx_nebula_event_split(ngx_http_request_t *r,
     ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll, ngx_buf_t **sent);
 ngx_buf_t *ngx_nebula_event_send(ngx_nebula_ctx_t *ctx, ngx_chain_t ***ll);
+ngx_int_t ngx_nebula_cost_whole(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll);
 
 /* ngx_nebula_key.c */
 ngx_table_elt_t *ngx_nebula_header(ngx_http_request_t *r, const char *name,

@@ -124,6 +124,11 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
+    if (nlcf->api == NGX_NEBULA_API_OLLAMA_PS) {
+        /* no body, no model: the pools are asked for their lists */
+        return ngx_nebula_ps_handler(r);
+    }
+
     ctx = ngx_nebula_get_ctx(r);
 
     if (ctx != NULL) {

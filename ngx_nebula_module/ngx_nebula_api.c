@@ -130,6 +130,16 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         NGX_NEBULA_ERRORS_OPENAI, 0, 0, 0, 0,
         ngx_nebula_end_responses, ngx_string(NGX_NEBULA_RESPONSES_STOPPED) },
 
+    /*
+     * GET /api/ps: answered in the precontent phase from what each pool
+     * says (ngx_nebula_ps.c); proxy_pass carries the subrequests
+     */
+    [NGX_NEBULA_API_OLLAMA_PS] = {
+        ngx_string("ollama_ps"), NULL,
+        NEBULA_API_OLLAMA_SHOW, NGX_NEBULA_LIMIT_NONE,
+        NGX_NEBULA_USAGE_NONE, NEBULA_FORMAT_JSON,
+        NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 1, NULL, ngx_null_string },
+
     /* answered from the catalog, Redis, or for nginx's own errors */
     [NGX_NEBULA_API_MODELS] = {
         ngx_string("models"), ngx_nebula_listing_handler,
@@ -154,7 +164,10 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
     [NGX_NEBULA_API_OLLAMA_FORBIDDEN] = {
         ngx_string("ollama_forbidden"), ngx_nebula_ollama_forbidden_handler,
         0, 0, 0, 0, NGX_NEBULA_ERRORS_OLLAMA, 0, 0, 0, 0, NULL,
-        ngx_null_string }
+        ngx_null_string },
+    [NGX_NEBULA_API_GENERATION] = {
+        ngx_string("generation"), ngx_nebula_generation_handler,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
 };
 
 
@@ -188,9 +201,9 @@ const char *
 ngx_nebula_api_names(void)
 {
     return "chat, completions, messages, responses, ollama_chat, "
-           "ollama_generate, embeddings, ollama_embed, ollama_show, "
+           "ollama_generate, embeddings, ollama_embed, ollama_show, ollama_ps, "
            "ollama_embeddings, models, ollama_tags, ollama_version, "
-           "ollama_forbidden, key, admin or error";
+           "ollama_forbidden, generation, key, admin or error";
 }
 
 

@@ -234,6 +234,12 @@ ngx_nebula_charge_cleanup(void *data)
     ctx->completion_tokens = out;
     ctx->cost = ngx_nebula_cost(model, in, out);
 
+    if (flags & NGX_NEBULA_SETTLE_COUNT) {
+        /* GET /v1/generation's record of it */
+        ngx_nebula_generation_record(ctx, in, out, estimated,
+                                     ngx_nebula_client_left(ctx));
+    }
+
     if (ctx->lease) {
         /* settled with the lease's other requests, within a second */
         ngx_nebula_lease_settle(ctx, in, out, ctx->cost,

@@ -214,6 +214,12 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
 
+    if (ctx && ctx->ps_pool && r != r->main) {
+        /* a pool's list of its running models, for GET /api/ps */
+        ngx_nebula_ps_header_filter(r, ctx);
+        return ngx_http_next_header_filter(r);
+    }
+
     if (ctx == NULL || !ctx->proxied || r != r->main) {
         return ngx_http_next_header_filter(r);
     }
@@ -311,8 +317,14 @@ ngx_nebula_header_filter(ngx_http_request_t *r)
          * ends, and where the last whole event of a buffer ends (which
          * the scanner notes): a scan a buffer, not one an event.
          */
-        nebula_stream_quiet(&ctx->stream, ctx->strip_usage);
-        ctx->holding = ctx->strip_usage;
+        nebula_stream_quiet(&ctx->stream,
+                            ctx->strip_usage || ctx->cost_usage);
+        ctx->holding = ctx->strip_usage || ctx->cost_usage;
+    }
+
+    if (format == NEBULA_FORMAT_JSON && ctx->cost_usage) {
+        /* the answer is held whole: its usage gets the cost at its end */
+        ctx->holding = 1;
     }
 
     if (ctx->admitted && format != NEBULA_FORMAT_JSON) {
@@ -727,6 +739,33 @@ ngx_nebula_whole_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 }
 
 
+/* the time to the first byte of the answer: GET /v1/generation tells it */
+static void
+ngx_nebula_first_byte(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t *out)
+{
+    ngx_time_t      *tp;
+    ngx_msec_int_t   ms;
+
+    for ( /* void */ ; out; out = out->next) {
+        if (ngx_buf_size(out->buf)) {
+            break;
+        }
+    }
+
+    if (out == NULL) {
+        return;
+    }
+
+    tp = ngx_timeofday();
+    ms = (ngx_msec_int_t) ((tp->sec - r->start_sec) * 1000
+                           + (tp->msec - r->start_msec));
+
+    ctx->ttft = (ngx_msec_t) ngx_max(ms, 0);
+    ctx->first_byte = 1;
+}
+
+
 static ngx_int_t
 ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -747,6 +786,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx && ctx->whole && r == r->main) {
         return ngx_nebula_whole_body(r, ctx, in);
+    }
+
+    if (ctx && ctx->ps_pool && r != r->main) {
+        return ngx_nebula_ps_body_filter(r, ctx, in);
     }
 
     if (ctx == NULL || !ctx->filtering) {
@@ -823,6 +866,13 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         flush |= ib->flush;
     }
 
+    if (ctx->header_held && ctx->cost_usage && held == ctx->held_length
+        && ngx_nebula_cost_whole(r, ctx, &ll) != NGX_OK)
+    {
+        /* a JSON answer that came whole: its cost, and its length told */
+        return NGX_ERROR;
+    }
+
     if (ctx->holding && ctx->event_start && !ctx->closing && !ctx->cut) {
         /* strip mode: the whole events the chain brought, in one buffer */
         if (ngx_nebula_event_split(r, ctx, &ll, &b) != NGX_OK) {
@@ -835,6 +885,10 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     }
 
     *ll = NULL;
+
+    if (!ctx->first_byte && out) {
+        ngx_nebula_first_byte(r, ctx, out);
+    }
 
     if (ctx->header_held) {
         rc = ngx_nebula_release_header(r, ctx, held, out);

@@ -102,6 +102,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       offsetof(ngx_nebula_main_conf_t, lease),
       NULL },
 
+    { ngx_string("nebula_generation_ttl"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      offsetof(ngx_nebula_main_conf_t, generation_ttl),
+      NULL },
+
     { ngx_string("nebula_pass_options"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_nebula_pass_options_directive,
@@ -218,6 +225,7 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
     nmcf->failure_open = NGX_CONF_UNSET_UINT;
     nmcf->test_clock = NGX_CONF_UNSET;
     nmcf->lease = NGX_CONF_UNSET;
+    nmcf->generation_ttl = NGX_CONF_UNSET;
     nmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->reservation_timeout = NGX_CONF_UNSET_MSEC;
@@ -239,6 +247,7 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_uint_value(nmcf->failure_open, 0);
     ngx_conf_init_value(nmcf->test_clock, 0);
     ngx_conf_init_value(nmcf->lease, 1);
+    ngx_conf_init_value(nmcf->generation_ttl, 3600);
     ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->reservation_timeout, 15 * 60 * 1000);

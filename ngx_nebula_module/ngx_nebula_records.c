@@ -124,6 +124,22 @@ ngx_nebula_call_eval(ngx_nebula_call_ctx_t *call, ngx_nebula_script_e script,
 }
 
 
+/* a plain command, as ngx_nebula_call_eval() runs a script */
+ngx_int_t
+ngx_nebula_call_command(ngx_nebula_call_ctx_t *call, ngx_uint_t argc,
+    ngx_str_t *argv)
+{
+    call->op = ngx_nebula_redis_command(argc, argv, ngx_nebula_call_reply,
+                                        call);
+
+    if (call->op == NULL) {
+        return ngx_nebula_call_unavailable(call->r);
+    }
+
+    return NGX_AGAIN;
+}
+
+
 ngx_int_t
 ngx_nebula_call_unavailable(ngx_http_request_t *r)
 {

@@ -41,6 +41,8 @@ ngx_nebula_call_ctx_t *ngx_nebula_call_start(ngx_http_request_t *r,
 ngx_int_t ngx_nebula_call_eval(ngx_nebula_call_ctx_t *call,
     ngx_nebula_script_e script, ngx_uint_t nkeys, ngx_uint_t argc,
     ngx_str_t *argv);
+ngx_int_t ngx_nebula_call_command(ngx_nebula_call_ctx_t *call,
+    ngx_uint_t argc, ngx_str_t *argv);
 void ngx_nebula_call_finish(ngx_nebula_call_ctx_t *call, ngx_int_t rc);
 ngx_int_t ngx_nebula_call_unavailable(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_call_bad_reply(ngx_http_request_t *r,

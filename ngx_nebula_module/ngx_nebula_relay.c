@@ -13,6 +13,8 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_json.h"
+#include "nebula_usage.h"
 
 
 static ngx_buf_t *
@@ -112,6 +114,87 @@ ngx_nebula_hold(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx, u_char **start,
 
 
 /*
+ * OpenRouter's "cost" put in the usage of the document held from "from"
+ * on, whole (a JSON answer, a stream's usage chunk), when the request
+ * asked ("usage": {"include": true}): USD, of what the request is charged
+ * for the usage there.  A document without a usage object is left as it
+ * is.
+ */
+static ngx_int_t
+ngx_nebula_cost_insert(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    size_t from)
+{
+    int         empty;
+    u_char     *tail, *p, text[NGX_INT64_LEN + 24];
+    size_t      off, n;
+    uint64_t    in, out;
+    ngx_buf_t  *b;
+
+    if (ctx->event == NULL) {
+        return NGX_OK;
+    }
+
+    b = ctx->event->buf;
+
+    if (from >= (size_t) (b->last - b->pos)
+        || nebula_usage_close(b->pos + from, b->last - b->pos - from,
+                              ctx->stream.format == NEBULA_FORMAT_SSE,
+                              &off, &empty)
+           != 0)
+    {
+        return NGX_OK;
+    }
+
+    (void) ngx_nebula_usage(ctx, &in, &out);
+
+    p = ngx_cpymem(text, ",\"cost\":", 8);
+    p = ngx_nebula_decimal12(p, ngx_nebula_cost(ctx->model, in, out));
+
+    /* what follows the usage's closing brace, copied out of the way */
+    n = b->last - (b->pos + from + off);
+
+    tail = ngx_pnalloc(r->pool, n);
+    if (tail == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(tail, b->pos + from + off, n);
+    b->last = b->pos + from + off;
+
+    if (ngx_nebula_event_append(r, ctx, text + empty, p - text - empty)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_nebula_event_append(r, ctx, tail, n);
+}
+
+
+/*
+ * A JSON answer held whole for its cost: read to its end (its last
+ * buffer, or as many bytes as its length said), it gets the cost and goes.
+ * One too large to hold went on as it came, without.
+ */
+ngx_int_t
+ngx_nebula_cost_whole(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+    ngx_chain_t ***ll)
+{
+    if (ctx->event_passing) {
+        return NGX_OK;
+    }
+
+    if (ngx_nebula_cost_insert(r, ctx, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    (void) ngx_nebula_event_send(ctx, ll);
+
+    return NGX_OK;
+}
+
+
+/*
  * What the pool has streamed so far, in tokens: a chunk a token of text,
  * as Ollama streams them (fewer when it sends several in one), a tool
  * call by its bytes.
@@ -152,7 +235,7 @@ static ngx_int_t
 ngx_nebula_cut(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     u_char              *p, *buf;
-    size_t               size;
+    size_t               size, before;
     uint64_t             prompt;
     ngx_str_t           *name;
     nebula_request_t    *req = ctx->req;
@@ -187,9 +270,18 @@ ngx_nebula_cut(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                                    : req->prompt_tokens;
 
     p = ctx->api->stream_end(buf, buf + size, name, ctx->request_id, prompt,
-                             ctx->limit, req->include_usage == 1);
+                             ctx->limit,
+                             req->include_usage == 1 || ctx->cost_usage);
 
-    return ngx_nebula_event_append(r, ctx, buf, p - buf);
+    before = ctx->event ? (size_t) (ctx->event->buf->last
+                                    - ctx->event->buf->pos)
+                        : 0;
+
+    if (ngx_nebula_event_append(r, ctx, buf, p - buf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    return ctx->cost_usage ? ngx_nebula_cost_insert(r, ctx, before) : NGX_OK;
 }
 
 
@@ -328,6 +420,20 @@ ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
                 break;
             }
 
+            if (ctx->cost_usage && ctx->stream.usage_only) {
+                /* the usage chunk, whole in the event held, gets its cost */
+                if (ngx_nebula_hold(r, ctx, &start, pos, &ends) != NGX_OK
+                    || ngx_nebula_cost_insert(r, ctx, ctx->event_start)
+                       != NGX_OK)
+                {
+                    return NGX_ERROR;
+                }
+
+                ctx->event_start = ctx->event->buf->last
+                                   - ctx->event->buf->pos;
+                continue;
+            }
+
             if (!ctx->strip_usage || !ctx->stream.usage_only) {
                 /*
                  * A whole document: it goes with the others this buffer
@@ -371,7 +477,8 @@ ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         ctx->event_start = 0;
         ctx->event_passing = 0;
         nebula_stream_quiet(&ctx->stream,
-                            ctx->strip_usage && !ctx->limit_hold);
+                            (ctx->strip_usage || ctx->cost_usage)
+                            && !ctx->limit_hold);
     }
 
     if (ctx->holding) {
@@ -383,13 +490,23 @@ ngx_nebula_relay_buf(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         if (!ctx->event_passing && !ctx->cut && ctx->event
             && (size_t) (ctx->event->buf->last - ctx->event->buf->pos)
                - ctx->event_start
-               > NGX_NEBULA_EVENT_HOLD_MAX)
+               > (ctx->stream.format == NEBULA_FORMAT_JSON
+                  ? NGX_NEBULA_COST_HOLD_MAX : NGX_NEBULA_EVENT_HOLD_MAX))
         {
             /* no usage chunk is that large: it goes on as it comes */
             ctx->event_passing = 1;
 
             /* whose end the scanner is to report */
             nebula_stream_quiet(&ctx->stream, 0);
+        }
+
+        if (ib->last_buf && ctx->cost_usage
+            && ctx->stream.format == NEBULA_FORMAT_JSON)
+        {
+            /* a JSON answer, held whole for its cost */
+            if (ngx_nebula_cost_whole(r, ctx, ll) != NGX_OK) {
+                return NGX_ERROR;
+            }
         }
 
         if (ctx->event_passing || ctx->cut || ib->last_buf) {

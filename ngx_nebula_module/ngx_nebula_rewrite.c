@@ -239,8 +239,11 @@ ngx_nebula_rewrite_body(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
                                 sizeof(NGX_NEBULA_ASK_USAGE) - 1);
         }
 
-        ctx->strip_usage = 1;
+        /* OpenRouter's usage accounting asks for the usage chunk too */
+        ctx->strip_usage = (req->usage_cost != 1);
     }
+
+    ctx->cost_usage = (req->usage_cost == 1);
 
     nedits = e - edits;
 

@@ -16,6 +16,8 @@
  *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost, est_req, est_in, est_out
  *   nb:{ID}:exp:YYYY-MM    set of the reservations that expired unsettled
  *   nb:{ID}:r:MINUTE       the requests of one minute
+ *   nb:{ID}:g:REQUEST      a request's generation record, JSON
+ *                          (ngx_nebula_generation.c: a plain SET EX)
  *   nb:keys                set of every key ID (admin listing)
  *   nb:changes             sorted set: ids of keys changed lately, scored
  *                          by when (ms, Redis's clock): leases close

@@ -108,7 +108,17 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     ngx_str_t           *s, str;
     ngx_uint_t           estimated;
     ngx_nebula_ctx_t    *ctx;
+    ngx_nebula_pool_t   *pool;
     ngx_nebula_model_t  *model;
+
+    pool = ngx_nebula_ps_pool(r);
+
+    if (pool && data >= NGX_NEBULA_VAR_POOL
+        && data <= NGX_NEBULA_VAR_POOL_AUTHORIZATION)
+    {
+        /* a subrequest of GET /api/ps goes to its own pool */
+        goto pool;
+    }
 
     /* an error_page redirect forgets module contexts: logs still want it */
     ctx = ngx_nebula_find_ctx(r->main);
@@ -139,6 +149,7 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     }
 
     model = ctx->model;
+    pool = model->pool;
 
     if (data >= NGX_NEBULA_VAR_PROMPT_TOKENS) {
         /* as far as the request went: final once it is over (log phase) */
@@ -189,28 +200,17 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 
     case NGX_NEBULA_VAR_MODEL:
         s = &model->name;
-        break;
+        goto found;
 
     case NGX_NEBULA_VAR_UPSTREAM_MODEL:
         s = &model->upstream_model;
-        break;
+        goto found;
 
     case NGX_NEBULA_VAR_POOL:
-        s = &model->pool->name;
-        break;
-
     case NGX_NEBULA_VAR_POOL_URL:
-        s = &model->pool->url;
-        break;
-
     case NGX_NEBULA_VAR_POOL_HOST:
-        s = &model->pool->host;
-        break;
-
     case NGX_NEBULA_VAR_POOL_AUTHORIZATION:
-        /* empty for a local pool: proxy_set_header then drops the header */
-        s = &model->pool->authorization;
-        break;
+        goto pool;
 
     default: /* NGX_NEBULA_VAR_PROMPT_ESTIMATE */
         p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
@@ -224,6 +224,27 @@ ngx_nebula_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         v->no_cacheable = 1;
         v->not_found = 0;
         return NGX_OK;
+    }
+
+pool:
+
+    switch (data) {
+
+    case NGX_NEBULA_VAR_POOL:
+        s = &pool->name;
+        break;
+
+    case NGX_NEBULA_VAR_POOL_URL:
+        s = &pool->url;
+        break;
+
+    case NGX_NEBULA_VAR_POOL_HOST:
+        s = &pool->host;
+        break;
+
+    default: /* NGX_NEBULA_VAR_POOL_AUTHORIZATION */
+        /* empty for a local pool: proxy_set_header then drops the header */
+        s = &pool->authorization;
     }
 
 found:

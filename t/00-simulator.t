@@ -425,5 +425,41 @@ is_deeply [$r->{status}, $r->{json}{error}{message}], [400, 'model is required']
 $r = sim_post('/v1/responses', \%resp, 'x-sim-status' => 404);
 is_deeply [$r->{status}, $r->{json}{error}{type}], [404, 'not_found_error'], 'x-sim-status: OpenAI\'s shape';
 
+# /api/ps: what the requests served left loaded, as Ollama lists them
+sub sim_get { $t->request($_[0] // 'GET', $_[1], port => $port, headers => { @_[2 .. $#_] }) }
+is sim_get('DELETE', '/_sim/ps')->{status}, 200, '/_sim/ps: unloads all';
+is_deeply sim_get(undef, '/api/ps')->{json}, { models => [] }, '/api/ps: none loaded';
+sim_post('/api/chat', { model => 'qwen3', stream => JSON::PP::false, messages => $msgs,
+                        keep_alive => '1h', options => { num_ctx => 8192 } });
+sim_post('/api/embed', { model => 'nomic-embed-text', input => 'hi' });
+sim_post('/v1/chat/completions', { model => 'gemma3:1b', messages => $msgs, keep_alive => -1 });
+sim_post('/api/generate', { model => 'gone:1', prompt => 'hi', stream => JSON::PP::false,
+                            keep_alive => 0 });
+sim_post('/api/chat', { model => 'refused:1' }, 'x-sim-status' => 500);
+$r = sim_get(undef, '/api/ps');
+is $r->{status}, 200, '/api/ps: 200';
+my @ps = @{ $r->{json}{models} };
+is_deeply [map { $_->{name} } @ps], ['gemma3:1b', 'qwen3:latest', 'nomic-embed-text:latest'],
+          'loaded by what was served, the longest to live first, :latest added';
+is_deeply [map { $_->{model} } @ps], [map { $_->{name} } @ps], 'model is name';
+is_deeply [map { $_->{context_length} } @ps], [4096, 8192, 4096], 'options.num_ctx, else 4096';
+like $ps[0]{expires_at}, qr/^2[3-9]\d\d-/, 'keep_alive -1: for ever (Go\'s MaxInt64 ns)';
+like $ps[1]{expires_at}, qr/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$/, 'expires_at as Go writes it';
+is_deeply [@{ $ps[1] }{qw(size size_vram)}], [5225388164, 5225388164], 'sizes of the listed model';
+is $ps[1]{details}{family}, 'qwen3', 'its details';
+is_deeply [sort keys %{ $ps[1] }],
+          [sort qw(name model size digest details expires_at size_vram context_length)],
+          'Ollama\'s fields';
+is sim_get(undef, '/api/ps', 'x-sim-fault' => '500')->{status}, 500, '/api/ps: x-sim-fault: 500';
+is sim_get(undef, '/api/ps', 'x-sim-status' => 503)->{status}, 503, '/api/ps: x-sim-status';
+is sim_get('HEAD', '/api/ps')->{body} // '', '', '/api/ps: HEAD, no body';
+$r = $t->request('POST', '/_sim/ps', port => $port,
+                 body => { models => [{ model => 'a', keep_alive => '10s', num_ctx => 2048 }] });
+is_deeply [map { [$_->{name}, $_->{context_length}] } @{ $r->{json}{models} }], [['a:latest', 2048]],
+          '/_sim/ps: the loaded set replaced';
+is_deeply [map { $_->{name} } @{ sim_get(undef, '/api/ps')->{json}{models} }], ['a:latest'],
+          '/api/ps lists it';
+sim_get('DELETE', '/_sim/ps');
+
 $t->finish;
 done_testing;

@@ -167,6 +167,9 @@ is $oe->{prompt_eval_count}, 5 + 3, 'ollama embed: its count';
 ok scalar(grep { $_ eq 'qwen3:latest' } @{ $l->{list}{ok} // [] }), 'ollama list: the models the key reaches';
 ok !scalar(grep { $_ eq 'qwen3-vl:235b-cloud' } @{ $l->{list}{ok} // [] }), 'ollama list: not the others';
 like $l->{version}{ok} // '', qr/^\d+\.\d+\.\d+$/, 'ollama version';
+is_deeply $l->{ps}{ok}, [['nomic-embed-text:latest', 'nomic-embed-text:latest', 2048],
+                         ['qwen3:latest', 'qwen3:latest', 32768]],
+          'ollama ps: what it ran, public names, the catalog\'s context' or diag explain $l->{ps};
 is_deeply $l->{show}{ok}{context}, [32768], "ollama show: the catalog's context";
 is $l->{show}{ok}{from}, 'qwen/qwen3-coder:free', 'ollama show: the public name in the Modelfile';
 is $l->{unknown_model}{error}, 'ResponseError', 'ollama: an unknown model is ResponseError';
@@ -179,7 +182,7 @@ is $l->{delete}{status}, 403, 'ollama delete: 403';
 
 ($p, $c, $n) = pool_usage($t->sim('local'));
 $u = key_usage($ko);
-is $n, 4, 'ollama: four answers from the pool (show among them)';
+is $n, 5, 'ollama: five answers from the pool (show and ps among them)';
 is $u->{input_tokens}, $p, "ollama: input settled = the pool's ($p)";
 is $u->{output_tokens}, $c, "ollama: output settled = the pool's ($c)";
 

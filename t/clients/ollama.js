@@ -1,4 +1,4 @@
-// ollama-js against Nebula: chat, generate (streamed), embed, list,
+// ollama-js against Nebula: chat, generate (streamed), embed, list, ps,
 // show, version, and the errors it reads from Ollama's {"error": "..."}.
 // Prints one JSON object of what it saw; t/60-clients.t judges it.
 'use strict';
@@ -41,6 +41,10 @@ async function caught(what, f) {
     await caught('list', async () => (await ollama.list()).models.map((m) => m.name));
 
     await caught('version', async () => (await ollama.version()).version);
+
+    // what chat, generate and embed left loaded, as the key sees it
+    await caught('ps', async () => (await ollama.ps()).models
+        .map((m) => [m.name, m.model, m.context_length]).sort());
 
     await caught('show', async () => {
         const r = await ollama.show({ model: 'qwen/qwen3-coder:free' });

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import struct
@@ -275,6 +276,110 @@ def show_payload(name, verbose):
 def openai_model(name):
     return {"id": name, "object": "model", "created": MODELS_CREATED,
             "owned_by": "library"}
+
+
+# --------------------------------------------------------------------------
+# Loaded models (/api/ps), as Ollama's scheduler keeps them
+# --------------------------------------------------------------------------
+
+# a request without keep_alive: Ollama's default (OLLAMA_KEEP_ALIVE)
+DEFAULT_KEEP_ALIVE_NS = 5 * 60 * 10**9
+# a negative keep_alive: Go's math.MaxInt64 nanoseconds, some 292 years
+FOREVER_NS = 2**63 - 1
+# a request without options.num_ctx
+DEFAULT_NUM_CTX = 4096
+# a model the sim serves that MODELS does not list
+UNLISTED_SIZE = 1000000000
+
+GO_UNITS = {"ns": 1, "us": 10**3, "\u00b5s": 10**3, "\u03bcs": 10**3, "ms": 10**6,
+            "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+GO_DURATION = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+
+
+def keep_alive_ns(value):
+    """How long (ns) a request's keep_alive keeps its model loaded, as
+    Ollama's api.Duration reads it: a number of seconds or a Go duration
+    string ("5m", "1h30m", "-1"); negative, forever; 0, unloaded at once.
+    Absent, or what Ollama would refuse with a 400: the default 5 minutes
+    (the sim does not refuse a request for it)."""
+    if value is None or isinstance(value, bool):
+        return DEFAULT_KEEP_ALIVE_NS
+    if isinstance(value, (int, float)):
+        return FOREVER_NS if value < 0 else int(value * 10**9)
+    if not isinstance(value, str):
+        return DEFAULT_KEEP_ALIVE_NS
+    text = value
+    sign = 1
+    if text[:1] in ("-", "+"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return 0
+    if not text:
+        return DEFAULT_KEEP_ALIVE_NS
+    total, pos = 0, 0
+    while pos < len(text):
+        m = GO_DURATION.match(text, pos)
+        if m is None or m.group(1) in ("", "."):
+            return DEFAULT_KEEP_ALIVE_NS
+        total += int(float(m.group(1)) * GO_UNITS[m.group(2)])
+        pos = m.end()
+    return FOREVER_NS if sign < 0 and total > 0 else total
+
+
+def ps_name(model):
+    """The name /api/ps gives a model: Ollama's DisplayShortest, without
+    the default registry and namespace, with the default tag."""
+    for prefix in ("registry.ollama.ai/library/", "library/"):
+        if model.startswith(prefix):
+            model = model[len(prefix):]
+            break
+    if ":" not in model.rsplit("/", 1)[-1]:
+        model += ":latest"
+    return model
+
+
+def go_time(ns):
+    """Unix time ns as Go's encoding/json writes a time.Time (RFC 3339,
+    nanoseconds without their trailing zeros; UTC, as Ollama in a
+    container)."""
+    sec, frac = divmod(ns, 10**9)
+    text = datetime.fromtimestamp(sec, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        text += "." + ("%09d" % frac).rstrip("0")
+    return text + "Z"
+
+
+def ps_payload(loaded, now_ns):
+    """Ollama's answer to GET /api/ps: the models loaded (name -> (expires
+    ns, context length)), the longest left to live first (PsHandler sorts
+    by expires_at in seconds, stably; ties here in name order)."""
+    listed = {m[0]: m for m in MODELS}
+    models = []
+    for name in sorted(loaded):
+        expires, ctx = loaded[name]
+        base = name.rsplit("/", 1)[-1].split(":")[0]
+        _, family, params, size = listed.get(name) or (
+            name, base.replace("-", ""), "8.2B", UNLISTED_SIZE)
+        models.append((expires // 10**9, {
+            "name": name,
+            "model": name,
+            "size": size,
+            "digest": hashlib.sha256(name.encode()).hexdigest(),
+            "details": {
+                "parent_model": "",
+                "format": "gguf",
+                "family": family,
+                "families": [family],
+                "parameter_size": params,
+                "quantization_level": "Q4_K_M",
+            },
+            "expires_at": go_time(expires),
+            "size_vram": size,
+            "context_length": ctx,
+        }))
+    models.sort(key=lambda m: -m[0])
+    return {"models": [m[1] for m in models]}
 
 
 # --------------------------------------------------------------------------
@@ -622,6 +727,7 @@ class Sim:
         self.records = []
         self.seq = 0          # record ids
         self.completion_seq = 0   # chatcmpl-<n>
+        self.loaded = {}      # /api/ps: name -> (expires ns, context length)
 
     # ---- recording -------------------------------------------------------
 
@@ -674,6 +780,31 @@ class Sim:
         self.records.append(rec)
         return rec
 
+    # ---- loaded models ---------------------------------------------------
+
+    def load(self, model, keep_alive=None, num_ctx=None):
+        """A request the sim serves loads its model, until its keep_alive
+        runs out: a later one sets both anew, as Ollama's runner is reused
+        (or reloaded for another context)."""
+        name = ps_name(model)
+        keep = keep_alive_ns(keep_alive)
+        if keep == 0:
+            self.loaded.pop(name, None)
+            return
+        ctx = num_ctx if isinstance(num_ctx, int) and not isinstance(num_ctx, bool) \
+            and num_ctx > 0 else DEFAULT_NUM_CTX
+        self.loaded[name] = (time.time_ns() + keep, ctx)
+
+    def load_for(self, body):
+        opts = body.get("options")
+        self.load(body["model"], body.get("keep_alive"),
+                  opts.get("num_ctx") if isinstance(opts, dict) else None)
+
+    def ps(self):
+        now = time.time_ns()
+        self.loaded = {k: v for k, v in self.loaded.items() if v[0] > now}
+        return ps_payload(self.loaded, now)
+
     # ---- dispatch --------------------------------------------------------
 
     async def dispatch(self, req, reader, writer):
@@ -705,6 +836,7 @@ class Sim:
             "/": ("GET", "HEAD"),
             "/api/version": ("GET", "HEAD"),
             "/api/tags": ("GET", "HEAD"),
+            "/api/ps": ("GET", "HEAD"),
             "/v1/models": ("GET", "HEAD"),
             "/v1/chat/completions": ("POST",),
             "/v1/completions": ("POST",),
@@ -754,6 +886,8 @@ class Sim:
             return await self.respond(req, rec, writer, 200, dumps({"version": "0.5.7"}))
         if path == "/api/tags":
             return await self.respond(req, rec, writer, 200, dumps(tags_payload()))
+        if path == "/api/ps":
+            return await self.ps_endpoint(req, rec, reader, writer)
         if path == "/v1/models":
             return await self.respond(req, rec, writer, 200, dumps(
                 {"object": "list", "data": [openai_model(m[0]) for m in MODELS]}))
@@ -812,11 +946,55 @@ class Sim:
         elif path == "/_sim/reset" and method == "POST":
             self.records = []
             await send_full(writer, req, 200, dumps({"ok": True}))
-        elif path in ("/_sim/health", "/_sim/requests", "/_sim/reset"):
+        elif path == "/_sim/ps" and method in ("GET", "HEAD"):
+            await send_full(writer, req, 200, dumps(self.ps()))
+        elif path == "/_sim/ps" and method == "DELETE":
+            self.loaded = {}
+            await send_full(writer, req, 200, dumps({"ok": True}))
+        elif path == "/_sim/ps" and method == "POST":
+            # the loaded set replaced: {"models":[{"model", "keep_alive",
+            # "num_ctx"}, ...]}, each as a request with those would leave it
+            try:
+                models = json.loads(req.body.decode("utf-8"))["models"]
+                if not all(isinstance(m, dict) and isinstance(m.get("model"), str)
+                           and m["model"] for m in models):
+                    raise ValueError
+            except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+                await send_full(writer, req, 400, dumps(
+                    {"error": 'expected {"models":[{"model":NAME,...},...]}'}))
+                return req.keep_alive
+            self.loaded = {}
+            for m in models:
+                self.load(m["model"], m.get("keep_alive"), m.get("num_ctx"))
+            await send_full(writer, req, 200, dumps(self.ps()))
+        elif path in ("/_sim/health", "/_sim/requests", "/_sim/reset", "/_sim/ps"):
             await send_full(writer, req, 405, dumps({"error": "method not allowed"}))
         else:
             await send_full(writer, req, 404, dumps({"error": "not found"}))
         return req.keep_alive
+
+    async def ps_endpoint(self, req, rec, reader, writer):
+        """GET /api/ps: the models loaded now.  x-sim-fault: 500, stall
+        (stall-after:K too), drop:K and drop-rst:K (closed unanswered),
+        slow:MS (before the answer)."""
+        faults = parse_faults(req.headers.get("x-sim-fault"))
+        fault_outcome = "fault:" + faults.raw if faults.any else None
+        if faults.error500:
+            return await self.respond(req, rec, writer, 500,
+                                      error_body(req.path, 500, "simulated failure"),
+                                      outcome=fault_outcome)
+        if faults.stall or faults.stall_after is not None:
+            rec["outcome"] = fault_outcome
+            await wait_for_eof(reader)
+            return False
+        if faults.drop is not None:
+            rec["outcome"] = fault_outcome
+            drop_connection(writer, faults.drop_rst)
+            return False
+        if faults.slow_ms:
+            await asyncio.sleep(faults.slow_ms / 1000.0)
+        return await self.respond(req, rec, writer, 200, dumps(self.ps()),
+                                  outcome=fault_outcome or "ok")
 
     # ---- embeddings --------------------------------------------------------
 
@@ -844,6 +1022,7 @@ class Sim:
         if inputs is None:
             return await self.respond(req, rec, writer, 400,
                                       error_body(path, 400, "invalid input type"))
+        self.load_for(body)
         model = req.headers.get("x-sim-answer-model") or body["model"]
         dims = _positive_int(body.get("dimensions")) or EMBED_DIMS
         vectors = [embed_vector(x, dims) for x in inputs]
@@ -935,6 +1114,9 @@ class Sim:
         if err is not None:
             return await self.respond(req, rec, writer, 400, error_body(path, 400, err))
 
+        # served from here on (a fault after this point too): the model is
+        # loaded, as Ollama's scheduler has loaded it before it generates
+        self.load_for(body)
         model = body["model"]
         P = count_prompt_tokens(body, path)
         C, finish = plan_completion(body, path, req.headers)

@@ -243,6 +243,28 @@ test_refusals(void)
             "stream_options.include_usage", "include_usage number");
     refused("{\"model\":\"m\",\"stream_options\":true,\"messages\":[]}",
             NEBULA_REQ_INVALID_VALUE, "stream_options", "stream_options bool");
+
+    /* OpenRouter's usage accounting: "include" read where it is an object */
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"m\",\"usage\":{\"include\":"
+                 "true},\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"),
+           NEBULA_REQ_OK, "usage.include true");
+    is_int(req.usage_cost, 1, "usage.include read");
+    is_int(parse(NEBULA_API_COMPLETIONS, "{\"model\":\"m\",\"usage\":"
+                 "{\"include\":false,\"x\":[1]},\"prompt\":\"x\"}"),
+           NEBULA_REQ_OK, "usage.include false, completions");
+    is_int(req.usage_cost, 0, "usage.include false read");
+    is_int(parse(NEBULA_API_CHAT, "{\"model\":\"m\",\"usage\":true,"
+                 "\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}"),
+           NEBULA_REQ_OK, "usage not an object: passed, not read");
+    is_int(req.usage_cost, 0, "usage true: no cost");
+    is_int(parse(NEBULA_API_OLLAMA_CHAT, "{\"model\":\"m\",\"usage\":"
+                 "{\"include\":true},\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"x\"}]}"),
+           NEBULA_REQ_OK, "native chat: usage is no field of its");
+    is_int(req.usage_cost, 0, "native chat: no cost");
+    refused("{\"model\":\"m\",\"usage\":{\"include\":\"yes\"},"
+            "\"messages\":[]}", NEBULA_REQ_INVALID_VALUE, "usage.include",
+            "usage.include string");
 }
 
 
