@@ -318,6 +318,9 @@ ngx_int_t ngx_nebula_ollama_version_handler(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_ollama_forbidden_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_generation.c */
+void ngx_nebula_generation_init_worker(ngx_cycle_t *cycle, time_t ttl,
+    ngx_uint_t redis);
+void ngx_nebula_generation_exit_worker(ngx_cycle_t *cycle);
 void ngx_nebula_generation_record(ngx_nebula_ctx_t *ctx, uint64_t in,
     uint64_t out, ngx_uint_t estimated, ngx_uint_t cancelled);
 ngx_int_t ngx_nebula_generation_handler(ngx_http_request_t *r);

@@ -353,6 +353,8 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
     ngx_nebula_settle_init_worker(cycle);
     ngx_nebula_hold_init_worker(cycle, nmcf->reservation_timeout);
     ngx_nebula_lease_init_worker(cycle, nmcf->lease);
+    ngx_nebula_generation_init_worker(cycle, nmcf->generation_ttl,
+                                      nmcf->redis != NULL);
 
     return ngx_nebula_redis_init_worker(cycle, nmcf->redis);
 }
@@ -363,6 +365,7 @@ ngx_nebula_exit_process(ngx_cycle_t *cycle)
 {
     ngx_nebula_lease_exit_worker(cycle);
     ngx_nebula_hold_exit_worker(cycle);
+    ngx_nebula_generation_exit_worker(cycle);
     ngx_nebula_redis_exit_worker(cycle);
     ngx_nebula_settle_exit_worker(cycle);
 }

@@ -16,8 +16,9 @@
  *   nb:{ID}:d:YYYY-MM-DD   hash: in, out, req, cost, est_req, est_in, est_out
  *   nb:{ID}:exp:YYYY-MM    set of the reservations that expired unsettled
  *   nb:{ID}:r:MINUTE       the requests of one minute
- *   nb:{ID}:g:REQUEST      a request's generation record, JSON
- *                          (ngx_nebula_generation.c: a plain SET EX)
+ *   nb:{ID}:g              list: the key's last 1,000 generation records,
+ *                          a line of words each, newest first (LPUSH,
+ *                          EXPIRE, LTRIM: ngx_nebula_generation.c)
  *   nb:keys                set of every key ID (admin listing)
  *   nb:changes             sorted set: ids of keys changed lately, scored
  *                          by when (ms, Redis's clock): leases close
@@ -395,6 +396,27 @@ static char  ngx_nebula_script_changed[] =
     "return ms\n";
 
 
+/*
+ * GEN_GET.  KEYS: a key's list of generation records.
+ * ARGV: the request's id between spaces, as a record's line has it after
+ * its time; the oldest time a record may have.
+ *
+ * Returns the record's line (ngx_nebula_generation.c), or nil.
+ */
+static char  ngx_nebula_script_gen_get[] =
+    "local oldest = tonumber(ARGV[2])\n"
+    "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"
+    "    local a = string.find(v, ARGV[1], 1, true)\n"
+    "    if a then\n"
+    "        if (tonumber(string.sub(v, 1, a - 1)) or 0) < oldest then\n"
+    "            return false\n"
+    "        end\n"
+    "        return v\n"
+    "    end\n"
+    "end\n"
+    "return false\n";
+
+
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_admit), "" },
     { ngx_string(ngx_nebula_script_settle), "" },
@@ -403,7 +425,8 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_key_list), "" },
     { ngx_string(ngx_nebula_script_key_update), "" },
     { ngx_string(ngx_nebula_script_usage), "" },
-    { ngx_string(ngx_nebula_script_changed), "" }
+    { ngx_string(ngx_nebula_script_changed), "" },
+    { ngx_string(ngx_nebula_script_gen_get), "" }
 };
 
 

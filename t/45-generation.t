@@ -93,7 +93,15 @@ $r = $t->request('POST', "/v1/generation?id=$id", auth($k), body => {});
 Nebula::Test::is_error($r, 405, 'invalid_request_error', 'method_not_allowed', 'POST: 405');
 
 # ---- kept for nebula_generation_ttl
-ok $t->redis->cli('TTL', "nb:{$k->{id}}:g:$id") <= 3, 'the record lives nebula_generation_ttl';
+# records go onto the key's list, newest first, which keeps its last 1,000
+# and lives the ttl and a quarter after its expiry was set; a lookup takes
+# none older than the ttl
+my $list = "nb:{$k->{id}}:g";
+is $t->redis->cli('TYPE', $list), 'list', "the key's list of records";
+is $t->redis->cli('LLEN', $list), 4, 'one a request admitted';
+like $t->redis->cli('LINDEX', $list, 3), qr/^\d+ \Q$id\E chat 200 stop 000 \d+ 5 \d+ \d+ \d+ \Q$M\E$/,
+     'the first, last: a line of words';
+ok $t->redis->cli('TTL', $list) <= 4, 'the list lives the ttl and a quarter, and a second';
 sleep 4;
 $r = $t->get("/v1/generation?id=$id", auth($k));
 Nebula::Test::is_error($r, 404, 'invalid_request_error', 'generation_not_found', 'expired: 404');
