@@ -225,8 +225,6 @@ typedef struct {
                                                   Redis: admin, /v1/key,
                                                   /api/tags */
     ngx_nebula_ps_t          *ps;              /* GET /api/ps: its pools */
-    ngx_nebula_ps_pool_t     *ps_pool;         /* a subrequest: the pool
-                                                  it asks */
     u_char                   *body;            /* as the client sent it */
     size_t                    body_len;
 
@@ -327,11 +325,12 @@ ngx_int_t ngx_nebula_generation_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_ps.c */
 ngx_int_t ngx_nebula_ps_handler(ngx_http_request_t *r);
+ngx_nebula_ps_pool_t *ngx_nebula_ps_subrequest(ngx_http_request_t *r);
 ngx_nebula_pool_t *ngx_nebula_ps_pool(ngx_http_request_t *r);
 void ngx_nebula_ps_header_filter(ngx_http_request_t *r,
-    ngx_nebula_ctx_t *ctx);
+    ngx_nebula_ps_pool_t *pp);
 ngx_int_t ngx_nebula_ps_body_filter(ngx_http_request_t *r,
-    ngx_nebula_ctx_t *ctx, ngx_chain_t *in);
+    ngx_nebula_ps_pool_t *pp, ngx_chain_t *in);
 
 /* ngx_nebula_error.c */
 ngx_nebula_errors_e ngx_nebula_error_shape(ngx_http_request_t *r);

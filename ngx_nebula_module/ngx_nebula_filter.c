@@ -209,16 +209,17 @@ ngx_nebula_unreadable(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 static ngx_int_t
 ngx_nebula_header_filter(ngx_http_request_t *r)
 {
-    nebula_format_e    format;
-    ngx_nebula_ctx_t  *ctx;
+    nebula_format_e        format;
+    ngx_nebula_ctx_t      *ctx;
+    ngx_nebula_ps_pool_t  *pp;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
-
-    if (ctx && ctx->ps_pool && r != r->main) {
+    if (r != r->main && (pp = ngx_nebula_ps_subrequest(r)) != NULL) {
         /* a pool's list of its running models, for GET /api/ps */
-        ngx_nebula_ps_header_filter(r, ctx);
+        ngx_nebula_ps_header_filter(r, pp);
         return ngx_http_next_header_filter(r);
     }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
 
     if (ctx == NULL || !ctx->proxied || r != r->main) {
         return ngx_http_next_header_filter(r);
@@ -773,8 +774,9 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
     ngx_int_t           rc;
     ngx_buf_t          *b, *ib;
     ngx_uint_t          flush;
-    ngx_chain_t        *out, **ll, *cl;
-    ngx_nebula_ctx_t   *ctx;
+    ngx_chain_t           *out, **ll, *cl;
+    ngx_nebula_ctx_t      *ctx;
+    ngx_nebula_ps_pool_t  *pp;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
     held = 0;
@@ -788,8 +790,8 @@ ngx_nebula_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_nebula_whole_body(r, ctx, in);
     }
 
-    if (ctx && ctx->ps_pool && r != r->main) {
-        return ngx_nebula_ps_body_filter(r, ctx, in);
+    if (r != r->main && (pp = ngx_nebula_ps_subrequest(r)) != NULL) {
+        return ngx_nebula_ps_body_filter(r, pp, in);
     }
 
     if (ctx == NULL || !ctx->filtering) {

@@ -23,7 +23,8 @@
  * every argument twice), and an EXPIRE a push 2 us more: a sixth of the
  * gateway's requests a second on the benchmark.  No request waits for them, and
  * they are no part of the usage (settlement keeps that): Redis down, they
- * are lost; a worker that exits sends what it holds, if it can.
+ * are lost, and so are those a worker holds when it exits (its
+ * connection is closed without being written out).
  *
  * A lookup (GEN_GET) walks the key's list for the id.
  *
@@ -185,7 +186,8 @@ ngx_nebula_generation_record(ngx_nebula_ctx_t *ctx, uint64_t in,
                      (size_t) NGX_NEBULA_GENERATION_ID_LEN, ctx->request_id,
                      &ctx->api->name, r->headers_out.status,
                      finish ? finish : "-",
-                     ctx->stream.format != NEBULA_FORMAT_JSON,
+                     ctx->stream.format != NEBULA_FORMAT_JSON
+                     || (ctx->req && ctx->req->stream == 1),
                      cancelled ? 1 : 0, estimated ? 1 : 0,
                      in, out, ctx->cost, (ngx_msec_t) latency,
                      ctx->first_byte ? (ngx_int_t) ctx->ttft : -1,
@@ -286,9 +288,14 @@ ngx_nebula_generation_send(ngx_event_t *ev)
                                         % NGX_NEBULA_GENERATION_KEYS];
 
         if (ngx_strcmp(k->key_id, a->key_id) != 0) {
+            /*
+             * Another key's slot, or none: what was done to this list is
+             * not known, so it is done now (two busy keys that share a
+             * slot trim and set their expiry at every batch, never never)
+             */
             ngx_memcpy(k->key_id, a->key_id, NGX_NEBULA_KEY_ID_LEN + 1);
             k->expiry = 0;
-            k->pushed = 0;
+            k->pushed = NGX_NEBULA_GENERATION_TRIM;
         }
 
         k->pushed += c - 2;
@@ -356,7 +363,7 @@ ngx_nebula_generation_init_worker(ngx_cycle_t *cycle, time_t ttl,
 }
 
 
-/* a worker that exits sends what it holds, if Redis is there */
+/* a worker that exits: its batch's memory goes (the batch is lost) */
 void
 ngx_nebula_generation_exit_worker(ngx_cycle_t *cycle)
 {
@@ -366,7 +373,9 @@ ngx_nebula_generation_exit_worker(ngx_cycle_t *cycle)
         return;
     }
 
-    ngx_nebula_generation_send(&g->tick);
+    if (g->tick.timer_set) {
+        ngx_del_timer(&g->tick);
+    }
 
     ngx_free(g->buf);
     g->buf = NULL;

@@ -5,7 +5,9 @@
  * Every pool that serves a model the key reaches is asked, at once, with
  * a background subrequest to the location's own URI: nginx's access
  * phases pass a subrequest by, so the location's proxy_pass carries it to
- * the pool its ctx names ($nebula_pool_url and the rest read it).  The
+ * the pool its post_subrequest data names ($nebula_pool_url and the rest
+ * read it there, as the filters find it there: a module ctx would be
+ * lost to an internal redirect of the subrequest, an X-Accel-Redirect).  The
  * response filter keeps each answer in memory instead of sending it
  * (ngx_nebula_ps_header_filter(), ngx_nebula_ps_body_filter()).  When the
  * last pool has answered, or NGX_NEBULA_PS_WAIT has passed, the answers
@@ -153,7 +155,6 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     uint64_t                  groups;
     ngx_uint_t                i, m, n;
     ngx_nebula_ps_t          *ps;
-    ngx_nebula_ctx_t         *sctx;
     ngx_nebula_plan_t        *plan;
     nebula_ps_model_t        *pm;
     ngx_pool_cleanup_t       *cln;
@@ -242,8 +243,7 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         ngx_nebula_json_init(&pp->answer, r->pool);
 
         post = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
-        sctx = ngx_pcalloc(r->pool, sizeof(ngx_nebula_ctx_t));
-        if (post == NULL || sctx == NULL) {
+        if (post == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -255,6 +255,8 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
          * as they are, so nothing orders them, and one that ends first
          * need not wait for those before it.
          */
+        sr = NULL;
+
         if (ngx_http_subrequest(r, &r->uri, NULL, &sr, post,
                                 NGX_HTTP_SUBREQUEST_BACKGROUND)
             != NGX_OK)
@@ -262,13 +264,20 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "nebula: GET /api/ps could not ask pool \"%V\"",
                           &pp->pool->name);
+
+            if (sr == NULL) {
+                pp->done = 1;
+                continue;
+            }
+
+            /* made, counted, but not posted: it never runs */
+            r->main->count--;
             pp->done = 1;
             continue;
         }
 
-        sctx->request = sr;
-        sctx->ps_pool = pp;
-        ngx_http_set_ctx(sr, sctx, ngx_http_nebula_module);
+        /* the filters read its answer in memory, whatever the buffering */
+        sr->filter_need_in_memory = 1;
 
         ps->pending++;
     }
@@ -310,7 +319,14 @@ ngx_nebula_ps_done(ngx_http_request_t *sr, void *data, ngx_int_t rc)
     pp->ok = (rc == NGX_OK && pp->status == NGX_HTTP_OK && !pp->too_large
               && !pp->answer.failed);
 
-    if (!pp->ok && !ps->answered) {
+    if (!pp->ok && !ps->answered && pp->status == 0) {
+        /* nginx has logged why: the connection failed, or the answer */
+        ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
+                      "nebula: pool \"%V\" did not list its running models "
+                      "(no answer): GET /api/ps leaves it out",
+                      &pp->pool->name);
+
+    } else if (!pp->ok && !ps->answered) {
         ngx_log_error(NGX_LOG_WARN, sr->connection->log, 0,
                       "nebula: pool \"%V\" did not list its running models "
                       "(status %ui%s): GET /api/ps leaves it out",
@@ -378,6 +394,13 @@ ngx_nebula_ps_timeout(ngx_event_t *ev)
     }
 
     ps->answered = 1;
+
+    /*
+     * The late subrequests hold the connection until they end (up to the
+     * pool's proxy_read_timeout): a keepalive client's next request would
+     * wait as long, unread.  It gets this answer and a new connection.
+     */
+    r->keepalive = 0;
 
     ngx_http_finalize_request(r, ngx_nebula_ps_send(ps));
     ngx_http_run_posted_requests(c);
@@ -458,40 +481,48 @@ ngx_nebula_ps_send(ngx_nebula_ps_t *ps)
 }
 
 
+/* a subrequest of GET /api/ps: the pool it asks, and its answer; or NULL */
+ngx_nebula_ps_pool_t *
+ngx_nebula_ps_subrequest(ngx_http_request_t *r)
+{
+    if (r == r->main || r->post_subrequest == NULL
+        || r->post_subrequest->handler != ngx_nebula_ps_done)
+    {
+        return NULL;
+    }
+
+    return r->post_subrequest->data;
+}
+
+
 /* the pool a subrequest of GET /api/ps asks, for the $nebula_pool_* */
 ngx_nebula_pool_t *
 ngx_nebula_ps_pool(ngx_http_request_t *r)
 {
-    ngx_nebula_ctx_t  *ctx;
+    ngx_nebula_ps_pool_t  *pp;
 
-    if (r == r->main) {
-        return NULL;
-    }
+    pp = ngx_nebula_ps_subrequest(r);
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
-
-    return (ctx && ctx->ps_pool) ? ctx->ps_pool->pool : NULL;
+    return pp ? pp->pool : NULL;
 }
 
 
 /* a pool's answer: its status is kept (its header goes nowhere) ... */
 void
-ngx_nebula_ps_header_filter(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
+ngx_nebula_ps_header_filter(ngx_http_request_t *r, ngx_nebula_ps_pool_t *pp)
 {
-    ctx->ps_pool->status = r->headers_out.status;
+    pp->status = r->headers_out.status;
 }
 
 
 /* ... and its body too, in memory: nothing of it goes on to the client */
 ngx_int_t
-ngx_nebula_ps_body_filter(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
+ngx_nebula_ps_body_filter(ngx_http_request_t *r, ngx_nebula_ps_pool_t *pp,
     ngx_chain_t *in)
 {
     size_t                 n, held;
     ngx_buf_t             *b;
     ngx_chain_t           *cl;
-    ngx_nebula_ps_pool_t  *pp = ctx->ps_pool;
-
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
         n = ngx_buf_in_memory(b) ? (size_t) (b->last - b->pos) : 0;

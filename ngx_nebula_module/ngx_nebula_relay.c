@@ -128,6 +128,7 @@ ngx_nebula_cost_insert(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     u_char     *tail, *p, text[NGX_INT64_LEN + 24];
     size_t      off, n;
     uint64_t    in, out;
+    unsigned    done;
     ngx_buf_t  *b;
 
     if (ctx->event == NULL) {
@@ -145,7 +146,16 @@ ngx_nebula_cost_insert(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
         return NGX_OK;
     }
 
+    /*
+     * The usage reported is the pool's last word (a stream's usage chunk
+     * comes just before its end): charged as a stream that ended, not
+     * as one cut there (ngx_nebula_usage() takes the larger of the count
+     * and the estimate for that)
+     */
+    done = ctx->stream.done;
+    ctx->stream.done = 1;
     (void) ngx_nebula_usage(ctx, &in, &out);
+    ctx->stream.done = done;
 
     p = ngx_cpymem(text, ",\"cost\":", 8);
     p = ngx_nebula_decimal12(p, ngx_nebula_cost(ctx->model, in, out));
@@ -700,6 +710,16 @@ ngx_nebula_event_append(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     }
 
     nb->last = ngx_cpymem(nb->last, p, n);
+
+    if (b) {
+        /*
+         * The event outgrew it: held, never sent, it is no one's now.
+         * Freed (when nginx allocated it apart, as it does all but small
+         * ones), or a JSON answer held whole for its cost would leave a
+         * trail of its halves, twice its size, until the request ends.
+         */
+        (void) ngx_pfree(r->pool, b->start);
+    }
 
     cl->buf = nb;
     ctx->event = cl;

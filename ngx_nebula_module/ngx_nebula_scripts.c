@@ -401,11 +401,13 @@ static char  ngx_nebula_script_changed[] =
  * ARGV: the request's id between spaces, as a record's line has it after
  * its time; the oldest time a record may have.
  *
- * Returns the record's line (ngx_nebula_generation.c), or nil.
+ * Returns the record's line (ngx_nebula_generation.c), or nil.  The list
+ * keeps 1,000 and the workers' pushes between trims: what lies past 4,096
+ * is older than what is looked at, and never read whole.
  */
 static char  ngx_nebula_script_gen_get[] =
     "local oldest = tonumber(ARGV[2])\n"
-    "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do\n"
+    "for _, v in ipairs(redis.call('LRANGE', KEYS[1], 0, 4095)) do\n"
     "    local a = string.find(v, ARGV[1], 1, true)\n"
     "    if a then\n"
     "        if (tonumber(string.sub(v, 1, a - 1)) or 0) < oldest then\n"

@@ -102,6 +102,18 @@ for my $case ([0, 0], [1, 0], [1, 1], [0, 1]) {
     }
 }
 
+# ---- a tool call streamed: its bytes make an estimate larger than the
+# count the pool reports; the cost told is still the cost charged
+my $kt = $t->new_key(plan => 'free');
+$r = $t->post('/v1/chat/completions', { model => $M, messages => $msgs, stream => $true, usage => { include => $true },
+                                        tools => [{ type => 'function', function => { name => 'get_weather' } }] },
+              auth($kt, { 'x-sim-tool-call' => 'get_weather', 'x-sim-tokens' => 1, 'x-sim-tool-args-bytes' => 400 }));
+my @tc = grep { ref $_ && $_->{usage} } Nebula::Test::sse_events($r->{body});
+is scalar(@tc), 1, 'tool call stream: the usage chunk';
+my $ktu = usage_of($kt);
+is $ktu->{cost_usd} + 0, $tc[0]{usage}{cost} + 0, 'tool call stream: the cost told is the cost charged';
+is $ktu->{output_tokens}, $tc[0]{usage}{completion_tokens}, "tool call stream: the pool's count charged";
+
 # ---- a free model costs 0
 $r = $t->post('/v1/chat/completions', { model => 'qwen/qwen3-coder:free', messages => $msgs,
                                         usage => { include => $true } }, auth($k));
