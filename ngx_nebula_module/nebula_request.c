@@ -559,58 +559,6 @@ push(parse_t *p, int is_map)
     }
 
     slot = current_slot(p, &parent);
-    kind = F_SKIP;
-
-    switch (slot) {
-    case S_MESSAGES:
-        kind = F_MESSAGES;
-        break;
-    case S_MESSAGE:
-        kind = F_MESSAGE;
-        break;
-    case S_CONTENT:
-        kind = p->shape->content_parts ? F_CONTENT : F_SKIP;
-        break;
-    case S_PART:
-        kind = F_PART;
-        break;
-    case S_STREAM_OPTIONS:
-        kind = F_STREAM_OPTIONS;
-        break;
-    case S_OPTIONS:
-        kind = F_OPTIONS;
-        break;
-    case S_IMAGES:
-        kind = F_IMAGES;
-        break;
-    case S_PART_IMAGE:
-        /* the long form: "image_url": {"url": "data:..."} */
-        kind = is_map ? F_IMAGE_URL : F_SKIP;
-        break;
-    case S_CONTEXT:
-        /* Ollama takes an array of ids; anything else it refuses */
-        kind = is_map ? F_SKIP : F_CONTEXT;
-        break;
-    case S_INPUT:
-    case S_INPUT_ITEM:
-        kind = nebula_req_input_frame(p, parent, slot, is_map);
-        break;
-    case S_SOURCE:
-        kind = is_map ? F_SOURCE : F_SKIP;
-        break;
-    case S_TOOLS:
-        /* read for their types where a pool runs tools of its own */
-        kind = (p->shape->blocks && !is_map) ? F_TOOLS : F_SKIP;
-        break;
-    case S_TOOL:
-        kind = is_map ? F_TOOL : F_SKIP;
-        break;
-    case S_USAGE:
-        kind = is_map ? F_USAGE : F_SKIP;
-        break;
-    default:
-        break;
-    }
 
     if (p->depth == 0) {
         kind = F_TOP;
@@ -620,37 +568,7 @@ push(parse_t *p, int is_map)
         }
 
     } else {
-        switch (kind) {
-        case F_MESSAGES:
-        case F_CONTENT:
-        case F_IMAGES:
-            if (is_map) {
-                nebula_req_bad_type(p, slot);
-                kind = F_SKIP;
-            }
-            break;
-        case F_MESSAGE:
-        case F_PART:
-        case F_STREAM_OPTIONS:
-        case F_OPTIONS:
-            if (!is_map) {
-                nebula_req_bad_type(p, slot);
-                kind = F_SKIP;
-            }
-            break;
-        case F_IMAGE_URL:
-        case F_CONTEXT:
-        case F_INPUT:
-        case F_SOURCE:
-        case F_TOOLS:
-        case F_TOOL:
-        case F_USAGE:
-            break;
-        default:
-            if (!nebula_req_slot_any(slot) && slot != S_PART_IMAGE) {
-                nebula_req_bad_type(p, slot);
-            }
-        }
+        kind = nebula_req_frame_kind(p, parent, slot, is_map);
     }
 
     /* the image fields are F_PART's alone: set below, not cleared */

@@ -188,6 +188,8 @@ slot_e nebula_req_slot(parse_t *p, frame_t *f, const unsigned char *key,
 int nebula_req_option_passes(parse_t *p, const unsigned char *key,
     size_t len);
 int nebula_req_slot_any(slot_e slot);
+frame_kind_e nebula_req_frame_kind(parse_t *p, frame_t *parent, slot_e slot,
+    int is_map);
 const char *nebula_req_limit_name(parse_t *p);
 nebula_req_error_e nebula_req_required(parse_t *p);
 

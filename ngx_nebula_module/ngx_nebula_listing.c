@@ -292,34 +292,20 @@ ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
     const redisReply *k)
 {
     uint64_t                 groups;
-    ngx_uint_t               i, first, ok;
-    ngx_nebula_plan_t       *plan;
+    ngx_uint_t               i, first;
     ngx_nebula_model_t      *model;
     ngx_nebula_main_conf_t  *nmcf;
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
-    groups = (uint64_t) -1;
-
-    if (k) {
-        plan = ngx_nebula_record_plan(r, k);
-        groups = plan ? plan->groups : 0;
-    }
-
+    groups = ngx_nebula_record_groups(r, k);
     model = nmcf->models.elts;
     first = 1;
 
     ngx_nebula_json_lit(j, "{\"models\":[");
 
     for (i = 0; i < nmcf->models.nelts; i++) {
-        ok = !model[i].private
-             && (groups & ((uint64_t) 1 << model[i].group_index));
-
-        if (!ok && k) {
-            ok = ngx_nebula_record_lists(k, &model[i].name);
-        }
-
-        if (!ok) {
+        if (!ngx_nebula_record_reaches(k, groups, &model[i])) {
             continue;
         }
 

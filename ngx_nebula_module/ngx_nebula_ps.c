@@ -128,21 +128,6 @@ ngx_nebula_ps_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
 }
 
 
-/* whether the key's record (NULL: no keys) reaches a model */
-static ngx_uint_t
-ngx_nebula_ps_reaches(ngx_nebula_model_t *model, const redisReply *k,
-    uint64_t groups)
-{
-    if (!model->private
-        && (groups & ((uint64_t) 1 << model->group_index)))
-    {
-        return 1;
-    }
-
-    return k && ngx_nebula_record_lists(k, &model->name);
-}
-
-
 /*
  * The models the key reaches, by pool, and a subrequest to each pool that
  * has one.  NGX_DONE: the answer comes when they end, the request held
@@ -155,7 +140,6 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
     uint64_t                  groups;
     ngx_uint_t                i, m, n;
     ngx_nebula_ps_t          *ps;
-    ngx_nebula_plan_t        *plan;
     nebula_ps_model_t        *pm;
     ngx_pool_cleanup_t       *cln;
     ngx_http_request_t       *sr;
@@ -167,12 +151,7 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
-    groups = (uint64_t) -1;
-
-    if (k) {
-        plan = ngx_nebula_record_plan(r, k);
-        groups = plan ? plan->groups : 0;
-    }
+    groups = ngx_nebula_record_groups(r, k);
 
     ps = ngx_pcalloc(r->pool, sizeof(ngx_nebula_ps_t));
     cln = ngx_pool_cleanup_add(r->pool, 0);
@@ -201,7 +180,7 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
         for (m = 0; m < nmcf->models.nelts; m++) {
             if (model[m].pool == &pool[i]
-                && ngx_nebula_ps_reaches(&model[m], k, groups))
+                && ngx_nebula_record_reaches(k, groups, &model[m]))
             {
                 n++;
             }
@@ -221,7 +200,7 @@ ngx_nebula_ps_start(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx,
 
         for (m = 0; m < nmcf->models.nelts; m++) {
             if (model[m].pool != &pool[i]
-                || !ngx_nebula_ps_reaches(&model[m], k, groups))
+                || !ngx_nebula_record_reaches(k, groups, &model[m]))
             {
                 continue;
             }

@@ -337,6 +337,37 @@ ngx_nebula_record_lists(const redisReply *k, ngx_str_t *name)
 }
 
 
+/* the groups a key's record reaches: its plan's; every one without keys */
+uint64_t
+ngx_nebula_record_groups(ngx_http_request_t *r, const redisReply *k)
+{
+    ngx_nebula_plan_t  *plan;
+
+    if (k == NULL) {
+        return (uint64_t) -1;
+    }
+
+    plan = ngx_nebula_record_plan(r, k);
+
+    return plan ? plan->groups : 0;
+}
+
+
+/* whether a key (its record, or NULL: none checked) reaches a model */
+ngx_uint_t
+ngx_nebula_record_reaches(const redisReply *k, uint64_t groups,
+    ngx_nebula_model_t *model)
+{
+    if (!model->private
+        && (groups & ((uint64_t) 1 << model->group_index)))
+    {
+        return 1;
+    }
+
+    return k && ngx_nebula_record_lists(k, &model->name);
+}
+
+
 /* a key's limits and what is left, from KEY_GET's reply, as ADMIT says */
 static void
 ngx_nebula_record_admit(ngx_http_request_t *r, redisReply *reply,

@@ -56,6 +56,10 @@ ngx_int_t ngx_nebula_record_found(redisReply *reply);
 ngx_nebula_plan_t *ngx_nebula_record_plan(ngx_http_request_t *r,
     const redisReply *k);
 ngx_uint_t ngx_nebula_record_lists(const redisReply *k, ngx_str_t *name);
+uint64_t ngx_nebula_record_groups(ngx_http_request_t *r,
+    const redisReply *k);
+ngx_uint_t ngx_nebula_record_reaches(const redisReply *k, uint64_t groups,
+    ngx_nebula_model_t *model);
 
 /* the caller's own key, by its secret */
 ngx_int_t ngx_nebula_own_key_lookup(ngx_http_request_t *r,

@@ -69,7 +69,7 @@ main(void)
     is_place("{\"a\":\"\\\"usage\\\":{}\",\"b\":[\"usage\",{\"usage\":{}}],"
              "\"usage\":{\"n\":1}|}", 0, 0, "usage in strings and nested: not it");
     is_place("{\"a\":true,\"b\":null,\"c\":-1.5e3,\"usage\":{\"n\":1}|}", 0, 0,
-             "scalars skipped");
+             "scalars stepped over");
 
     is_none("{\"usage\":null}", 0, "usage null");
     is_none("{\"usage\":[1]}", 0, "usage an array");
