@@ -226,6 +226,18 @@ MODELS_MODIFIED_AT = "2025-05-01T10:00:00.000000000Z"
 MODELS_CREATED = 1746093600
 
 
+def model_details(family, params):
+    """A model's details, as /api/tags and /api/ps list them."""
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": params,
+        "quantization_level": "Q4_K_M",
+    }
+
+
 def tags_payload():
     models = []
     for name, family, params, size in MODELS:
@@ -235,14 +247,7 @@ def tags_payload():
             "modified_at": MODELS_MODIFIED_AT,
             "size": size,
             "digest": hashlib.sha256(name.encode()).hexdigest(),
-            "details": {
-                "parent_model": "",
-                "format": "gguf",
-                "family": family,
-                "families": [family],
-                "parameter_size": params,
-                "quantization_level": "Q4_K_M",
-            },
+            "details": model_details(family, params),
         })
     return {"models": models}
 
@@ -366,14 +371,7 @@ def ps_payload(loaded, now_ns):
             "model": name,
             "size": size,
             "digest": hashlib.sha256(name.encode()).hexdigest(),
-            "details": {
-                "parent_model": "",
-                "format": "gguf",
-                "family": family,
-                "families": [family],
-                "parameter_size": params,
-                "quantization_level": "Q4_K_M",
-            },
+            "details": model_details(family, params),
             "expires_at": go_time(expires),
             "size_vram": size,
             "context_length": ctx,
