@@ -107,7 +107,14 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
         break;
 
     case NEBULA_ADMIT_UNKNOWN_KEY:
+        break;
+
+    /* why: revoked, disabled, expired; the account's status */
     case NEBULA_ADMIT_REVOKED:
+    case NEBULA_ADMIT_SUSPENDED:
+        if (reply->elements >= 2) {
+            reply_str(reply->element[1], out->detail, sizeof(out->detail));
+        }
         break;
 
     case NEBULA_ADMIT_UNKNOWN_PLAN:
@@ -139,8 +146,17 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
         break;
 
     case NEBULA_ADMIT_RATE_LIMITED:
-        if (reply->elements != 7) {
+        /* the 8th, the limit's scope (key, account), came with accounts */
+        if (reply->elements != 7 && reply->elements != 8) {
             return out->status;
+        }
+
+        if (reply->elements == 8) {
+            if (reply->element[7]->type != REDIS_REPLY_STRING) {
+                return out->status;
+            }
+
+            reply_str(reply->element[7], out->detail, sizeof(out->detail));
         }
 
         for (i = 1; i < 7; i++) {
@@ -159,18 +175,29 @@ nebula_admit_parse(const redisReply *reply, nebula_admit_t *out)
         break;
 
     case NEBULA_ADMIT_NO_QUOTA:
-        /* the 8th, whether leases hold unused blocks, came later */
-        if (reply->elements != 7 && reply->elements != 8) {
+        /*
+         * the 8th, whether leases hold unused blocks, came later; the 9th,
+         * the quota's scope (key, account), with accounts
+         */
+        if (reply->elements < 7 || reply->elements > 9) {
             return out->status;
         }
 
-        for (i = 1; i < reply->elements; i++) {
+        if (reply->elements == 9) {
+            if (reply->element[8]->type != REDIS_REPLY_STRING) {
+                return out->status;
+            }
+
+            reply_str(reply->element[8], out->detail, sizeof(out->detail));
+        }
+
+        for (i = 1; i < reply->elements && i < 8; i++) {
             if (reply_int(reply->element[i], &v[i]) != 0) {
                 return out->status;
             }
         }
 
-        out->leased = (reply->elements == 8 && v[7] != 0);
+        out->leased = (reply->elements >= 8 && v[7] != 0);
 
         out->in_limit = v[1];
         out->out_limit = v[2];

@@ -23,6 +23,7 @@ typedef enum {
     NEBULA_ADMIT_RATE_LIMITED = 4,
     NEBULA_ADMIT_NO_QUOTA = 5,
     NEBULA_ADMIT_UNKNOWN_PLAN = 6,
+    NEBULA_ADMIT_SUSPENDED = 7,       /* the key's account */
     NEBULA_ADMIT_BAD_REPLY = 100      /* not a reply of the script */
 } nebula_admit_status_e;
 
@@ -44,6 +45,10 @@ typedef struct {
     int                    leased;         /* refused: blocks held unused */
     char                   plan[NEBULA_NAME_MAX];
     char                   name[NEBULA_NAME_MAX];
+    char                   detail[16];     /* why a key is refused
+                                              (revoked, disabled, expired),
+                                              the account's status, or
+                                              whose limit refused: "key" */
 } nebula_admit_t;
 
 

@@ -44,7 +44,16 @@ typedef enum {
 
 
 #define NGX_NEBULA_KEY_ID_LEN       16
-#define NGX_NEBULA_KEY_SECRET_LEN   46     /* "nb-" and 43 characters */
+#define NGX_NEBULA_KEY_SECRET_LEN   46     /* "nb-" and 43 characters: a key
+                                              made before accounts */
+/* "nb-", the account's tag (16 hex digits), "-" and 43 characters */
+#define NGX_NEBULA_ACCOUNT_SECRET_LEN  63
+
+/*
+ * A reservation's id: the request's (32 hex digits), and for a key of an
+ * account "@" and the key's id, so that what it holds is the key's too
+ */
+#define NGX_NEBULA_RES_ID_LEN       (32 + 1 + NGX_NEBULA_KEY_ID_LEN)
 
 /* a request's cost, in picodollars, is never more: $1,000,000 */
 #define NGX_NEBULA_COST_MAX         1000000000000000000ULL
@@ -155,9 +164,10 @@ typedef struct {
  */
 typedef struct {
     ngx_queue_t               queue;
-    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];
     u_char                    month[8];
-    u_char                    member[80];      /* "[L]ID:IN:OUT" */
+    u_char                    member[NGX_NEBULA_RES_ID_LEN + 64];  /*
+                                                  "[L]ID[.GEN]:IN:OUT" */
     size_t                    member_len;
     time_t                    offset;          /* its clock - the real one */
     time_t                    extra;           /* seconds past the timeout */
@@ -231,6 +241,9 @@ typedef struct {
     /* the key, the admission and the settlement */
     ngx_str_t                 secret;
     u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];  /* its
+                                                  account's: the hash tag
+                                                  of its data in Redis */
     u_char                    digest[65];
     time_t                    now;
     ngx_nebula_admission_t   *adm;             /* while Redis answers */
@@ -245,6 +258,8 @@ typedef struct {
     uint64_t                  cost;            /* picodollars */
     ngx_msec_t                ttft;            /* to the first byte out */
     u_char                    request_id[33];
+    u_char                    res_id[NGX_NEBULA_RES_ID_LEN + 1];  /* its
+                                                  reservation's */
     u_char                    month[8];
 
     /* the response filter */
@@ -389,7 +404,10 @@ ngx_int_t ngx_nebula_key_well_formed(ngx_str_t *secret);
 u_char *ngx_nebula_hex(u_char *dst, const u_char *src, size_t len);
 ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
     u_char *id);
-ngx_int_t ngx_nebula_key_generate(u_char *out);
+size_t ngx_nebula_key_generate(u_char *out, u_char *tag);
+ngx_uint_t ngx_nebula_key_tag(ngx_str_t *secret, u_char *id, u_char *tag);
+void ngx_nebula_res_id(u_char *res, u_char *request_id, u_char *key_id,
+    u_char *tag);
 ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
 void ngx_nebula_hide_headers(ngx_http_request_t *r);
 
@@ -430,13 +448,13 @@ uint64_t ngx_nebula_cost(ngx_nebula_model_t *model, uint64_t in,
 #define NGX_NEBULA_SETTLE_NOW      0x08
 
 void ngx_nebula_settle_init_worker(ngx_cycle_t *cycle);
-void ngx_nebula_settle_before(u_char *key_id);
+void ngx_nebula_settle_before(u_char *tag);
 void ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle);
-void ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
-    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+void ngx_nebula_settle_request(ngx_log_t *log, u_char *tag, u_char *month,
+    time_t now, u_char *res_id, ngx_str_t *model, uint64_t rin,
     uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
     ngx_uint_t flags);
-void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
+void ngx_nebula_settle_lease(ngx_log_t *log, u_char *tag, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
     uint64_t requests, uint64_t est_requests, uint64_t est_in,
@@ -445,7 +463,7 @@ void ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
 /* ngx_nebula_lease.c */
 void ngx_nebula_lease_init_worker(ngx_cycle_t *cycle, ngx_flag_t enabled);
 void ngx_nebula_lease_exit_worker(ngx_cycle_t *cycle);
-void ngx_nebula_lease_recall(u_char *key_id);
+void ngx_nebula_lease_recall(u_char *tag);
 ngx_nebula_lease_t *ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in,
     int64_t out, int64_t *want_in, int64_t *want_out);
 ngx_int_t ngx_nebula_lease_admit(ngx_nebula_ctx_t *ctx, int64_t prompt,
@@ -468,7 +486,7 @@ ngx_int_t ngx_nebula_holder_key_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_hold.c */
 void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);
-void ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *key_id, u_char *month,
+void ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *tag, u_char *month,
     u_char *id, uint64_t in, uint64_t out, time_t clock, time_t extra);
 void ngx_nebula_hold_remove(ngx_nebula_hold_t *h);
 time_t ngx_nebula_hold_score(ngx_nebula_hold_t *h);

@@ -187,6 +187,9 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
                     "Incorrect API key provided."));
             return NGX_DONE;
         }
+
+        /* its account's data: the hash tag of every name in Redis */
+        (void) ngx_nebula_key_tag(&ctx->secret, ctx->key_id, ctx->tag);
     }
 
     rc = ngx_http_read_client_request_body(r, ngx_nebula_body_handler);

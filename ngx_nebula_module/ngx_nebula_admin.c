@@ -72,12 +72,12 @@ ngx_nebula_admin_create(ngx_nebula_call_ctx_t *call,
     r = call->r;
     actx = call->data;
 
-    if (ngx_nebula_key_generate(actx->secret) != NGX_OK) {
+    secret.data = actx->secret;
+    secret.len = ngx_nebula_key_generate(actx->secret, NULL);
+
+    if (secret.len == 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
-
-    secret.data = actx->secret;
-    secret.len = NGX_NEBULA_KEY_SECRET_LEN;
 
     if (ngx_nebula_key_digest(&secret, call->digest, call->id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

@@ -22,9 +22,10 @@
 struct ngx_nebula_admission_s {
     ngx_http_request_t       *r;            /* NULL once the request is gone */
     ngx_nebula_ctx_t         *ctx;
-    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];
     u_char                    month[8];
     u_char                    request_id[33];
+    u_char                    res_id[NGX_NEBULA_RES_ID_LEN + 1];
     uint64_t                  prompt;
     ngx_nebula_lease_t       *lease;        /* a grant asked with it */
 };
@@ -163,14 +164,15 @@ ngx_int_t
 ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
 {
     int64_t                  want, cap, out, lease_in, lease_out, choices;
+    ngx_uint_t               i, account;
     nebula_admit_t           a;
-    ngx_str_t                argv[19];
+    ngx_str_t                argv[23];
     ngx_pool_cleanup_t      *cln;
     ngx_nebula_model_t      *model = ctx->model;
     nebula_request_t        *req = ctx->req;
     ngx_nebula_main_conf_t  *nmcf;
     ngx_nebula_admission_t  *adm;
-    u_char                   keys[5][64], nums[9][NGX_INT64_LEN];
+    u_char                   keys[8][80], nums[9][NGX_INT64_LEN];
     u_char                   id[33];
 
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
@@ -251,57 +253,77 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
     adm->r = r;
     adm->ctx = ctx;
     adm->prompt = req->prompt_tokens;
-    ngx_memcpy(adm->key_id, ctx->key_id, sizeof(adm->key_id));
+    ngx_memcpy(adm->tag, ctx->tag, sizeof(adm->tag));
     *ngx_nebula_month(adm->month, ctx->now) = '\0';
     ngx_memcpy(adm->request_id, id, sizeof(adm->request_id));
+    ngx_nebula_res_id(adm->res_id, id, ctx->key_id, ctx->tag);
 
     adm->lease = ngx_nebula_lease_want(ctx, (int64_t) req->prompt_tokens,
                                        out, &lease_in, &lease_out);
 
-    argv[0].data = keys[0];
-    argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:key", ctx->key_id) - keys[0];
-    argv[1].data = keys[1];
-    argv[1].len = ngx_sprintf(keys[1], "nb:{%s}:u:%s", ctx->key_id,
+    /*
+     * The key's record (a key made before accounts: nb:{ID}:key), then
+     * its account's, and the key's own usage: all under the account's tag
+     */
+    account = ngx_strcmp(ctx->key_id, ctx->tag) != 0;
+
+    if (account) {
+        argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:k:%s", ctx->tag,
+                                  ctx->key_id) - keys[0];
+    } else {
+        argv[0].len = ngx_sprintf(keys[0], "nb:{%s}:key", ctx->tag)
+                      - keys[0];
+    }
+
+    argv[1].len = ngx_sprintf(keys[1], "nb:{%s}:u:%s", ctx->tag,
                               adm->month) - keys[1];
-    argv[2].data = keys[2];
-    argv[2].len = ngx_sprintf(keys[2], "nb:{%s}:r:%T", ctx->key_id,
+    argv[2].len = ngx_sprintf(keys[2], "nb:{%s}:r:%T", ctx->tag,
                               ctx->now / 60) - keys[2];
-
-    argv[3].data = keys[3];
-    argv[3].len = ngx_sprintf(keys[3], "nb:{%s}:res:%s", ctx->key_id,
+    argv[3].len = ngx_sprintf(keys[3], "nb:{%s}:res:%s", ctx->tag,
                               adm->month) - keys[3];
-    argv[4].data = keys[4];
-    argv[4].len = ngx_sprintf(keys[4], "nb:{%s}:exp:%s", ctx->key_id,
+    argv[4].len = ngx_sprintf(keys[4], "nb:{%s}:exp:%s", ctx->tag,
                               adm->month) - keys[4];
+    argv[5].len = ngx_sprintf(keys[5], "nb:{%s}:acct", ctx->tag) - keys[5];
+    argv[6].len = ngx_sprintf(keys[6], "nb:{%s}:ku:%s", ctx->tag,
+                              adm->month) - keys[6];
+    argv[7].len = ngx_sprintf(keys[7], "nb:{%s}:kr:%s:%T", ctx->tag,
+                              account ? ctx->key_id : (u_char *) "",
+                              ctx->now / 60) - keys[7];
 
-    argv[5].data = ctx->digest;
-    argv[5].len = 64;
-    argv[6] = model->name;
-    argv[7] = model->private ? (ngx_str_t) ngx_null_string : model->group;
-    argv[8] = nmcf->plans_table;
+    for (i = 0; i < 8; i++) {
+        argv[i].data = keys[i];
+    }
 
-    argv[9].data = nums[0];
-    argv[9].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
-    argv[10].data = nums[1];
-    argv[10].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
-    argv[11].data = nums[2];
-    argv[11].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
-    argv[12].data = nums[3];
-    argv[12].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
-    argv[13].data = nums[4];
-    argv[13].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
+    argv[8].data = ctx->digest;
+    argv[8].len = 64;
+    argv[9] = model->name;
+    argv[10] = model->private ? (ngx_str_t) ngx_null_string : model->group;
+    argv[11] = nmcf->plans_table;
+
+    argv[12].data = nums[0];
+    argv[12].len = ngx_sprintf(nums[0], "%uL", req->prompt_tokens) - nums[0];
+    argv[13].data = nums[1];
+    argv[13].len = ngx_sprintf(nums[1], "%L", want) - nums[1];
+    argv[14].data = nums[2];
+    argv[14].len = ngx_sprintf(nums[2], "%L", cap) - nums[2];
+    argv[15].data = nums[3];
+    argv[15].len = ngx_sprintf(nums[3], "%T", 60 - ctx->now % 60) - nums[3];
+    argv[16].data = nums[4];
+    argv[16].len = ngx_sprintf(nums[4], "%d", NGX_NEBULA_USAGE_TTL)
                    - nums[4];
-    argv[14].data = nums[5];
-    argv[14].len = ngx_sprintf(nums[5], "%T", ctx->now) - nums[5];
-    argv[15].data = nums[6];
-    argv[15].len = ngx_sprintf(nums[6], "%M",
+    argv[17].data = nums[5];
+    argv[17].len = ngx_sprintf(nums[5], "%T", ctx->now) - nums[5];
+    argv[18].data = nums[6];
+    argv[18].len = ngx_sprintf(nums[6], "%M",
                                nmcf->reservation_timeout / 1000) - nums[6];
-    argv[16].data = adm->request_id;
-    argv[16].len = 32;
-    argv[17].data = nums[7];
-    argv[17].len = ngx_sprintf(nums[7], "%L", lease_in) - nums[7];
-    argv[18].data = nums[8];
-    argv[18].len = ngx_sprintf(nums[8], "%L", lease_out) - nums[8];
+    argv[19].data = adm->res_id;
+    argv[19].len = ngx_strlen(adm->res_id);
+    argv[20].data = nums[7];
+    argv[20].len = ngx_sprintf(nums[7], "%L", lease_in) - nums[7];
+    argv[21].data = nums[8];
+    argv[21].len = ngx_sprintf(nums[8], "%L", lease_out) - nums[8];
+    argv[22].data = ctx->key_id;
+    argv[22].len = account ? NGX_NEBULA_KEY_ID_LEN : 0;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     if (cln == NULL) {
@@ -314,10 +336,10 @@ ngx_nebula_admit(ngx_http_request_t *r, ngx_nebula_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    /* the key's last settlement, if it waits, is taken first */
-    ngx_nebula_settle_before(ctx->key_id);
+    /* the account's last settlement, if it waits, is taken first */
+    ngx_nebula_settle_before(ctx->tag);
 
-    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 5, 19, argv,
+    if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_ADMIT, 8, 23, argv,
                               ngx_nebula_admit_reply, adm)
         == NULL)
     {
@@ -368,7 +390,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     ngx_nebula_verdict_t    *v;
     ngx_nebula_main_conf_t  *nmcf;
     ngx_str_t                model = ngx_string("-");
-    u_char                   lease_id[34];
+    u_char                   lease_id[NGX_NEBULA_RES_ID_LEN + 2];
 
     (void) nebula_admit_parse(reply, &a);
 
@@ -379,6 +401,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
             /* the lease is named after the request that brought it */
             ngx_memcpy(adm->ctx->request_id, adm->request_id,
                        sizeof(adm->request_id));
+            ngx_memcpy(adm->ctx->res_id, adm->res_id, sizeof(adm->res_id));
             ngx_memcpy(adm->ctx->month, adm->month, sizeof(adm->month));
         }
 
@@ -390,18 +413,17 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     if (r == NULL) {
         /* the client left: give back what was reserved for it */
         if (a.status == NEBULA_ADMIT_OK) {
-            ngx_nebula_settle_request(ngx_cycle->log, adm->key_id,
+            ngx_nebula_settle_request(ngx_cycle->log, adm->tag,
                                       adm->month, ngx_time(),
-                                      adm->request_id, &model, adm->prompt,
+                                      adm->res_id, &model, adm->prompt,
                                       a.reserved_out, 0, 0, 0,
                                       NGX_NEBULA_SETTLE_NOW);
 
             if (a.lease_in > 0) {
                 /* and the lease granted with it, unused */
                 lease_id[0] = 'L';
-                ngx_memcpy(&lease_id[1], adm->request_id,
-                           sizeof(adm->request_id));
-                ngx_nebula_settle_lease(ngx_cycle->log, adm->key_id,
+                ngx_memcpy(&lease_id[1], adm->res_id, sizeof(adm->res_id));
+                ngx_nebula_settle_lease(ngx_cycle->log, adm->tag,
                                         adm->month, ngx_time(), lease_id,
                                         &model, a.lease_in, a.lease_out,
                                         0, 0, 0, 0, 0, 0, 0, NULL, 0);
@@ -437,12 +459,13 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ctx->reserved_in = adm->prompt;
         ctx->reserved_out = a.reserved_out;
         ngx_memcpy(ctx->request_id, adm->request_id, sizeof(ctx->request_id));
+        ngx_memcpy(ctx->res_id, adm->res_id, sizeof(ctx->res_id));
         ngx_memcpy(ctx->month, adm->month, sizeof(ctx->month));
         ngx_free(adm);
 
         /* kept alive in Redis for as long as the request lives */
-        ngx_nebula_hold_add(&ctx->hold, ctx->key_id, ctx->month,
-                            ctx->request_id, ctx->reserved_in,
+        ngx_nebula_hold_add(&ctx->hold, ctx->tag, ctx->month,
+                            ctx->res_id, ctx->reserved_in,
                             ctx->reserved_out, ctx->now, 0);
 
         ngx_nebula_proceed_verdict(ctx, 1);
@@ -461,9 +484,26 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         ngx_nebula_refuse_verdict(ctx, NGX_HTTP_UNAUTHORIZED,
                                   "invalid_request_error", "invalid_api_key",
                                   NULL,
-                                  a.status == NEBULA_ADMIT_REVOKED
-                                  ? "This API key has been revoked."
-                                  : "Incorrect API key provided.", 0);
+                                  a.status == NEBULA_ADMIT_UNKNOWN_KEY
+                                  ? "Incorrect API key provided."
+                                  : ngx_strcmp(a.detail, "expired") == 0
+                                  ? "This API key has expired."
+                                  : ngx_strcmp(a.detail, "disabled") == 0
+                                  ? "This API key is disabled."
+                                  : "This API key has been revoked.", 0);
+        break;
+
+    case NEBULA_ADMIT_SUSPENDED:
+        ngx_free(adm);
+
+        if (ctx->model->private) {
+            ngx_nebula_private_unknown(ctx);
+            break;
+        }
+
+        ngx_nebula_refuse_verdict(ctx, NGX_HTTP_FORBIDDEN, "permission_error",
+                                  "account_suspended", NULL,
+                                  "This API key's account is suspended.", 0);
         break;
 
     case NEBULA_ADMIT_MODEL_NOT_ALLOWED:
@@ -499,8 +539,10 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
         }
 
         *ngx_snprintf(msg, NEBULA_MESSAGE_MAX - 1,
-                      "Rate limit reached: %L requests per minute. "
-                      "Retry in %L s.", a.rpm, a.retry_after) = '\0';
+                      "Rate limit reached%s: %L requests per minute. "
+                      "Retry in %L s.",
+                      ngx_strcmp(a.detail, "key") == 0 ? " for this key" : "",
+                      a.rpm, a.retry_after) = '\0';
         ngx_nebula_refuse_verdict(ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                   "rate_limit_error", "rate_limit_exceeded",
                                   NULL, (char *) msg, 1);
@@ -509,15 +551,20 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     case NEBULA_ADMIT_NO_QUOTA:
         if (a.leased) {
             /* what leases sit on unused comes back within a second */
-            ngx_nebula_lease_recall(adm->key_id);
+            ngx_nebula_lease_recall(adm->tag);
         }
 
         ngx_free(adm);
         ngx_nebula_refuse_verdict(ctx, NGX_HTTP_TOO_MANY_REQUESTS,
                                   "insufficient_quota", "insufficient_quota",
                                   NULL,
-                                  "You exceeded your monthly token quota; it "
-                                  "resets at the start of next month (UTC).",
+                                  ngx_strcmp(a.detail, "key") == 0
+                                  ? "This key exceeded its own monthly token "
+                                    "limit; it resets at the start of next "
+                                    "month (UTC)."
+                                  : "You exceeded your monthly token quota; "
+                                    "it resets at the start of next month "
+                                    "(UTC).",
                                   1);
         break;
 

@@ -262,8 +262,8 @@ ngx_nebula_charge_cleanup(void *data)
     }
 
     /* the record says which counts were estimated, as the access log does */
-    ngx_nebula_settle_request(ngx_cycle->log, ctx->key_id, ctx->month,
-                              ctx->now, ctx->request_id, &model->name,
+    ngx_nebula_settle_request(ngx_cycle->log, ctx->tag, ctx->month,
+                              ctx->now, ctx->res_id, &model->name,
                               ctx->reserved_in, ctx->reserved_out, in, out,
                               ctx->cost, flags);
 }

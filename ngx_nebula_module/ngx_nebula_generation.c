@@ -61,7 +61,7 @@
 
 
 typedef struct {
-    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];
     time_t                    expiry;        /* when its expiry was set */
     ngx_uint_t                pushed;        /* since its last trim */
 } ngx_nebula_generation_key_t;
@@ -72,7 +72,7 @@ static ngx_nebula_generation_key_t
 
 
 typedef struct {
-    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];
     u_char                   *doc;           /* "TIME {JSON}" */
     size_t                    len;
     unsigned                  sent:1;
@@ -200,7 +200,7 @@ ngx_nebula_generation_record(ngx_nebula_ctx_t *ctx, uint64_t in,
                      &ctx->model->name);
 
     rec = &g->recs[g->n++];
-    ngx_memcpy(rec->key_id, ctx->key_id, NGX_NEBULA_KEY_ID_LEN + 1);
+    ngx_memcpy(rec->tag, ctx->tag, NGX_NEBULA_KEY_ID_LEN + 1);
     rec->doc = doc;
     rec->len = p - doc;
     rec->sent = 0;
@@ -257,7 +257,7 @@ ngx_nebula_generation_send(ngx_event_t *ev)
             continue;
         }
 
-        argv[1].len = ngx_sprintf(name, "nb:{%s}:g", a->key_id) - name;
+        argv[1].len = ngx_sprintf(name, "nb:{%s}:g", a->tag) - name;
 
         av[0] = "LPUSH";
         al[0] = 5;
@@ -268,7 +268,7 @@ ngx_nebula_generation_send(ngx_event_t *ev)
         for (j = i; j < g->n; j++) {
             b = &g->recs[j];
 
-            if (!b->sent && ngx_strcmp(b->key_id, a->key_id) == 0) {
+            if (!b->sent && ngx_strcmp(b->tag, a->tag) == 0) {
                 av[c] = (const char *) b->doc;
                 al[c] = b->len;
                 c++;
@@ -289,17 +289,17 @@ ngx_nebula_generation_send(ngx_event_t *ev)
                                      ngx_nebula_generation_sent, NULL, 0);
 
         /* what this worker did to the list lately; another key's slot: new */
-        k = &ngx_nebula_generation_keys[ngx_hash_key(a->key_id,
+        k = &ngx_nebula_generation_keys[ngx_hash_key(a->tag,
                                                      NGX_NEBULA_KEY_ID_LEN)
                                         % NGX_NEBULA_GENERATION_KEYS];
 
-        if (ngx_strcmp(k->key_id, a->key_id) != 0) {
+        if (ngx_strcmp(k->tag, a->tag) != 0) {
             /*
              * Another key's slot, or none: what was done to this list is
              * not known, so it is done now (two busy keys that share a
              * slot trim and set their expiry at every batch, never never)
              */
-            ngx_memcpy(k->key_id, a->key_id, NGX_NEBULA_KEY_ID_LEN + 1);
+            ngx_memcpy(k->tag, a->tag, NGX_NEBULA_KEY_ID_LEN + 1);
             k->expiry = 0;
             k->pushed = NGX_NEBULA_GENERATION_TRIM;
         }

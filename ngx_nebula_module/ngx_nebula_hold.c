@@ -75,7 +75,7 @@ ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout)
  * block, as the ADMIT script scores it).
  */
 void
-ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *key_id, u_char *month,
+ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *tag, u_char *month,
     u_char *id, uint64_t in, uint64_t out, time_t clock, time_t extra)
 {
     ngx_nebula_holds_t  *hs = &ngx_nebula_holds;
@@ -84,8 +84,8 @@ ngx_nebula_hold_add(ngx_nebula_hold_t *h, u_char *key_id, u_char *month,
         return;
     }
 
-    ngx_memcpy(h->key_id, key_id, NGX_NEBULA_KEY_ID_LEN);
-    h->key_id[NGX_NEBULA_KEY_ID_LEN] = '\0';
+    ngx_memcpy(h->tag, tag, NGX_NEBULA_KEY_ID_LEN);
+    h->tag[NGX_NEBULA_KEY_ID_LEN] = '\0';
     ngx_memcpy(h->month, month, 7);
     h->month[7] = '\0';
 
@@ -173,7 +173,7 @@ ngx_nebula_hold_tick(ngx_event_t *ev)
             break;
         }
 
-        p = ngx_sprintf(key, "nb:{%s}:res:%s", h->key_id, h->month);
+        p = ngx_sprintf(key, "nb:{%s}:res:%s", h->tag, h->month);
         argv[1].data = key;
         argv[1].len = p - key;
 

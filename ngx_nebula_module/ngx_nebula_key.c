@@ -1,11 +1,15 @@
 /*
  * Nebula: API keys.
  *
- * A secret is "nb-" and 43 base64url characters from OpenSSL's CSPRNG
- * (256 bits).  Redis keeps only its SHA-256 digest; the key's ID is the
- * digest's first 16 hex digits, so a request finds its key's data, all
- * under the hash tag {ID}, from the secret alone.  The secret is never
- * logged and never leaves for an upstream.
+ * A secret is "nb-", its account's tag (16 hex digits), "-" and 43
+ * base64url characters from OpenSSL's CSPRNG (256 bits); a key made
+ * before accounts has no tag ("nb-" and the 43 characters), and is an
+ * account of its own, its tag its ID.  Redis keeps only the secret's
+ * SHA-256 digest; the key's ID is the digest's first 16 hex digits, so a
+ * request finds its key's and its account's data, all under the hash tag
+ * {TAG} (one slot of a Redis Cluster), from the secret alone.  The tag
+ * gives nothing away: the 43 characters must still match the digest.  The
+ * secret is never logged and never leaves for an upstream.
  */
 
 #include "ngx_nebula.h"
@@ -257,26 +261,93 @@ done:
 }
 
 
-/* a new secret into out, which holds NGX_NEBULA_KEY_SECRET_LEN bytes */
-ngx_int_t
-ngx_nebula_key_generate(u_char *out)
+/*
+ * The tag of the secret's account: the 16 hex digits a secret of an
+ * account carries (1), or, for a key made before accounts, its id (0).
+ * The length tells them apart, not a "-", which base64url may hold
+ * anywhere.
+ */
+ngx_uint_t
+ngx_nebula_key_tag(ngx_str_t *secret, u_char *id, u_char *tag)
 {
-    u_char     random[NGX_NEBULA_KEY_RANDOM];
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (secret->len == NGX_NEBULA_ACCOUNT_SECRET_LEN
+        && secret->data[3 + NGX_NEBULA_KEY_ID_LEN] == '-')
+    {
+        for (i = 0; i < NGX_NEBULA_KEY_ID_LEN; i++) {
+            c = secret->data[3 + i];
+
+            if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+                break;
+            }
+        }
+
+        if (i == NGX_NEBULA_KEY_ID_LEN) {
+            ngx_memcpy(tag, secret->data + 3, NGX_NEBULA_KEY_ID_LEN);
+            tag[NGX_NEBULA_KEY_ID_LEN] = '\0';
+            return 1;
+        }
+    }
+
+    ngx_memcpy(tag, id, NGX_NEBULA_KEY_ID_LEN + 1);
+
+    return 0;
+}
+
+
+/*
+ * The id a reservation of the key goes by: the request's, and for a key
+ * of an account "@" and the key's (ADMIT, SETTLE), into res, which holds
+ * NGX_NEBULA_RES_ID_LEN + 1 bytes
+ */
+void
+ngx_nebula_res_id(u_char *res, u_char *request_id, u_char *key_id,
+    u_char *tag)
+{
+    ngx_memcpy(res, request_id, 32);
+
+    if (ngx_strcmp(key_id, tag) == 0) {
+        res[32] = '\0';
+        return;
+    }
+
+    res[32] = '@';
+    ngx_memcpy(res + 33, key_id, NGX_NEBULA_KEY_ID_LEN);
+    res[NGX_NEBULA_RES_ID_LEN] = '\0';
+}
+
+
+/*
+ * A new secret into out, which holds NGX_NEBULA_ACCOUNT_SECRET_LEN bytes:
+ * of the account tag names, or (tag NULL) one of its own
+ * (NGX_NEBULA_KEY_SECRET_LEN bytes); returns its length
+ */
+size_t
+ngx_nebula_key_generate(u_char *out, u_char *tag)
+{
+    u_char     random[NGX_NEBULA_KEY_RANDOM], *p;
     ngx_str_t  src, dst;
 
     if (RAND_bytes(random, sizeof(random)) != 1) {
-        return NGX_ERROR;
+        return 0;
     }
 
-    ngx_memcpy(out, NGX_NEBULA_KEY_PREFIX, 3);
+    p = ngx_cpymem(out, NGX_NEBULA_KEY_PREFIX, 3);
+
+    if (tag) {
+        p = ngx_cpymem(p, tag, NGX_NEBULA_KEY_ID_LEN);
+        *p++ = '-';
+    }
 
     src.data = random;
     src.len = sizeof(random);
-    dst.data = out + 3;
+    dst.data = p;
 
     ngx_encode_base64url(&dst, &src);
 
-    return NGX_OK;
+    return p + dst.len - out;
 }
 
 

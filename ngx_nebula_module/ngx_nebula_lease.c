@@ -65,10 +65,14 @@ struct ngx_nebula_lease_s {
     ngx_nebula_lease_t       *next;         /* in its bucket, while open */
     ngx_nebula_model_t       *model;
     u_char                    key_id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN + 1];  /* its
+                                               account's */
     u_char                    digest[64];
     u_char                    month[8];
-    u_char                    id[34];       /* "L" and the granting id */
-    u_char                    member[48];   /* id[.gen]: its block now */
+    u_char                    id[NGX_NEBULA_RES_ID_LEN + 2];  /* "L" and
+                                               the granting reservation's */
+    u_char                    member[NGX_NEBULA_RES_ID_LEN + 24];  /*
+                                               id[.gen]: its block now */
     ngx_uint_t                gen;          /* partial settlements made */
     ngx_msec_t                flushed;      /* the last one's time */
     time_t                    granted;      /* the clock of the grant */
@@ -233,6 +237,7 @@ ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
 
     l->model = ctx->model;
     ngx_memcpy(l->key_id, ctx->key_id, sizeof(l->key_id));
+    ngx_memcpy(l->tag, ctx->tag, sizeof(l->tag));
     l->pending = 1;
     l->asked = ngx_current_msec;
 
@@ -356,7 +361,7 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     ngx_memcpy(l->digest, ctx->digest, 64);
     ngx_memcpy(l->month, ctx->month, sizeof(l->month));
     l->id[0] = 'L';
-    ngx_memcpy(&l->id[1], ctx->request_id, sizeof(ctx->request_id));
+    ngx_memcpy(&l->id[1], ctx->res_id, sizeof(ctx->res_id));
     ngx_memcpy(l->member, l->id, sizeof(l->id));
     l->flushed = ngx_current_msec;
     l->granted = ctx->now;
@@ -381,7 +386,7 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     ngx_queue_insert_tail(&t->open, &l->queue);
 
     /* its block stays reserved while any of its requests lives */
-    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->member,
+    ngx_nebula_hold_add(&l->hold, l->tag, l->month, l->member,
                         (uint64_t) l->block_in, (uint64_t) l->block_out,
                         l->granted, 1);
 
@@ -461,7 +466,7 @@ ngx_nebula_lease_flush(ngx_nebula_lease_t *l)
 
     ngx_nebula_hold_remove(&l->hold);
 
-    ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted,
+    ngx_nebula_settle_lease(t->log, l->tag, l->month, l->granted,
                             l->member, &l->model->name, l->block_in,
                             l->block_out, l->used_in, l->used_out, l->cost,
                             l->requests, l->est_requests, l->est_in,
@@ -486,7 +491,7 @@ ngx_nebula_lease_spend(ngx_nebula_lease_t *l, ngx_uint_t held_only)
     int64_t                    left_in, left_out;
     ngx_str_t                  next;
     ngx_nebula_lease_table_t  *t = &ngx_nebula_leases;
-    u_char                     member[48], name[128];
+    u_char                     member[NGX_NEBULA_RES_ID_LEN + 24], name[160];
 
     left_in = held_only ? l->held_in : l->block_in - (int64_t) l->used_in;
     left_out = held_only ? l->held_out
@@ -507,7 +512,7 @@ ngx_nebula_lease_spend(ngx_nebula_lease_t *l, ngx_uint_t held_only)
                             left_out)
                - name;
 
-    ngx_nebula_settle_lease(t->log, l->key_id, l->month, l->granted,
+    ngx_nebula_settle_lease(t->log, l->tag, l->month, l->granted,
                             l->member, &l->model->name, l->block_in,
                             l->block_out, l->used_in, l->used_out, l->cost,
                             l->requests, l->est_requests, l->est_in,
@@ -530,7 +535,7 @@ ngx_nebula_lease_spend(ngx_nebula_lease_t *l, ngx_uint_t held_only)
     l->flushed = ngx_current_msec;
 
     ngx_nebula_hold_remove(&l->hold);
-    ngx_nebula_hold_add(&l->hold, l->key_id, l->month, l->member,
+    ngx_nebula_hold_add(&l->hold, l->tag, l->month, l->member,
                         (uint64_t) l->block_in, (uint64_t) l->block_out,
                         l->granted, 1);
 }
@@ -549,9 +554,12 @@ ngx_nebula_lease_due(ngx_nebula_lease_t *l)
 }
 
 
-/* a key changed: what this worker holds of it admits no more */
+/*
+ * An account changed, or one of its keys: what this worker holds of it
+ * admits no more
+ */
 static void
-ngx_nebula_lease_close_key(u_char *key_id)
+ngx_nebula_lease_close_account(u_char *tag)
 {
     ngx_queue_t               *q, *next;
     ngx_nebula_lease_t        *l;
@@ -564,7 +572,7 @@ ngx_nebula_lease_close_key(u_char *key_id)
         next = ngx_queue_next(q);
         l = ngx_queue_data(q, ngx_nebula_lease_t, queue);
 
-        if (ngx_memcmp(l->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0) {
+        if (ngx_memcmp(l->tag, tag, NGX_NEBULA_KEY_ID_LEN) == 0) {
             ngx_nebula_lease_close(l);
         }
     }
@@ -576,7 +584,7 @@ ngx_nebula_lease_close_key(u_char *key_id)
     {
         l = ngx_queue_data(q, ngx_nebula_lease_t, closing);
 
-        if (ngx_memcmp(l->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0
+        if (ngx_memcmp(l->tag, tag, NGX_NEBULA_KEY_ID_LEN) == 0
             && (l->block_in - (int64_t) l->used_in > l->held_in
                 || l->block_out - (int64_t) l->used_out > l->held_out))
         {
@@ -594,21 +602,22 @@ ngx_nebula_lease_recalled(void *data, redisReply *reply)
 
 
 /*
- * Every worker is asked to close its leases of a key (the change feed,
- * read every NGX_NEBULA_LEASE_POLL ms): the key was changed (the admin
- * API), or Redis refused it a request while leases sit on unused blocks
- * of it, which then come back to the key within a second.  The feed is
- * in another hash slot than the key's: a command of its own.
+ * Every worker is asked to close its leases of an account's keys (the
+ * change feed, read every NGX_NEBULA_LEASE_POLL ms): the account or one
+ * of its keys was changed (the admin API, the holder's), or Redis refused
+ * it a request while leases sit on unused blocks of it, which then come
+ * back to the account within a second.  The feed is in another hash slot
+ * than the account's: a command of its own.
  */
 void
-ngx_nebula_lease_recall(u_char *key_id)
+ngx_nebula_lease_recall(u_char *tag)
 {
     ngx_str_t      argv[2];
     static u_char  data;
 
     ngx_str_set(&argv[0], "nb:changes");
-    argv[1].data = key_id;
-    argv[1].len = ngx_strlen(key_id);
+    argv[1].data = tag;
+    argv[1].len = ngx_strlen(tag);
 
     (void) ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_CHANGED, 1, 2, argv,
                                  ngx_nebula_lease_recalled, &data);
@@ -676,7 +685,7 @@ ngx_nebula_lease_changes(void *data, redisReply *reply)
                        NGX_NEBULA_KEY_ID_LEN);
         }
 
-        ngx_nebula_lease_close_key((u_char *) id->str);
+        ngx_nebula_lease_close_account((u_char *) id->str);
     }
 }
 

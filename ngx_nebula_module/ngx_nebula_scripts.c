@@ -37,80 +37,125 @@
  * ADMIT: one round trip admits a request, atomically.
  *
  * KEYS: key hash, month usage hash, minute counter, month reservations,
- *       month expired reservations
+ *       month expired reservations (these four the account's), account
+ *       hash, month per-key usage hash, the key's own minute counter
  * ARGV: digest, model, model group ("" if private), plans table,
  *       prompt estimate, requested output (0: none), output cap (-1:
  *       the request makes no output, an embedding's: none is reserved,
  *       and none need be left),
  *       seconds left in the minute, usage TTL, now, reservation TTL,
- *       request id, lease input and output asked (0: none)
+ *       reservation id, lease input and output asked (0: none), the
+ *       key's id ("": a key made before accounts)
+ *
+ * A key made before accounts ("nb-" and 43 characters) is an account of
+ * its own, its data under its own id: its record is nb:{ID}:key, and
+ * while no account hash names it, its plan, limits and models are the
+ * key record's (the layout of before, untouched).  A key of an account
+ * ("nb-ACCOUNT-..."; its record nb:{ACCOUNT}:k:ID) takes the plan, limits
+ * and private models of its account, and may narrow them: its own
+ * monthly input and output caps, per-minute limit and list of models.
+ * What the account has left is the account's; what the key has left, the
+ * smaller of that and its own cap's.  A key of an account counts what it
+ * reserves and uses in the per-key hash too, its fields "ID|in", ...,
+ * and its reservations' members say whose they are ("REQUEST@ID:IN:OUT"),
+ * so that any admission of the account that finds one expired gives it
+ * back to its key as well as to the account.
  *
  * A lease (ngx_nebula_lease.c) is a block of tokens reserved with the
- * request, "L" and the request id its member: granted only when the key
- * has no per-minute limit and at least 64 blocks' worth left, and no
- * smaller than this request, so a request admitted from it gets what it
- * would get here.
+ * request, "L" and the reservation id its member: granted only when
+ * neither the account nor the key has a per-minute limit, with at least
+ * 64 blocks' worth left, and no smaller than this request, so a request
+ * admitted from it gets what it would get here.
  *
  * A reservation nobody settled (a worker that died, a reply lost to a
- * timeout after Redis applied it) expires: the next admission of the key
- * gives it back.
+ * timeout after Redis applied it) expires: the next admission of the
+ * account gives it back.
  *
  * The plans table comes from nginx.conf, built once: a line per plan,
  * "NAME INPUT OUTPUT RPM GROUP GROUP ..." ("*" for every group).
  *
  * Returns {0, reserved_out, in_limit, out_limit, rpm, in_left, out_left,
  *          rpm_left, plan, name[, lease_in, lease_out]}
- *      or {1} unknown key, {2} revoked,
+ *      or {1} unknown key, {2, why} revoked, disabled or expired,
  *         {3, plan, in_limit, out_limit, rpm, in_left, out_left, rpm_left}
  *            model not allowed,
- *         {4, retry_after, rpm, in_limit, out_limit, in_left, out_left}
- *            rate limited,
+ *         {4, retry_after, rpm, in_limit, out_limit, in_left, out_left,
+ *          scope} rate limited,
  *         {5, in_limit, out_limit, in_left, out_left, rpm, rpm_left,
- *          leased} quota used up (leased: 1 when leases hold unused
- *            blocks of the key, which the workers are then asked back),
- *         {6, plan} the key's plan is not configured here.
+ *          leased, scope} quota used up (leased: 1 when leases hold
+ *            unused blocks of the account, which the workers are then
+ *            asked back),
+ *         {6, plan} the plan is not configured here,
+ *         {7, status} the account is suspended.
  *
- * A refusal of a known key carries the limits too: every authenticated
- * response has its x-ratelimit-* headers, and asking again for them would
- * cost a second round trip.  A refused model does not count against the
- * per-minute limit (it is read, not incremented).
+ * The limits are those that bind: a key's own cap when it leaves less
+ * than the account's quota (scope "key"), else the account's.  A refusal
+ * of a known key carries the limits too: every authenticated response has
+ * its x-ratelimit-* headers, and asking again for them would cost a second
+ * round trip.  A refused model does not count against the per-minute
+ * limit (it is read, not incremented).
  */
 static char  ngx_nebula_script_admit[] =
     "local k = redis.call('HMGET', KEYS[1], 'digest', 'status', 'plan',\n"
-    "  'in_limit', 'out_limit', 'rpm_limit', 'models', 'name')\n"
+    "  'in_limit', 'out_limit', 'rpm_limit', 'models', 'name', 'expires')\n"
     "if not k[1] or k[1] ~= ARGV[1] then return {1} end\n"
-    "if k[2] ~= 'active' then return {2} end\n"
+    "if k[2] ~= 'active' then return {2, k[2] or ''} end\n"
+    "local now = tonumber(ARGV[10])\n"
+    "if tonumber(k[9]) and tonumber(k[9]) <= now then\n"
+    "  return {2, 'expired'}\n"
+    "end\n"
+    "local kid = ARGV[15]\n"
+    "local a = redis.call('HMGET', KEYS[6], 'status', 'plan', 'in_limit',\n"
+    "  'out_limit', 'rpm_limit', 'models')\n"
+    "local pname, lin_, lout_, lrpm, private = k[3], k[4], k[5], k[6], k[7]\n"
+    "local kin, kout, krpm, kmodels\n"
+    "if a[1] then\n"
+    "  if a[1] ~= 'active' then return {7, a[1]} end\n"
+    "  pname, lin_, lout_, lrpm, private = a[2], a[3], a[4], a[5], a[6]\n"
+    "  if kid ~= '' then\n"
+    "    kin, kout, krpm = tonumber(k[4]), tonumber(k[5]), tonumber(k[6])\n"
+    "    if k[7] and k[7] ~= '' then kmodels = k[7] end\n"
+    "  end\n"
+    "elseif kid ~= '' then\n"
+    "  return {1}\n"
+    "end\n"
     "local plan = nil\n"
     "for line in string.gmatch(ARGV[4], '[^\\n]+') do\n"
     "  local name, rest = string.match(line, '^(%S+) (.*)$')\n"
-    "  if name == k[3] then plan = rest break end\n"
+    "  if name == pname then plan = rest break end\n"
     "end\n"
-    "if not plan then return {6, k[3]} end\n"
+    "if not plan then return {6, pname or ''} end\n"
     "local pin, pout, prpm, groups = string.match(plan,\n"
     "  '^(%d+) (%d+) (%d+) ?(.*)$')\n"
+    "local function listed(list, m)\n"
+    "  for w in string.gmatch(list or '', '%S+') do\n"
+    "    if w == m then return true end\n"
+    "  end\n"
+    "  return false\n"
+    "end\n"
     "local allowed = false\n"
     "if ARGV[3] ~= '' then\n"
-    "  for g in string.gmatch(groups, '%S+') do\n"
-    "    if g == '*' or g == ARGV[3] then allowed = true break end\n"
-    "  end\n"
+    "  allowed = listed(groups, '*') or listed(groups, ARGV[3])\n"
     "end\n"
-    "if not allowed and k[7] then\n"
-    "  for m in string.gmatch(k[7], '%S+') do\n"
-    "    if m == ARGV[2] then allowed = true break end\n"
-    "  end\n"
+    "if not allowed then allowed = listed(private, ARGV[2]) end\n"
+    "if allowed and kmodels then allowed = listed(kmodels, ARGV[2]) end\n"
+    "local in_limit = tonumber(lin_) or tonumber(pin)\n"
+    "local out_limit = tonumber(lout_) or tonumber(pout)\n"
+    "local rpm = tonumber(lrpm) or tonumber(prpm)\n"
+    "local ku = KEYS[7]\n"
+    "local function both(f, n, id)\n"
+    "  redis.call('HINCRBY', KEYS[2], f, n)\n"
+    "  if id then redis.call('HINCRBY', ku, id .. '|' .. f, n) end\n"
     "end\n"
-    "local in_limit = tonumber(k[4]) or tonumber(pin)\n"
-    "local out_limit = tonumber(k[5]) or tonumber(pout)\n"
-    "local rpm = tonumber(k[6]) or tonumber(prpm)\n"
-    "local now = tonumber(ARGV[10])\n"
     "local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now)\n"
     "for _, m in ipairs(old) do\n"
-    "  local a, b = string.match(m, ':(%d+):(%d+)$')\n"
-    "  redis.call('HINCRBY', KEYS[2], 'rin', 0 - tonumber(a))\n"
-    "  redis.call('HINCRBY', KEYS[2], 'rout', 0 - tonumber(b))\n"
+    "  local x, y = string.match(m, ':(%d+):(%d+)$')\n"
+    "  local id = string.match(m, '@(%x+)[.:]')\n"
+    "  both('rin', 0 - tonumber(x), id)\n"
+    "  both('rout', 0 - tonumber(y), id)\n"
     "  if string.byte(m, 1) == 76 then\n"
-    "    redis.call('HINCRBY', KEYS[2], 'lin', 0 - tonumber(a))\n"
-    "    redis.call('HINCRBY', KEYS[2], 'lout', 0 - tonumber(b))\n"
+    "    both('lin', 0 - tonumber(x), id)\n"
+    "    both('lout', 0 - tonumber(y), id)\n"
     "  end\n"
     "  redis.call('SADD', KEYS[5], m)\n"
     "end\n"
@@ -124,31 +169,56 @@ static char  ngx_nebula_script_admit[] =
     "local out_left = out_limit - (tonumber(u[2]) or 0)\n"
     "  - (tonumber(u[4]) or 0)\n"
     "local bin, bout = tonumber(u[5]) or 0, tonumber(u[6]) or 0\n"
-    "local rpm_left = -1\n"
-    "if not allowed then\n"
-    "  if rpm > 0 then\n"
-    "    rpm_left = math.max(rpm\n"
-    "      - (tonumber(redis.call('GET', KEYS[3])) or 0), 0)\n"
+    "local held = 0\n"
+    "if bin > 0 or bout > 0 then held = 1 end\n"
+    "local scope_in, scope_out = 'account', 'account'\n"
+    "if kin or kout then\n"
+    "  local q = redis.call('HMGET', ku, kid .. '|in', kid .. '|out',\n"
+    "    kid .. '|rin', kid .. '|rout', kid .. '|lin', kid .. '|lout')\n"
+    "  for i = 1, 6 do q[i] = tonumber(q[i]) or 0 end\n"
+    "  if kin and kin - q[1] - q[3] < in_left then\n"
+    "    in_limit, in_left, bin, scope_in = kin, kin - q[1] - q[3], q[5], 'key'\n"
     "  end\n"
-    "  return {3, k[3], in_limit, out_limit, rpm, math.max(in_left + bin, 0),\n"
+    "  if kout and kout - q[2] - q[4] < out_left then\n"
+    "    out_limit, out_left, bout, scope_out = kout, kout - q[2] - q[4], q[6],\n"
+    "      'key'\n"
+    "  end\n"
+    "end\n"
+    "local rpm_left, scope_rpm = -1, 'account'\n"
+    "local function count(c, limit, scope, dry)\n"
+    "  local n\n"
+    "  if dry then n = (tonumber(redis.call('GET', c)) or 0)\n"
+    "  else\n"
+    "    n = redis.call('INCR', c)\n"
+    "    if n == 1 then redis.call('EXPIRE', c, 120) end\n"
+    "  end\n"
+    "  local left = limit - n\n"
+    "  if dry then left = math.max(left, 0) end\n"
+    "  if rpm_left < 0 or left < rpm_left then\n"
+    "    rpm, rpm_left, scope_rpm = limit, left, scope\n"
+    "  end\n"
+    "end\n"
+    "local arpm = rpm\n"
+    "if arpm > 0 then count(KEYS[3], arpm, 'account', not allowed) end\n"
+    "if krpm and krpm > 0 then count(KEYS[8], krpm, 'key', not allowed) end\n"
+    "if not allowed then\n"
+    "  return {3, pname, in_limit, out_limit, rpm, math.max(in_left + bin, 0),\n"
     "          math.max(out_left + bout, 0), rpm_left}\n"
     "end\n"
-    "if rpm > 0 then\n"
-    "  local n = redis.call('INCR', KEYS[3])\n"
-    "  if n == 1 then redis.call('EXPIRE', KEYS[3], 120) end\n"
-    "  if n > rpm then\n"
-    "    return {4, tonumber(ARGV[8]), rpm, in_limit, out_limit,\n"
-    "            math.max(in_left + bin, 0), math.max(out_left + bout, 0)}\n"
-    "  end\n"
-    "  rpm_left = rpm - n\n"
+    "if rpm_left < 0 and (arpm > 0 or (krpm or 0) > 0) then\n"
+    "  return {4, tonumber(ARGV[8]), rpm, in_limit, out_limit,\n"
+    "          math.max(in_left + bin, 0), math.max(out_left + bout, 0),\n"
+    "          scope_rpm}\n"
     "end\n"
+    "if arpm == 0 and not ((krpm or 0) > 0) then rpm = 0 end\n"
     "local prompt = tonumber(ARGV[5])\n"
     "local cap = tonumber(ARGV[7])\n"
     "if in_left < prompt or (out_left <= 0 and cap >= 0) then\n"
-    "  local held = 0\n"
-    "  if bin > 0 or bout > 0 then held = 1 end\n"
+    "  local scope = scope_out\n"
+    "  if in_left < prompt then scope = scope_in end\n"
     "  return {5, in_limit, out_limit, math.max(in_left + bin, 0),\n"
-    "          math.max(out_left + bout, 0), rpm, rpm_left, held}\n"
+    "          math.max(out_left + bout, 0), rpm, math.max(rpm_left, -1),\n"
+    "          held, scope}\n"
     "end\n"
     "local out = out_left\n"
     "local want = tonumber(ARGV[6])\n"
@@ -165,32 +235,43 @@ static char  ngx_nebula_script_admit[] =
     "  end\n"
     "end\n"
     "local ttl = tonumber(ARGV[9])\n"
+    "local id = nil\n"
+    "if kid ~= '' then id = kid end\n"
     "if redis.call('HINCRBY', KEYS[2], 'rin', prompt + lin) == prompt + lin\n"
     "then\n"
     "  redis.call('EXPIRE', KEYS[2], ttl)\n"
     "end\n"
     "redis.call('HINCRBY', KEYS[2], 'rout', out + lout)\n"
+    "if id then\n"
+    "  if redis.call('HINCRBY', ku, id .. '|rin', prompt + lin)\n"
+    "     == prompt + lin\n"
+    "  then\n"
+    "    redis.call('EXPIRE', ku, ttl)\n"
+    "  end\n"
+    "  redis.call('HINCRBY', ku, id .. '|rout', out + lout)\n"
+    "end\n"
     "redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]),\n"
     "  string.format('%s:%d:%d', ARGV[12], prompt, out))\n"
     "redis.call('EXPIRE', KEYS[4], ttl)\n"
     "if lin > 0 then\n"
-    "  redis.call('HINCRBY', KEYS[2], 'lin', lin)\n"
-    "  redis.call('HINCRBY', KEYS[2], 'lout', lout)\n"
+    "  both('lin', lin, id)\n"
+    "  both('lout', lout, id)\n"
     "  redis.call('ZADD', KEYS[4], now + tonumber(ARGV[11]) + 1,\n"
     "    string.format('L%s:%d:%d', ARGV[12], lin, lout))\n"
     "  return {0, out, in_limit, out_limit, rpm, in_left - prompt + bin,\n"
-    "          out_left - out + bout, rpm_left, k[3], k[8] or '', lin, lout}\n"
+    "          out_left - out + bout, rpm_left, pname, k[8] or '', lin, lout}\n"
     "end\n"
     "return {0, out, in_limit, out_limit, rpm, in_left - prompt + bin,\n"
-    "        out_left - out + bout, rpm_left, k[3], k[8] or ''}\n";
+    "        out_left - out + bout, rpm_left, pname, k[8] or ''}\n";
 
 
 /*
  * SETTLE: the reservation is replaced by the real usage, once; many
  * settlements in one call, as a worker batches them (ngx_nebula_settle.c).
  *
- * KEYS: five a settlement: month usage hash, month model hash, day hash,
- *       month reservations, month expired reservations
+ * KEYS: six a settlement: month usage hash, month model hash, day hash,
+ *       month reservations, month expired reservations (the account's),
+ *       month per-key usage hash
  * ARGV: a settlement's count of arguments, then its arguments, and so on
  *       for each settlement, in the order of KEYS; the arguments: reserved in, reserved out, in, out, cost, model, usage TTL,
  *       the reservation's member, requests counted (0: only give it
@@ -224,6 +305,11 @@ static char  ngx_nebula_script_admit[] =
  */
 static char  ngx_nebula_script_settle[] =
     "local function settle(K, A)\n"
+    "  local kid = string.match(A[8], '@(%x+)[.:]')\n"
+    "  local function both(f, n)\n"
+    "    redis.call('HINCRBY', K[1], f, n)\n"
+    "    if kid then redis.call('HINCRBY', K[6], kid .. '|' .. f, n) end\n"
+    "  end\n"
     "  local rin, rout = tonumber(A[1]), tonumber(A[2])\n"
     "  local i, o, c = tonumber(A[3]), tonumber(A[4]), tonumber(A[5])\n"
     "  local ttl = tonumber(A[7])\n"
@@ -245,11 +331,11 @@ static char  ngx_nebula_script_settle[] =
     "    redis.call('EXPIRE', K[4], ttl)\n"
     "  end\n"
     "  if gin ~= 0 or gout ~= 0 then\n"
-    "    redis.call('HINCRBY', K[1], 'rin', 0 - gin)\n"
-    "    redis.call('HINCRBY', K[1], 'rout', 0 - gout)\n"
+    "    both('rin', 0 - gin)\n"
+    "    both('rout', 0 - gout)\n"
     "    if block then\n"
-    "      redis.call('HINCRBY', K[1], 'lin', 0 - gin)\n"
-    "      redis.call('HINCRBY', K[1], 'lout', 0 - gout)\n"
+    "      both('lin', 0 - gin)\n"
+    "      both('lout', 0 - gout)\n"
     "    end\n"
     "  end\n"
     "  local n = tonumber(A[9])\n"
@@ -264,6 +350,7 @@ static char  ngx_nebula_script_settle[] =
     "    end\n"
     "  end\n"
     "  add(K[1], '')\n"
+    "  if kid then add(K[6], kid .. '|') end\n"
     "  add(K[2], m .. '|')\n"
     "  add(K[3], '')\n"
     "  local e = tonumber(A[10]) or 0\n"
@@ -276,8 +363,9 @@ static char  ngx_nebula_script_settle[] =
     "    e = er\n"
     "  end\n"
     "  if e > 0 then\n"
-    "    for _, h in ipairs({{K[1], ''}, {K[2], m .. '|'},\n"
-    "                        {K[3], ''}}) do\n"
+    "    local hs = {{K[1], ''}, {K[2], m .. '|'}, {K[3], ''}}\n"
+    "    if kid then hs[4] = {K[6], kid .. '|'} end\n"
+    "    for _, h in ipairs(hs) do\n"
     "      redis.call('HINCRBY', h[1], h[2] .. 'est_req', er)\n"
     "      redis.call('HINCRBY', h[1], h[2] .. 'est_in', ei)\n"
     "      redis.call('HINCRBY', h[1], h[2] .. 'est_out', eo)\n"
@@ -286,10 +374,9 @@ static char  ngx_nebula_script_settle[] =
     "  return 1\n"
     "end\n"
     "local r, a = {}, 1\n"
-    "for k = 0, #KEYS / 5 - 1 do\n"
+    "for k = 0, #KEYS / 6 - 1 do\n"
     "  local n = tonumber(ARGV[a])\n"
-    "  r[k + 1] = settle({KEYS[k * 5 + 1], KEYS[k * 5 + 2], KEYS[k * 5 + 3],\n"
-    "                     KEYS[k * 5 + 4], KEYS[k * 5 + 5]},\n"
+    "  r[k + 1] = settle({unpack(KEYS, k * 6 + 1, k * 6 + 6)},\n"
     "                    {unpack(ARGV, a + 1, a + n)})\n"
     "  a = a + n + 1\n"
     "end\n"

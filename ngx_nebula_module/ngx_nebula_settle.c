@@ -25,14 +25,18 @@ typedef struct {
     ngx_queue_t               queue;
     ngx_uint_t                attempts;      /* refused as "not now" */
     ngx_uint_t                alone;         /* its batch was refused */
-    u_char                    key_id[NGX_NEBULA_KEY_ID_LEN];
-    ngx_str_t                 argv[20];
+    u_char                    tag[NGX_NEBULA_KEY_ID_LEN];  /* its
+                                                account's */
+    ngx_str_t                 argv[21];
     ngx_uint_t                argc;
     u_char                    data[1];       /* the strings, in a row */
 } ngx_nebula_settlement_t;
 
 
 #define NGX_NEBULA_SETTLE_QUEUE_MAX  100000
+
+/* the Redis keys of a settlement, its first arguments */
+#define NGX_NEBULA_SETTLE_KEYS       6
 #define NGX_NEBULA_SETTLE_ATTEMPTS   20
 
 /* a batch: sent this often, or at once when this many wait */
@@ -74,50 +78,51 @@ static ngx_int_t ngx_nebula_settle_batch(void);
 
 
 static ngx_nebula_settlement_t *
-ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
-    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+ngx_nebula_settlement(ngx_log_t *log, u_char *tag, u_char *month,
+    time_t now, u_char *res_id, ngx_str_t *model, uint64_t rin,
     uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
     ngx_uint_t flags)
 {
     u_char                   *p;
     ngx_nebula_settlement_t  *s;
 
-    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 640 + model->len, log);
+    s = ngx_alloc(sizeof(ngx_nebula_settlement_t) + 768 + model->len, log);
     if (s == NULL) {
         return NULL;
     }
 
     p = s->data;
-    s->argc = 15;
+    s->argc = 16;
     s->attempts = 0;
     s->alone = 0;
-    ngx_memcpy(s->key_id, key_id, NGX_NEBULA_KEY_ID_LEN);
+    ngx_memcpy(s->tag, tag, NGX_NEBULA_KEY_ID_LEN);
 
 #define ngx_nebula_arg(i, fmt, ...)                                          \
     s->argv[i].data = p;                                                      \
     p = ngx_sprintf(p, fmt, __VA_ARGS__);                                     \
     s->argv[i].len = p - s->argv[i].data
 
-    ngx_nebula_arg(0, "nb:{%s}:u:%s", key_id, month);
-    ngx_nebula_arg(1, "nb:{%s}:m:%s", key_id, month);
+    ngx_nebula_arg(0, "nb:{%s}:u:%s", tag, month);
+    ngx_nebula_arg(1, "nb:{%s}:m:%s", tag, month);
     s->argv[2].data = p;
-    p = ngx_sprintf(p, "nb:{%s}:d:", key_id);
+    p = ngx_sprintf(p, "nb:{%s}:d:", tag);
     p = ngx_nebula_day(p, now);
     s->argv[2].len = p - s->argv[2].data;
-    ngx_nebula_arg(3, "nb:{%s}:res:%s", key_id, month);
-    ngx_nebula_arg(4, "nb:{%s}:exp:%s", key_id, month);
-    ngx_nebula_arg(5, "%uL", rin);
-    ngx_nebula_arg(6, "%uL", rout);
-    ngx_nebula_arg(7, "%uL", in);
-    ngx_nebula_arg(8, "%uL", out);
-    ngx_nebula_arg(9, "%uL", cost);
-    ngx_nebula_arg(10, "%V", model);
-    ngx_nebula_arg(11, "%d", NGX_NEBULA_USAGE_TTL);
-    ngx_nebula_arg(12, "%s:%uL:%uL", request_id, rin, rout);
-    ngx_nebula_arg(13, "%d", (flags & NGX_NEBULA_SETTLE_COUNT) ? 1 : 0);
+    ngx_nebula_arg(3, "nb:{%s}:res:%s", tag, month);
+    ngx_nebula_arg(4, "nb:{%s}:exp:%s", tag, month);
+    ngx_nebula_arg(5, "nb:{%s}:ku:%s", tag, month);
+    ngx_nebula_arg(6, "%uL", rin);
+    ngx_nebula_arg(7, "%uL", rout);
+    ngx_nebula_arg(8, "%uL", in);
+    ngx_nebula_arg(9, "%uL", out);
+    ngx_nebula_arg(10, "%uL", cost);
+    ngx_nebula_arg(11, "%V", model);
+    ngx_nebula_arg(12, "%d", NGX_NEBULA_USAGE_TTL);
+    ngx_nebula_arg(13, "%s:%uL:%uL", res_id, rin, rout);
+    ngx_nebula_arg(14, "%d", (flags & NGX_NEBULA_SETTLE_COUNT) ? 1 : 0);
 
     /* the SETTLE script's own encoding: 1 the input, 2 the output */
-    ngx_nebula_arg(14, "%d", ((flags & NGX_NEBULA_SETTLE_EST_IN) ? 1 : 0)
+    ngx_nebula_arg(15, "%d", ((flags & NGX_NEBULA_SETTLE_EST_IN) ? 1 : 0)
                              | ((flags & NGX_NEBULA_SETTLE_EST_OUT) ? 2 : 0));
 
 #undef ngx_nebula_arg
@@ -135,7 +140,7 @@ ngx_nebula_settlement(ngx_log_t *log, u_char *key_id, u_char *month,
  * the member next, "L...:IN:OUT", expiring at next_score).
  */
 void
-ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
+ngx_nebula_settle_lease(ngx_log_t *log, u_char *tag, u_char *month,
     time_t now, u_char *lease_id, ngx_str_t *model, uint64_t block_in,
     uint64_t block_out, uint64_t in, uint64_t out, uint64_t cost,
     uint64_t requests, uint64_t est_requests, uint64_t est_in,
@@ -147,23 +152,23 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
     ngx_nebula_settlement_t  *s;
 
     /* the request count, and the estimated counts as they add up */
-    static const ngx_uint_t   arg[4] = { 13, 15, 16, 17 };
+    static const ngx_uint_t   arg[4] = { 14, 16, 17, 18 };
 
     val[0] = requests;
     val[1] = est_requests;
     val[2] = est_in;
     val[3] = est_out;
 
-    s = ngx_nebula_settlement(log, key_id, month, now, lease_id, model,
+    s = ngx_nebula_settlement(log, tag, month, now, lease_id, model,
                               block_in, block_out, in, out, cost, 0);
     if (s == NULL) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "nebula: no memory to settle a lease of key %s",
-                      key_id);
+                      "nebula: no memory to settle a lease of account %s",
+                      tag);
         return;
     }
 
-    /* the strings of a settlement leave room for these (640 bytes) */
+    /* the strings of a settlement leave room for these (768 bytes) */
     p = s->argv[s->argc - 1].data + s->argv[s->argc - 1].len;
 
     for (i = 0; i < 4; i++) {
@@ -172,16 +177,16 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
         s->argv[arg[i]].len = p - s->argv[arg[i]].data;
     }
 
-    s->argc = 18;
+    s->argc = 19;
 
     if (next) {
-        s->argv[18].data = p;
-        p = ngx_cpymem(p, next->data, ngx_min(next->len, 96));
-        s->argv[18].len = p - s->argv[18].data;
         s->argv[19].data = p;
-        p = ngx_sprintf(p, "%T", next_score);
+        p = ngx_cpymem(p, next->data, ngx_min(next->len, 128));
         s->argv[19].len = p - s->argv[19].data;
-        s->argc = 20;
+        s->argv[20].data = p;
+        p = ngx_sprintf(p, "%T", next_score);
+        s->argv[20].len = p - s->argv[20].data;
+        s->argc = 21;
     }
 
     ngx_nebula_settle_send(s, 0);
@@ -195,19 +200,19 @@ ngx_nebula_settle_lease(ngx_log_t *log, u_char *key_id, u_char *month,
  * cannot take it.
  */
 void
-ngx_nebula_settle_request(ngx_log_t *log, u_char *key_id, u_char *month,
-    time_t now, u_char *request_id, ngx_str_t *model, uint64_t rin,
+ngx_nebula_settle_request(ngx_log_t *log, u_char *tag, u_char *month,
+    time_t now, u_char *res_id, ngx_str_t *model, uint64_t rin,
     uint64_t rout, uint64_t in, uint64_t out, uint64_t cost,
     ngx_uint_t flags)
 {
     ngx_nebula_settlement_t  *s;
 
-    s = ngx_nebula_settlement(log, key_id, month, now, request_id, model,
+    s = ngx_nebula_settlement(log, tag, month, now, res_id, model,
                               rin, rout, in, out, cost, flags);
     if (s == NULL) {
         ngx_log_error(NGX_LOG_ALERT, log, 0,
-                      "nebula: no memory to settle a request of key %s",
-                      key_id);
+                      "nebula: no memory to settle a request of account %s",
+                      tag);
         return;
     }
 
@@ -362,15 +367,15 @@ ngx_nebula_settle_send(ngx_nebula_settlement_t *s, ngx_uint_t now)
 
 
 /*
- * An admission of this key goes to Redis: a settlement of the key that
- * waits for its batch goes first, on the same connection, so Redis takes
+ * An admission of this account goes to Redis: a settlement of the
+ * account's that waits for its batch goes first, on the same connection, so Redis takes
  * it before the admission.  A client that sends its next request as soon
  * as the last one ended (on the same connection, so to this worker) is
  * never refused for a reservation already over; other keys' settlements
  * still wait for their batch.
  */
 void
-ngx_nebula_settle_before(u_char *key_id)
+ngx_nebula_settle_before(u_char *tag)
 {
     ngx_queue_t                *h;
     ngx_nebula_settlement_t    *s;
@@ -382,7 +387,7 @@ ngx_nebula_settle_before(u_char *key_id)
     {
         s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
 
-        if (ngx_memcmp(s->key_id, key_id, NGX_NEBULA_KEY_ID_LEN) == 0) {
+        if (ngx_memcmp(s->tag, tag, NGX_NEBULA_KEY_ID_LEN) == 0) {
             ngx_nebula_settle_tick(&q->tick);
             return;
         }
@@ -464,7 +469,7 @@ ngx_nebula_settle_batch(void)
     }
 
     b->n = n;
-    nkeys = 5 * n;
+    nkeys = NGX_NEBULA_SETTLE_KEYS * n;
 
     argv = ngx_alloc(argc * sizeof(ngx_str_t), q->log);
     if (argv == NULL) {
@@ -482,17 +487,19 @@ ngx_nebula_settle_batch(void)
     {
         s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
 
-        ngx_memcpy(&argv[k], s->argv, 5 * sizeof(ngx_str_t));
-        k += 5;
+        ngx_memcpy(&argv[k], s->argv,
+                   NGX_NEBULA_SETTLE_KEYS * sizeof(ngx_str_t));
+        k += NGX_NEBULA_SETTLE_KEYS;
 
-        p = ngx_sprintf(counts[i], "%ui", s->argc - 5);
+        p = ngx_sprintf(counts[i], "%ui", s->argc - NGX_NEBULA_SETTLE_KEYS);
         argv[a].data = counts[i];
         argv[a].len = p - counts[i];
         a++;
         i++;
 
-        ngx_memcpy(&argv[a], &s->argv[5], (s->argc - 5) * sizeof(ngx_str_t));
-        a += s->argc - 5;
+        ngx_memcpy(&argv[a], &s->argv[NGX_NEBULA_SETTLE_KEYS],
+                   (s->argc - NGX_NEBULA_SETTLE_KEYS) * sizeof(ngx_str_t));
+        a += s->argc - NGX_NEBULA_SETTLE_KEYS;
     }
 
     if (ngx_nebula_redis_eval(NGX_NEBULA_SCRIPT_SETTLE, nkeys, argc, argv,

@@ -446,7 +446,7 @@ sub run_path {
                                   "key $idx{$_} ($_): " . join(' ', map { "$_=" . ($h->{$_} // '?') }
                                                                qw(rin rout lin lout res exp)) } @$busy);
 
-    # the admissions Redis ran, from MONITOR (ADMIT: 5 keys, the first the
+    # the admissions Redis ran, from MONITOR (ADMIT: 8 keys, the first the
     # key's record); what it did not run, a lease admitted
     sleep 0.2;
     kill 'TERM', $mon;
@@ -454,7 +454,7 @@ sub run_path {
     my $admits = 0;
     if (open my $m, '<', "$dir/monitor.log") {
         while (<$m>) {
-            $admits++ if /"EVAL(?:SHA)?" "(?:[^"\\]|\\.)*" "5" "nb:\{[0-9a-f]{16}\}:key"/;
+            $admits++ if /"EVAL(?:SHA)?" "(?:[^"\\]|\\.)*" "8" "nb:\{[0-9a-f]{16}\}:key"/;
         }
     }
     if ($o{lease}) {

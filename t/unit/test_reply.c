@@ -153,6 +153,25 @@ test_refused(void)
     is_int(admit("*1\r\n:2\r\n", &a), NEBULA_ADMIT_REVOKED, "{2}: revoked");
     ok(is_clear(&a), "revoked: nothing admitted");
 
+    /* accounts: why a key is refused; a suspended account; the scope */
+    is_int(admit("*2\r\n:2\r\n$7\r\nexpired\r\n", &a),
+           NEBULA_ADMIT_REVOKED, "{2, why}: refused key");
+    is_str(a.detail, "expired", "{2, why}: why");
+    is_int(admit("*2\r\n:7\r\n$9\r\nsuspended\r\n", &a),
+           NEBULA_ADMIT_SUSPENDED, "{7, status}: suspended account");
+    is_str(a.detail, "suspended", "{7, status}: the status");
+    is_int(a.reserved_out, 0, "suspended: nothing reserved");
+    is_int(admit("*8\r\n:4\r\n:42\r\n:20\r\n:1\r\n:1\r\n:1\r\n:1\r\n"
+                 "$3\r\nkey\r\n", &a),
+           NEBULA_ADMIT_RATE_LIMITED, "{4, ..., scope}: rate limited");
+    is_str(a.detail, "key", "{4, ..., scope}: the key's limit");
+    is_int(a.rpm, 20, "{4, ..., scope}: rpm");
+    is_int(admit("*9\r\n:5\r\n:1\r\n:1\r\n:0\r\n:0\r\n:0\r\n:-1\r\n"
+                 ":1\r\n$7\r\naccount\r\n", &a),
+           NEBULA_ADMIT_NO_QUOTA, "{5, ..., held, scope}: no quota");
+    is_str(a.detail, "account", "{5, ..., scope}: the account's quota");
+    is_int(a.leased, 1, "{5, ..., scope}: blocks held");
+
     /* a known key's refusals carry its limits, for the x-ratelimit headers:
      * {3, plan, in_limit, out_limit, rpm, in_left, out_left, rpm_left} */
     is_int(admit("*8\r\n:3\r\n$4\r\nfree\r\n:100000\r\n:20000\r\n"
@@ -248,7 +267,7 @@ test_bad(void)
         { "$2\r\nok\r\n", "a string" },
         { "*0\r\n", "an empty table" },
         { "*-1\r\n", "a nil table" },
-        { "*1\r\n:7\r\n", "an unknown status" },
+        { "*1\r\n:8\r\n", "an unknown status" },
         { "*1\r\n:-1\r\n", "a negative status" },
         { "*1\r\n:100\r\n", "the bad-reply status itself" },
         { "*1\r\n$2\r\nok\r\n", "a status that is no number" },
