@@ -39,6 +39,7 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_VERSION,     /* content: /api/version */
     NGX_NEBULA_API_OLLAMA_FORBIDDEN,   /* content: /api/pull, ... */
     NGX_NEBULA_API_GENERATION,         /* content: GET /v1/generation */
+    NGX_NEBULA_API_ACCOUNT,            /* content: /v1/account, /v1/keys */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -48,6 +49,10 @@ typedef enum {
                                               made before accounts */
 /* "nb-", the account's tag (16 hex digits), "-" and 43 characters */
 #define NGX_NEBULA_ACCOUNT_SECRET_LEN  63
+
+/* an account's management secret: "nbm-", its tag, "-", 43 characters */
+#define NGX_NEBULA_MANAGEMENT_PREFIX      "nbm-"
+#define NGX_NEBULA_MANAGEMENT_SECRET_LEN  64
 
 /*
  * A reservation's id: the request's (32 hex digits), and for a key of an
@@ -188,8 +193,16 @@ typedef struct {
                                                   null, the plan's */
     ngx_str_t                 models;          /* names, space-separated */
     ngx_str_t                 status;
+    ngx_str_t                 email;           /* an account's */
+    ngx_str_t                 expires;         /* a key's: unix time; "":
+                                                  never */
+    ngx_str_t                 key_name;        /* a new account's first
+                                                  key */
+    ngx_int_t                 disabled;        /* a key's: -1 not named */
     unsigned                  models_named:1;  /* "models" in the body, as
                                                   null too */
+    unsigned                  first_key:1;     /* "key" in a new account's
+                                                  body */
 
     /* a refusal, 400: what to say */
     const char               *code;
@@ -406,6 +419,9 @@ ngx_int_t ngx_nebula_key_digest(ngx_str_t *secret, u_char *digest,
     u_char *id);
 size_t ngx_nebula_key_generate(u_char *out, u_char *tag);
 ngx_uint_t ngx_nebula_key_tag(ngx_str_t *secret, u_char *id, u_char *tag);
+ngx_int_t ngx_nebula_key_new_tag(u_char *tag);
+size_t ngx_nebula_key_generate_management(u_char *out, u_char *tag);
+ngx_uint_t ngx_nebula_key_management_tag(ngx_str_t *secret, u_char *tag);
 void ngx_nebula_res_id(u_char *res, u_char *request_id, u_char *key_id,
     u_char *tag);
 ngx_int_t ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b);
@@ -477,12 +493,26 @@ void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 
-/* ngx_nebula_admin_body.c */
+/* ngx_nebula_admin_body.c: what a body may set */
+typedef enum {
+    NGX_NEBULA_BODY_KEY = 0,         /* a key made before accounts */
+    NGX_NEBULA_BODY_ACCOUNT,         /* an account (the admin's) */
+    NGX_NEBULA_BODY_ACCOUNT_KEY      /* a key of an account */
+} ngx_nebula_body_e;
+
 ngx_int_t ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body,
     size_t len, ngx_uint_t create, ngx_nebula_key_fields_t *f);
+ngx_int_t ngx_nebula_body_bytes(ngx_http_request_t *r, u_char **body,
+    size_t *len);
+ngx_int_t ngx_nebula_body_parse(ngx_http_request_t *r, u_char *body,
+    size_t len, ngx_nebula_body_e kind, ngx_uint_t create,
+    ngx_nebula_key_fields_t *f);
 
 /* ngx_nebula_holder.c */
 ngx_int_t ngx_nebula_holder_key_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_accounts.c */
+ngx_int_t ngx_nebula_account_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_hold.c */
 void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);

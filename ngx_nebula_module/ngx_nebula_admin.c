@@ -13,7 +13,7 @@
  * bodies are read in ngx_nebula_admin_body.c.
  */
 
-#include "ngx_nebula_records.h"
+#include "ngx_nebula_accounts.h"
 
 
 typedef enum {
@@ -591,44 +591,15 @@ ngx_nebula_admin_body_handler(ngx_http_request_t *r)
     u_char            *body;
     size_t             len;
     ngx_int_t          rc;
-    ngx_buf_t         *b;
-    ngx_chain_t       *cl;
     ngx_nebula_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
 
-    if (r->request_body == NULL || r->request_body->temp_file) {
-        /* admin bodies are small: client_body_buffer_size holds them */
-        ngx_http_finalize_request(r,
-            ngx_nebula_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                 "request_too_large", NULL,
-                                 "The body is too large."));
-        return;
+    rc = ngx_nebula_body_bytes(r, &body, &len);
+
+    if (rc == NGX_OK) {
+        rc = ngx_nebula_admin_write(ctx->call, body, len);
     }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        len += ngx_buf_size(cl->buf);
-    }
-
-    body = ngx_pnalloc(r->pool, len + 1);
-    if (body == NULL) {
-        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
-        return;
-    }
-
-    len = 0;
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-        ngx_memcpy(body + len, b->pos, b->last - b->pos);
-        len += b->last - b->pos;
-    }
-
-    body[len] = '\0';
-
-    rc = ngx_nebula_admin_write(ctx->call, body, len);
 
     if (rc != NGX_AGAIN) {
         ngx_http_finalize_request(r, rc);
@@ -768,6 +739,13 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
         return ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
                                     "invalid_api_key", NULL,
                                     "Incorrect admin token.");
+    }
+
+    if (r->uri.len >= 15
+        && ngx_strncmp(r->uri.data, "/admin/accounts", 15) == 0)
+    {
+        return ngx_nebula_accounts_admin(r, r->uri.data + 15,
+                                         r->uri.data + r->uri.len);
     }
 
     call = ngx_nebula_call_start(r, ngx_nebula_admin_answer);

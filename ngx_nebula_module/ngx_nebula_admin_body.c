@@ -1,8 +1,9 @@
 /*
- * Nebula: the bodies of POST /admin/keys and PATCH /admin/keys/ID, read
- * and checked into the fields they set on a key.  Nothing is sent from
- * here: the admin API (ngx_nebula_admin.c) answers a refusal and turns the
- * fields into KEY_CREATE's or KEY_UPDATE's arguments.
+ * Nebula: the bodies that make or change a key or an account (POST and
+ * PATCH /admin/keys, /admin/accounts, /v1/keys), read and checked into the
+ * fields they set.  Nothing is sent from here: the APIs
+ * (ngx_nebula_admin.c, ngx_nebula_accounts.c) answer a refusal and turn
+ * the fields into their scripts' arguments.
  */
 
 #include "ngx_nebula.h"
@@ -243,6 +244,50 @@ ngx_nebula_admin_refuse(ngx_nebula_key_fields_t *f, const char *code,
 
 
 /*
+ * The body of an API call, in one piece with a NUL after it: NGX_OK, or
+ * the status to finalize with (these bodies are small:
+ * client_body_buffer_size holds them)
+ */
+ngx_int_t
+ngx_nebula_body_bytes(ngx_http_request_t *r, u_char **body, size_t *len)
+{
+    u_char       *p;
+    size_t        n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    if (r->request_body == NULL || r->request_body->temp_file) {
+        return ngx_nebula_api_error(r, NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                    "request_too_large", NULL,
+                                    "The body is too large.");
+    }
+
+    n = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        n += ngx_buf_size(cl->buf);
+    }
+
+    p = ngx_pnalloc(r->pool, n + 1);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *body = p;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+    }
+
+    *p = '\0';
+    *len = p - *body;
+
+    return NGX_OK;
+}
+
+
+/*
  * The body of POST /admin/keys (create: 1) or PATCH /admin/keys/ID, len
  * bytes and a NUL after them, into *f: NGX_OK; NGX_DECLINED: refused, as
  * f says; NGX_ERROR: no memory
@@ -250,6 +295,139 @@ ngx_nebula_admin_refuse(ngx_nebula_key_fields_t *f, const char *code,
 ngx_int_t
 ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
     ngx_uint_t create, ngx_nebula_key_fields_t *f)
+{
+    return ngx_nebula_body_parse(r, body, len, NGX_NEBULA_BODY_KEY, create,
+                                 f);
+}
+
+
+/*
+ * What only an account's body, or only an account key's, may set: its
+ * email and first key; its expiry and whether it is disabled
+ */
+static ngx_int_t
+ngx_nebula_body_account_fields(ngx_http_request_t *r, yajl_val root,
+    ngx_nebula_body_e kind, ngx_uint_t create, ngx_nebula_key_fields_t *f)
+{
+    size_t       n;
+    yajl_val     email, key, kname, exp, dis;
+
+    static const char  *p_email[] = { "email", NULL };
+    static const char  *p_key[] = { "key", NULL };
+    static const char  *p_kname[] = { "name", NULL };
+    static const char  *p_expires[] = { "expires_at", NULL };
+    static const char  *p_disabled[] = { "disabled", NULL };
+
+    f->disabled = -1;
+
+    if (kind == NGX_NEBULA_BODY_ACCOUNT) {
+        email = yajl_tree_get(root, p_email, yajl_t_any);
+
+        if (email && YAJL_IS_NULL(email)) {
+            ngx_str_set(&f->email, "");
+
+        } else if (email) {
+            n = YAJL_IS_STRING(email) ? ngx_strlen(email->u.string) : 0;
+
+            if (n < 3 || n > 254 || strchr(email->u.string, '@') == NULL
+                || strpbrk(email->u.string, " \t\r\n\"<>") != NULL)
+            {
+                return ngx_nebula_admin_refuse(f, "invalid_value", "email",
+                                               "'email' must be an email "
+                                               "address.");
+            }
+
+            if (ngx_nebula_admin_str(r->pool, email->u.string, &f->email)
+                != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+        }
+
+        key = yajl_tree_get(root, p_key, yajl_t_any);
+
+        if (key && create && (YAJL_IS_TRUE(key) || YAJL_IS_OBJECT(key))) {
+            f->first_key = 1;
+            ngx_str_set(&f->key_name, "");
+            kname = YAJL_IS_OBJECT(key)
+                    ? yajl_tree_get(key, p_kname, yajl_t_any) : NULL;
+
+            if (kname && (!YAJL_IS_STRING(kname)
+                          || ngx_strlen(kname->u.string) > 100))
+            {
+                return ngx_nebula_admin_refuse(f, "invalid_value", "key",
+                                               "'key.name' must be a string "
+                                               "of at most 100 bytes.");
+            }
+
+            if (kname && ngx_nebula_admin_str(r->pool, kname->u.string,
+                                              &f->key_name)
+                         != NGX_OK)
+            {
+                return NGX_ERROR;
+            }
+
+        } else if (key && !YAJL_IS_FALSE(key) && !YAJL_IS_NULL(key)) {
+            return ngx_nebula_admin_refuse(f, "invalid_value", "key",
+                                           create
+                                           ? "'key' is true, or an object "
+                                             "with the first key's name."
+                                           : "Keys are made with POST "
+                                             "/admin/accounts/ID/keys.");
+        }
+
+        return NGX_OK;
+    }
+
+    exp = yajl_tree_get(root, p_expires, yajl_t_any);
+
+    if (exp && YAJL_IS_NULL(exp)) {
+        ngx_str_set(&f->expires, "");
+
+    } else if (exp) {
+        if (!YAJL_IS_INTEGER(exp)
+            || YAJL_GET_INTEGER(exp) <= (long long) ngx_nebula_now(r)
+            || YAJL_GET_INTEGER(exp) > 32503680000LL)
+        {
+            return ngx_nebula_admin_refuse(f, "invalid_value", "expires_at",
+                                           "'expires_at' is a time to come, "
+                                           "in seconds since 1970 (UTC), or "
+                                           "null for never.");
+        }
+
+        f->expires.data = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (f->expires.data == NULL) {
+            return NGX_ERROR;
+        }
+
+        f->expires.len = ngx_sprintf(f->expires.data, "%L",
+                                     (int64_t) YAJL_GET_INTEGER(exp))
+                         - f->expires.data;
+    }
+
+    dis = yajl_tree_get(root, p_disabled, yajl_t_any);
+
+    if (dis) {
+        if (!YAJL_IS_TRUE(dis) && !YAJL_IS_FALSE(dis)) {
+            return ngx_nebula_admin_refuse(f, "invalid_value", "disabled",
+                                           "'disabled' is true or false.");
+        }
+
+        f->disabled = YAJL_IS_TRUE(dis);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The body of a key or an account (kind) to make (create: 1) or change,
+ * len bytes and a NUL after them, into *f: NGX_OK; NGX_DECLINED: refused,
+ * as f says; NGX_ERROR: no memory
+ */
+ngx_int_t
+ngx_nebula_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
+    ngx_nebula_body_e kind, ngx_uint_t create, ngx_nebula_key_fields_t *f)
 {
     char                     err[128];
     const char              *bad;
@@ -267,6 +445,7 @@ ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
     ngx_memzero(f, sizeof(ngx_nebula_key_fields_t));
+    f->disabled = -1;
 
     rc = ngx_nebula_admin_scan(body, len);
 
@@ -314,7 +493,24 @@ ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
 
     bad = NULL;
 
-    if (plan == NULL && create) {
+    if (kind == NGX_NEBULA_BODY_ACCOUNT_KEY && (plan || status)) {
+        rc = ngx_nebula_admin_refuse(f, "invalid_value",
+                                     plan ? "plan" : "status",
+                                     plan ? "A key's plan is its account's."
+                                          : "A key is disabled with "
+                                            "\"disabled\": true, and "
+                                            "revoked with DELETE.");
+        goto done;
+    }
+
+    if (kind != NGX_NEBULA_BODY_KEY) {
+        rc = ngx_nebula_body_account_fields(r, root, kind, create, f);
+        if (rc != NGX_OK) {
+            goto done;
+        }
+    }
+
+    if (plan == NULL && create && kind != NGX_NEBULA_BODY_ACCOUNT_KEY) {
         rc = ngx_nebula_admin_refuse(f, "missing_field", "plan",
                                      "Missing required parameter: 'plan'.");
         goto done;
@@ -388,17 +584,25 @@ ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
 
     if (status && !(YAJL_IS_STRING(status)
                      && (ngx_strcmp(status->u.string, "active") == 0
-                         || ngx_strcmp(status->u.string, "revoked") == 0)))
+                         || ngx_strcmp(status->u.string,
+                                       (kind == NGX_NEBULA_BODY_ACCOUNT
+                                        ? "suspended" : "revoked"))
+                            == 0)))
     {
         rc = ngx_nebula_admin_refuse(f, "invalid_value", "status",
-                                     "'status' is \"active\" or "
-                                     "\"revoked\".");
+                                     kind == NGX_NEBULA_BODY_ACCOUNT
+                                     ? "'status' is \"active\" or "
+                                       "\"suspended\"."
+                                     : "'status' is \"active\" or "
+                                       "\"revoked\".");
         goto done;
     }
 
     if (create && status) {
         rc = ngx_nebula_admin_refuse(f, "invalid_value", "status",
-                                     "A new key is active.");
+                                     kind == NGX_NEBULA_BODY_ACCOUNT
+                                     ? "A new account is active."
+                                     : "A new key is active.");
         goto done;
     }
 

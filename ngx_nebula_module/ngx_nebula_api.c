@@ -167,6 +167,9 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         ngx_null_string },
     [NGX_NEBULA_API_GENERATION] = {
         ngx_string("generation"), ngx_nebula_generation_handler,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_ACCOUNT] = {
+        ngx_string("account"), ngx_nebula_account_handler,
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
 };
 

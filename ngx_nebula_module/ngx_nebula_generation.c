@@ -467,7 +467,7 @@ ngx_nebula_generation_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
 
     /* the key's list; how its record begins; the oldest time it may have */
     argv[0].data = p;
-    p = ngx_sprintf(p, "nb:{%s}:g", call->id);
+    p = ngx_sprintf(p, "nb:{%s}:g", call->tag);
     argv[0].len = p - argv[0].data;
 
     argv[1].data = p;

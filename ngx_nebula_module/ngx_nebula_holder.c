@@ -21,8 +21,17 @@ ngx_nebula_holder_key_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
     ngx_nebula_json_init(&j, call->r->pool);
 
     ngx_nebula_json_lit(&j, "{\"data\":");
-    ngx_nebula_write_key(call->r, &j, reply->element[0], reply->element[1],
-                         reply->element[2], call->month, call->now, 1);
+
+    if (reply->elements == NGX_NEBULA_RECORD_ACCOUNT_KEY) {
+        ngx_nebula_account_write_own(call->r, &j, reply, call->month,
+                                     call->now);
+
+    } else {
+        ngx_nebula_write_key(call->r, &j, reply->element[0],
+                             reply->element[1], reply->element[2],
+                             call->month, call->now, 1);
+    }
+
     ngx_nebula_json_lit(&j, "}");
 
     return ngx_nebula_json_send(call->r, &j, NGX_HTTP_OK);

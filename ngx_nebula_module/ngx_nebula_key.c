@@ -351,6 +351,85 @@ ngx_nebula_key_generate(u_char *out, u_char *tag)
 }
 
 
+/* a new account's tag: 16 hex digits from OpenSSL's CSPRNG, and a NUL */
+ngx_int_t
+ngx_nebula_key_new_tag(u_char *tag)
+{
+    u_char  random[NGX_NEBULA_KEY_ID_LEN / 2];
+
+    if (RAND_bytes(random, sizeof(random)) != 1) {
+        return NGX_ERROR;
+    }
+
+    *ngx_nebula_hex(tag, random, sizeof(random)) = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * An account's management secret, "nbm-", its tag, "-" and 43 characters
+ * (NGX_NEBULA_MANAGEMENT_SECRET_LEN), into out; 0: no randomness
+ */
+size_t
+ngx_nebula_key_generate_management(u_char *out, u_char *tag)
+{
+    size_t  n;
+
+    /* an API key's secret, its "nb-" made "nbm-" */
+    n = ngx_nebula_key_generate(out + 1, tag);
+    if (n == 0) {
+        return 0;
+    }
+
+    ngx_memcpy(out, NGX_NEBULA_MANAGEMENT_PREFIX, 4);
+
+    return n + 1;
+}
+
+
+/*
+ * The account of a management secret ("nbm-TAG-..."), into tag: 1; 0:
+ * the secret is none
+ */
+ngx_uint_t
+ngx_nebula_key_management_tag(ngx_str_t *secret, u_char *tag)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    if (secret->len != NGX_NEBULA_MANAGEMENT_SECRET_LEN
+        || ngx_strncmp(secret->data, NGX_NEBULA_MANAGEMENT_PREFIX, 4) != 0
+        || secret->data[4 + NGX_NEBULA_KEY_ID_LEN] != '-')
+    {
+        return 0;
+    }
+
+    for (i = 0; i < NGX_NEBULA_KEY_ID_LEN; i++) {
+        c = secret->data[4 + i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+    }
+
+    for (i = 5 + NGX_NEBULA_KEY_ID_LEN; i < secret->len; i++) {
+        c = secret->data[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z')
+              || (c >= 'A' && c <= 'Z') || c == '-' || c == '_'))
+        {
+            return 0;
+        }
+    }
+
+    ngx_memcpy(tag, secret->data + 4, NGX_NEBULA_KEY_ID_LEN);
+    tag[NGX_NEBULA_KEY_ID_LEN] = '\0';
+
+    return 1;
+}
+
+
 /* compares secrets in a time that does not depend on where they differ */
 ngx_int_t
 ngx_nebula_secret_equal(ngx_str_t *a, ngx_str_t *b)

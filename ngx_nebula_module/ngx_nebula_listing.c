@@ -286,7 +286,10 @@ ngx_nebula_model_not_found(ngx_http_request_t *r, ngx_str_t *name)
 }
 
 
-/* Ollama's model list, of the models a key reaches (all without keys) */
+/*
+ * Ollama's model list, of the models a key reaches (k: KEY_GET's reply;
+ * NULL, all: no keys)
+ */
 static void
 ngx_nebula_tags_write(ngx_http_request_t *r, ngx_nebula_json_t *j,
     const redisReply *k)
@@ -333,7 +336,7 @@ ngx_nebula_tags_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
     }
 
     ngx_nebula_json_init(&j, call->r->pool);
-    ngx_nebula_tags_write(call->r, &j, reply->element[0]);
+    ngx_nebula_tags_write(call->r, &j, reply);
 
     return ngx_nebula_json_send(call->r, &j, NGX_HTTP_OK);
 }

@@ -124,7 +124,7 @@ ngx_nebula_ps_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
 
     ctx = ngx_http_get_module_ctx(call->r, ngx_http_nebula_module);
 
-    return ngx_nebula_ps_start(call->r, ctx, reply->element[0]);
+    return ngx_nebula_ps_start(call->r, ctx, reply);
 }
 
 

@@ -187,6 +187,47 @@ ngx_nebula_record_name(ngx_pool_t *pool, const char *fmt, u_char *id,
 }
 
 
+/*
+ * KEY_GET_OF for a key of an account (call->tag, call->id): its record,
+ * its account's, the account's month, per model, per key, and the
+ * minute's counts
+ */
+static ngx_int_t
+ngx_nebula_record_get_of(ngx_nebula_call_ctx_t *call)
+{
+    ngx_str_t            argv[7];
+    ngx_uint_t           i;
+    ngx_http_request_t  *r;
+
+    r = call->r;
+
+    for (i = 0; i < 7; i++) {
+        argv[i].data = ngx_pnalloc(r->pool, 96);
+        if (argv[i].data == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    argv[0].len = ngx_sprintf(argv[0].data, "nb:{%s}:k:%s", call->tag,
+                              call->id) - argv[0].data;
+    argv[1].len = ngx_sprintf(argv[1].data, "nb:{%s}:acct", call->tag)
+                  - argv[1].data;
+    argv[2].len = ngx_sprintf(argv[2].data, "nb:{%s}:u:%s", call->tag,
+                              call->month) - argv[2].data;
+    argv[3].len = ngx_sprintf(argv[3].data, "nb:{%s}:m:%s", call->tag,
+                              call->month) - argv[3].data;
+    argv[4].len = ngx_sprintf(argv[4].data, "nb:{%s}:ku:%s", call->tag,
+                              call->month) - argv[4].data;
+    argv[5].len = ngx_sprintf(argv[5].data, "nb:{%s}:r:%T", call->tag,
+                              call->now / 60) - argv[5].data;
+    argv[6].len = ngx_sprintf(argv[6].data, "nb:{%s}:kr:%s:%T", call->tag,
+                              call->id, call->now / 60) - argv[6].data;
+
+    return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_GET_OF, 7, 7,
+                                argv);
+}
+
+
 /* KEY_GET for call->id: its record, the month's usage, per model */
 ngx_int_t
 ngx_nebula_record_get(ngx_nebula_call_ctx_t *call)
@@ -196,6 +237,10 @@ ngx_nebula_record_get(ngx_nebula_call_ctx_t *call)
     ngx_http_request_t  *r;
 
     r = call->r;
+
+    if (call->tag[0] && ngx_strcmp(call->tag, call->id) != 0) {
+        return ngx_nebula_record_get_of(call);
+    }
 
     k = ngx_nebula_record_name(r->pool, "nb:{%s}:key%s", call->id,
                                (u_char *) "");
@@ -244,7 +289,10 @@ ngx_nebula_record_found(redisReply *reply)
         return NGX_DECLINED;
     }
 
-    return reply->elements == 4 ? NGX_OK : NGX_ERROR;
+    return (reply->elements == 4
+            || (reply->elements == NGX_NEBULA_RECORD_ACCOUNT_KEY
+                && reply->element[1]->type == REDIS_REPLY_ARRAY))
+           ? NGX_OK : NGX_ERROR;
 }
 
 
@@ -264,8 +312,11 @@ ngx_nebula_record_plan(ngx_http_request_t *r, const redisReply *k)
 }
 
 
-/* a key's limits: its own, else its plan's (0 without a plan) */
-static void
+/*
+ * A key's limits (or an account's: the same fields): its own, else its
+ * plan's (0 without a plan)
+ */
+void
 ngx_nebula_record_limits(ngx_http_request_t *r, const redisReply *k,
     int64_t *in, int64_t *out, int64_t *rpm)
 {
@@ -337,34 +388,67 @@ ngx_nebula_record_lists(const redisReply *k, ngx_str_t *name)
 }
 
 
-/* the groups a key's record reaches: its plan's; every one without keys */
+/*
+ * Whose plan and private models a key of KEY_GET's reply has: its
+ * account's (a key of an account: KEY_GET_OF's reply), or its own (a key
+ * made before accounts)
+ */
+static const redisReply *
+ngx_nebula_record_owner(const redisReply *reply)
+{
+    return (reply->elements == NGX_NEBULA_RECORD_ACCOUNT_KEY)
+           ? reply->element[1] : reply->element[0];
+}
+
+
+/* the groups of the key's plan (reply: KEY_GET's; NULL: every group) */
 uint64_t
-ngx_nebula_record_groups(ngx_http_request_t *r, const redisReply *k)
+ngx_nebula_record_groups(ngx_http_request_t *r, const redisReply *reply)
 {
     ngx_nebula_plan_t  *plan;
 
-    if (k == NULL) {
+    if (reply == NULL) {
         return (uint64_t) -1;
     }
 
-    plan = ngx_nebula_record_plan(r, k);
+    plan = ngx_nebula_record_plan(r, ngx_nebula_record_owner(reply));
 
     return plan ? plan->groups : 0;
 }
 
 
-/* whether a key (its record, or NULL: none checked) reaches a model */
+/*
+ * Whether the key of KEY_GET's reply (NULL: none checked) reaches a
+ * model: its plan's groups, or its (account's) private models; a key of
+ * an account that lists models reaches those of them only, as ADMIT has it
+ */
 ngx_uint_t
-ngx_nebula_record_reaches(const redisReply *k, uint64_t groups,
+ngx_nebula_record_reaches(const redisReply *reply, uint64_t groups,
     ngx_nebula_model_t *model)
 {
-    if (!model->private
-        && (groups & ((uint64_t) 1 << model->group_index)))
+    const redisReply  *narrow;
+
+    if (reply == NULL) {
+        return !model->private;
+    }
+
+    if ((model->private
+         || !(groups & ((uint64_t) 1 << model->group_index)))
+        && !ngx_nebula_record_lists(ngx_nebula_record_owner(reply),
+                                    &model->name))
     {
+        return 0;
+    }
+
+    if (reply->elements != NGX_NEBULA_RECORD_ACCOUNT_KEY) {
         return 1;
     }
 
-    return k && ngx_nebula_record_lists(k, &model->name);
+    narrow = nebula_reply_field(reply->element[0], "models");
+
+    return narrow == NULL || narrow->type != REDIS_REPLY_STRING
+           || narrow->len == 0
+           || ngx_nebula_record_lists(reply->element[0], &model->name);
 }
 
 
@@ -378,6 +462,11 @@ ngx_nebula_record_admit(ngx_http_request_t *r, redisReply *reply,
 
     k = reply->element[0];
     u = reply->element[1];
+
+    if (reply->elements == NGX_NEBULA_RECORD_ACCOUNT_KEY) {
+        ngx_nebula_account_key_admit(r, reply, a);
+        return;
+    }
 
     ngx_memzero(a, sizeof(nebula_admit_t));
     a->status = NEBULA_ADMIT_OK;
@@ -437,6 +526,8 @@ ngx_nebula_own_key_lookup(ngx_http_request_t *r,
     if (ngx_nebula_key_digest(&secret, call->digest, call->id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    (void) ngx_nebula_key_tag(&secret, call->id, call->tag);
 
     rc = ngx_nebula_record_get(call);
 
@@ -575,6 +666,70 @@ ngx_nebula_write_estimated(ngx_nebula_json_t *j, const redisReply *h,
 
 
 /*
+ * A month's usage per model ("MODEL|in", "MODEL|out", ... of one hash) as
+ * {"MODEL": {input_tokens, output_tokens, requests, cost_usd, ...}}
+ */
+void
+ngx_nebula_write_model_usage(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *m)
+{
+    u_char            *p, *last;
+    size_t             i;
+    ngx_uint_t         first;
+    const redisReply  *v;
+
+    ngx_nebula_json_lit(j, "{");
+    first = 1;
+
+    for (i = 0; m && m->type == REDIS_REPLY_ARRAY && i + 1 < m->elements;
+         i += 2)
+    {
+        v = m->element[i];
+
+        if (v->type != REDIS_REPLY_STRING || v->len < 4
+            || ngx_strncmp(v->str + v->len - 3, "|in", 3) != 0)
+        {
+            continue;
+        }
+
+        if (!first) {
+            ngx_nebula_json_lit(j, ",");
+        }
+
+        first = 0;
+
+        ngx_nebula_json_str(j, (u_char *) v->str, v->len - 3);
+        ngx_nebula_json_lit(j, ":{\"input_tokens\":");
+
+        p = ngx_pnalloc(r->pool, v->len + 8);
+        if (p == NULL) {
+            j->failed = 1;
+            return;
+        }
+
+        last = ngx_cpymem(p, v->str, v->len - 3);
+
+        *ngx_cpymem(last, "|in", 3) = '\0';
+        ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
+        ngx_nebula_json_lit(j, ",\"output_tokens\":");
+        *ngx_cpymem(last, "|out", 4) = '\0';
+        ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
+        ngx_nebula_json_lit(j, ",\"requests\":");
+        *ngx_cpymem(last, "|req", 4) = '\0';
+        ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
+        ngx_nebula_json_lit(j, ",\"cost_usd\":");
+        *ngx_cpymem(last, "|cost", 5) = '\0';
+        ngx_nebula_json_usd(j, (uint64_t) nebula_reply_int(m, (char *) p, 0));
+        *ngx_cpymem(last, "|", 1) = '\0';
+        ngx_nebula_write_estimated(j, m, (char *) p);
+        ngx_nebula_json_lit(j, "}");
+    }
+
+    ngx_nebula_json_lit(j, "}");
+}
+
+
+/*
  * One key: k its record, u the month's usage, m the usage per model (NULL:
  * not shown).  The operator sees its status, creation and reservations;
  * its holder (holder: 1) sees when the month's quota resets instead.
@@ -591,7 +746,7 @@ ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_uint_t         first;
     const redisReply  *v;
     u_char             buf[32];
-    size_t             i, len;
+    size_t             len;
 
     ngx_nebula_record_limits(r, k, &in_limit, &out_limit, &rpm);
 
@@ -690,54 +845,8 @@ ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     }
 
     if (m && m->type == REDIS_REPLY_ARRAY && m->elements >= 2) {
-        /* "MODEL|in", "MODEL|out", ...: grouped by model */
-        ngx_nebula_json_lit(j, ",\"usage_by_model\":{");
-        first = 1;
-
-        for (i = 0; i + 1 < m->elements; i += 2) {
-            v = m->element[i];
-
-            if (v->type != REDIS_REPLY_STRING || v->len < 4
-                || ngx_strncmp(v->str + v->len - 3, "|in", 3) != 0)
-            {
-                continue;
-            }
-
-            if (!first) {
-                ngx_nebula_json_lit(j, ",");
-            }
-
-            first = 0;
-
-            ngx_nebula_json_str(j, (u_char *) v->str, v->len - 3);
-            ngx_nebula_json_lit(j, ":{\"input_tokens\":");
-
-            p = ngx_pnalloc(r->pool, v->len + 8);
-            if (p == NULL) {
-                j->failed = 1;
-                return;
-            }
-
-            last = ngx_cpymem(p, v->str, v->len - 3);
-
-            *ngx_cpymem(last, "|in", 3) = '\0';
-            ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
-            ngx_nebula_json_lit(j, ",\"output_tokens\":");
-            *ngx_cpymem(last, "|out", 4) = '\0';
-            ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
-            ngx_nebula_json_lit(j, ",\"requests\":");
-            *ngx_cpymem(last, "|req", 4) = '\0';
-            ngx_nebula_json_int(j, nebula_reply_int(m, (char *) p, 0));
-            ngx_nebula_json_lit(j, ",\"cost_usd\":");
-            *ngx_cpymem(last, "|cost", 5) = '\0';
-            ngx_nebula_json_usd(j,
-                                (uint64_t) nebula_reply_int(m, (char *) p, 0));
-            *ngx_cpymem(last, "|", 1) = '\0';
-            ngx_nebula_write_estimated(j, m, (char *) p);
-            ngx_nebula_json_lit(j, "}");
-        }
-
-        ngx_nebula_json_lit(j, "}");
+        ngx_nebula_json_lit(j, ",\"usage_by_model\":");
+        ngx_nebula_write_model_usage(r, j, m);
     }
 
     ngx_nebula_json_lit(j, "}");

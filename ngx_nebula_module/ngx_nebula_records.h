@@ -29,6 +29,8 @@ struct ngx_nebula_call_ctx_s {
     ngx_nebula_call_answer_pt   answer;
     void                       *data;        /* the endpoint's own state */
     u_char                      id[NGX_NEBULA_KEY_ID_LEN + 1];
+    u_char                      tag[NGX_NEBULA_KEY_ID_LEN + 1];  /* its
+                                                account's; "": its own */
     u_char                      digest[65];
     u_char                      month[8];    /* the period it shows */
     time_t                      now;
@@ -48,6 +50,13 @@ ngx_int_t ngx_nebula_call_unavailable(ngx_http_request_t *r);
 ngx_int_t ngx_nebula_call_bad_reply(ngx_http_request_t *r,
     redisReply *reply);
 
+/*
+ * KEY_GET's reply has 4 elements; KEY_GET_OF's, a key of an account's,
+ * this many: {key, account, usage, per model, per key, minute count, the
+ * key's own minute count}
+ */
+#define NGX_NEBULA_RECORD_ACCOUNT_KEY  7
+
 /* a key's records in Redis */
 ngx_str_t *ngx_nebula_record_name(ngx_pool_t *pool, const char *fmt,
     u_char *id, u_char *month);
@@ -55,10 +64,12 @@ ngx_int_t ngx_nebula_record_get(ngx_nebula_call_ctx_t *call);
 ngx_int_t ngx_nebula_record_found(redisReply *reply);
 ngx_nebula_plan_t *ngx_nebula_record_plan(ngx_http_request_t *r,
     const redisReply *k);
+void ngx_nebula_record_limits(ngx_http_request_t *r, const redisReply *k,
+    int64_t *in, int64_t *out, int64_t *rpm);
 ngx_uint_t ngx_nebula_record_lists(const redisReply *k, ngx_str_t *name);
 uint64_t ngx_nebula_record_groups(ngx_http_request_t *r,
-    const redisReply *k);
-ngx_uint_t ngx_nebula_record_reaches(const redisReply *k, uint64_t groups,
+    const redisReply *reply);
+ngx_uint_t ngx_nebula_record_reaches(const redisReply *reply, uint64_t groups,
     ngx_nebula_model_t *model);
 
 /* the caller's own key, by its secret */
@@ -67,12 +78,20 @@ ngx_int_t ngx_nebula_own_key_lookup(ngx_http_request_t *r,
 ngx_int_t ngx_nebula_own_key_check(ngx_nebula_call_ctx_t *call,
     redisReply *reply, ngx_int_t *rc);
 
+/* a key of an account, from KEY_GET_OF's reply (ngx_nebula_account_json.c) */
+void ngx_nebula_account_key_admit(ngx_http_request_t *r,
+    const redisReply *reply, nebula_admit_t *a);
+void ngx_nebula_account_write_own(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *reply, u_char *month, time_t now);
+
 /* records as JSON */
 void ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     const redisReply *k, const redisReply *u, const redisReply *m,
     u_char *month, time_t now, ngx_uint_t holder);
 void ngx_nebula_write_estimated(ngx_nebula_json_t *j, const redisReply *h,
     const char *prefix);
+void ngx_nebula_write_model_usage(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    const redisReply *m);
 void ngx_nebula_write_estimated_counts(ngx_nebula_json_t *j, int64_t *v);
 
 #endif /* NGX_NEBULA_RECORDS_H */

@@ -506,6 +506,18 @@ static char  ngx_nebula_script_gen_get[] =
     "return false\n";
 
 
+/* ngx_nebula_scripts_accounts.c */
+extern char  ngx_nebula_script_acct_create[];
+extern char  ngx_nebula_script_acct_get[];
+extern char  ngx_nebula_script_acct_edit[];
+extern char  ngx_nebula_script_key_add[];
+extern char  ngx_nebula_script_key_list_of[];
+extern char  ngx_nebula_script_key_of[];
+extern char  ngx_nebula_script_key_edit[];
+extern char  ngx_nebula_script_key_get_of[];
+extern char  ngx_nebula_script_acct_list[];
+
+
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_admit), "" },
     { ngx_string(ngx_nebula_script_settle), "" },
@@ -515,7 +527,30 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_key_update), "" },
     { ngx_string(ngx_nebula_script_usage), "" },
     { ngx_string(ngx_nebula_script_changed), "" },
-    { ngx_string(ngx_nebula_script_gen_get), "" }
+    { ngx_string(ngx_nebula_script_gen_get), "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" }
+};
+
+
+/* the scripts of another file: their length is known there, not here */
+static char  *ngx_nebula_scripts_elsewhere[] = {
+    ngx_nebula_script_acct_create,
+    ngx_nebula_script_acct_get,
+    ngx_nebula_script_acct_edit,
+    ngx_nebula_script_key_add,
+    ngx_nebula_script_key_list_of,
+    ngx_nebula_script_key_of,
+    ngx_nebula_script_key_edit,
+    ngx_nebula_script_key_get_of,
+    ngx_nebula_script_acct_list
 };
 
 
@@ -527,6 +562,13 @@ ngx_nebula_scripts_init(ngx_conf_t *cf)
     unsigned int          len;
     ngx_uint_t            i;
     ngx_nebula_script_t  *s;
+
+    for (i = NGX_NEBULA_SCRIPT_ACCT_CREATE; i < NGX_NEBULA_SCRIPT_N; i++) {
+        s = &ngx_nebula_scripts[i];
+        s->source.data = (u_char *) ngx_nebula_scripts_elsewhere[
+                                          i - NGX_NEBULA_SCRIPT_ACCT_CREATE];
+        s->source.len = ngx_strlen(s->source.data);
+    }
 
     for (i = 0; i < NGX_NEBULA_SCRIPT_N; i++) {
         s = &ngx_nebula_scripts[i];

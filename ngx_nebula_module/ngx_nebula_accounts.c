@@ -1,0 +1,997 @@
+/*
+ * Nebula: accounts and their keys, as the operator manages them (the
+ * admin API, nebula admin) and as an account's holder does, with the
+ * account's management secret (nebula account), as OpenRouter's
+ * provisioning keys do.
+ *
+ *   POST   /admin/accounts             {name, plan, email?, limits?,
+ *                                       models?, key?}
+ *   GET    /admin/accounts             ?plan=&status=&name=&limit=&after=
+ *   GET    /admin/accounts/A
+ *   PATCH  /admin/accounts/A           {name?, plan?, email?, limits?,
+ *                                       models?, status?}
+ *   DELETE /admin/accounts/A
+ *   POST   /admin/accounts/A/suspend, /admin/accounts/A/resume
+ *   GET    /admin/accounts/A/keys,     POST /admin/accounts/A/keys
+ *   GET, PATCH, DELETE /admin/accounts/A/keys/K
+ *
+ *   GET    /v1/account                 the holder's account, its usage
+ *   GET    /v1/keys,                   POST /v1/keys
+ *   GET, PATCH, DELETE /v1/keys/K
+ *
+ * The holder's calls are the admin's on the account its secret names,
+ * less what only an operator does (its plan, its status); each is one
+ * script in the account's slot, which checks the secret's digest first
+ * (ngx_nebula_scripts_accounts.c).  The JSON is written in
+ * ngx_nebula_account_json.c.
+ */
+
+#include "ngx_nebula_accounts.h"
+
+
+/* the most keys an account may hold, revoked ones included */
+#define NGX_NEBULA_ACCOUNT_MAX_KEYS_S  "1000"
+
+/* a page of a listing: by default, and at most */
+#define NGX_NEBULA_ACCOUNT_PAGE      100
+#define NGX_NEBULA_ACCOUNT_PAGE_MAX  1000
+
+
+static ngx_int_t ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call,
+    redisReply *reply);
+static void ngx_nebula_account_body_handler(ngx_http_request_t *r);
+
+
+static ngx_int_t
+ngx_nebula_account_not_found(ngx_nebula_account_ctx_t *a)
+{
+    if (a->holder) {
+        /* the account is gone: its secret is no more */
+        return ngx_nebula_api_error(a->call->r, NGX_HTTP_UNAUTHORIZED,
+                                    "invalid_management_key", NULL,
+                                    "Incorrect management key provided.");
+    }
+
+    return ngx_nebula_api_error(a->call->r, NGX_HTTP_NOT_FOUND,
+                                "account_not_found", "id",
+                                "No account has this id.");
+}
+
+
+/* 16 lower-case hex digits at p, into id: NGX_OK */
+static ngx_int_t
+ngx_nebula_account_id(u_char *p, u_char *last, u_char *id)
+{
+    ngx_uint_t  i;
+
+    if (last - p != NGX_NEBULA_KEY_ID_LEN) {
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < NGX_NEBULA_KEY_ID_LEN; i++) {
+        if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'a' && p[i] <= 'f'))) {
+            return NGX_DECLINED;
+        }
+    }
+
+    ngx_memcpy(id, p, NGX_NEBULA_KEY_ID_LEN);
+    id[NGX_NEBULA_KEY_ID_LEN] = '\0';
+
+    return NGX_OK;
+}
+
+
+/*
+ * "keys", "keys/K" (p to last) into the op, as the method says: NGX_OK,
+ * NGX_HTTP_NOT_FOUND or NGX_HTTP_NOT_ALLOWED
+ */
+static ngx_int_t
+ngx_nebula_account_route_keys(ngx_http_request_t *r,
+    ngx_nebula_account_ctx_t *a, u_char *p, u_char *last)
+{
+    if (p == last || (last - p == 1 && *p == '/')) {
+        switch (r->method) {
+        case NGX_HTTP_GET:
+        case NGX_HTTP_HEAD:
+            a->op = NGX_NEBULA_ACCOUNT_KEYS;
+            return NGX_OK;
+        case NGX_HTTP_POST:
+            a->op = NGX_NEBULA_ACCOUNT_KEY_CREATE;
+            return NGX_OK;
+        default:
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+    }
+
+    if (*p != '/' || ngx_nebula_account_id(p + 1, last, a->key_id) != NGX_OK)
+    {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    switch (r->method) {
+    case NGX_HTTP_GET:
+    case NGX_HTTP_HEAD:
+        a->op = NGX_NEBULA_ACCOUNT_KEY_SHOW;
+        return NGX_OK;
+    case NGX_HTTP_PATCH:
+        a->op = NGX_NEBULA_ACCOUNT_KEY_PATCH;
+        return NGX_OK;
+    case NGX_HTTP_DELETE:
+        a->op = NGX_NEBULA_ACCOUNT_KEY_DELETE;
+        return NGX_OK;
+    default:
+        return NGX_HTTP_NOT_ALLOWED;
+    }
+}
+
+
+/* the admin's path after "/admin/accounts" */
+static ngx_int_t
+ngx_nebula_account_route_admin(ngx_http_request_t *r,
+    ngx_nebula_account_ctx_t *a, u_char *p, u_char *last)
+{
+    u_char  *s;
+
+    if (p == last || (last - p == 1 && *p == '/')) {
+        switch (r->method) {
+        case NGX_HTTP_GET:
+        case NGX_HTTP_HEAD:
+            a->op = NGX_NEBULA_ACCOUNT_LIST;
+            return NGX_OK;
+        case NGX_HTTP_POST:
+            a->op = NGX_NEBULA_ACCOUNT_CREATE;
+            return NGX_OK;
+        default:
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+    }
+
+    if (*p++ != '/') {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    s = ngx_strlchr(p, last, '/');
+
+    if (ngx_nebula_account_id(p, s ? s : last, a->tag) != NGX_OK) {
+        return NGX_HTTP_NOT_FOUND;
+    }
+
+    if (s == NULL) {
+        switch (r->method) {
+        case NGX_HTTP_GET:
+        case NGX_HTTP_HEAD:
+            a->op = NGX_NEBULA_ACCOUNT_SHOW;
+            return NGX_OK;
+        case NGX_HTTP_PATCH:
+            a->op = NGX_NEBULA_ACCOUNT_PATCH;
+            return NGX_OK;
+        case NGX_HTTP_DELETE:
+            a->op = NGX_NEBULA_ACCOUNT_DELETE;
+            return NGX_OK;
+        default:
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+    }
+
+    p = s + 1;
+
+    if ((last - p == 7 && ngx_strncmp(p, "suspend", 7) == 0)
+        || (last - p == 6 && ngx_strncmp(p, "resume", 6) == 0))
+    {
+        if (r->method != NGX_HTTP_POST) {
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+
+        a->op = (*p == 's') ? NGX_NEBULA_ACCOUNT_SUSPEND
+                            : NGX_NEBULA_ACCOUNT_RESUME;
+        return NGX_OK;
+    }
+
+    if (last - p >= 4 && ngx_strncmp(p, "keys", 4) == 0) {
+        return ngx_nebula_account_route_keys(r, a, p + 4, last);
+    }
+
+    return NGX_HTTP_NOT_FOUND;
+}
+
+
+/* the holder's path: /v1/account, /v1/keys, /v1/keys/K */
+static ngx_int_t
+ngx_nebula_account_route_holder(ngx_http_request_t *r,
+    ngx_nebula_account_ctx_t *a)
+{
+    u_char  *p, *last, *s;
+
+    p = r->uri.data;
+    last = p + r->uri.len;
+
+    while (last > p && last[-1] == '/') {
+        last--;
+    }
+
+    if (last - p >= 8 && ngx_strncmp(last - 8, "/account", 8) == 0) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+
+        a->op = NGX_NEBULA_ACCOUNT_SHOW;
+        return NGX_OK;
+    }
+
+    /* ".../keys" or ".../keys/K" */
+    for (s = last - 1; s > p && *s != '/'; s--) { /* void */ }
+
+    if (last - s == 5 && ngx_strncmp(s, "/keys", 5) == 0) {
+        return ngx_nebula_account_route_keys(r, a, last, last);
+    }
+
+    if (s - p >= 5 && ngx_strncmp(s - 5, "/keys", 5) == 0) {
+        return ngx_nebula_account_route_keys(r, a, s, r->uri.data
+                                                       + r->uri.len);
+    }
+
+    return NGX_HTTP_NOT_FOUND;
+}
+
+
+/*
+ * The holder's management secret: its account's tag and its digest.
+ * NGX_OK; NGX_DECLINED: refused, *rc what to finalize with.
+ */
+static ngx_int_t
+ngx_nebula_account_holder_auth(ngx_http_request_t *r,
+    ngx_nebula_account_ctx_t *a, ngx_int_t *rc)
+{
+    ngx_str_t  secret;
+    u_char     id[NGX_NEBULA_KEY_ID_LEN + 1];
+
+    if (ngx_nebula_key_from_request(r, &secret) != NGX_OK) {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_management_key", NULL,
+                                   "This endpoint needs the account's "
+                                   "management key: \"Authorization: "
+                                   "Bearer nbm-...\".");
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_nebula_key_management_tag(&secret, a->tag)) {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_management_key", NULL,
+                                   ngx_nebula_key_well_formed(&secret)
+                                   ? "An API key cannot manage keys: use "
+                                     "the account's management key "
+                                     "(nbm-...)."
+                                   : "Incorrect management key provided.");
+        return NGX_DECLINED;
+    }
+
+    if (ngx_nebula_key_digest(&secret, a->mdigest, id) != NGX_OK) {
+        *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_DECLINED;
+    }
+
+    a->auth.data = a->mdigest;
+    a->auth.len = 64;
+
+    return NGX_OK;
+}
+
+
+/* ?offset=&limit= and the like: a number, or dflt; -1 when invalid */
+static ngx_int_t
+ngx_nebula_account_arg_int(ngx_http_request_t *r, char *name,
+    ngx_int_t dflt, ngx_int_t max)
+{
+    ngx_int_t  n;
+    ngx_str_t  v;
+
+    if (ngx_http_arg(r, (u_char *) name, ngx_strlen(name), &v) != NGX_OK) {
+        return dflt;
+    }
+
+    n = ngx_atoi(v.data, v.len);
+
+    return (n == NGX_ERROR || n > max) ? -1 : n;
+}
+
+
+/* a listing's query, into a: NGX_OK; NGX_DECLINED, *rc the refusal */
+static ngx_int_t
+ngx_nebula_account_query(ngx_http_request_t *r, ngx_nebula_account_ctx_t *a,
+    ngx_int_t *rc)
+{
+    ngx_str_t  v;
+
+    a->limit = ngx_nebula_account_arg_int(r, "limit",
+                                          NGX_NEBULA_ACCOUNT_PAGE,
+                                          NGX_NEBULA_ACCOUNT_PAGE_MAX);
+    if (a->limit < 1) {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                   "limit", "'limit' is 1 to 1000.");
+        return NGX_DECLINED;
+    }
+
+    if (a->op == NGX_NEBULA_ACCOUNT_KEYS) {
+        a->offset = ngx_nebula_account_arg_int(r, "offset", 0, 1000000);
+        if (a->offset < 0) {
+            *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_value", "offset",
+                                       "'offset' is a number of keys.");
+            return NGX_DECLINED;
+        }
+
+        a->revoked = ngx_http_arg(r, (u_char *) "include_revoked", 15, &v)
+                         == NGX_OK
+                     && v.len == 4 && ngx_strncmp(v.data, "true", 4) == 0;
+        return NGX_OK;
+    }
+
+    /* the admin's listing of accounts */
+    if (ngx_http_arg(r, (u_char *) "after", 5, &a->after) == NGX_OK
+        && a->after.len != NGX_NEBULA_KEY_ID_LEN)
+    {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                   "after", "'after' is an account's id.");
+        return NGX_DECLINED;
+    }
+
+    if (ngx_http_arg(r, (u_char *) "status", 6, &a->status) == NGX_OK
+        && !(a->status.len == 6
+             && ngx_strncmp(a->status.data, "active", 6) == 0)
+        && !(a->status.len == 9
+             && ngx_strncmp(a->status.data, "suspended", 9) == 0)
+        && !(a->status.len == 7
+             && ngx_strncmp(a->status.data, "deleted", 7) == 0))
+    {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST, "invalid_value",
+                                   "status", "'status' is active, "
+                                   "suspended or deleted.");
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_http_arg(r, (u_char *) "plan", 4, &a->plan);
+
+    if (ngx_http_arg(r, (u_char *) "name", 4, &a->name) == NGX_OK) {
+        /* as it was typed: %20 and + are spaces */
+        if (ngx_nebula_account_unescape(r, &a->name) != NGX_OK) {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_DECLINED;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* a call of the admin's, on /admin/accounts...: p to last after it */
+ngx_int_t
+ngx_nebula_accounts_admin(ngx_http_request_t *r, u_char *p, u_char *last)
+{
+    return ngx_nebula_account_start(r, 0, p, last);
+}
+
+
+/* nebula account: the holder's calls, behind the management secret */
+ngx_int_t
+ngx_nebula_account_handler(ngx_http_request_t *r)
+{
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL) {
+        return ngx_nebula_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", NULL,
+                                    "Accounts are not enabled: they need "
+                                    "nebula_redis.");
+    }
+
+    return ngx_nebula_account_start(r, 1, NULL, NULL);
+}
+
+
+ngx_int_t
+ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
+    u_char *p, u_char *last)
+{
+    ngx_int_t                  rc;
+    ngx_nebula_call_ctx_t     *call;
+    ngx_nebula_account_ctx_t  *a;
+
+    call = ngx_nebula_call_start(r, ngx_nebula_account_answer);
+    a = ngx_pcalloc(r->pool, sizeof(ngx_nebula_account_ctx_t));
+    if (call == NULL || a == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->data = a;
+    a->call = call;
+    a->holder = holder;
+    ngx_str_set(&a->auth, "");
+
+    rc = holder ? ngx_nebula_account_route_holder(r, a)
+                : ngx_nebula_account_route_admin(r, a, p, last);
+
+    switch (rc) {
+    case NGX_OK:
+        break;
+    case NGX_HTTP_NOT_ALLOWED:
+        return ngx_nebula_api_error(r, rc, "method_not_allowed", NULL,
+                                    "This method is not allowed here.");
+    default:
+        return ngx_nebula_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", NULL,
+                                    holder ? "No such endpoint."
+                                           : "No such admin endpoint.");
+    }
+
+    if (holder && ngx_nebula_account_holder_auth(r, a, &rc) != NGX_OK) {
+        return rc;
+    }
+
+    if ((a->op == NGX_NEBULA_ACCOUNT_LIST || a->op == NGX_NEBULA_ACCOUNT_KEYS)
+        && ngx_nebula_account_query(r, a, &rc) != NGX_OK)
+    {
+        return rc;
+    }
+
+    if (a->op == NGX_NEBULA_ACCOUNT_CREATE
+        || a->op == NGX_NEBULA_ACCOUNT_PATCH
+        || a->op == NGX_NEBULA_ACCOUNT_KEY_CREATE
+        || a->op == NGX_NEBULA_ACCOUNT_KEY_PATCH)
+    {
+        rc = ngx_http_read_client_request_body(r,
+                                             ngx_nebula_account_body_handler);
+        if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+            return rc;
+        }
+
+        return NGX_DONE;
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    rc = ngx_nebula_account_send(a);
+
+    if (rc != NGX_AGAIN) {
+        return rc;
+    }
+
+    r->main->count++;
+    return NGX_DONE;
+}
+
+
+static void
+ngx_nebula_account_body_handler(ngx_http_request_t *r)
+{
+    u_char                    *body;
+    size_t                     len;
+    ngx_int_t                  rc;
+    ngx_nebula_ctx_t          *ctx;
+    ngx_nebula_account_ctx_t  *a;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_nebula_module);
+    a = ctx->call->data;
+
+    rc = ngx_nebula_body_bytes(r, &body, &len);
+
+    if (rc == NGX_OK) {
+        rc = ngx_nebula_body_parse(r, body, len,
+                                   (a->op == NGX_NEBULA_ACCOUNT_CREATE
+                                    || a->op == NGX_NEBULA_ACCOUNT_PATCH)
+                                   ? NGX_NEBULA_BODY_ACCOUNT
+                                   : NGX_NEBULA_BODY_ACCOUNT_KEY,
+                                   a->op == NGX_NEBULA_ACCOUNT_CREATE
+                                   || a->op == NGX_NEBULA_ACCOUNT_KEY_CREATE,
+                                   &a->f);
+
+        switch (rc) {
+        case NGX_OK:
+            rc = ngx_nebula_account_send(a);
+            break;
+        case NGX_DECLINED:
+            rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST, a->f.code,
+                                      a->f.param, a->f.message);
+            break;
+        default:
+            rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
+    if (rc != NGX_AGAIN) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+/* a name of the account's in Redis, "nb:{A}..." */
+static ngx_int_t
+ngx_nebula_account_name(ngx_nebula_account_ctx_t *a, ngx_str_t *s,
+    const char *fmt, u_char *arg)
+{
+    s->data = ngx_pnalloc(a->call->r->pool, 96);
+    if (s->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    s->len = ngx_snprintf(s->data, 96, fmt, a->tag, arg) - s->data;
+
+    return NGX_OK;
+}
+
+
+/* field, value into argv at *n; a value with a NULL data is not set */
+static void
+ngx_nebula_account_field(ngx_str_t *argv, ngx_uint_t *n, const char *field,
+    ngx_str_t *value)
+{
+    if (value->data == NULL) {
+        return;
+    }
+
+    argv[*n].data = (u_char *) field;
+    argv[*n].len = ngx_strlen(field);
+    argv[*n + 1] = *value;
+    *n += 2;
+}
+
+
+/* a key's fields of the body, as KEY_EDIT's field, value pairs */
+static void
+ngx_nebula_account_key_fields(ngx_nebula_key_fields_t *f, ngx_str_t *argv,
+    ngx_uint_t *n)
+{
+    ngx_nebula_account_field(argv, n, "name", &f->name);
+    ngx_nebula_account_field(argv, n, "in_limit", &f->limits[0]);
+    ngx_nebula_account_field(argv, n, "out_limit", &f->limits[1]);
+    ngx_nebula_account_field(argv, n, "rpm_limit", &f->limits[2]);
+    ngx_nebula_account_field(argv, n, "expires", &f->expires);
+
+    if (f->models_named) {
+        if (f->models.data == NULL) {
+            ngx_str_set(&f->models, "");
+        }
+
+        ngx_nebula_account_field(argv, n, "models", &f->models);
+    }
+
+    if (f->disabled >= 0) {
+        if (f->disabled) {
+            ngx_str_set(&f->status, "disabled");
+        } else {
+            ngx_str_set(&f->status, "active");
+        }
+
+        ngx_nebula_account_field(argv, n, "status", &f->status);
+    }
+}
+
+
+/* the op's script: NGX_AGAIN, its answer comes; else what to finalize */
+ngx_int_t
+ngx_nebula_account_send(ngx_nebula_account_ctx_t *a)
+{
+    u_char                 *p;
+    ngx_str_t               argv[48], secret;
+    ngx_uint_t              n, k, i, day;
+    ngx_nebula_call_ctx_t  *call;
+    u_char                  minute[NGX_TIME_T_LEN + 1];
+
+    call = a->call;
+    argv[0].len = 0;
+
+    if (ngx_nebula_account_name(a, &argv[0], "nb:{%s}:acct%s", (u_char *) "")
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->now = ngx_nebula_now(call->r);
+    a->now.data = a->now_buf;
+    a->now.len = ngx_sprintf(a->now_buf, "%T", call->now) - a->now_buf;
+
+    switch (a->op) {
+
+    case NGX_NEBULA_ACCOUNT_CREATE:
+        return ngx_nebula_account_create(a);
+
+    case NGX_NEBULA_ACCOUNT_LIST:
+        ngx_str_set(&argv[0], "nb:accounts");
+        argv[1].data = call->month;
+        argv[1].len = 7;
+        argv[2] = a->after;
+        argv[3].data = a->limit_buf;
+        argv[3].len = ngx_sprintf(a->limit_buf, "%i", a->limit)
+                      - a->limit_buf;
+        argv[4] = a->plan;
+        argv[5] = a->status;
+        argv[6] = a->name;
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACCT_LIST, 1, 7,
+                                    argv);
+
+    case NGX_NEBULA_ACCOUNT_SHOW:
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",
+                                    (u_char *) "") != NGX_OK
+            || ngx_nebula_account_name(a, &argv[2], "nb:{%s}:u:%s",
+                                       call->month) != NGX_OK
+            || ngx_nebula_account_name(a, &argv[3], "nb:{%s}:m:%s",
+                                       call->month) != NGX_OK
+            || ngx_nebula_account_name(a, &argv[4], "nb:{%s}:ku:%s",
+                                       call->month) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        *ngx_sprintf(minute, "%T", call->now / 60) = '\0';
+
+        if (ngx_nebula_account_name(a, &argv[5], "nb:{%s}:r:%s", minute)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the month's days so far: usage by day */
+        day = ngx_nebula_account_days(call->now);
+        k = 6;
+
+        for (i = 1; i <= day; i++) {
+            p = ngx_pnalloc(call->r->pool, 96);
+            if (p == NULL) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            argv[k].data = p;
+            argv[k].len = ngx_sprintf(p, "nb:{%s}:d:%s-%02ui", a->tag,
+                                      call->month, i) - p;
+            k++;
+        }
+
+        argv[k++] = a->auth;
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACCT_GET, k - 1,
+                                    k, argv);
+
+    case NGX_NEBULA_ACCOUNT_PATCH:
+    case NGX_NEBULA_ACCOUNT_DELETE:
+    case NGX_NEBULA_ACCOUNT_SUSPEND:
+    case NGX_NEBULA_ACCOUNT_RESUME:
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",
+                                    (u_char *) "") != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[2] = a->auth;
+        argv[3] = a->now;
+        n = 4;
+
+        if (a->op == NGX_NEBULA_ACCOUNT_PATCH) {
+            ngx_nebula_account_field(argv, &n, "name", &a->f.name);
+            ngx_nebula_account_field(argv, &n, "email", &a->f.email);
+            ngx_nebula_account_field(argv, &n, "plan", &a->f.plan);
+            ngx_nebula_account_field(argv, &n, "in_limit", &a->f.limits[0]);
+            ngx_nebula_account_field(argv, &n, "out_limit", &a->f.limits[1]);
+            ngx_nebula_account_field(argv, &n, "rpm_limit", &a->f.limits[2]);
+            ngx_nebula_account_field(argv, &n, "status", &a->f.status);
+
+            if (a->f.models_named) {
+                if (a->f.models.data == NULL) {
+                    ngx_str_set(&a->f.models, "");
+                }
+
+                ngx_nebula_account_field(argv, &n, "models", &a->f.models);
+            }
+
+        } else {
+            ngx_str_set(&argv[n], "status");
+            n++;
+
+            if (a->op == NGX_NEBULA_ACCOUNT_DELETE) {
+                ngx_str_set(&argv[n], "deleted");
+            } else if (a->op == NGX_NEBULA_ACCOUNT_SUSPEND) {
+                ngx_str_set(&argv[n], "suspended");
+            } else {
+                ngx_str_set(&argv[n], "active");
+            }
+
+            n++;
+        }
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACCT_EDIT, 2,
+                                    n - 0, argv);
+
+    case NGX_NEBULA_ACCOUNT_KEYS:
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",
+                                    (u_char *) "") != NGX_OK
+            || ngx_nebula_account_name(a, &argv[2], "nb:{%s}:ku:%s",
+                                       call->month) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[3] = a->auth;
+        argv[4].data = a->offset_buf;
+        argv[4].len = ngx_sprintf(a->offset_buf, "%i", a->offset)
+                      - a->offset_buf;
+        argv[5].data = a->limit_buf;
+        argv[5].len = ngx_sprintf(a->limit_buf, "%i", a->limit)
+                      - a->limit_buf;
+
+        if (a->revoked) {
+            ngx_str_set(&argv[6], "1");
+        } else {
+            ngx_str_set(&argv[6], "0");
+        }
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_LIST_OF, 3, 7,
+                                    argv);
+
+    case NGX_NEBULA_ACCOUNT_KEY_CREATE:
+        secret.data = a->secret;
+        secret.len = ngx_nebula_key_generate(a->secret, a->tag);
+
+        if (secret.len == 0
+            || ngx_nebula_key_digest(&secret, a->digest, a->key_id) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        a->secret_len = secret.len;
+
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",
+                                    (u_char *) "") != NGX_OK
+            || ngx_nebula_account_name(a, &argv[2], "nb:{%s}:k:%s",
+                                       a->key_id) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[3] = a->auth;
+        argv[4].data = (u_char *) NGX_NEBULA_ACCOUNT_MAX_KEYS_S;
+        argv[4].len = sizeof(NGX_NEBULA_ACCOUNT_MAX_KEYS_S) - 1;
+        argv[5].data = a->key_id;
+        argv[5].len = NGX_NEBULA_KEY_ID_LEN;
+        argv[6].data = a->digest;
+        argv[6].len = 64;
+
+        if (a->f.name.data) {
+            argv[7] = a->f.name;
+        } else {
+            ngx_str_set(&argv[7], "");
+        }
+
+        argv[8] = a->now;
+
+#define ngx_nebula_or_empty(s)  ((s).data ? (s) : (ngx_str_t) ngx_string(""))
+
+        argv[9] = ngx_nebula_or_empty(a->f.expires);
+        argv[10] = ngx_nebula_or_empty(a->f.limits[0]);
+        argv[11] = ngx_nebula_or_empty(a->f.limits[1]);
+        argv[12] = ngx_nebula_or_empty(a->f.limits[2]);
+        argv[13] = ngx_nebula_or_empty(a->f.models);
+
+#undef ngx_nebula_or_empty
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_ADD, 3, 14,
+                                    argv);
+
+    default: /* KEY_SHOW, KEY_PATCH, KEY_DELETE */
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:k:%s", a->key_id)
+            != NGX_OK
+            || ngx_nebula_account_name(a, &argv[2], "nb:{%s}:ku:%s",
+                                       call->month) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[3] = a->auth;
+
+        if (a->op == NGX_NEBULA_ACCOUNT_KEY_SHOW) {
+            return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_OF, 3, 4,
+                                        argv);
+        }
+
+        argv[4] = a->now;
+        n = 5;
+
+        if (a->op == NGX_NEBULA_ACCOUNT_KEY_DELETE) {
+            ngx_str_set(&argv[5], "status");
+            ngx_str_set(&argv[6], "revoked");
+            n = 7;
+
+        } else {
+            ngx_nebula_account_key_fields(&a->f, argv, &n);
+        }
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_EDIT, 3, n,
+                                    argv);
+    }
+}
+
+
+/*
+ * A new account: its tag, its management secret and, if asked, its first
+ * key, in one script in its slot; then listed in nb:accounts (another
+ * slot: a plain ZADD).  A tag drawn twice (two in 2^64) is drawn again.
+ */
+ngx_int_t
+ngx_nebula_account_create(ngx_nebula_account_ctx_t *a)
+{
+    ngx_str_t               argv[16], secret;
+    ngx_nebula_call_ctx_t  *call;
+    u_char                  kid[NGX_NEBULA_KEY_ID_LEN + 1];
+
+    call = a->call;
+
+    if (ngx_nebula_key_new_tag(a->tag) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    secret.data = a->msecret;
+    secret.len = ngx_nebula_key_generate_management(a->msecret, a->tag);
+
+    if (secret.len == 0
+        || ngx_nebula_key_digest(&secret, a->mdigest, kid) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    a->msecret_len = secret.len;
+
+    if (ngx_nebula_account_name(a, &argv[0], "nb:{%s}:acct%s", (u_char *) "")
+        != NGX_OK
+        || ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",
+                                   (u_char *) "") != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[2] = argv[0];
+
+    if (a->f.first_key) {
+        secret.data = a->secret;
+        secret.len = ngx_nebula_key_generate(a->secret, a->tag);
+
+        if (secret.len == 0
+            || ngx_nebula_key_digest(&secret, a->digest, a->key_id)
+               != NGX_OK
+            || ngx_nebula_account_name(a, &argv[2], "nb:{%s}:k:%s",
+                                       a->key_id) != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        a->secret_len = secret.len;
+    }
+
+#define ngx_nebula_or_empty(s)  ((s).data ? (s) : (ngx_str_t) ngx_string(""))
+
+    argv[3].data = a->tag;
+    argv[3].len = NGX_NEBULA_KEY_ID_LEN;
+    argv[4] = ngx_nebula_or_empty(a->f.name);
+    argv[5] = ngx_nebula_or_empty(a->f.email);
+    argv[6] = a->f.plan;
+    argv[7] = a->now;
+    argv[8].data = a->mdigest;
+    argv[8].len = 64;
+    argv[9] = ngx_nebula_or_empty(a->f.limits[0]);
+    argv[10] = ngx_nebula_or_empty(a->f.limits[1]);
+    argv[11] = ngx_nebula_or_empty(a->f.limits[2]);
+    argv[12] = ngx_nebula_or_empty(a->f.models);
+
+#undef ngx_nebula_or_empty
+
+    if (a->f.first_key) {
+        argv[13].data = a->key_id;
+        argv[13].len = NGX_NEBULA_KEY_ID_LEN;
+        argv[14].data = a->digest;
+        argv[14].len = 64;
+        argv[15] = a->f.key_name;
+
+    } else {
+        ngx_str_set(&argv[13], "");
+        ngx_str_set(&argv[14], "");
+        ngx_str_set(&argv[15], "");
+    }
+
+    return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACCT_CREATE, 3, 16,
+                                argv);
+}
+
+
+/* the scripts' first element: -1, 0, 1, ... (-100: no such reply) */
+#define NGX_NEBULA_ACCOUNT_BAD  -100
+
+static ngx_int_t
+ngx_nebula_account_status(redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1
+        || reply->element[0]->type != REDIS_REPLY_INTEGER)
+    {
+        return NGX_NEBULA_ACCOUNT_BAD;
+    }
+
+    return (ngx_int_t) reply->element[0]->integer;
+}
+
+
+static ngx_int_t
+ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
+{
+    ngx_int_t                  st;
+    ngx_str_t                  argv[4];
+    ngx_http_request_t        *r;
+    ngx_nebula_account_ctx_t  *a;
+
+    r = call->r;
+    a = call->data;
+
+    if (a->listing) {
+        /* nb:accounts took the new account: it is made */
+        return ngx_nebula_account_write_created(a);
+    }
+
+    st = (a->op == NGX_NEBULA_ACCOUNT_LIST) ? 1
+                                             : ngx_nebula_account_status(reply);
+
+    switch (st) {
+
+    case NGX_NEBULA_ACCOUNT_BAD:
+        return ngx_nebula_call_bad_reply(r, reply);
+
+    case -1:
+        return ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                                    "invalid_management_key", NULL,
+                                    "Incorrect management key provided.");
+
+    case 0:
+        if (a->op == NGX_NEBULA_ACCOUNT_CREATE) {
+            /* the tag was taken: another */
+            if (++a->attempts > 3) {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+
+            return ngx_nebula_account_create(a);
+        }
+
+        return ngx_nebula_account_not_found(a);
+
+    case 1:
+        break;
+
+    default:
+        return ngx_nebula_account_refused(a, reply);
+    }
+
+    switch (a->op) {
+
+    case NGX_NEBULA_ACCOUNT_CREATE:
+        /* listed, for the admin's listing: another slot, a command */
+        a->listing = 1;
+        ngx_str_set(&argv[0], "ZADD");
+        ngx_str_set(&argv[1], "nb:accounts");
+        argv[2] = a->now;
+        argv[3].data = a->tag;
+        argv[3].len = NGX_NEBULA_KEY_ID_LEN;
+
+        return ngx_nebula_call_command(call, 4, argv);
+
+    case NGX_NEBULA_ACCOUNT_PATCH:
+    case NGX_NEBULA_ACCOUNT_DELETE:
+    case NGX_NEBULA_ACCOUNT_SUSPEND:
+    case NGX_NEBULA_ACCOUNT_RESUME:
+    case NGX_NEBULA_ACCOUNT_KEY_PATCH:
+    case NGX_NEBULA_ACCOUNT_KEY_DELETE:
+        /* the workers close their leases of the account's keys */
+        ngx_nebula_lease_recall(a->tag);
+        break;
+
+    default:
+        break;
+    }
+
+    return ngx_nebula_account_write(a, reply);
+}

@@ -1,0 +1,259 @@
+/*
+ * Nebula: the scripts that keep accounts and their keys (the admin API,
+ * the holder's), run with EVALSHA as the others (ngx_nebula_scripts.c).
+ *
+ * Everything of an account lives under its tag, {A} (docs/redis.md):
+ *
+ *   nb:{A}:acct            hash: id, name, email, plan, status (active,
+ *                          suspended, deleted), created, updated,
+ *                          mdigest (the management secret's SHA-256),
+ *                          in_limit, out_limit, rpm_limit, models
+ *   nb:{A}:keys            sorted set: its keys' ids, by creation
+ *   nb:{A}:k:KEYID         hash: id, digest, name, status (active,
+ *                          disabled, revoked), created, updated, expires,
+ *                          in_limit, out_limit, rpm_limit, models
+ *   nb:{A}:ku:YYYY-MM      hash: KEYID|in, KEYID|out, ... per key
+ *
+ * A call of the holder's passes the digest of its management secret
+ * first, and every script compares it with the account's before it reads
+ * or writes anything: one round trip, whatever the call.  The admin's
+ * passes "" (its token was checked by nginx).  A script that reads a key
+ * of the account by its id builds the name in the account's slot.
+ *
+ * The replies begin with a status: -1 the management secret does not
+ * match, 0 no such account (or a deleted one), 1 done; then what each
+ * says.
+ */
+
+#include "ngx_nebula.h"
+
+
+/* the management secret's check, shared by every script below */
+#define NGX_NEBULA_ACCT_AUTH                                                  \
+    "local a = redis.call('HMGET', KEYS[1], 'status', 'mdigest')\n"           \
+    "if not a[1] or a[1] == 'deleted' then return {0} end\n"                  \
+    "if ARGV[1] ~= '' and a[2] ~= ARGV[1] then return {-1} end\n"
+
+
+/*
+ * ACCT_CREATE.  KEYS: account hash, its keys, the first key's record (or
+ * the account hash again: none).
+ * ARGV: id, name, email, plan, now, management digest, in_limit,
+ *       out_limit, rpm_limit, models; the first key's id, digest, name
+ *       ("" id: none).
+ * Returns {1}, or {0} when the id is taken (drawn again).
+ */
+char  ngx_nebula_script_acct_create[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end\n"
+    "redis.call('HSET', KEYS[1], 'id', ARGV[1], 'name', ARGV[2],\n"
+    "  'plan', ARGV[4], 'status', 'active', 'created', ARGV[5],\n"
+    "  'updated', ARGV[5], 'mdigest', ARGV[6])\n"
+    "local f = {'email', 'in_limit', 'out_limit', 'rpm_limit', 'models'}\n"
+    "local v = {ARGV[3], ARGV[7], ARGV[8], ARGV[9], ARGV[10]}\n"
+    "for i = 1, 5 do\n"
+    "  if v[i] ~= '' then redis.call('HSET', KEYS[1], f[i], v[i]) end\n"
+    "end\n"
+    "if ARGV[11] ~= '' then\n"
+    "  redis.call('HSET', KEYS[3], 'id', ARGV[11], 'digest', ARGV[12],\n"
+    "    'name', ARGV[13], 'status', 'active', 'created', ARGV[5],\n"
+    "    'updated', ARGV[5])\n"
+    "  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[11])\n"
+    "end\n"
+    "return {1}\n";
+
+
+/*
+ * ACCT_GET.  KEYS: account hash, its keys, month usage, month per model,
+ * month per key, this minute's count, then the month's days' hashes.
+ * ARGV: management digest or "".
+ * Returns {1, account fields, usage, per model, per key, minute count,
+ *          {key record, ...}, {day usage, ...}}.
+ */
+char  ngx_nebula_script_acct_get[] =
+    NGX_NEBULA_ACCT_AUTH
+    "local p = string.match(KEYS[1], '^(.*):acct$')\n"
+    "local keys = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
+    "  keys[#keys + 1] = redis.call('HGETALL', p .. ':k:' .. id)\n"
+    "end\n"
+    "local days = {}\n"
+    "for i = 7, #KEYS do\n"
+    "  days[#days + 1] = redis.call('HGETALL', KEYS[i])\n"
+    "end\n"
+    "return {1, redis.call('HGETALL', KEYS[1]),\n"
+    "  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),\n"
+    "  redis.call('HGETALL', KEYS[5]),\n"
+    "  tonumber(redis.call('GET', KEYS[6]) or '0'), keys, days}\n";
+
+
+/*
+ * ACCT_EDIT.  KEYS: account hash, its keys.
+ * ARGV: "" (the admin's), now, then field, value, ... ("" deletes a
+ *       field); status "deleted" revokes every key of the account too.
+ * Returns {1, account fields}.
+ */
+char  ngx_nebula_script_acct_edit[] =
+    NGX_NEBULA_ACCT_AUTH
+    "local p = string.match(KEYS[1], '^(.*):acct$')\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  if ARGV[i + 1] == '' then\n"
+    "    redis.call('HDEL', KEYS[1], ARGV[i])\n"
+    "  else\n"
+    "    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])\n"
+    "  end\n"
+    "  if ARGV[i] == 'status' and ARGV[i + 1] == 'deleted' then\n"
+    "    for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
+    "      if redis.call('EXISTS', p .. ':k:' .. id) == 1 then\n"
+    "        redis.call('HSET', p .. ':k:' .. id, 'status', 'revoked',\n"
+    "          'updated', ARGV[2])\n"
+    "      end\n"
+    "    end\n"
+    "    if redis.call('EXISTS', p .. ':key') == 1 then\n"
+    "      redis.call('HSET', p .. ':key', 'status', 'revoked')\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[1], 'updated', ARGV[2])\n"
+    "return {1, redis.call('HGETALL', KEYS[1])}\n";
+
+
+/*
+ * KEY_ADD: a key of an account.  KEYS: account hash, its keys, the key's
+ * record.
+ * ARGV: management digest or "", the most keys an account may hold, id,
+ *       digest, name, now, expires, in_limit, out_limit, rpm_limit,
+ *       models ("": none, the account's).
+ * Returns {1, key record}, or {2, status} the account is not active (a
+ * holder's write), {3} it holds the most keys already, {4} the id is
+ * taken (drawn again).
+ */
+char  ngx_nebula_script_key_add[] =
+    NGX_NEBULA_ACCT_AUTH
+    "if ARGV[1] ~= '' and a[1] ~= 'active' then return {2, a[1]} end\n"
+    "if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then\n"
+    "  return {3}\n"
+    "end\n"
+    "if redis.call('EXISTS', KEYS[3]) == 1 then return {4} end\n"
+    "redis.call('HSET', KEYS[3], 'id', ARGV[3], 'digest', ARGV[4],\n"
+    "  'name', ARGV[5], 'status', 'active', 'created', ARGV[6],\n"
+    "  'updated', ARGV[6])\n"
+    "local f = {'expires', 'in_limit', 'out_limit', 'rpm_limit', 'models'}\n"
+    "for i = 1, 5 do\n"
+    "  if ARGV[6 + i] ~= '' then\n"
+    "    redis.call('HSET', KEYS[3], f[i], ARGV[6 + i])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('ZADD', KEYS[2], ARGV[6], ARGV[3])\n"
+    "return {1, redis.call('HGETALL', KEYS[3])}\n";
+
+
+/*
+ * KEY_LIST_OF: an account's keys.  KEYS: account hash, its keys, month
+ * per key.
+ * ARGV: management digest or "", offset, count, 1 to list revoked keys
+ *       too.
+ * Returns {1, the account's key count, {key record, ...}, per key}.
+ */
+char  ngx_nebula_script_key_list_of[] =
+    NGX_NEBULA_ACCT_AUTH
+    "local p = string.match(KEYS[1], '^(.*):acct$')\n"
+    "local out, skip, n = {}, tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
+    "  local k = redis.call('HGETALL', p .. ':k:' .. id)\n"
+    "  local st = redis.call('HGET', p .. ':k:' .. id, 'status')\n"
+    "  if #k > 0 and (ARGV[4] == '1' or st ~= 'revoked') then\n"
+    "    if skip > 0 then skip = skip - 1\n"
+    "    elseif #out < n then out[#out + 1] = k end\n"
+    "  end\n"
+    "end\n"
+    "return {1, redis.call('ZCARD', KEYS[2]), out,\n"
+    "  redis.call('HGETALL', KEYS[3])}\n";
+
+
+/*
+ * KEY_OF: one key of an account.  KEYS: account hash, the key's record,
+ * month per key.  ARGV: management digest or "".
+ * Returns {1, key record, per key}, or {2} no such key.
+ */
+char  ngx_nebula_script_key_of[] =
+    NGX_NEBULA_ACCT_AUTH
+    "local k = redis.call('HGETALL', KEYS[2])\n"
+    "if #k == 0 then return {2} end\n"
+    "return {1, k, redis.call('HGETALL', KEYS[3])}\n";
+
+
+/*
+ * KEY_EDIT: changes a key of an account.  KEYS: account hash, the key's
+ * record, month per key.
+ * ARGV: management digest or "", now, then field, value, ... ("" deletes
+ *       a field).
+ * Returns {1, key record, per key}, {2} no such key (a revoked key is
+ * not changed again: {2} too), {3, status} the account is not active
+ * (a holder's write).
+ */
+char  ngx_nebula_script_key_edit[] =
+    NGX_NEBULA_ACCT_AUTH
+    "if ARGV[1] ~= '' and a[1] ~= 'active' then return {3, a[1]} end\n"
+    "local st = redis.call('HGET', KEYS[2], 'status')\n"
+    "if not st or st == 'revoked' then return {2} end\n"
+    "for i = 3, #ARGV, 2 do\n"
+    "  if ARGV[i + 1] == '' then\n"
+    "    redis.call('HDEL', KEYS[2], ARGV[i])\n"
+    "  else\n"
+    "    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', KEYS[2], 'updated', ARGV[2])\n"
+    "return {1, redis.call('HGETALL', KEYS[2]),\n"
+    "  redis.call('HGETALL', KEYS[3])}\n";
+
+
+/*
+ * KEY_GET_OF: what GET /v1/key shows a key of an account.  KEYS: the
+ * key's record, account hash, month usage, month per model, month per
+ * key, this minute's count, the key's own minute count.
+ * Returns {key fields, account fields, usage, per model, per key, minute
+ * count, the key's minute count}, or {} no such key.
+ */
+char  ngx_nebula_script_key_get_of[] =
+    "local k = redis.call('HGETALL', KEYS[1])\n"
+    "if #k == 0 then return {} end\n"
+    "return {k, redis.call('HGETALL', KEYS[2]),\n"
+    "  redis.call('HGETALL', KEYS[3]), redis.call('HGETALL', KEYS[4]),\n"
+    "  redis.call('HGETALL', KEYS[5]),\n"
+    "  tonumber(redis.call('GET', KEYS[6]) or '0'),\n"
+    "  tonumber(redis.call('GET', KEYS[7]) or '0')}\n";
+
+
+/*
+ * ACCT_LIST: the admin's listing.  KEYS: nb:accounts.
+ * ARGV: month, the last id of the page before ("": the first page), the
+ *       most to return, plan, status, a part of the name ("": any; a
+ *       deleted account is listed only when asked by its status).
+ * Returns {1 if more follow, {{account fields, month usage}, ...}}.  It
+ * reads accounts of every slot, as KEY_LIST does: on a Redis Cluster the
+ * listing needs a single-node Redis or a script per node (docs/redis.md).
+ */
+char  ngx_nebula_script_acct_list[] =
+    "local out, started, more = {}, ARGV[2] == '', 0\n"
+    "local want = string.lower(ARGV[6])\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  if not started then\n"
+    "    started = (id == ARGV[2])\n"
+    "  else\n"
+    "    local a = redis.call('HGETALL', 'nb:{' .. id .. '}:acct')\n"
+    "    local h = {}\n"
+    "    for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"
+    "    if #a > 0 and (ARGV[4] == '' or h.plan == ARGV[4])\n"
+    "       and ((ARGV[5] == '' and h.status ~= 'deleted')\n"
+    "            or h.status == ARGV[5])\n"
+    "       and (want == '' or string.find(string.lower(h.name or ''),\n"
+    "                                      want, 1, true))\n"
+    "    then\n"
+    "      if #out >= tonumber(ARGV[3]) then more = 1 break end\n"
+    "      out[#out + 1] = {a, redis.call('HGETALL',\n"
+    "        'nb:{' .. id .. '}:u:' .. ARGV[1])}\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return {more, out}\n";

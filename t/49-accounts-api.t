@@ -1,0 +1,236 @@
+#!/usr/bin/perl
+# Accounts through their APIs (issue 14, items 3 and 4): the operator's
+# /admin/accounts and the holder's /v1/keys, /v1/account, with the
+# account's management key.  A key made by the holder works at once; a
+# management key cannot call a model, an API key cannot manage keys; a
+# suspended account's keys are refused at once, leases or not.
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Nebula::Test;
+
+my $t = Nebula::Test->new;
+my $chat = '/v1/chat/completions';
+
+sub as { return (headers => { Authorization => "Bearer $_[0]" }) }
+
+# the account's usage once it counts n requests, none in flight (a
+# lease's usage reaches Redis within a second)
+sub usage_of {
+    my ($id, $n) = @_;
+    my $u;
+    for (1 .. 200) {
+        $u = $t->admin('GET', "/admin/accounts/$id")->{json}{data}{usage};
+        return $u if $u && $u->{requests} >= $n && !$u->{reserved_input_tokens} && !$u->{reserved_output_tokens};
+        select undef, undef, undef, 0.025;
+    }
+    return $u;
+}
+
+sub ask {
+    my ($key, %o) = @_;
+    return $t->post($chat, { model => $o{model} // 'qwen3:latest', max_tokens => $o{max} // 5,
+                             messages => [{ role => 'user', content => $o{text} // 'hello' }] },
+                    as($key), %{ $o{extra} // {} });
+}
+
+# --- the operator makes an account, with a first key
+my $r = $t->admin('POST', '/admin/accounts', { name => 'Acme <Inc>', plan => 'developer',
+                                               email => 'ops@acme.example', key => { name => 'first' } });
+is $r->{status}, 201, 'POST /admin/accounts: 201';
+my $acct = $r->{json}{data};
+my $A = $acct->{id};
+like $A, qr/^[0-9a-f]{16}$/, 'the account id: 16 hex digits';
+is_deeply [@{$acct}{qw(object name email plan status)}], ['account', 'Acme <Inc>', 'ops@acme.example', 'developer', 'active'],
+    'the account as asked';
+is_deeply $acct->{limits}, { input_tokens => 2000000, output_tokens => 500000, requests_per_minute => undef },
+    'its limits: the plan\'s';
+my $mkey = $r->{json}{management_key};
+like $mkey, qr/^nbm-\Q$A\E-[A-Za-z0-9_-]{43}$/, 'a management key, shown once: nbm-ACCOUNT-...';
+my $first = $r->{json}{key};
+like $first->{key}, qr/^nb-\Q$A\E-[A-Za-z0-9_-]{43}$/, 'and a first key: nb-ACCOUNT-...';
+is $first->{name}, 'first', 'named as asked';
+is $t->redis->cli('HGET', "nb:{$A}:acct", 'mdigest') =~ /^[0-9a-f]{64}$/ ? 1 : 0, 1,
+    'the management key is stored as its digest';
+unlike $t->redis->cli('HGETALL', "nb:{$A}:acct"), qr/\Q$mkey\E/, 'never in the clear';
+is ask($first->{key})->{status}, 200, 'the first key works on /v1/chat/completions';
+
+# --- the holder: keys
+$r = $t->request('POST', '/v1/keys', body => { name => 'ci', limits => { output_tokens => 40 } }, as($mkey));
+is $r->{status}, 201, 'POST /v1/keys with the management key: 201';
+my $ci = $r->{json};
+like $ci->{key}, qr/^nb-\Q$A\E-/, 'the new key\'s secret, once';
+is_deeply [@{$ci->{data}}{qw(object name status disabled)}], ['key', 'ci', 'active', JSON::PP::false],
+    'the key as made';
+is $ci->{data}{limits}{output_tokens}, 40, 'its own output cap';
+is $ci->{data}{limits}{input_tokens}, undef, 'no input cap: the account\'s';
+$r = ask($ci->{key}, max => 500, extra => { headers => { Authorization => "Bearer $ci->{key}", 'x-sim-tokens' => 30 } });
+is $r->{status}, 200, 'a key made by the holder works at once';
+is $r->{headers}{'x-ratelimit-limit-output-tokens'}, 40, 'within its own cap';
+is $t->sim('local')->last->{max_tokens}, 40, 'the pool is asked for no more than the cap';
+
+$r = $t->get('/v1/keys', as($mkey));
+is $r->{status}, 200, 'GET /v1/keys';
+is_deeply [sort map { $_->{name} } @{ $r->{json}{data} }], ['ci', 'first'], 'both keys listed';
+is $r->{json}{total}, 2, 'total 2';
+unlike $r->{body}, qr/\Q$first->{key}\E|\Q$ci->{key}\E/, 'no secret in a listing';
+$r = $t->get('/v1/keys?limit=1&offset=1', as($mkey));
+is scalar @{ $r->{json}{data} }, 1, 'a page of one';
+Nebula::Test::is_error($t->get('/v1/keys?limit=0', as($mkey)), 400, 'invalid_request_error', 'invalid_value',
+                       'a limit of 0 refused', 'limit');
+
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { name => 'ci-renamed', models => ['gemma3:1b'] }, as($mkey));
+is $r->{status}, 200, 'PATCH /v1/keys/ID';
+is $r->{json}{data}{name}, 'ci-renamed', 'renamed';
+is_deeply $r->{json}{data}{models}, ['gemma3:1b'], 'narrowed to one model';
+Nebula::Test::is_error(ask($ci->{key}), 403, 'permission_error', 'model_not_allowed',
+                       'a model outside its list: 403 at once', 'model');
+is ask($ci->{key}, model => 'gemma3:1b')->{status}, 200, 'its one model served';
+
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { disabled => JSON::PP::true }, as($mkey));
+is $r->{json}{data}{status}, 'disabled', 'disabled';
+like Nebula::Test::error_message(ask($ci->{key}, model => 'gemma3:1b')), qr/disabled/, 'a disabled key: 401, said so';
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { disabled => JSON::PP::false }, as($mkey));
+is ask($ci->{key}, model => 'gemma3:1b')->{status}, 200, 'enabled again: served';
+
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { expires_at => time - 10 }, as($mkey));
+Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_value', 'an expiry in the past refused', 'expires_at');
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { plan => 'pro' }, as($mkey));
+Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_value', 'a key has no plan of its own', 'plan');
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { limits => { output_tokens => -1 } }, as($mkey));
+Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_value', 'a negative limit refused', 'limits');
+$r = $t->request('POST', '/v1/keys', body => '{"name":', as($mkey));
+Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_json', 'a broken body refused');
+
+$r = $t->request('DELETE', "/v1/keys/$ci->{data}{id}", as($mkey));
+is $r->{status}, 200, 'DELETE /v1/keys/ID';
+ok $r->{json}{deleted}, 'deleted: true';
+is $r->{json}{data}{status}, 'revoked', 'the key is revoked (kept, for its usage)';
+my $gone = ask($ci->{key}, model => 'gemma3:1b');
+Nebula::Test::is_error($gone, 401, 'invalid_request_error', 'invalid_api_key', 'a revoked key: 401 at once');
+is ask($first->{key})->{status}, 200, 'the account\'s other key is untouched';
+is scalar @{ $t->get('/v1/keys', as($mkey))->{json}{data} }, 1, 'a revoked key is not listed';
+is scalar @{ $t->get('/v1/keys?include_revoked=true', as($mkey))->{json}{data} }, 2, 'unless asked';
+Nebula::Test::is_error($t->request('DELETE', "/v1/keys/$ci->{data}{id}", as($mkey)), 404, 'invalid_request_error',
+                       'key_not_found', 'revoked twice: 404', 'id');
+
+# --- another account's key is not this holder's
+$r = $t->admin('POST', '/admin/accounts', { name => 'Other', plan => 'free', key => JSON::PP::true });
+my ($B, $mkeyB, $keyB) = ($r->{json}{data}{id}, $r->{json}{management_key}, $r->{json}{key});
+Nebula::Test::is_error($t->get("/v1/keys/$keyB->{id}", as($mkey)), 404, 'invalid_request_error', 'key_not_found',
+                       'another account\'s key: 404 for this holder', 'id');
+Nebula::Test::is_error($t->request('DELETE', "/v1/keys/$keyB->{id}", as($mkey)), 404, 'invalid_request_error',
+                       'key_not_found', 'and it cannot revoke it', 'id');
+is ask($keyB->{key})->{status}, 200, 'which still works';
+
+# --- who may call what
+my $forged = "nbm-$A-" . ('A' x 43);
+Nebula::Test::is_error($t->get('/v1/keys', as($forged)), 401, 'invalid_request_error', 'invalid_management_key',
+                       'a made-up management key for a real account: 401');
+Nebula::Test::is_error($t->get('/v1/keys', nokey => 1), 401, 'invalid_request_error', 'invalid_management_key',
+                       'no key: 401');
+$r = $t->get('/v1/keys', as($first->{key}));
+Nebula::Test::is_error($r, 401, 'invalid_request_error', 'invalid_management_key', 'an API key cannot manage keys');
+like Nebula::Test::error_message($r), qr/management key/, 'and is told to use the management key';
+Nebula::Test::is_error(ask($mkey), 401, 'invalid_request_error', 'invalid_api_key',
+                       'a management key cannot call a model');
+Nebula::Test::is_error($t->get('/v1/account', as($mkeyB)) && $t->get("/v1/keys/$first->{id}", as($mkeyB)), 404,
+                       'invalid_request_error', 'key_not_found', 'B\'s holder does not see A\'s key', 'id');
+Nebula::Test::is_error($t->request('PUT', '/v1/keys', as($mkey)), 405, 'invalid_request_error', 'method_not_allowed',
+                       'PUT /v1/keys: 405');
+
+# --- GET /v1/key with an account's key: its own usage and its account
+is usage_of($A, 5)->{requests}, 5, 'the account\'s five requests settled (two of its first key, three of ci)';
+$r = $t->get('/v1/key', as($first->{key}));
+is $r->{status}, 200, 'GET /v1/key with a key of an account';
+is $r->{json}{data}{id}, $first->{id}, 'the key';
+is $r->{json}{data}{plan}, 'developer', 'its account\'s plan';
+is $r->{json}{data}{account}{id}, $A, 'and its account';
+cmp_ok $r->{json}{data}{account}{usage}{requests}, '>', $r->{json}{data}{usage}{requests},
+    'the account counts more requests than this one key';
+
+# --- the holder's account view: usage by day, model and key
+$r = $t->get('/v1/account', as($mkey));
+is $r->{status}, 200, 'GET /v1/account';
+my $d = $r->{json}{data};
+is $d->{id}, $A, 'its account';
+my %by_key = map { $_->{id} => $_->{usage} } @{ $d->{usage_by_key} };
+my $sum = 0; $sum += $_->{requests} for values %by_key;
+is $sum, $d->{usage}{requests}, 'the keys\' requests add up to the account\'s';
+my $days = 0; $days += $_->{usage}{requests} for @{ $d->{usage_by_day} };
+is $days, $d->{usage}{requests}, 'and so do the days\'';
+my $models = 0; $models += $_->{requests} for values %{ $d->{usage_by_model} };
+is $models, $d->{usage}{requests}, 'and the models\'';
+is_deeply [sort keys %{ $d->{usage_by_model} }], ['gemma3:1b', 'qwen3:latest'], 'by model';
+is $d->{keys}{total}, 2, 'two keys made';
+is $d->{keys}{active}, 1, 'one active';
+like $d->{reset_at}, qr/^\d{4}-\d\d-01T00:00:00Z$/, 'the reset';
+is $d->{remaining}{output_tokens}, 500000 - $d->{usage}{output_tokens}, 'remaining: the plan less the usage';
+
+# --- the operator: show, list, update, suspend, resume, delete
+$r = $t->admin('GET', "/admin/accounts/$A");
+is $r->{status}, 200, 'GET /admin/accounts/ID';
+is $r->{json}{data}{usage}{requests}, $d->{usage}{requests}, 'the operator sees the same usage';
+Nebula::Test::is_error($t->admin('GET', '/admin/accounts/0123456789abcdef'), 404, 'invalid_request_error',
+                       'account_not_found', 'an unknown account: 404', 'id');
+$r = $t->admin('GET', '/admin/accounts?plan=developer');
+is_deeply [map { $_->{id} } @{ $r->{json}{data} }], [$A], 'listed by plan';
+$r = $t->admin('GET', '/admin/accounts?name=acme');
+is_deeply [map { $_->{id} } @{ $r->{json}{data} }], [$A], 'found by a part of its name, any case';
+$r = $t->admin('GET', '/admin/accounts?limit=1');
+is scalar @{ $r->{json}{data} }, 1, 'a page of one';
+ok $r->{json}{has_more}, 'has_more';
+my $next = $t->admin('GET', "/admin/accounts?limit=1&after=$r->{json}{last_id}");
+is scalar @{ $next->{json}{data} }, 1, 'the next page';
+isnt $next->{json}{data}[0]{id}, $r->{json}{data}[0]{id}, 'another account';
+ok !$next->{json}{has_more}, 'and the last';
+
+$r = $t->admin('PATCH', "/admin/accounts/$A", { plan => 'pro', limits => { requests_per_minute => 1000 } });
+is $r->{status}, 200, 'PATCH /admin/accounts/ID';
+is $r->{json}{data}{plan}, 'pro', 'the plan changed';
+$r = ask($first->{key});
+is $r->{headers}{'x-ratelimit-limit-output-tokens'}, 3000000, 'the next request has the new plan\'s quota';
+is usage_of($A, $d->{usage}{requests} + 1)->{requests}, $d->{usage}{requests} + 1,
+    'the month\'s usage kept across the change';
+
+# suspend with leases held: refused within a second, on every key
+for (1 .. 3) { ask($first->{key}) }
+$r = $t->admin('POST', "/admin/accounts/$A/suspend");
+is $r->{json}{data}{status}, 'suspended', 'suspended';
+my $refused_at;
+for my $i (1 .. 40) {
+    my $s = ask($first->{key})->{status};
+    if ($s == 403) { $refused_at = $i; last }
+    select undef, undef, undef, 0.05;
+}
+ok $refused_at, 'a suspended account\'s key is refused within two seconds, leases or not';
+Nebula::Test::is_error(ask($first->{key}), 403, 'permission_error', 'account_suspended', 'account_suspended');
+is $t->get('/v1/account', as($mkey))->{status}, 200, 'the holder still reads the account';
+Nebula::Test::is_error($t->request('POST', '/v1/keys', body => { name => 'x' }, as($mkey)), 403, 'permission_error',
+                       'account_suspended', 'but makes no key');
+$t->admin('POST', "/admin/accounts/$A/resume");
+is ask($first->{key})->{status}, 200, 'resumed: served';
+
+# keys of an account, by the operator
+$r = $t->admin('POST', "/admin/accounts/$A/keys", { name => 'ops-made' });
+is $r->{status}, 201, 'POST /admin/accounts/ID/keys';
+is ask($r->{json}{key})->{status}, 200, 'that key works at once';
+is scalar @{ $t->admin('GET', "/admin/accounts/$A/keys")->{json}{data} }, 2, 'listed by the operator';
+
+$r = $t->admin('DELETE', "/admin/accounts/$A");
+is $r->{json}{data}{status}, 'deleted', 'DELETE /admin/accounts/ID';
+Nebula::Test::is_error(ask($first->{key}), 401, 'invalid_request_error', 'invalid_api_key',
+                       'a deleted account\'s keys: 401');
+Nebula::Test::is_error($t->get('/v1/keys', as($mkey)), 401, 'invalid_request_error', 'invalid_management_key',
+                       'and its management key: 401');
+ok !grep({ $_->{id} eq $A } @{ $t->admin('GET', '/admin/accounts')->{json}{data} }), 'not listed';
+ok grep({ $_->{id} eq $A } @{ $t->admin('GET', '/admin/accounts?status=deleted')->{json}{data} }),
+    'unless asked for by its status';
+Nebula::Test::is_error($t->admin('POST', '/admin/accounts', { name => 'x' }), 400, 'invalid_request_error',
+                       'missing_field', 'an account needs a plan', 'plan');
+Nebula::Test::is_error($t->admin('POST', '/admin/accounts', { plan => 'free', email => 'no' }), 400,
+                       'invalid_request_error', 'invalid_value', 'a bad email refused', 'email');
+
+$t->done;
