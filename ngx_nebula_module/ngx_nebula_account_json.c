@@ -443,6 +443,70 @@ ngx_nebula_account_write_whole(ngx_nebula_account_ctx_t *a,
 }
 
 
+/*
+ * The account's last requests: each as /v1/generation shows one, and the
+ * key that made it
+ */
+static ngx_int_t
+ngx_nebula_account_write_activity(ngx_nebula_account_ctx_t *a,
+    ngx_nebula_json_t *j, const redisReply *lines, const redisReply *names)
+{
+    size_t                        i, k;
+    ngx_uint_t                    first;
+    const redisReply             *e;
+    ngx_nebula_generation_line_t  g;
+
+    ngx_nebula_json_lit(j, "{\"object\":\"list\",\"data\":[");
+    first = 1;
+
+    for (i = 0; i < lines->elements; i++) {
+        e = lines->element[i];
+
+        if (e->type != REDIS_REPLY_STRING
+            || ngx_nebula_generation_parse((u_char *) e->str, e->len, &g)
+               != NGX_OK)
+        {
+            /* a record of before accounts (no key): not this account's */
+            continue;
+        }
+
+        if (!first) {
+            ngx_nebula_json_lit(j, ",");
+        }
+
+        first = 0;
+
+        ngx_nebula_generation_write(j, &g);
+        ngx_nebula_json_lit(j, ",\"key\":{\"id\":");
+        ngx_nebula_json_str(j, g.w[2], g.n[2]);
+        ngx_nebula_json_lit(j, ",\"name\":");
+
+        for (k = 0; k + 1 < names->elements; k += 2) {
+            if (names->element[k]->type == REDIS_REPLY_STRING
+                && names->element[k]->len == g.n[2]
+                && ngx_strncmp(names->element[k]->str, g.w[2], g.n[2]) == 0
+                && names->element[k + 1]->type == REDIS_REPLY_STRING)
+            {
+                break;
+            }
+        }
+
+        if (k + 1 < names->elements && names->element[k + 1]->len) {
+            ngx_nebula_json_str(j, (u_char *) names->element[k + 1]->str,
+                                names->element[k + 1]->len);
+        } else {
+            ngx_nebula_json_lit(j, "null");
+        }
+
+        ngx_nebula_json_lit(j, "}}");
+    }
+
+    ngx_nebula_json_lit(j, "]}");
+
+    return NGX_OK;
+}
+
+
 /* a script's refusals past "no such account": ≥ 2 */
 ngx_int_t
 ngx_nebula_account_refused(ngx_nebula_account_ctx_t *a, redisReply *reply)
@@ -625,6 +689,24 @@ ngx_nebula_account_write(ngx_nebula_account_ctx_t *a, redisReply *reply)
         ngx_nebula_json_lit(&j, ",\"limit\":");
         ngx_nebula_json_int(&j, a->limit);
         ngx_nebula_json_lit(&j, "}");
+        break;
+
+    case NGX_NEBULA_ACCOUNT_ACTIVITY:
+        /* {1, {line, ...}, {key id, name, ...}} */
+        if (reply->elements != 3
+            || reply->element[1]->type != REDIS_REPLY_ARRAY
+            || reply->element[2]->type != REDIS_REPLY_ARRAY)
+        {
+            return ngx_nebula_call_bad_reply(r, reply);
+        }
+
+        if (ngx_nebula_account_write_activity(a, &j, reply->element[1],
+                                              reply->element[2])
+            != NGX_OK)
+        {
+            return ngx_nebula_call_bad_reply(r, reply);
+        }
+
         break;
 
     case NGX_NEBULA_ACCOUNT_KEY_CREATE:

@@ -15,7 +15,10 @@
  *   GET    /admin/accounts/A/keys,     POST /admin/accounts/A/keys
  *   GET, PATCH, DELETE /admin/accounts/A/keys/K
  *
+ *   GET    /admin/accounts/A/activity  ?limit=&key=&model=
+ *
  *   GET    /v1/account                 the holder's account, its usage
+ *   GET    /v1/activity                its last requests
  *   GET    /v1/keys,                   POST /v1/keys
  *   GET, PATCH, DELETE /v1/keys/K
  *
@@ -191,6 +194,15 @@ ngx_nebula_account_route_admin(ngx_http_request_t *r,
         return ngx_nebula_account_route_keys(r, a, p + 4, last);
     }
 
+    if (last - p == 8 && ngx_strncmp(p, "activity", 8) == 0) {
+        if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+            return NGX_HTTP_NOT_ALLOWED;
+        }
+
+        a->op = NGX_NEBULA_ACCOUNT_ACTIVITY;
+        return NGX_OK;
+    }
+
     return NGX_HTTP_NOT_FOUND;
 }
 
@@ -209,12 +221,15 @@ ngx_nebula_account_route_holder(ngx_http_request_t *r,
         last--;
     }
 
-    if (last - p >= 8 && ngx_strncmp(last - 8, "/account", 8) == 0) {
+    if ((last - p >= 8 && ngx_strncmp(last - 8, "/account", 8) == 0)
+        || (last - p >= 9 && ngx_strncmp(last - 9, "/activity", 9) == 0))
+    {
         if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
             return NGX_HTTP_NOT_ALLOWED;
         }
 
-        a->op = NGX_NEBULA_ACCOUNT_SHOW;
+        a->op = (last[-1] == 't') ? NGX_NEBULA_ACCOUNT_SHOW
+                                  : NGX_NEBULA_ACCOUNT_ACTIVITY;
         return NGX_OK;
     }
 
@@ -309,6 +324,27 @@ ngx_nebula_account_query(ngx_http_request_t *r, ngx_nebula_account_ctx_t *a,
         *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST, "invalid_value",
                                    "limit", "'limit' is 1 to 1000.");
         return NGX_DECLINED;
+    }
+
+    if (a->op == NGX_NEBULA_ACCOUNT_ACTIVITY) {
+        if (ngx_http_arg(r, (u_char *) "key", 3, &a->key) == NGX_OK
+            && (a->key.len != NGX_NEBULA_KEY_ID_LEN
+                || ngx_strlchr(a->key.data, a->key.data + a->key.len, ' ')))
+        {
+            *rc = ngx_nebula_api_error(r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_value", "key",
+                                       "'key' is a key's id.");
+            return NGX_DECLINED;
+        }
+
+        if (ngx_http_arg(r, (u_char *) "model", 5, &a->model) == NGX_OK
+            && ngx_nebula_account_unescape(r, &a->model) != NGX_OK)
+        {
+            *rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
     }
 
     if (a->op == NGX_NEBULA_ACCOUNT_KEYS) {
@@ -427,7 +463,8 @@ ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
         return rc;
     }
 
-    if ((a->op == NGX_NEBULA_ACCOUNT_LIST || a->op == NGX_NEBULA_ACCOUNT_KEYS)
+    if ((a->op == NGX_NEBULA_ACCOUNT_LIST || a->op == NGX_NEBULA_ACCOUNT_KEYS
+         || a->op == NGX_NEBULA_ACCOUNT_ACTIVITY)
         && ngx_nebula_account_query(r, a, &rc) != NGX_OK)
     {
         return rc;
@@ -569,6 +606,18 @@ ngx_nebula_account_key_fields(ngx_nebula_key_fields_t *f, ngx_str_t *argv,
 }
 
 
+/* how long generation records are kept: an activity's oldest */
+static time_t
+ngx_nebula_account_ttl(ngx_nebula_account_ctx_t *a)
+{
+    ngx_nebula_main_conf_t  *nmcf;
+
+    nmcf = ngx_http_get_module_main_conf(a->call->r, ngx_http_nebula_module);
+
+    return nmcf->generation_ttl;
+}
+
+
 /* the op's script: NGX_AGAIN, its answer comes; else what to finalize */
 ngx_int_t
 ngx_nebula_account_send(ngx_nebula_account_ctx_t *a)
@@ -702,6 +751,27 @@ ngx_nebula_account_send(ngx_nebula_account_ctx_t *a)
 
         return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACCT_EDIT, 2,
                                     n - 0, argv);
+
+    case NGX_NEBULA_ACCOUNT_ACTIVITY:
+        if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:g%s",
+                                    (u_char *) "") != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        argv[2] = a->auth;
+        argv[3].data = a->limit_buf;
+        argv[3].len = ngx_sprintf(a->limit_buf, "%i", a->limit)
+                      - a->limit_buf;
+        argv[4] = a->key;
+        argv[5] = a->model;
+        argv[6].data = a->offset_buf;
+        argv[6].len = ngx_sprintf(a->offset_buf, "%T",
+                                  ngx_time() - ngx_nebula_account_ttl(a))
+                      - a->offset_buf;
+
+        return ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_ACTIVITY, 2, 7,
+                                    argv);
 
     case NGX_NEBULA_ACCOUNT_KEYS:
         if (ngx_nebula_account_name(a, &argv[1], "nb:{%s}:keys%s",

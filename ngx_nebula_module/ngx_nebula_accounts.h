@@ -21,7 +21,8 @@ typedef enum {
     NGX_NEBULA_ACCOUNT_KEY_CREATE,
     NGX_NEBULA_ACCOUNT_KEY_SHOW,
     NGX_NEBULA_ACCOUNT_KEY_PATCH,
-    NGX_NEBULA_ACCOUNT_KEY_DELETE
+    NGX_NEBULA_ACCOUNT_KEY_DELETE,
+    NGX_NEBULA_ACCOUNT_ACTIVITY
 } ngx_nebula_account_op_e;
 
 
@@ -47,6 +48,8 @@ typedef struct {
     ngx_str_t                 plan;
     ngx_str_t                 status;
     ngx_str_t                 name;
+    ngx_str_t                 key;          /* activity: a key's */
+    ngx_str_t                 model;        /* activity: a model's */
 
     /* secrets made, shown once */
     u_char                    secret[NGX_NEBULA_ACCOUNT_SECRET_LEN + 1];

@@ -3,34 +3,37 @@
  *
  * Every request a key was admitted for leaves, when it ends, a record of
  * how it went: its model, its tokens and their cost (as settled), how long
- * it took and how long until its first byte, how it finished, its status.
- * The record is a JSON document after the unix time it was made, pushed
- * onto the key's list of records, nb:{ID}:g (the key's hash tag: its
- * slot), which keeps the key's last NGX_NEBULA_GENERATION_KEEP (a few
- * hundred more between trims) and lives a quarter more than
- * nebula_generation_ttl after the last push that set its expiry; a lookup
- * takes no record older than the ttl.  So a key's records take a bounded
- * memory, whatever its traffic, as its usage records do.  A worker
- * gathers its records and sends them together, every
- * NGX_NEBULA_GENERATION_WAIT or NGX_NEBULA_GENERATION_BATCH records, a
- * key's in one LPUSH, plain commands pipelined with no reply awaited; it
- * sets a list's expiry once a quarter of the ttl, and trims it once it
- * has pushed NGX_NEBULA_GENERATION_TRIM records there (ngx_nebula_
- * generation_keys: what it did to which list).  Redis packs a list's
- * entries together and is paid by the byte, where a key or a hash field
- * for each record (SET ... EX, HSET) cost it 5 to 8 us a request, a
+ * it took and how long until its first byte, how it finished, its status,
+ * and which key made it.  The record is a line of words after the unix
+ * time it was made, pushed onto its account's list of records, nb:{A}:g
+ * (the account's hash tag: its slot; a key made before accounts is an
+ * account of its own), which keeps the account's last
+ * NGX_NEBULA_GENERATION_KEEP (a few hundred more between trims) and lives
+ * a quarter more than nebula_generation_ttl after the last push that set
+ * its expiry; a lookup takes no record older than the ttl.  So an
+ * account's records take a bounded memory, whatever its traffic, as its
+ * usage records do.  A worker gathers its records and sends them
+ * together, every NGX_NEBULA_GENERATION_WAIT or NGX_NEBULA_GENERATION_BATCH
+ * records, an account's in one LPUSH, plain commands pipelined with no
+ * reply awaited; it sets a list's expiry once a quarter of the ttl, and
+ * trims it once it has pushed NGX_NEBULA_GENERATION_TRIM records there
+ * (ngx_nebula_generation_keys: what it did to which list).  Redis packs a
+ * list's entries together and is paid by the byte, where a key or a hash
+ * field for each record (SET ... EX, HSET) cost it 5 to 8 us a request, a
  * script that pushed them 3 to 9 us more than plain commands (Lua copies
  * every argument twice), and an EXPIRE a push 2 us more: a sixth of the
- * gateway's requests a second on the benchmark.  No request waits for them, and
- * they are no part of the usage (settlement keeps that): Redis down, they
- * are lost, and so are those a worker holds when it exits (its
+ * gateway's requests a second on the benchmark.  No request waits for
+ * them, and they are no part of the usage (settlement keeps that): Redis
+ * down, they are lost, and so are those a worker holds when it exits (its
  * connection is closed without being written out).
  *
- * A lookup (GEN_GET) walks the key's list for the id.
+ * A lookup (GEN_GET) walks the account's list for the id and the
+ * caller's key.
  *
  * GET /v1/generation?id=REQUEST (nebula generation) reads one back for
- * the key that made it: the record's name comes from the caller's own
- * key, so another key's request is not found.
+ * the key that made it: the lookup names the caller's own key, so another
+ * key's request is not found, of its account or another.  The account's
+ * holder reads them all: GET /v1/activity (ngx_nebula_accounts.c).
  */
 
 #include "ngx_nebula_records.h"
@@ -181,16 +184,18 @@ ngx_nebula_generation_record(ngx_nebula_ctx_t *ctx, uint64_t in,
 
     /*
      * A line of words, a fifth of the JSON it is shown as (Redis's work
-     * is by the byte: it keeps a thousand a key): the time, the id, the
-     * API, the status, the finish reason ("-": none), streamed, cancelled
-     * and estimated as digits, the tokens, the cost in picodollars, the
-     * latency, the time to the first byte (-1: none), and last the model,
-     * a name that may hold anything (ngx_nebula_generation_found())
+     * is by the byte: it keeps a thousand an account): the time, the id,
+     * the key's id, the API, the status, the finish reason ("-": none),
+     * streamed, cancelled and estimated as digits, the tokens, the cost in
+     * picodollars, the latency, the time to the first byte (-1: none),
+     * and last the model, a name that may hold anything
+     * (ngx_nebula_generation_parse())
      */
-    p = ngx_slprintf(doc, last, "%T %*s %V %ui %s %d%d%d %uL %uL %uL %M %i %V",
+    p = ngx_slprintf(doc, last,
+                     "%T %*s %s %V %ui %s %d%d%d %uL %uL %uL %M %i %V",
                      ngx_time(),
                      (size_t) NGX_NEBULA_GENERATION_ID_LEN, ctx->request_id,
-                     &ctx->api->name, r->headers_out.status,
+                     ctx->key_id, &ctx->api->name, r->headers_out.status,
                      finish ? finish : "-",
                      ctx->stream.format != NEBULA_FORMAT_JSON
                      || (ctx->req && ctx->req->stream == 1),
@@ -465,13 +470,17 @@ ngx_nebula_generation_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the key's list; how its record begins; the oldest time it may have */
+    /*
+     * The account's list; how the record begins, its id and the caller's
+     * key's (another key's request is not found); the oldest time it may
+     * have
+     */
     argv[0].data = p;
     p = ngx_sprintf(p, "nb:{%s}:g", call->tag);
     argv[0].len = p - argv[0].data;
 
     argv[1].data = p;
-    p = ngx_sprintf(p, " %V ", &id);
+    p = ngx_sprintf(p, " %V %s ", &id, call->id);
     argv[1].len = p - argv[1].data;
 
     argv[2].data = p;
@@ -506,18 +515,121 @@ ngx_nebula_generation_word(u_char **p, u_char *last, size_t *len)
 }
 
 
+/*
+ * A record's line into its words: NGX_OK; NGX_ERROR, it is none of ours.
+ * The numbers go into the JSON as they are: digits only.
+ */
+ngx_int_t
+ngx_nebula_generation_parse(u_char *p, size_t len,
+    ngx_nebula_generation_line_t *g)
+{
+    u_char      *last;
+    ngx_uint_t   i;
+
+    last = p + len;
+
+    for (i = 0; i < 12; i++) {
+        g->w[i] = ngx_nebula_generation_word(&p, last, &g->n[i]);
+
+        if (g->w[i] == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    g->model.data = p;
+    g->model.len = last - p;
+
+    g->time = ngx_atotm(g->w[0], g->n[0]);
+    g->latency = ngx_atoi(g->w[10], g->n[10]);
+    /* -1: no byte was sent (NGX_ERROR is -1 too: checked apart) */
+    g->none = (g->n[11] == 2 && g->w[11][0] == '-' && g->w[11][1] == '1');
+    g->ttft = g->none ? 0 : ngx_atoi(g->w[11], g->n[11]);
+
+    if (g->time == NGX_ERROR || g->n[6] != 3 || g->latency == NGX_ERROR
+        || g->ttft == NGX_ERROR || g->model.len == 0
+        || g->n[2] != NGX_NEBULA_KEY_ID_LEN
+        || ngx_atoi(g->w[4], g->n[4]) == NGX_ERROR
+        || ngx_atoof(g->w[7], g->n[7]) == NGX_ERROR
+        || ngx_atoof(g->w[8], g->n[8]) == NGX_ERROR
+        || ngx_atoof(g->w[9], g->n[9]) == NGX_ERROR)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * A record as OpenRouter's generation JSON (its closing brace left open
+ * for what a listing adds)
+ */
+void
+ngx_nebula_generation_write(ngx_nebula_json_t *j,
+    ngx_nebula_generation_line_t *g)
+{
+    u_char    *p, iso[32];
+    ngx_tm_t   tm;
+
+    ngx_gmtime(g->time, &tm);
+    p = ngx_sprintf(iso, "%4d-%02d-%02dT%02d:%02d:%02dZ",
+                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
+
+    ngx_nebula_json_lit(j, "{\"id\":");
+    ngx_nebula_json_str(j, g->w[1], g->n[1]);
+    ngx_nebula_json_lit(j, ",\"model\":");
+    ngx_nebula_json_str(j, g->model.data, g->model.len);
+    ngx_nebula_json_lit(j, ",\"api_type\":");
+    ngx_nebula_json_str(j, g->w[3], g->n[3]);
+    ngx_nebula_json_lit(j, ",\"created_at\":");
+    ngx_nebula_json_str(j, iso, p - iso);
+    ngx_nebula_json_lit(j, ",\"streamed\":");
+    ngx_nebula_json_raw(j, g->w[6][0] == '1' ? "true" : "false",
+                        g->w[6][0] == '1' ? 4 : 5);
+    ngx_nebula_json_lit(j, ",\"cancelled\":");
+    ngx_nebula_json_raw(j, g->w[6][1] == '1' ? "true" : "false",
+                        g->w[6][1] == '1' ? 4 : 5);
+    ngx_nebula_json_lit(j, ",\"status\":");
+    ngx_nebula_json_raw(j, (char *) g->w[4], g->n[4]);
+    ngx_nebula_json_lit(j, ",\"finish_reason\":");
+
+    if (g->n[5] == 1 && g->w[5][0] == '-') {
+        ngx_nebula_json_lit(j, "null");
+
+    } else {
+        ngx_nebula_json_str(j, g->w[5], g->n[5]);
+    }
+
+    ngx_nebula_json_lit(j, ",\"tokens_prompt\":");
+    ngx_nebula_json_raw(j, (char *) g->w[7], g->n[7]);
+    ngx_nebula_json_lit(j, ",\"tokens_completion\":");
+    ngx_nebula_json_raw(j, (char *) g->w[8], g->n[8]);
+    ngx_nebula_json_lit(j, ",\"usage_source\":");
+    ngx_nebula_json_cstr(j, g->w[6][2] == '1' ? "estimated" : "reported");
+    ngx_nebula_json_lit(j, ",\"total_cost\":");
+    ngx_nebula_json_usd(j, (uint64_t) ngx_atoof(g->w[9], g->n[9]));
+    ngx_nebula_json_lit(j, ",\"latency\":");
+    ngx_nebula_json_int(j, g->latency);
+    ngx_nebula_json_lit(j, ",\"time_to_first_token\":");
+
+    if (!g->none) {
+        ngx_nebula_json_int(j, g->ttft);
+        ngx_nebula_json_lit(j, ",\"generation_time\":");
+        ngx_nebula_json_int(j, ngx_max(g->latency - g->ttft, 0));
+
+    } else {
+        ngx_nebula_json_lit(j, "null,\"generation_time\":null");
+    }
+}
+
+
 /* the record's line, shown as OpenRouter's JSON */
 static ngx_int_t
 ngx_nebula_generation_found(ngx_nebula_call_ctx_t *call, redisReply *reply)
 {
-    u_char             *p, *last, *w[11], iso[32];
-    size_t              n[11];
-    time_t              t;
-    ngx_tm_t            tm;
-    ngx_int_t           ttft, latency;
-    ngx_uint_t          i, none;
-    ngx_str_t           model;
-    ngx_nebula_json_t   j;
+    ngx_nebula_json_t             j;
+    ngx_nebula_generation_line_t  g;
 
     if (reply->type == REDIS_REPLY_NIL) {
         return ngx_nebula_api_error(call->r, NGX_HTTP_NOT_FOUND,
@@ -526,93 +638,16 @@ ngx_nebula_generation_found(ngx_nebula_call_ctx_t *call, redisReply *reply)
                                     "made with another key, or has expired.");
     }
 
-    if (reply->type != REDIS_REPLY_STRING) {
-        return ngx_nebula_call_bad_reply(call->r, reply);
-    }
-
-    p = (u_char *) reply->str;
-    last = p + reply->len;
-
-    for (i = 0; i < 11; i++) {
-        w[i] = ngx_nebula_generation_word(&p, last, &n[i]);
-
-        if (w[i] == NULL) {
-            return ngx_nebula_call_bad_reply(call->r, reply);
-        }
-    }
-
-    model.data = p;
-    model.len = last - p;
-
-    t = ngx_atotm(w[0], n[0]);
-    latency = ngx_atoi(w[9], n[9]);
-    /* -1: no byte was sent (NGX_ERROR is -1 too: checked apart) */
-    none = (n[10] == 2 && w[10][0] == '-' && w[10][1] == '1');
-    ttft = none ? 0 : ngx_atoi(w[10], n[10]);
-
-    /* the numbers go into the JSON as they are: digits only */
-    if (t == NGX_ERROR || n[5] != 3 || latency == NGX_ERROR
-        || ttft == NGX_ERROR || model.len == 0
-        || ngx_atoi(w[3], n[3]) == NGX_ERROR
-        || ngx_atoof(w[6], n[6]) == NGX_ERROR
-        || ngx_atoof(w[7], n[7]) == NGX_ERROR
-        || ngx_atoof(w[8], n[8]) == NGX_ERROR)
+    if (reply->type != REDIS_REPLY_STRING
+        || ngx_nebula_generation_parse((u_char *) reply->str, reply->len, &g)
+           != NGX_OK)
     {
         return ngx_nebula_call_bad_reply(call->r, reply);
     }
 
-    ngx_gmtime(t, &tm);
-    p = ngx_sprintf(iso, "%4d-%02d-%02dT%02d:%02d:%02dZ",
-                    tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
-                    tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec);
-
     ngx_nebula_json_init(&j, call->r->pool);
-    ngx_nebula_json_lit(&j, "{\"data\":{\"id\":");
-    ngx_nebula_json_str(&j, w[1], n[1]);
-    ngx_nebula_json_lit(&j, ",\"model\":");
-    ngx_nebula_json_str(&j, model.data, model.len);
-    ngx_nebula_json_lit(&j, ",\"api_type\":");
-    ngx_nebula_json_str(&j, w[2], n[2]);
-    ngx_nebula_json_lit(&j, ",\"created_at\":");
-    ngx_nebula_json_str(&j, iso, p - iso);
-    ngx_nebula_json_lit(&j, ",\"streamed\":");
-    ngx_nebula_json_raw(&j, w[5][0] == '1' ? "true" : "false",
-                        w[5][0] == '1' ? 4 : 5);
-    ngx_nebula_json_lit(&j, ",\"cancelled\":");
-    ngx_nebula_json_raw(&j, w[5][1] == '1' ? "true" : "false",
-                        w[5][1] == '1' ? 4 : 5);
-    ngx_nebula_json_lit(&j, ",\"status\":");
-    ngx_nebula_json_raw(&j, (char *) w[3], n[3]);
-    ngx_nebula_json_lit(&j, ",\"finish_reason\":");
-
-    if (n[4] == 1 && w[4][0] == '-') {
-        ngx_nebula_json_lit(&j, "null");
-
-    } else {
-        ngx_nebula_json_str(&j, w[4], n[4]);
-    }
-
-    ngx_nebula_json_lit(&j, ",\"tokens_prompt\":");
-    ngx_nebula_json_raw(&j, (char *) w[6], n[6]);
-    ngx_nebula_json_lit(&j, ",\"tokens_completion\":");
-    ngx_nebula_json_raw(&j, (char *) w[7], n[7]);
-    ngx_nebula_json_lit(&j, ",\"usage_source\":");
-    ngx_nebula_json_cstr(&j, w[5][2] == '1' ? "estimated" : "reported");
-    ngx_nebula_json_lit(&j, ",\"total_cost\":");
-    ngx_nebula_json_usd(&j, (uint64_t) ngx_atoof(w[8], n[8]));
-    ngx_nebula_json_lit(&j, ",\"latency\":");
-    ngx_nebula_json_int(&j, latency);
-    ngx_nebula_json_lit(&j, ",\"time_to_first_token\":");
-
-    if (!none) {
-        ngx_nebula_json_int(&j, ttft);
-        ngx_nebula_json_lit(&j, ",\"generation_time\":");
-        ngx_nebula_json_int(&j, ngx_max(latency - ttft, 0));
-
-    } else {
-        ngx_nebula_json_lit(&j, "null,\"generation_time\":null");
-    }
-
+    ngx_nebula_json_lit(&j, "{\"data\":");
+    ngx_nebula_generation_write(&j, &g);
     ngx_nebula_json_lit(&j, "}}");
 
     return ngx_nebula_json_send(call->r, &j, NGX_HTTP_OK);

@@ -84,6 +84,24 @@ void ngx_nebula_account_key_admit(ngx_http_request_t *r,
 void ngx_nebula_account_write_own(ngx_http_request_t *r, ngx_nebula_json_t *j,
     const redisReply *reply, u_char *month, time_t now);
 
+/* a generation record's line, in words (ngx_nebula_generation.c) */
+typedef struct {
+    u_char                     *w[12];       /* time, id, key, api, status,
+                                                finish, flags, in, out,
+                                                cost, latency, ttft */
+    size_t                      n[12];
+    ngx_str_t                   model;
+    time_t                      time;
+    ngx_int_t                   latency;
+    ngx_int_t                   ttft;
+    ngx_uint_t                  none;        /* no first byte */
+} ngx_nebula_generation_line_t;
+
+ngx_int_t ngx_nebula_generation_parse(u_char *p, size_t len,
+    ngx_nebula_generation_line_t *g);
+void ngx_nebula_generation_write(ngx_nebula_json_t *j,
+    ngx_nebula_generation_line_t *g);
+
 /* records as JSON */
 void ngx_nebula_write_key(ngx_http_request_t *r, ngx_nebula_json_t *j,
     const redisReply *k, const redisReply *u, const redisReply *m,

@@ -516,6 +516,7 @@ extern char  ngx_nebula_script_key_of[];
 extern char  ngx_nebula_script_key_edit[];
 extern char  ngx_nebula_script_key_get_of[];
 extern char  ngx_nebula_script_acct_list[];
+extern char  ngx_nebula_script_activity[];
 
 
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
@@ -528,6 +529,7 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_usage), "" },
     { ngx_string(ngx_nebula_script_changed), "" },
     { ngx_string(ngx_nebula_script_gen_get), "" },
+    { ngx_null_string, "" },
     { ngx_null_string, "" },
     { ngx_null_string, "" },
     { ngx_null_string, "" },
@@ -550,7 +552,8 @@ static char  *ngx_nebula_scripts_elsewhere[] = {
     ngx_nebula_script_key_of,
     ngx_nebula_script_key_edit,
     ngx_nebula_script_key_get_of,
-    ngx_nebula_script_acct_list
+    ngx_nebula_script_acct_list,
+    ngx_nebula_script_activity
 };
 
 

@@ -257,3 +257,39 @@ char  ngx_nebula_script_acct_list[] =
     "  end\n"
     "end\n"
     "return {more, out}\n";
+
+
+/*
+ * ACTIVITY: an account's last requests.  KEYS: account hash, its list of
+ * generation records (ngx_nebula_generation.c).
+ * ARGV: management digest or "", the most to return, a key's id ("":
+ *       any), a model ("": any), the oldest time a record may have.
+ * Returns {1, {record line, ...} newest first, {key id, its name, ...}}.
+ * The list keeps 1,000 and the workers' pushes between trims: what lies
+ * past 4,096 is older than what is looked at.
+ */
+char  ngx_nebula_script_activity[] =
+    NGX_NEBULA_ACCT_AUTH
+    "local p = string.match(KEYS[1], '^(.*):acct$')\n"
+    "local tag = string.match(p, '{(%x+)}')\n"
+    "local want, oldest = tonumber(ARGV[2]), tonumber(ARGV[5])\n"
+    "local m = ' ' .. ARGV[4]\n"
+    "local out, names, seen = {}, {}, {}\n"
+    "for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, 4095)) do\n"
+    "  local t, key = string.match(v, '^(%d+) %x+ (%x+) ')\n"
+    "  if t and tonumber(t) >= oldest\n"
+    "     and (ARGV[3] == '' or key == ARGV[3])\n"
+    "     and (ARGV[4] == '' or string.sub(v, -#m) == m)\n"
+    "  then\n"
+    "    out[#out + 1] = v\n"
+    "    if not seen[key] then\n"
+    "      seen[key] = true\n"
+    "      local rec = p .. ':k:' .. key\n"
+    "      if key == tag then rec = p .. ':key' end\n"
+    "      names[#names + 1] = key\n"
+    "      names[#names + 1] = redis.call('HGET', rec, 'name') or ''\n"
+    "    end\n"
+    "    if #out >= want then break end\n"
+    "  end\n"
+    "end\n"
+    "return {1, out, names}\n";

@@ -99,8 +99,8 @@ Nebula::Test::is_error($r, 405, 'invalid_request_error', 'method_not_allowed', '
 my $list = "nb:{$k->{id}}:g";
 is $t->redis->cli('TYPE', $list), 'list', "the key's list of records";
 is $t->redis->cli('LLEN', $list), 4, 'one a request admitted';
-like $t->redis->cli('LINDEX', $list, 3), qr/^\d+ \Q$id\E chat 200 stop 000 \d+ 5 \d+ \d+ \d+ \Q$M\E$/,
-     'the first, last: a line of words';
+like $t->redis->cli('LINDEX', $list, 3), qr/^\d+ \Q$id\E \Q$k->{id}\E chat 200 stop 000 \d+ 5 \d+ \d+ \d+ \Q$M\E$/,
+     'the first, last: a line of words (time, id, key, ...)';
 ok $t->redis->cli('TTL', $list) <= 4, 'the list lives the ttl and a quarter, and a second';
 sleep 4;
 $r = $t->get("/v1/generation?id=$id", auth($k));

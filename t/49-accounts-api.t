@@ -151,6 +151,43 @@ is $r->{json}{data}{account}{id}, $A, 'and its account';
 cmp_ok $r->{json}{data}{account}{usage}{requests}, '>', $r->{json}{data}{usage}{requests},
     'the account counts more requests than this one key';
 
+# --- activity: the account's last requests, each key's own generations
+{
+    my $x = ask($first->{key}, text => 'activity probe');
+    my $xid = $x->{headers}{'x-request-id'};
+    my $rows;
+    for (1 .. 40) {
+        $r = $t->get('/v1/activity', as($mkey));
+        $rows = $r->{json}{data};
+        last if $rows && @$rows && $rows->[0]{id} eq $xid;
+        select undef, undef, undef, 0.05;
+    }
+    is $r->{status}, 200, 'GET /v1/activity';
+    is $rows->[0]{id}, $xid, 'the last request first';
+    is_deeply $rows->[0]{key}, { id => $first->{id}, name => 'first' }, 'with the key that made it, by name';
+    is $rows->[0]{tokens_completion}, $x->{json}{usage}{completion_tokens}, 'its tokens';
+    is $rows->[0]{status}, 200, 'its status';
+    ok defined $rows->[0]{latency}, 'its latency';
+    is scalar(@$rows), 6, 'the account\'s six requests, refused ones not counted';
+    my %keys = map { $_->{key}{id} => 1 } @$rows;
+    is_deeply [sort keys %keys], [sort $first->{id}, $ci->{data}{id}], 'of both its keys';
+    my $only = $t->get("/v1/activity?key=$ci->{data}{id}", as($mkey))->{json}{data};
+    is scalar(@$only), 3, 'filtered by key: ci\'s three';
+    my $gem = $t->get('/v1/activity?model=gemma3:1b', as($mkey))->{json}{data};
+    is_deeply [map { $_->{model} } @$gem], ['gemma3:1b', 'gemma3:1b'], 'filtered by model';
+    is scalar @{ $t->get('/v1/activity?limit=2', as($mkey))->{json}{data} }, 2, 'limited';
+    Nebula::Test::is_error($t->get('/v1/activity?key=zz', as($mkey)), 400, 'invalid_request_error',
+                           'invalid_value', 'a bad key filter', 'key');
+    is $t->get("/v1/generation?id=$xid", as($first->{key}))->{status}, 200, 'the key that made it finds its generation';
+    my $ops = $t->admin('POST', "/admin/accounts/$A/keys", { name => 'peer' });
+    Nebula::Test::is_error($t->get("/v1/generation?id=$xid", as($ops->{json}{key})), 404, 'invalid_request_error',
+                           'generation_not_found', 'another key of the same account does not', 'id');
+    $t->admin('DELETE', "/admin/accounts/$A/keys/$ops->{json}{data}{id}");
+    is scalar @{ $t->admin('GET', "/admin/accounts/$A/activity")->{json}{data} }, 6, 'the operator reads it too';
+    Nebula::Test::is_error($t->get('/v1/activity', as($first->{key})), 401, 'invalid_request_error',
+                           'invalid_management_key', 'not with an API key');
+}
+
 # --- the holder's account view: usage by day, model and key
 $r = $t->get('/v1/account', as($mkey));
 is $r->{status}, 200, 'GET /v1/account';
@@ -164,7 +201,7 @@ is $days, $d->{usage}{requests}, 'and so do the days\'';
 my $models = 0; $models += $_->{requests} for values %{ $d->{usage_by_model} };
 is $models, $d->{usage}{requests}, 'and the models\'';
 is_deeply [sort keys %{ $d->{usage_by_model} }], ['gemma3:1b', 'qwen3:latest'], 'by model';
-is $d->{keys}{total}, 2, 'two keys made';
+is $d->{keys}{total}, 3, 'three keys made (one by the operator)';
 is $d->{keys}{active}, 1, 'one active';
 like $d->{reset_at}, qr/^\d{4}-\d\d-01T00:00:00Z$/, 'the reset';
 is $d->{remaining}{output_tokens}, 500000 - $d->{usage}{output_tokens}, 'remaining: the plan less the usage';
