@@ -74,6 +74,9 @@ ngx_int_t ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
 ngx_int_t ngx_nebula_account_send(ngx_nebula_account_ctx_t *a);
 ngx_int_t ngx_nebula_account_create(ngx_nebula_account_ctx_t *a);
 
+/* ngx_nebula_usage_report.c */
+ngx_int_t ngx_nebula_usage_report(ngx_http_request_t *r, ngx_uint_t csv);
+
 /* ngx_nebula_account_json.c */
 ngx_uint_t ngx_nebula_account_days(time_t now);
 ngx_int_t ngx_nebula_account_unescape(ngx_http_request_t *r, ngx_str_t *s);

@@ -748,6 +748,16 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
                                          r->uri.data + r->uri.len);
     }
 
+    /* the usage report: as CSV, or grouped as asked */
+    if ((r->uri.len == 16
+         && ngx_strncmp(r->uri.data, "/admin/usage.csv", 16) == 0)
+        || (r->uri.len == 12
+            && ngx_strncmp(r->uri.data, "/admin/usage", 12) == 0
+            && ngx_http_arg(r, (u_char *) "group_by", 8, &token) == NGX_OK))
+    {
+        return ngx_nebula_usage_report(r, r->uri.len == 16);
+    }
+
     call = ngx_nebula_call_start(r, ngx_nebula_admin_answer);
     actx = ngx_pcalloc(r->pool, sizeof(ngx_nebula_admin_ctx_t));
     if (call == NULL || actx == NULL) {
@@ -816,16 +826,22 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
 
         break;
 
-    default: /* LIST, USAGE */
+    case NGX_NEBULA_ADMIN_USAGE:
+        ngx_str_set(&argv[0], "nb:keys");
+        ngx_str_set(&argv[1], "nb:accounts");
+        argv[2].data = call->month;
+        argv[2].len = 7;
+
+        rc = ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_USAGE, 2, 3, argv);
+        break;
+
+    default: /* LIST */
         ngx_str_set(&argv[0], "nb:keys");
         argv[1].data = call->month;
         argv[1].len = 7;
 
-        rc = ngx_nebula_call_eval(call,
-                                  actx->kind == NGX_NEBULA_ADMIN_LIST
-                                  ? NGX_NEBULA_SCRIPT_KEY_LIST
-                                  : NGX_NEBULA_SCRIPT_USAGE,
-                                  1, 2, argv);
+        rc = ngx_nebula_call_eval(call, NGX_NEBULA_SCRIPT_KEY_LIST, 1, 2,
+                                  argv);
         break;
     }
 

@@ -453,8 +453,11 @@ static char  ngx_nebula_script_key_update[] =
 
 
 /*
- * USAGE. KEYS: key set. ARGV: month.
- * Returns, per key, {id, usage fields, model fields}.
+ * USAGE. KEYS: key set, account set. ARGV: month.
+ * Returns, per key, {id, usage fields, model fields}: a key of an
+ * account has its own usage (its fields of the per-key hash), and the
+ * account's usage per model goes with its first key, so that the models'
+ * and the keys' totals are the same.
  */
 static char  ngx_nebula_script_usage[] =
     "local out = {}\n"
@@ -462,6 +465,24 @@ static char  ngx_nebula_script_usage[] =
     "  local p = 'nb:{' .. id .. '}:'\n"
     "  out[#out + 1] = {id, redis.call('HGETALL', p .. 'u:' .. ARGV[1]),\n"
     "    redis.call('HGETALL', p .. 'm:' .. ARGV[1])}\n"
+    "end\n"
+    "for _, a in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
+    "  local p = 'nb:{' .. a .. '}:'\n"
+    "  local ku = redis.call('HGETALL', p .. 'ku:' .. ARGV[1])\n"
+    "  local per = {}\n"
+    "  for i = 1, #ku, 2 do\n"
+    "    local k, f = string.match(ku[i], '^(%x+)|(.*)$')\n"
+    "    if k then\n"
+    "      per[k] = per[k] or {}\n"
+    "      table.insert(per[k], f)\n"
+    "      table.insert(per[k], ku[i + 1])\n"
+    "    end\n"
+    "  end\n"
+    "  local m = redis.call('HGETALL', p .. 'm:' .. ARGV[1])\n"
+    "  for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"
+    "    out[#out + 1] = {k, per[k] or {}, m}\n"
+    "    m = {}\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
@@ -517,6 +538,7 @@ extern char  ngx_nebula_script_key_edit[];
 extern char  ngx_nebula_script_key_get_of[];
 extern char  ngx_nebula_script_acct_list[];
 extern char  ngx_nebula_script_activity[];
+extern char  ngx_nebula_script_usage_by[];
 
 
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
@@ -529,6 +551,7 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_string(ngx_nebula_script_usage), "" },
     { ngx_string(ngx_nebula_script_changed), "" },
     { ngx_string(ngx_nebula_script_gen_get), "" },
+    { ngx_null_string, "" },
     { ngx_null_string, "" },
     { ngx_null_string, "" },
     { ngx_null_string, "" },
@@ -553,7 +576,8 @@ static char  *ngx_nebula_scripts_elsewhere[] = {
     ngx_nebula_script_key_edit,
     ngx_nebula_script_key_get_of,
     ngx_nebula_script_acct_list,
-    ngx_nebula_script_activity
+    ngx_nebula_script_activity,
+    ngx_nebula_script_usage_by
 };
 
 

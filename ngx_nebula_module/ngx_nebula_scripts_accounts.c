@@ -293,3 +293,79 @@ char  ngx_nebula_script_activity[] =
     "  end\n"
     "end\n"
     "return {1, out, names}\n";
+
+
+/*
+ * USAGE_BY: the admin's usage report of a month.  KEYS: nb:accounts,
+ * nb:keys (keys made before accounts: each an account of its own).
+ * ARGV: month, grouped by (account, key, model, day or plan), an
+ *       account's id ("": every account), then the month's days.
+ * Returns {{labels, in, out, req, cost, est_req, est_in, est_out}, ...}:
+ * labels {account, name, plan}, {account, key, name}, {model}, {day} or
+ * {plan}; accounts and keys in the order they were made, the others
+ * sorted.  It reads accounts of every slot, as KEY_LIST does: on a Redis
+ * Cluster the report needs a single-node Redis or a script per node
+ * (docs/redis.md).
+ */
+char  ngx_nebula_script_usage_by[] =
+    "local month, by, only = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local f = {'in', 'out', 'req', 'cost', 'est_req', 'est_in', 'est_out'}\n"
+    "local rows, order = {}, {}\n"
+    "local function hash(k)\n"
+    "  local a, h = redis.call('HGETALL', k), {}\n"
+    "  for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"
+    "  return h\n"
+    "end\n"
+    "local function add(key, labels, h, pre)\n"
+    "  local r = rows[key]\n"
+    "  if not r then\n"
+    "    r = {labels, 0, 0, 0, 0, 0, 0, 0}\n"
+    "    rows[key] = r\n"
+    "    order[#order + 1] = key\n"
+    "  end\n"
+    "  for i = 1, 7 do r[i + 1] = r[i + 1] + (tonumber(h[pre .. f[i]]) or 0) end\n"
+    "end\n"
+    "local all = {}\n"
+    "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  all[#all + 1] = {id, false}\n"
+    "end\n"
+    "for _, id in ipairs(redis.call('SORT', KEYS[2], 'ALPHA')) do\n"
+    "  all[#all + 1] = {id, true}\n"
+    "end\n"
+    "for _, e in ipairs(all) do\n"
+    "  local id, legacy = e[1], e[2]\n"
+    "  local p = 'nb:{' .. id .. '}:'\n"
+    "  if (only == '' or only == id)\n"
+    "     and not (legacy and redis.call('EXISTS', p .. 'acct') == 1) then\n"
+    "    local rec\n"
+    "    if legacy then rec = hash(p .. 'key') else rec = hash(p .. 'acct') end\n"
+    "    local name, plan = rec.name or '', rec.plan or ''\n"
+    "    if by == 'account' then\n"
+    "      add(id, {id, name, plan}, hash(p .. 'u:' .. month), '')\n"
+    "    elseif by == 'plan' then\n"
+    "      add(plan, {plan}, hash(p .. 'u:' .. month), '')\n"
+    "    elseif by == 'key' and legacy then\n"
+    "      add(id, {id, id, name}, hash(p .. 'u:' .. month), '')\n"
+    "    elseif by == 'key' then\n"
+    "      local ku = hash(p .. 'ku:' .. month)\n"
+    "      for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"
+    "        add(k, {id, k, redis.call('HGET', p .. 'k:' .. k, 'name') or ''},\n"
+    "            ku, k .. '|')\n"
+    "      end\n"
+    "    elseif by == 'model' then\n"
+    "      local m = hash(p .. 'm:' .. month)\n"
+    "      for k, _ in pairs(m) do\n"
+    "        local model = string.match(k, '^(.*)|in$')\n"
+    "        if model then add(model, {model}, m, model .. '|') end\n"
+    "      end\n"
+    "    elseif by == 'day' then\n"
+    "      for i = 4, #ARGV do\n"
+    "        add(ARGV[i], {ARGV[i]}, hash(p .. 'd:' .. ARGV[i]), '')\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if by == 'model' or by == 'plan' or by == 'day' then table.sort(order) end\n"
+    "local out = {}\n"
+    "for _, k in ipairs(order) do out[#out + 1] = rows[k] end\n"
+    "return out\n";

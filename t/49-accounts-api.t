@@ -256,6 +256,48 @@ is $r->{status}, 201, 'POST /admin/accounts/ID/keys';
 is ask($r->{json}{key})->{status}, 200, 'that key works at once';
 is scalar @{ $t->admin('GET', "/admin/accounts/$A/keys")->{json}{data} }, 2, 'listed by the operator';
 
+# --- the operator's usage report: by account, key, model, day, plan; CSV
+{
+    my $acc = usage_of($A, 0);
+    my $rep = $t->admin('GET', "/admin/usage?group_by=account");
+    is $rep->{status}, 200, 'GET /admin/usage?group_by=account';
+    my ($row) = grep { $_->{account} eq $A } @{ $rep->{json}{data} };
+    is_deeply [@{$row}{qw(name plan requests input_tokens output_tokens)}],
+        ['Acme <Inc>', 'pro', @{$acc}{qw(requests input_tokens output_tokens)}], 'the account\'s row: its usage';
+    my $sum = 0; $sum += $_->{requests} for @{ $rep->{json}{data} };
+    is $rep->{json}{total}{requests}, $sum, 'the total adds the rows';
+    my $keys = $t->admin('GET', "/admin/usage?group_by=key&account=$A")->{json}{data};
+    my $ksum = 0; $ksum += $_->{requests} for @$keys;
+    is $ksum, $acc->{requests}, 'by key, one account: its keys add up to it';
+    ok !grep({ $_->{account} ne $A } @$keys), 'and only its keys';
+    my $models = $t->admin('GET', "/admin/usage?group_by=model&account=$A")->{json}{data};
+    is_deeply [map { $_->{model} } @$models], ['gemma3:1b', 'qwen3:latest'], 'by model, sorted';
+    my $days = $t->admin('GET', "/admin/usage?group_by=day&account=$A")->{json}{data};
+    is $days->[-1]{requests}, $acc->{requests}, 'by day: today\'s row has this month\'s requests (all made today)';
+    my $plans = $t->admin('GET', '/admin/usage?group_by=plan')->{json}{data};
+    ok grep({ $_->{plan} eq 'pro' } @$plans), 'by plan';
+    my $csv = $t->admin('GET', "/admin/usage.csv?group_by=key&account=$A");
+    is $csv->{status}, 200, 'GET /admin/usage.csv';
+    like $csv->{headers}{'content-type'}, qr{^text/csv}, 'text/csv';
+    like $csv->{headers}{'content-disposition'}, qr/attachment; filename="nebula-usage-\d{4}-\d\d\.csv"/,
+        'a file, named for its month';
+    my @lines = split /\r\n/, $csv->{body};
+    is $lines[0], 'period,account,key,name,input_tokens,output_tokens,requests,cost_usd,'
+                . 'estimated_requests,estimated_input_tokens,estimated_output_tokens', 'its header';
+    is scalar(@lines) - 1, scalar(@$keys), 'a line a key';
+    my $hostile = $t->admin('POST', "/admin/accounts/$A/keys", { name => '=HYPERLINK("x"), "q"' });
+    $csv = $t->admin('GET', "/admin/usage.csv?group_by=key&account=$A");
+    like $csv->{body}, qr/,"'=HYPERLINK\(""x""\), ""q""",/, 'a name that looks like a formula is quoted and defused';
+    $t->admin('DELETE', "/admin/accounts/$A/keys/$hostile->{json}{data}{id}");
+    Nebula::Test::is_error($t->admin('GET', '/admin/usage?group_by=hour'), 400, 'invalid_request_error',
+                           'invalid_value', 'an unknown grouping', 'group_by');
+    Nebula::Test::is_error($t->admin('GET', '/admin/usage.csv?period=2026-13'), 400, 'invalid_request_error',
+                           'invalid_value', 'a bad period', 'period');
+    my $old = $t->admin('GET', '/admin/usage')->{json};
+    my $osum = 0; $osum += $_->{requests} for @{ $old->{keys} };
+    is $old->{total}{requests}, $osum, '/admin/usage without group_by: keys of accounts too, adding up';
+}
+
 $r = $t->admin('DELETE', "/admin/accounts/$A");
 is $r->{json}{data}{status}, 'deleted', 'DELETE /admin/accounts/ID';
 Nebula::Test::is_error(ask($first->{key}), 401, 'invalid_request_error', 'invalid_api_key',
