@@ -40,6 +40,7 @@ typedef enum {
     NGX_NEBULA_API_OLLAMA_FORBIDDEN,   /* content: /api/pull, ... */
     NGX_NEBULA_API_GENERATION,         /* content: GET /v1/generation */
     NGX_NEBULA_API_ACCOUNT,            /* content: /v1/account, /v1/keys */
+    NGX_NEBULA_API_SIGNUP,             /* content: POST /v1/accounts */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -155,6 +156,8 @@ typedef struct {
                                                   a pool gets */
     const char              **pass_names;      /* the same, NULL-ended */
     ngx_str_t                 plans_table;     /* ARGV of the ADMIT script */
+    ngx_str_t                 signup_plan;     /* nebula_signup: "", off */
+    ngx_str_t                 signup_invite;
 } ngx_nebula_main_conf_t;
 
 
@@ -198,6 +201,7 @@ typedef struct {
                                                   never */
     ngx_str_t                 key_name;        /* a new account's first
                                                   key */
+    ngx_str_t                 invite;          /* a sign-up's code */
     ngx_int_t                 disabled;        /* a key's: -1 not named */
     unsigned                  models_named:1;  /* "models" in the body, as
                                                   null too */
@@ -497,7 +501,8 @@ ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 typedef enum {
     NGX_NEBULA_BODY_KEY = 0,         /* a key made before accounts */
     NGX_NEBULA_BODY_ACCOUNT,         /* an account (the admin's) */
-    NGX_NEBULA_BODY_ACCOUNT_KEY      /* a key of an account */
+    NGX_NEBULA_BODY_ACCOUNT_KEY,     /* a key of an account */
+    NGX_NEBULA_BODY_SIGNUP           /* a new account, by its holder */
 } ngx_nebula_body_e;
 
 ngx_int_t ngx_nebula_admin_body_parse(ngx_http_request_t *r, u_char *body,
@@ -513,6 +518,7 @@ ngx_int_t ngx_nebula_holder_key_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_accounts.c */
 ngx_int_t ngx_nebula_account_handler(ngx_http_request_t *r);
+ngx_int_t ngx_nebula_signup_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_hold.c */
 void ngx_nebula_hold_init_worker(ngx_cycle_t *cycle, ngx_msec_t timeout);

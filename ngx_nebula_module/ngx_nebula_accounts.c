@@ -17,6 +17,11 @@
  *
  *   GET    /admin/accounts/A/activity  ?limit=&key=&model=
  *
+ *   POST   /v1/accounts                {name?, email?, invite_code?}: a new
+ *                                       account of the plan nebula_signup
+ *                                       names, its management key and a
+ *                                       first key (nebula signup)
+ *
  *   GET    /v1/account                 the holder's account, its usage
  *   GET    /v1/activity                its last requests
  *   GET    /v1/keys,                   POST /v1/keys
@@ -425,6 +430,88 @@ ngx_nebula_account_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * nebula signup: POST /v1/accounts, self-service, when nebula_signup opens
+ * it (off by default); nginx's limit_req throttles it (examples/)
+ */
+ngx_int_t
+ngx_nebula_signup_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                  rc;
+    ngx_nebula_call_ctx_t     *call;
+    ngx_nebula_main_conf_t    *nmcf;
+    ngx_nebula_account_ctx_t  *a;
+
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->redis == NULL || nmcf->signup_plan.len == 0) {
+        return ngx_nebula_api_error(r, NGX_HTTP_NOT_FOUND, "not_found", NULL,
+                                    "Sign-up is not open here: ask the "
+                                    "operator for an account.");
+    }
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_nebula_api_error(r, NGX_HTTP_NOT_ALLOWED,
+                                    "method_not_allowed", NULL,
+                                    "This endpoint takes POST only.");
+    }
+
+    call = ngx_nebula_call_start(r, ngx_nebula_account_answer);
+    a = ngx_pcalloc(r->pool, sizeof(ngx_nebula_account_ctx_t));
+    if (call == NULL || a == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    call->data = a;
+    a->call = call;
+    a->op = NGX_NEBULA_ACCOUNT_SIGNUP;
+    ngx_str_set(&a->auth, "");
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_nebula_account_body_handler);
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
+ * A sign-up's body checked, its invite code too: the account it makes,
+ * of the plan nginx.conf names, with a first key.  NGX_OK, or *rc the
+ * refusal.
+ */
+static ngx_int_t
+ngx_nebula_account_signup(ngx_nebula_account_ctx_t *a, ngx_int_t *rc)
+{
+    ngx_http_request_t      *r;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    r = a->call->r;
+    nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
+
+    if (nmcf->signup_invite.len
+        && (a->f.invite.data == NULL
+            || !ngx_nebula_secret_equal(&a->f.invite, &nmcf->signup_invite)))
+    {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_FORBIDDEN,
+                                   "invalid_invite_code", "invite_code",
+                                   a->f.invite.data
+                                   ? "This invite code is not valid."
+                                   : "Sign-up here needs an invite code: "
+                                     "\"invite_code\".");
+        return NGX_DECLINED;
+    }
+
+    a->f.plan = nmcf->signup_plan;
+    a->f.first_key = 1;
+    ngx_str_set(&a->f.key_name, "default");
+
+    return NGX_OK;
+}
+
+
 ngx_int_t
 ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
     u_char *p, u_char *last)
@@ -519,13 +606,22 @@ ngx_nebula_account_body_handler(ngx_http_request_t *r)
                                    (a->op == NGX_NEBULA_ACCOUNT_CREATE
                                     || a->op == NGX_NEBULA_ACCOUNT_PATCH)
                                    ? NGX_NEBULA_BODY_ACCOUNT
+                                   : (a->op == NGX_NEBULA_ACCOUNT_SIGNUP)
+                                   ? NGX_NEBULA_BODY_SIGNUP
                                    : NGX_NEBULA_BODY_ACCOUNT_KEY,
                                    a->op == NGX_NEBULA_ACCOUNT_CREATE
+                                   || a->op == NGX_NEBULA_ACCOUNT_SIGNUP
                                    || a->op == NGX_NEBULA_ACCOUNT_KEY_CREATE,
                                    &a->f);
 
         switch (rc) {
         case NGX_OK:
+            if (a->op == NGX_NEBULA_ACCOUNT_SIGNUP
+                && ngx_nebula_account_signup(a, &rc) != NGX_OK)
+            {
+                break;
+            }
+
             rc = ngx_nebula_account_send(a);
             break;
         case NGX_DECLINED:
@@ -644,6 +740,7 @@ ngx_nebula_account_send(ngx_nebula_account_ctx_t *a)
     switch (a->op) {
 
     case NGX_NEBULA_ACCOUNT_CREATE:
+    case NGX_NEBULA_ACCOUNT_SIGNUP:
         return ngx_nebula_account_create(a);
 
     case NGX_NEBULA_ACCOUNT_LIST:
@@ -1018,7 +1115,9 @@ ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
                                     "Incorrect management key provided.");
 
     case 0:
-        if (a->op == NGX_NEBULA_ACCOUNT_CREATE) {
+        if (a->op == NGX_NEBULA_ACCOUNT_CREATE
+            || a->op == NGX_NEBULA_ACCOUNT_SIGNUP)
+        {
             /* the tag was taken: another */
             if (++a->attempts > 3) {
                 return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1039,6 +1138,7 @@ ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
     switch (a->op) {
 
     case NGX_NEBULA_ACCOUNT_CREATE:
+    case NGX_NEBULA_ACCOUNT_SIGNUP:
         /* listed, for the admin's listing: another slot, a command */
         a->listing = 1;
         ngx_str_set(&argv[0], "ZADD");

@@ -11,6 +11,7 @@
 
 typedef enum {
     NGX_NEBULA_ACCOUNT_CREATE = 0,      /* the admin's only */
+    NGX_NEBULA_ACCOUNT_SIGNUP,          /* anyone's, when it is open */
     NGX_NEBULA_ACCOUNT_LIST,
     NGX_NEBULA_ACCOUNT_PATCH,
     NGX_NEBULA_ACCOUNT_DELETE,

@@ -310,17 +310,37 @@ ngx_nebula_body_account_fields(ngx_http_request_t *r, yajl_val root,
     ngx_nebula_body_e kind, ngx_uint_t create, ngx_nebula_key_fields_t *f)
 {
     size_t       n;
-    yajl_val     email, key, kname, exp, dis;
+    yajl_val     email, key, kname, exp, dis, inv;
 
     static const char  *p_email[] = { "email", NULL };
     static const char  *p_key[] = { "key", NULL };
     static const char  *p_kname[] = { "name", NULL };
     static const char  *p_expires[] = { "expires_at", NULL };
     static const char  *p_disabled[] = { "disabled", NULL };
+    static const char  *p_invite[] = { "invite_code", NULL };
 
     f->disabled = -1;
 
-    if (kind == NGX_NEBULA_BODY_ACCOUNT) {
+    if (kind == NGX_NEBULA_BODY_SIGNUP) {
+        inv = yajl_tree_get(root, p_invite, yajl_t_any);
+
+        if (inv && (!YAJL_IS_STRING(inv)
+                    || ngx_strlen(inv->u.string) > 200))
+        {
+            return ngx_nebula_admin_refuse(f, "invalid_value",
+                                           "invite_code",
+                                           "'invite_code' must be a "
+                                           "string.");
+        }
+
+        if (inv && ngx_nebula_admin_str(r->pool, inv->u.string, &f->invite)
+                   != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    if (kind == NGX_NEBULA_BODY_ACCOUNT || kind == NGX_NEBULA_BODY_SIGNUP) {
         email = yajl_tree_get(root, p_email, yajl_t_any);
 
         if (email && YAJL_IS_NULL(email)) {
@@ -344,7 +364,8 @@ ngx_nebula_body_account_fields(ngx_http_request_t *r, yajl_val root,
             }
         }
 
-        key = yajl_tree_get(root, p_key, yajl_t_any);
+        key = (kind == NGX_NEBULA_BODY_ACCOUNT)
+              ? yajl_tree_get(root, p_key, yajl_t_any) : NULL;
 
         if (key && create && (YAJL_IS_TRUE(key) || YAJL_IS_OBJECT(key))) {
             f->first_key = 1;
@@ -493,6 +514,16 @@ ngx_nebula_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
 
     bad = NULL;
 
+    if (kind == NGX_NEBULA_BODY_SIGNUP && (plan || status || lim || mod)) {
+        rc = ngx_nebula_admin_refuse(f, "invalid_value",
+                                     plan ? "plan" : status ? "status"
+                                     : lim ? "limits" : "models",
+                                     "A sign-up sets name, email and "
+                                     "invite_code only: its plan is the "
+                                     "service's.");
+        goto done;
+    }
+
     if (kind == NGX_NEBULA_BODY_ACCOUNT_KEY && (plan || status)) {
         rc = ngx_nebula_admin_refuse(f, "invalid_value",
                                      plan ? "plan" : "status",
@@ -510,7 +541,9 @@ ngx_nebula_body_parse(ngx_http_request_t *r, u_char *body, size_t len,
         }
     }
 
-    if (plan == NULL && create && kind != NGX_NEBULA_BODY_ACCOUNT_KEY) {
+    if (plan == NULL && create && kind != NGX_NEBULA_BODY_ACCOUNT_KEY
+        && kind != NGX_NEBULA_BODY_SIGNUP)
+    {
         rc = ngx_nebula_admin_refuse(f, "missing_field", "plan",
                                      "Missing required parameter: 'plan'.");
         goto done;

@@ -170,6 +170,9 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_ACCOUNT] = {
         ngx_string("account"), ngx_nebula_account_handler,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_SIGNUP] = {
+        ngx_string("signup"), ngx_nebula_signup_handler,
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
 };
 

@@ -9,6 +9,8 @@ static ngx_int_t ngx_nebula_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_nebula_postconfiguration(ngx_conf_t *cf);
 static void *ngx_nebula_create_main_conf(ngx_conf_t *cf);
 static char *ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf);
+static char *ngx_nebula_signup_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 static void *ngx_nebula_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_nebula_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -107,6 +109,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_nebula_main_conf_t, generation_ttl),
+      NULL },
+
+    { ngx_string("nebula_signup"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_nebula_signup_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("nebula_pass_options"),
@@ -234,6 +243,42 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
 }
 
 
+/*
+ * nebula_signup PLAN [invite=CODE]: POST /v1/accounts opens, for new
+ * accounts of that plan (nebula signup)
+ */
+static char *
+ngx_nebula_signup_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_nebula_main_conf_t  *nmcf = conf;
+
+    ngx_str_t  *value;
+
+    if (nmcf->signup_plan.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    nmcf->signup_plan = value[1];
+
+    if (cf->args->nelts == 3) {
+        if (value[2].len <= 7
+            || ngx_strncmp(value[2].data, "invite=", 7) != 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\": the second is "
+                               "invite=CODE", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        nmcf->signup_invite.data = value[2].data + 7;
+        nmcf->signup_invite.len = value[2].len - 7;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
 static char *
 ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 {
@@ -288,6 +333,16 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_nebula_catalog_init(cf, nmcf) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (nmcf->signup_plan.len
+        && ngx_nebula_find_plan(nmcf, nmcf->signup_plan.data,
+                                nmcf->signup_plan.len) == NULL)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "nebula_signup names plan \"%V\", which no "
+                           "nebula_plan declares", &nmcf->signup_plan);
         return NGX_CONF_ERROR;
     }
 
