@@ -478,6 +478,54 @@ ngx_nebula_signup_handler(ngx_http_request_t *r)
 
 
 /*
+ * A holder names models as a client does: a private model (a customer's
+ * own) is unknown to them, as it is to a client (docs/api.md): refused as
+ * any unknown name.  The operator narrows a key to one.  NGX_OK, or *rc
+ * the refusal.
+ */
+static ngx_int_t
+ngx_nebula_account_private(ngx_nebula_account_ctx_t *a, ngx_int_t *rc)
+{
+    u_char                  *p, *last, *s;
+    ngx_nebula_model_t      *model;
+    ngx_nebula_main_conf_t  *nmcf;
+
+    if (a->f.models.data == NULL) {
+        return NGX_OK;
+    }
+
+    nmcf = ngx_http_get_module_main_conf(a->call->r, ngx_http_nebula_module);
+
+    p = a->f.models.data;
+    last = p + a->f.models.len;
+
+    while (p < last) {
+        s = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        model = ngx_nebula_find_model(nmcf, s, p - s);
+
+        if (model && model->private) {
+            *ngx_snprintf(a->f.text, sizeof(a->f.text) - 1,
+                          "Unknown model '%*s': models must be in the "
+                          "catalog.", (size_t) (p - s), s) = '\0';
+            *rc = ngx_nebula_api_error(a->call->r, NGX_HTTP_BAD_REQUEST,
+                                       "invalid_value", "models",
+                                       (char *) a->f.text);
+            return NGX_DECLINED;
+        }
+
+        p++;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * A sign-up's body checked, its invite code too: the account it makes,
  * of the plan nginx.conf names, with a first key.  NGX_OK, or *rc the
  * refusal.
@@ -619,6 +667,10 @@ ngx_nebula_account_body_handler(ngx_http_request_t *r)
             if (a->op == NGX_NEBULA_ACCOUNT_SIGNUP
                 && ngx_nebula_account_signup(a, &rc) != NGX_OK)
             {
+                break;
+            }
+
+            if (a->holder && ngx_nebula_account_private(a, &rc) != NGX_OK) {
                 break;
             }
 

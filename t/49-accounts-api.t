@@ -11,7 +11,12 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Nebula::Test;
 
-my $t = Nebula::Test->new;
+my $t = Nebula::Test->new(
+    patch_catalog => sub {
+        $_[0] . "\nnebula_model  acme-ft:7b  pool=ollama_local upstream_model=acme-ft:7b-q4"
+              . " context=8192 input_price=1.00 output_price=2.00 private;\n";
+    },
+);
 my $chat = '/v1/chat/completions';
 
 sub as { return (headers => { Authorization => "Bearer $_[0]" }) }
@@ -296,6 +301,27 @@ is scalar @{ $t->admin('GET', "/admin/accounts/$A/keys")->{json}{data} }, 2, 'li
     my $old = $t->admin('GET', '/admin/usage')->{json};
     my $osum = 0; $osum += $_->{requests} for @{ $old->{keys} };
     is $old->{total}{requests}, $osum, '/admin/usage without group_by: keys of accounts too, adding up';
+}
+
+# --- private models: unknown to a holder, as to a client; the operator's
+{
+    my $p = $t->request('POST', '/v1/keys', body => { name => 'ft', models => ['acme-ft:7b'] }, as($mkey));
+    my $u = $t->request('POST', '/v1/keys', body => { name => 'ft', models => ['acme-zz:7b'] }, as($mkey));
+    Nebula::Test::is_error($p, 400, 'invalid_request_error', 'invalid_value',
+                           'a holder naming a private model: 400', 'models');
+    (my $pm = Nebula::Test::error_message($p)) =~ s/acme-ft/NAME/;
+    (my $um = Nebula::Test::error_message($u)) =~ s/acme-zz/NAME/;
+    is $pm, $um, 'the same refusal as an unknown name';
+    $t->admin('PATCH', "/admin/accounts/$A", { models => ['acme-ft:7b'] });
+    my $k = $t->admin('POST', "/admin/accounts/$A/keys", { name => 'ft', models => ['acme-ft:7b'] });
+    is $k->{status}, 201, 'the operator gives the account its fine-tune, and a key narrowed to it';
+    is ask($k->{json}{key}, model => 'acme-ft:7b')->{status}, 200, 'which reaches it';
+    Nebula::Test::is_error(ask($k->{json}{key}), 403, 'permission_error', 'model_not_allowed',
+                           'and nothing else', 'model');
+    is ask($first->{key}, model => 'acme-ft:7b')->{status}, 200, 'the account\'s other keys reach it too';
+    $t->admin('DELETE', "/admin/accounts/$A/keys/$k->{json}{data}{id}");
+    $t->admin('PATCH', "/admin/accounts/$A", { models => undef });
+    is ask($first->{key}, model => 'acme-ft:7b')->{status}, 404, 'taken back: 404, as any unknown model';
 }
 
 $r = $t->admin('DELETE', "/admin/accounts/$A");
