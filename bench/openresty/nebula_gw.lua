@@ -180,7 +180,7 @@ local function flush(premature)
 
     red:init_pipeline(n)
     for i = 1, n do
-        red:evalsha(settle_sha, 5, unpack(batch[i]))
+        red:evalsha(settle_sha, 6, unpack(batch[i]))
     end
     local res, perr = red:commit_pipeline()
     if not res then
@@ -387,10 +387,11 @@ function _M.access()
                       "The quota store is unavailable; please retry shortly.")
     end
     local keys_argv = {
-        5, p .. "key", p .. "u:" .. month, p .. "r:" .. math.floor(now / 60),
-        p .. "res:" .. month, p .. "exp:" .. month,
+        8, p .. "key", p .. "u:" .. month, p .. "r:" .. math.floor(now / 60),
+        p .. "res:" .. month, p .. "exp:" .. month, p .. "acct",
+        p .. "ku:" .. month, p .. "kr::" .. math.floor(now / 60),
         digest, model.name, model.group, conf.plans_table, prompt, want, cap,
-        60 - now % 60, USAGE_TTL, now, RESERVATION_TTL, request_id, 0, 0
+        60 - now % 60, USAGE_TTL, now, RESERVATION_TTL, request_id, 0, 0, ""
     }
     local a
     a, err = red:evalsha(admit_sha, unpack(keys_argv))
@@ -622,7 +623,7 @@ function _M.log()
     queue[queued] = {
         p .. "u:" .. month, p .. "m:" .. month,
         p .. "d:" .. ctx.day,
-        p .. "res:" .. month, p .. "exp:" .. month,
+        p .. "res:" .. month, p .. "exp:" .. month, p .. "ku:" .. month,
         10,     -- SETTLE takes settlements in batches: this one's count
         ctx.rin, ctx.rout, i, o, cost, model.name, USAGE_TTL,
         ctx.request_id .. ":" .. ctx.rin .. ":" .. ctx.rout, 1, est
