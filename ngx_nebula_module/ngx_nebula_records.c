@@ -582,7 +582,22 @@ ngx_nebula_own_key_check(ngx_nebula_call_ctx_t *call, redisReply *reply,
     {
         *rc = ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
                                    "invalid_api_key", NULL,
-                                   "This API key has been revoked.");
+                                   (e && e->type == REDIS_REPLY_STRING
+                                    && e->len == 8
+                                    && ngx_strncmp(e->str, "disabled", 8)
+                                       == 0)
+                                   ? "This API key is disabled."
+                                   : "This API key has been revoked.");
+        return NGX_DECLINED;
+    }
+
+    /* a key of an account may expire, as ADMIT has it */
+    if (nebula_reply_int(reply->element[0], "expires", INT64_MAX)
+        <= (int64_t) call->now)
+    {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                                   "invalid_api_key", NULL,
+                                   "This API key has expired.");
         return NGX_DECLINED;
     }
 

@@ -62,7 +62,7 @@ sub hash {
 sub settled {
     my ($tag) = @_;
     my $u;
-    for (1 .. 400) {
+    for (1 .. 400 * $Nebula::Test::TIME_SCALE) {
         $u = hash("nb:{$tag}:u:$month");
         return $u if !($u->{rin} // 0) && !($u->{rout} // 0) && !($u->{lin} // 0) && !($u->{lout} // 0)
                      && $redis->cli('ZCARD', "nb:{$tag}:res:$month") == 0;

@@ -26,7 +26,7 @@ sub as { return (headers => { Authorization => "Bearer $_[0]" }) }
 sub usage_of {
     my ($id, $n) = @_;
     my $u;
-    for (1 .. 200) {
+    for (1 .. 200 * $Nebula::Test::TIME_SCALE) {
         $u = $t->admin('GET', "/admin/accounts/$id")->{json}{data}{usage};
         return $u if $u && $u->{requests} >= $n && !$u->{reserved_input_tokens} && !$u->{reserved_output_tokens};
         select undef, undef, undef, 0.025;
@@ -97,11 +97,17 @@ is ask($ci->{key}, model => 'gemma3:1b')->{status}, 200, 'its one model served';
 $r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { disabled => JSON::PP::true }, as($mkey));
 is $r->{json}{data}{status}, 'disabled', 'disabled';
 like Nebula::Test::error_message(ask($ci->{key}, model => 'gemma3:1b')), qr/disabled/, 'a disabled key: 401, said so';
+like Nebula::Test::error_message($t->get('/v1/key', as($ci->{key}))), qr/disabled/, 'and on /v1/key';
 $r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { disabled => JSON::PP::false }, as($mkey));
 is ask($ci->{key}, model => 'gemma3:1b')->{status}, 200, 'enabled again: served';
 
 $r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { expires_at => time - 10 }, as($mkey));
 Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_value', 'an expiry in the past refused', 'expires_at');
+$t->redis->cli('HSET', "nb:{$A}:k:$ci->{data}{id}", 'expires', time - 1);
+like Nebula::Test::error_message($t->get('/v1/key', as($ci->{key}))), qr/expired/, 'an expired key on /v1/key: 401';
+$r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { expires_at => undef }, as($mkey));
+is $r->{json}{data}{expires_at}, undef, 'expiry taken away: never';
+is $t->get('/v1/key', as($ci->{key}))->{status}, 200, 'and the key reads again';
 $r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { plan => 'pro' }, as($mkey));
 Nebula::Test::is_error($r, 400, 'invalid_request_error', 'invalid_value', 'a key has no plan of its own', 'plan');
 $r = $t->request('PATCH', "/v1/keys/$ci->{data}{id}", body => { limits => { output_tokens => -1 } }, as($mkey));
@@ -161,7 +167,7 @@ cmp_ok $r->{json}{data}{account}{usage}{requests}, '>', $r->{json}{data}{usage}{
     my $x = ask($first->{key}, text => 'activity probe');
     my $xid = $x->{headers}{'x-request-id'};
     my $rows;
-    for (1 .. 40) {
+    for (1 .. 100 * $Nebula::Test::TIME_SCALE) {
         $r = $t->get('/v1/activity', as($mkey));
         $rows = $r->{json}{data};
         last if $rows && @$rows && $rows->[0]{id} eq $xid;
@@ -242,7 +248,7 @@ for (1 .. 3) { ask($first->{key}) }
 $r = $t->admin('POST', "/admin/accounts/$A/suspend");
 is $r->{json}{data}{status}, 'suspended', 'suspended';
 my $refused_at;
-for my $i (1 .. 40) {
+for my $i (1 .. 40 * $Nebula::Test::TIME_SCALE) {
     my $s = ask($first->{key})->{status};
     if ($s == 403) { $refused_at = $i; last }
     select undef, undef, undef, 0.05;
