@@ -144,11 +144,22 @@ ngx_int_t
 ngx_nebula_json_send(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_uint_t status)
 {
+    static ngx_str_t  type = ngx_string("application/json");
+
+    ngx_nebula_json_raw(j, "\n", 1);
+
+    return ngx_nebula_json_send_as(r, j, status, &type);
+}
+
+
+/* what j holds, as it is, of the content type given (CSV: its report) */
+ngx_int_t
+ngx_nebula_json_send_as(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    ngx_uint_t status, ngx_str_t *type)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
-
-    ngx_nebula_json_raw(j, "\n", 1);
 
     if (j->failed) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -167,8 +178,8 @@ ngx_nebula_json_send(ngx_http_request_t *r, ngx_nebula_json_t *j,
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type->len;
 
     rc = ngx_http_send_header(r);
 

@@ -30,5 +30,7 @@ void ngx_nebula_json_usd(ngx_nebula_json_t *j, uint64_t pico);
 u_char *ngx_nebula_decimal12(u_char *p, uint64_t v);
 ngx_int_t ngx_nebula_json_send(ngx_http_request_t *r, ngx_nebula_json_t *j,
     ngx_uint_t status);
+ngx_int_t ngx_nebula_json_send_as(ngx_http_request_t *r, ngx_nebula_json_t *j,
+    ngx_uint_t status, ngx_str_t *type);
 
 #endif /* NGX_NEBULA_JSON_H */

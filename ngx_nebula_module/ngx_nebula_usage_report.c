@@ -47,18 +47,12 @@ static ngx_int_t
 ngx_nebula_report_send_csv(ngx_http_request_t *r, ngx_nebula_json_t *j,
     u_char *month)
 {
-    ngx_int_t         rc;
-    ngx_buf_t        *b;
-    ngx_chain_t       out;
     ngx_table_elt_t  *h;
 
-    if (j->failed) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
+    static ngx_str_t  type = ngx_string("text/csv; charset=utf-8");
 
-    b = ngx_calloc_buf(r->pool);
     h = ngx_list_push(&r->headers_out.headers);
-    if (b == NULL || h == NULL) {
+    if (h == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -74,27 +68,7 @@ ngx_nebula_report_send_csv(ngx_http_request_t *r, ngx_nebula_json_t *j,
                                (size_t) 7, month)
                    - h->value.data;
 
-    b->pos = j->start;
-    b->last = j->pos;
-    b->memory = 1;
-    b->last_buf = 1;
-    b->last_in_chain = 1;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "text/csv; charset=utf-8");
-    r->headers_out.content_type_len = sizeof("text/csv") - 1;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return ngx_nebula_json_send_as(r, j, NGX_HTTP_OK, &type);
 }
 
 
