@@ -41,6 +41,7 @@ typedef enum {
     NGX_NEBULA_API_GENERATION,         /* content: GET /v1/generation */
     NGX_NEBULA_API_ACCOUNT,            /* content: /v1/account, /v1/keys */
     NGX_NEBULA_API_SIGNUP,             /* content: POST /v1/accounts */
+    NGX_NEBULA_API_PLANS,              /* content: GET /v1/plans */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -124,6 +125,12 @@ typedef struct {
     uint64_t                  requests_per_minute;    /* 0: no limit */
     ngx_array_t               group_names;     /* of ngx_str_t */
     uint64_t                  groups;          /* bit i: groups[i] */
+
+    /* what a page of plans shows (GET /v1/plans) */
+    ngx_str_t                 title;
+    uint64_t                  price;           /* micro-USD a month */
+    ngx_array_t               perks;           /* of ngx_str_t */
+    ngx_uint_t                popular;
     ngx_nebula_conf_pos_t     pos;
 } ngx_nebula_plan_t;
 
@@ -156,6 +163,7 @@ typedef struct {
                                                   a pool gets */
     const char              **pass_names;      /* the same, NULL-ended */
     ngx_str_t                 plans_table;     /* ARGV of the ADMIT script */
+    ngx_str_t                 plans_json;      /* GET /v1/plans */
     ngx_str_t                 signup_plan;     /* nebula_signup: "", off */
     ngx_str_t                 signup_invite;
 } ngx_nebula_main_conf_t;
@@ -515,6 +523,10 @@ ngx_int_t ngx_nebula_body_parse(ngx_http_request_t *r, u_char *body,
 
 /* ngx_nebula_holder.c */
 ngx_int_t ngx_nebula_holder_key_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_plans.c */
+ngx_int_t ngx_nebula_plans_build(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf);
+ngx_int_t ngx_nebula_plans_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_accounts.c */
 ngx_int_t ngx_nebula_account_handler(ngx_http_request_t *r);

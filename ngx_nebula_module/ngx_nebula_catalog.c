@@ -65,7 +65,14 @@ ngx_nebula_parse_count(ngx_str_t *s, uint64_t *out)
 }
 
 
-/* "0.20" USD per 1M tokens becomes 200000 micro-USD per 1M tokens */
+/* the perks a plan may list */
+#define NGX_NEBULA_PLAN_PERKS  16
+
+
+/*
+ * "0.20" USD per 1M tokens becomes 200000 micro-USD per 1M tokens (a
+ * plan's monthly price is read alike)
+ */
 static ngx_int_t
 ngx_nebula_parse_price(ngx_str_t *s, uint64_t *out)
 {
@@ -520,7 +527,9 @@ ngx_nebula_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     plan->pos.line = cf->conf_file->line;
 
     if (ngx_array_init(&plan->group_names, cf->pool, 4, sizeof(ngx_str_t))
-        != NGX_OK)
+        != NGX_OK
+        || ngx_array_init(&plan->perks, cf->pool, 4, sizeof(ngx_str_t))
+           != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -553,6 +562,44 @@ ngx_nebula_plan_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             {
                 goto invalid;
             }
+            continue;
+        }
+
+        /* what GET /v1/plans shows: "title=Pro", "perk=24/7 support" */
+        if ((v = ngx_nebula_param(&value[i], "title")) != NULL) {
+            if (v->len == 0 || v->len > 64 || plan->title.len) {
+                goto invalid;
+            }
+            plan->title = *v;
+            continue;
+        }
+
+        if ((v = ngx_nebula_param(&value[i], "price")) != NULL) {
+            if (ngx_nebula_parse_price(v, &plan->price) != NGX_OK) {
+                goto invalid;
+            }
+            continue;
+        }
+
+        if ((v = ngx_nebula_param(&value[i], "perk")) != NULL) {
+            if (v->len == 0 || v->len > 200
+                || plan->perks.nelts == NGX_NEBULA_PLAN_PERKS)
+            {
+                goto invalid;
+            }
+
+            g = ngx_array_push(&plan->perks);
+            if (g == NULL) {
+                return NGX_CONF_ERROR;
+            }
+
+            *g = *v;
+            continue;
+        }
+
+        if (value[i].len == 7 && ngx_strncmp(value[i].data, "popular", 7) == 0)
+        {
+            plan->popular = 1;
             continue;
         }
 

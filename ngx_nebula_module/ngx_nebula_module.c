@@ -347,6 +347,7 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     }
 
     if (ngx_nebula_build_listings(cf, nmcf) != NGX_OK
+        || ngx_nebula_plans_build(cf, nmcf) != NGX_OK
         || ngx_nebula_admission_init(cf, nmcf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
