@@ -65,7 +65,9 @@
  * request, "L" and the reservation id its member: granted only when
  * neither the account nor the key has a per-minute limit, with at least
  * 64 blocks' worth left, and no smaller than this request, so a request
- * admitted from it gets what it would get here.
+ * admitted from it gets what it would get here; and not to a key that
+ * expires within 10 seconds (a lease lives 5: nothing admits a key past
+ * its expiry).
  *
  * A reservation nobody settled (a worker that died, a reply lost to a
  * timeout after Redis applied it) expires: the next admission of the
@@ -227,6 +229,7 @@ static char  ngx_nebula_script_admit[] =
     "if cap < 0 then out = 0 end\n"
     "local lin, lout = 0, 0\n"
     "local wi, wo = tonumber(ARGV[13]) or 0, tonumber(ARGV[14]) or 0\n"
+    "if tonumber(k[9]) and tonumber(k[9]) - now < 10 then wi, wo = 0, 0 end\n"
     "if rpm == 0 and wi > 0 and wo > 0 then\n"
     "  lin = math.min(wi, math.floor((in_left - prompt) / 64))\n"
     "  lout = math.min(wo, math.floor((out_left - out) / 64))\n"

@@ -18,7 +18,7 @@ use Digest::SHA qw(sha256_hex);
 use MIME::Base64 qw(encode_base64url);
 use POSIX qw(strftime);
 
-my $t = Nebula::Test->new;
+my $t = Nebula::Test->new(lease => 1);   # the shipped configuration: leases on
 my $redis = $t->redis;
 my $chat = '/v1/chat/completions';
 my $month = strftime('%Y-%m', gmtime);
@@ -44,6 +44,15 @@ sub key_of {
                 status => 'active', created => time, %f);
     $redis->cli('ZADD', "nb:{$tag}:keys", time, $id);
     return { key => $secret, id => $id, tag => $tag };
+}
+
+# a change made by hand, told to the workers as the admin API tells them
+# (the CHANGED script): their leases of the account close
+sub changed {
+    my ($tag) = @_;
+    my ($s, $us) = split /\n/, $redis->cli('TIME');
+    $redis->cli('ZADD', 'nb:changes', $s * 1000 + int($us / 1000), $tag);
+    select undef, undef, undef, 0.6;
 }
 
 sub ask {
@@ -151,6 +160,7 @@ sub settled {
     my ($c, $d) = (key_of($tag2), key_of($tag2));
     is ask($c)->{status}, 200, 'an active account is served';
     $redis->cli('HSET', "nb:{$tag2}:acct", status => 'suspended');
+    changed($tag2);
     for my $k ($c, $d) {
         Nebula::Test::is_error(ask($k), 403, 'permission_error', 'account_suspended',
                                'a suspended account: every key of it refused');
@@ -158,13 +168,20 @@ sub settled {
     $redis->cli('HSET', "nb:{$tag2}:acct", status => 'active');
     is ask($d)->{status}, 200, 'resumed: served again';
 
+    # no change told: an expiry needs none (no lease outlives it)
+    my $soon = key_of($tag2, expires => time + 3);
+    is ask($soon)->{status}, 200, 'a key that expires in 3 seconds is served';
+    select undef, undef, undef, 3.2;
+    like Nebula::Test::error_message(ask($soon)), qr/expired/, 'and refused once it has, leases on or not';
     $redis->cli('HSET', "nb:{$tag2}:k:$c->{id}", expires => time - 1);
+    changed($tag2);
     $r = ask($c);
     Nebula::Test::is_error($r, 401, 'invalid_request_error', 'invalid_api_key', 'an expired key: 401');
     like Nebula::Test::error_message($r), qr/expired/, 'said to have expired';
     $redis->cli('HSET', "nb:{$tag2}:k:$d->{id}", expires => time + 3600);
     is ask($d)->{status}, 200, 'a key that expires later is served';
     $redis->cli('HSET', "nb:{$tag2}:k:$d->{id}", status => 'disabled');
+    changed($tag2);
     like Nebula::Test::error_message(ask($d)), qr/disabled/, 'a disabled key: 401, said to be disabled';
 
     # a secret in an account's format whose account is gone, or made up

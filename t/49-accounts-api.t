@@ -12,6 +12,7 @@ use Test::More;
 use Nebula::Test;
 
 my $t = Nebula::Test->new(
+    lease => 1,         # the shipped configuration: leases on
     patch_catalog => sub {
         $_[0] . "\nnebula_model  acme-ft:7b  pool=ollama_local upstream_model=acme-ft:7b-q4"
               . " context=8192 input_price=1.00 output_price=2.00 private;\n";
