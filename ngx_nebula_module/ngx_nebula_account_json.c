@@ -571,18 +571,24 @@ ngx_nebula_account_refused(ngx_nebula_account_ctx_t *a, redisReply *reply)
 }
 
 
-/* a script's answer {1, ...} as the op's JSON */
+/*
+ * A script's answer {1, ...} as the op's JSON, into a->json and
+ * a->status: NGX_OK, or what to finalize with (a reply of none of ours)
+ */
 ngx_int_t
 ngx_nebula_account_write(ngx_nebula_account_ctx_t *a, redisReply *reply)
 {
     size_t              i;
     ngx_uint_t          status;
-    ngx_nebula_json_t   j;
+    ngx_nebula_json_t  *jp;
     const redisReply   *list, *e;
     ngx_http_request_t *r;
 
+#define j  (*jp)
+
     r = a->call->r;
     status = NGX_HTTP_OK;
+    jp = &a->json;
 
     ngx_nebula_json_init(&j, r->pool);
 
@@ -740,7 +746,11 @@ ngx_nebula_account_write(ngx_nebula_account_ctx_t *a, redisReply *reply)
         break;
     }
 
-    return ngx_nebula_json_send(r, &j, status);
+    a->http_status = status;
+
+#undef j
+
+    return NGX_OK;
 }
 
 

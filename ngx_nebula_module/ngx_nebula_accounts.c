@@ -40,6 +40,12 @@
 /* the most keys an account may hold, revoked ones included */
 #define NGX_NEBULA_ACCOUNT_MAX_KEYS_S  "1000"
 
+/*
+ * How long a change's answer waits: the change feed is read every 250 ms
+ * on a tick of 125 (ngx_nebula_lease.c), and the read takes a round trip
+ */
+#define NGX_NEBULA_ACCOUNT_IN_EFFECT  500
+
 /* a page of a listing: by default, and at most */
 #define NGX_NEBULA_ACCOUNT_PAGE      100
 #define NGX_NEBULA_ACCOUNT_PAGE_MAX  1000
@@ -47,6 +53,8 @@
 
 static ngx_int_t ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call,
     redisReply *reply);
+static void ngx_nebula_account_in_effect(ngx_event_t *ev);
+static void ngx_nebula_account_cleanup(void *data);
 static void ngx_nebula_account_body_handler(ngx_http_request_t *r);
 
 
@@ -565,6 +573,7 @@ ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
     u_char *p, u_char *last)
 {
     ngx_int_t                  rc;
+    ngx_pool_cleanup_t        *cln;
     ngx_nebula_call_ctx_t     *call;
     ngx_nebula_account_ctx_t  *a;
 
@@ -573,6 +582,14 @@ ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
     if (call == NULL || a == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_nebula_account_cleanup;
+    cln->data = a;
 
     call->data = a;
     a->call = call;
@@ -1140,7 +1157,7 @@ ngx_nebula_account_status(redisReply *reply)
 static ngx_int_t
 ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
 {
-    ngx_int_t                  st;
+    ngx_int_t                  st, rc;
     ngx_str_t                  argv[4];
     ngx_http_request_t        *r;
     ngx_nebula_account_ctx_t  *a;
@@ -1201,19 +1218,66 @@ ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
 
         return ngx_nebula_call_command(call, 4, argv);
 
+    default:
+        break;
+    }
+
+    rc = ngx_nebula_account_write(a, reply);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    switch (a->op) {
+
     case NGX_NEBULA_ACCOUNT_PATCH:
     case NGX_NEBULA_ACCOUNT_DELETE:
     case NGX_NEBULA_ACCOUNT_SUSPEND:
     case NGX_NEBULA_ACCOUNT_RESUME:
     case NGX_NEBULA_ACCOUNT_KEY_PATCH:
     case NGX_NEBULA_ACCOUNT_KEY_DELETE:
-        /* the workers close their leases of the account's keys */
+        /*
+         * Every worker closes its leases of the account's keys when it
+         * reads the change feed (every NGX_NEBULA_LEASE_POLL ms, on a
+         * tick of half that): the answer waits until they have, so that
+         * the change holds for the caller's next request, on any edge
+         */
         ngx_nebula_lease_recall(a->tag);
-        break;
+
+        a->in_effect.handler = ngx_nebula_account_in_effect;
+        a->in_effect.data = a;
+        a->in_effect.log = r->connection->log;
+        ngx_add_timer(&a->in_effect, NGX_NEBULA_ACCOUNT_IN_EFFECT);
+
+        return NGX_AGAIN;
 
     default:
-        break;
+        return ngx_nebula_json_send(r, &a->json, a->http_status);
     }
+}
 
-    return ngx_nebula_account_write(a, reply);
+
+/* a change holds everywhere now: its answer goes */
+static void
+ngx_nebula_account_in_effect(ngx_event_t *ev)
+{
+    ngx_nebula_account_ctx_t  *a = ev->data;
+
+    ngx_http_request_t  *r;
+
+    r = a->call->r;
+
+    ngx_nebula_call_finish(a->call,
+                           ngx_nebula_json_send(r, &a->json, a->http_status));
+}
+
+
+/* the request goes (its client left) before its change's answer */
+static void
+ngx_nebula_account_cleanup(void *data)
+{
+    ngx_nebula_account_ctx_t  *a = data;
+
+    if (a->in_effect.timer_set) {
+        ngx_del_timer(&a->in_effect);
+    }
 }

@@ -63,6 +63,10 @@ typedef struct {
     u_char                    limit_buf[NGX_INT_T_LEN];
     u_char                    offset_buf[NGX_INT_T_LEN];
     ngx_uint_t                attempts;
+    ngx_nebula_json_t         json;         /* the answer */
+    ngx_uint_t                http_status;
+    ngx_event_t               in_effect;    /* a change's answer waits for
+                                               it to hold on every edge */
     unsigned                  listing:1;    /* a new account's ZADD sent */
 } ngx_nebula_account_ctx_t;
 

@@ -264,7 +264,9 @@ char  ngx_nebula_script_acct_list[] =
  * generation records (ngx_nebula_generation.c).
  * ARGV: management digest or "", the most to return, a key's id ("":
  *       any), a model ("": any), the oldest time a record may have.
- * Returns {1, {record line, ...} newest first, {key id, its name, ...}}.
+ * Returns {1, {record line, ...} newest first, {key id, its name, ...}}:
+ * the list is in the order the workers pushed their batches (a tenth of
+ * a second apart), so what it gives is sorted by time again.
  * The list keeps 1,000 and the workers' pushes between trims: what lies
  * past 4,096 is older than what is looked at.
  */
@@ -281,7 +283,7 @@ char  ngx_nebula_script_activity[] =
     "     and (ARGV[3] == '' or key == ARGV[3])\n"
     "     and (ARGV[4] == '' or string.sub(v, -#m) == m)\n"
     "  then\n"
-    "    out[#out + 1] = v\n"
+    "    out[#out + 1] = {tonumber(t), #out, v}\n"
     "    if not seen[key] then\n"
     "      seen[key] = true\n"
     "      local rec = p .. ':k:' .. key\n"
@@ -292,6 +294,9 @@ char  ngx_nebula_script_activity[] =
     "    if #out >= want then break end\n"
     "  end\n"
     "end\n"
+    "table.sort(out, function(x, y)\n"
+    "  return x[1] > y[1] or (x[1] == y[1] and x[2] < y[2]) end)\n"
+    "for i, e in ipairs(out) do out[i] = e[3] end\n"
     "return {1, out, names}\n";
 
 
