@@ -184,7 +184,12 @@ ngx_nebula_access_handler(ngx_http_request_t *r)
             ngx_http_finalize_request(r,
                 ngx_nebula_send_error(r, NGX_HTTP_UNAUTHORIZED,
                     "invalid_request_error", "invalid_api_key", NULL,
-                    "Incorrect API key provided."));
+                    ctx->secret.len > 4
+                    && ngx_strncmp(ctx->secret.data,
+                                   NGX_NEBULA_MANAGEMENT_PREFIX, 4) == 0
+                    ? "A management key manages keys; it calls no model: "
+                      "use an API key (nb-...)."
+                    : "Incorrect API key provided."));
             return NGX_DONE;
         }
 

@@ -148,6 +148,7 @@ Nebula::Test::is_error($r, 401, 'invalid_request_error', 'invalid_management_key
 like Nebula::Test::error_message($r), qr/management key/, 'and is told to use the management key';
 Nebula::Test::is_error(ask($mkey), 401, 'invalid_request_error', 'invalid_api_key',
                        'a management key cannot call a model');
+like Nebula::Test::error_message(ask($mkey)), qr/use an API key/, 'and is told to use an API key';
 Nebula::Test::is_error($t->get('/v1/account', as($mkeyB)) && $t->get("/v1/keys/$first->{id}", as($mkeyB)), 404,
                        'invalid_request_error', 'key_not_found', 'B\'s holder does not see A\'s key', 'id');
 Nebula::Test::is_error($t->request('PUT', '/v1/keys', as($mkey)), 405, 'invalid_request_error', 'method_not_allowed',
