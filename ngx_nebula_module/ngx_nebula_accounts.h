@@ -76,6 +76,8 @@ ngx_int_t ngx_nebula_accounts_admin(ngx_http_request_t *r, u_char *p,
     u_char *last);
 ngx_int_t ngx_nebula_account_start(ngx_http_request_t *r, ngx_uint_t holder,
     u_char *p, u_char *last);
+
+/* ngx_nebula_account_calls.c */
 ngx_int_t ngx_nebula_account_send(ngx_nebula_account_ctx_t *a);
 ngx_int_t ngx_nebula_account_create(ngx_nebula_account_ctx_t *a);
 
