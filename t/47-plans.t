@@ -7,7 +7,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use Nebula::Test qw(nginx_test_conf);
+use Nebula::Test qw(nginx_test_conf minimal_conf);
 
 my $t = Nebula::Test->new(
     patch_catalog => sub {
@@ -60,7 +60,6 @@ $r = $t->request('HEAD', '/v1/plans', nokey => 1);
 is $r->{status}, 200, 'HEAD: 200';
 
 # nginx -t checks the new parameters
-my $module = $Nebula::Test::MODULE;
 for my $case (['price=-1', qr/invalid parameter "price=-1" of plan "p"/],
               ['price=ten', qr/invalid parameter "price=ten"/],
               ['title=', qr/invalid parameter "title="/],
@@ -68,33 +67,19 @@ for my $case (['price=-1', qr/invalid parameter "price=-1" of plan "p"/],
               [join(' ', map { "perk=p$_" } 1 .. 17), qr/invalid parameter "perk=p17"/],
               ['"perk=' . ('x' x 201) . '"', qr/invalid parameter "perk=x+"/],
               ['famous', qr/invalid parameter "famous"/]) {
-    my ($rc, $out) = nginx_test_conf(<<"CONF");
-load_module $module;
-error_log logs/error.log;
-pid logs/nginx.pid;
-events { }
-http {
-    upstream ollama_local { server 127.0.0.1:1; }
+    my ($rc, $out) = nginx_test_conf(minimal_conf(<<"HTTP"));
     nebula_model a pool=ollama_local upstream_model=m context=4096 input_price=0.1 output_price=0.2 group=basic;
     nebula_plan p input_tokens=10 output_tokens=10 groups=basic $case->[0];
     server { listen 127.0.0.1:1; location / { nebula plans; } }
-}
-CONF
+HTTP
     isnt $rc, 0, "nebula_plan ... $case->[0]: nginx -t fails" =~ s/(.{90}).*/$1.../r;
     like $out, $case->[1], 'and says which parameter';
 }
-my ($rc, $out) = nginx_test_conf(<<"CONF");
-load_module $module;
-error_log logs/error.log;
-pid logs/nginx.pid;
-events { }
-http {
-    upstream ollama_local { server 127.0.0.1:1; }
+my ($rc, $out) = nginx_test_conf(minimal_conf(<<"HTTP"));
     nebula_model a pool=ollama_local upstream_model=m context=4096 input_price=0.1 output_price=0.2 group=basic;
     nebula_plan p input_tokens=10 output_tokens=10 groups=basic "title=Plan P" price=9.99 "perk=A perk" popular;
     server { listen 127.0.0.1:1; location / { nebula plans; } }
-}
-CONF
+HTTP
 is $rc, 0, 'a plan with a quoted title, a price in cents, a perk and popular passes nginx -t' or diag $out;
 
 $t->done;

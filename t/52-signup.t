@@ -70,23 +70,15 @@ Nebula::Test::is_error($r, 429, 'rate_limit_error', 'rate_limit_exceeded', 'the 
 $t->allow_error(qr/limiting requests/);
 
 # a plan nginx.conf does not declare is refused when nginx starts
-my $module = $Nebula::Test::MODULE;
 for my $case (['nebula_signup gold;', qr/nebula_signup names plan "gold", which no nebula_plan declares/],
               ['nebula_signup free invite;', qr/invalid parameter "invite": the second is invite=CODE/],
               ['nebula_signup free; nebula_signup free;', qr/"nebula_signup" directive is duplicate/]) {
-    my ($rc, $out) = Nebula::Test::nginx_test_conf(<<"CONF");
-load_module $module;
-error_log logs/error.log;
-pid logs/nginx.pid;
-events { }
-http {
-    upstream ollama_local { server 127.0.0.1:1; }
+    my ($rc, $out) = Nebula::Test::nginx_test_conf(Nebula::Test::minimal_conf(<<"HTTP"));
     nebula_model a pool=ollama_local upstream_model=m context=4096 input_price=0.1 output_price=0.2 group=basic;
     nebula_plan free input_tokens=10 output_tokens=10 groups=basic;
     $case->[0]
     server { listen 127.0.0.1:1; location / { nebula signup; } }
-}
-CONF
+HTTP
     isnt $rc, 0, "'$case->[0]': nginx -t fails";
     like $out, $case->[1], 'and says why';
 }

@@ -27,7 +27,7 @@ use POSIX qw(WNOHANG);
 use Test::More;
 use Time::HiRes qw(sleep time);
 
-our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf $NGINX $TIME_SCALE);
+our @EXPORT_OK = qw(free_port json_decode json_encode nginx_test_conf minimal_conf $NGINX $TIME_SCALE);
 
 our $ROOT = abs_path(dirname(__FILE__) . '/../../..');
 # make test-asan and make test-valgrind run the same suite with another
@@ -539,6 +539,22 @@ sub error_message {
     my ($r) = @_;
     my $e = ($r->{json} // {})->{error};
     return ref $e eq 'HASH' ? $e->{message} : $e;
+}
+
+# the smallest nginx.conf that loads the module: a pool and what $http adds
+# (for nginx -t checks of the directives)
+sub minimal_conf {
+    my ($http) = @_;
+    return <<"CONF";
+load_module $MODULE;
+error_log logs/error.log;
+pid logs/nginx.pid;
+events { }
+http {
+    upstream ollama_local { server 127.0.0.1:1; }
+$http
+}
+CONF
 }
 
 # nginx -t on a whole configuration text; returns (exit code, output)
