@@ -107,6 +107,7 @@ ngx_nebula_account_send(ngx_nebula_account_ctx_t *a)
     }
 
     call->now = ngx_nebula_now(call->r);
+    *ngx_nebula_month(call->month, call->now) = '\0';
     a->now.data = a->now_buf;
     a->now.len = ngx_sprintf(a->now_buf, "%T", call->now) - a->now_buf;
 

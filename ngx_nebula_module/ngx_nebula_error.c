@@ -230,7 +230,10 @@ ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     out.buf = b;
     out.next = NULL;
 
-    return ngx_http_output_filter(r, &out);
+    /* as ngx_nebula_json_send_as(): sent in part is sent */
+    rc = ngx_http_output_filter(r, &out);
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }
 
 

@@ -190,5 +190,12 @@ ngx_nebula_json_send_as(ngx_http_request_t *r, ngx_nebula_json_t *j,
     out.buf = b;
     out.next = NULL;
 
-    return ngx_http_output_filter(r, &out);
+    /*
+     * NGX_AGAIN (the socket took part of it) would read as "waiting on
+     * Redis" to a call's answer (ngx_nebula_call_finish()): the request
+     * is finalized all the same, and nginx sends the rest
+     */
+    rc = ngx_http_output_filter(r, &out);
+
+    return rc == NGX_AGAIN ? NGX_OK : rc;
 }

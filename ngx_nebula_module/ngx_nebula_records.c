@@ -591,6 +591,26 @@ ngx_nebula_own_key_check(ngx_nebula_call_ctx_t *call, redisReply *reply,
         return NGX_DECLINED;
     }
 
+    /* a suspended account's keys are refused, as ADMIT refuses them */
+    if (reply->elements == NGX_NEBULA_RECORD_ACCOUNT_KEY) {
+        e = (redisReply *) nebula_reply_field(reply->element[1], "status");
+
+        if (e == NULL || e->type != REDIS_REPLY_STRING || e->len != 6
+            || ngx_strncmp(e->str, "active", 6) != 0)
+        {
+            *rc = (e && e->type == REDIS_REPLY_STRING && e->len == 9
+                   && ngx_strncmp(e->str, "suspended", 9) == 0)
+                  ? ngx_nebula_api_error(r, NGX_HTTP_FORBIDDEN,
+                                         "account_suspended", NULL,
+                                         "This API key's account is "
+                                         "suspended.")
+                  : ngx_nebula_api_error(r, NGX_HTTP_UNAUTHORIZED,
+                                         "invalid_api_key", NULL,
+                                         "Incorrect API key provided.");
+            return NGX_DECLINED;
+        }
+    }
+
     /* a key of an account may expire, as ADMIT has it */
     if (nebula_reply_int(reply->element[0], "expires", INT64_MAX)
         <= (int64_t) call->now)

@@ -305,7 +305,10 @@ char  ngx_nebula_script_activity[] =
  * nb:keys (keys made before accounts: each an account of its own).
  * ARGV: month, grouped by (account, key, model, day or plan), an
  *       account's id ("": every account), then the month's days.
- * Returns {{labels, in, out, req, cost, est_req, est_in, est_out}, ...}:
+ * Returns {{labels, in, out, req, cost, est_req, est_in, est_out, cost'},
+ * ...}: a cost is picodollars, past what a Lua number (a double) holds
+ * exactly once it passes $9,007, so it is added in two parts: cost the
+ * billions of picodollars (the milli-dollars), cost' the rest.
  * labels {account, name, plan}, {account, key, name}, {model}, {day} or
  * {plan}; accounts and keys in the order they were made, the others
  * sorted.  It reads accounts of every slot, as KEY_LIST does: on a Redis
@@ -316,6 +319,13 @@ char  ngx_nebula_script_usage_by[] =
     "local month, by, only = ARGV[1], ARGV[2], ARGV[3]\n"
     "local f = {'in', 'out', 'req', 'cost', 'est_req', 'est_in', 'est_out'}\n"
     "local rows, order = {}, {}\n"
+    "local function split(v)\n"
+    "  v = v or '0'\n"
+    "  local n = #v\n"
+    "  if n <= 9 then return 0, tonumber(v) or 0 end\n"
+    "  return tonumber(string.sub(v, 1, n - 9)) or 0,\n"
+    "         tonumber(string.sub(v, n - 8)) or 0\n"
+    "end\n"
     "local function hash(k)\n"
     "  local a, h = redis.call('HGETALL', k), {}\n"
     "  for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"
@@ -324,11 +334,17 @@ char  ngx_nebula_script_usage_by[] =
     "local function add(key, labels, h, pre)\n"
     "  local r = rows[key]\n"
     "  if not r then\n"
-    "    r = {labels, 0, 0, 0, 0, 0, 0, 0}\n"
+    "    r = {labels, 0, 0, 0, 0, 0, 0, 0, 0}\n"
     "    rows[key] = r\n"
     "    order[#order + 1] = key\n"
     "  end\n"
-    "  for i = 1, 7 do r[i + 1] = r[i + 1] + (tonumber(h[pre .. f[i]]) or 0) end\n"
+    "  for i = 1, 7 do\n"
+    "    if i ~= 4 then\n"
+    "      r[i + 1] = r[i + 1] + (tonumber(h[pre .. f[i]]) or 0)\n"
+    "    end\n"
+    "  end\n"
+    "  local hi, lo = split(h[pre .. 'cost'])\n"
+    "  r[5], r[9] = r[5] + hi, r[9] + lo\n"
     "end\n"
     "local all = {}\n"
     "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"

@@ -249,25 +249,35 @@ ngx_nebula_usage_report(ngx_http_request_t *r, ngx_uint_t csv)
 }
 
 
-/* a row's counts: in, out, req, cost, est_req, est_in, est_out */
+/*
+ * A row's counts: in, out, req, cost, est_req, est_in, est_out; the
+ * cost comes in two parts (USAGE_BY: a double is exact to 2^53 only),
+ * its billions of picodollars and the rest
+ */
 static ngx_int_t
 ngx_nebula_report_row(const redisReply *row, int64_t *v)
 {
     ngx_uint_t  i;
 
-    if (row->type != REDIS_REPLY_ARRAY || row->elements != 8
+    if (row->type != REDIS_REPLY_ARRAY || row->elements != 9
         || row->element[0]->type != REDIS_REPLY_ARRAY)
     {
         return NGX_ERROR;
     }
 
-    for (i = 0; i < 7; i++) {
-        if (row->element[i + 1]->type != REDIS_REPLY_INTEGER) {
+    for (i = 0; i < 8; i++) {
+        if (row->element[i + 1]->type != REDIS_REPLY_INTEGER
+            || row->element[i + 1]->integer < 0)
+        {
             return NGX_ERROR;
         }
 
-        v[i] = row->element[i + 1]->integer;
+        if (i < 7) {
+            v[i] = row->element[i + 1]->integer;
+        }
     }
+
+    v[3] = v[3] * 1000000000 + row->element[8]->integer;
 
     return NGX_OK;
 }

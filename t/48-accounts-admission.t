@@ -156,6 +156,21 @@ sub settled {
                            'the account\'s per-minute limit counts every key of it');
     unlike Nebula::Test::error_message($r), qr/for this key/, 'the account\'s limit, so said';
 
+    # a key's own, higher limit does not lift the account's; a key over its
+    # own limit takes nothing of the account's minute
+    my $tagr = account(plan => 'developer', rpm_limit => 4);
+    my $loose = key_of($tagr, rpm_limit => 1000);
+    my $tight = key_of($tagr, rpm_limit => 1);
+    is ask($tight)->{status}, 200, 'the tight key\'s one request a minute';
+    Nebula::Test::is_error(ask($tight), 429, 'rate_limit_error', 'rate_limit_exceeded', 'its second refused');
+    Nebula::Test::is_error(ask($tight), 429, 'rate_limit_error', 'rate_limit_exceeded', 'and its third');
+    is_deeply [map { ask($loose)->{status} } 1 .. 3], [200, 200, 200],
+        'the account\'s other three of four: the tight key\'s refusals took none';
+    $r = ask($loose);
+    Nebula::Test::is_error($r, 429, 'rate_limit_error', 'rate_limit_exceeded',
+                           'the fifth: the account\'s limit holds over a key\'s higher own');
+    unlike Nebula::Test::error_message($r), qr/for this key/, 'said to be the account\'s';
+
     my $tag2 = account(plan => 'developer');
     my ($c, $d) = (key_of($tag2), key_of($tag2));
     is ask($c)->{status}, 200, 'an active account is served';

@@ -262,6 +262,9 @@ for my $i (1 .. 40 * $Nebula::Test::TIME_SCALE) {
 ok $refused_at, 'a suspended account\'s key is refused within two seconds, leases or not';
 Nebula::Test::is_error(ask($first->{key}), 403, 'permission_error', 'account_suspended', 'account_suspended');
 is $t->get('/v1/account', as($mkey))->{status}, 200, 'the holder still reads the account';
+Nebula::Test::is_error($t->get('/v1/key', as($first->{key})), 403, 'permission_error', 'account_suspended',
+                       'its keys are refused on /v1/key too');
+is $t->get('/api/tags', as($first->{key}))->{status}, 403, 'and on /api/tags';
 Nebula::Test::is_error($t->request('POST', '/v1/keys', body => { name => 'x' }, as($mkey)), 403, 'permission_error',
                        'account_suspended', 'but makes no key');
 $t->admin('POST', "/admin/accounts/$A/resume");
@@ -310,6 +313,15 @@ is scalar @{ $t->admin('GET', "/admin/accounts/$A/keys")->{json}{data} }, 2, 'li
                            'invalid_value', 'an unknown grouping', 'group_by');
     Nebula::Test::is_error($t->admin('GET', '/admin/usage.csv?period=2026-13'), 400, 'invalid_request_error',
                            'invalid_value', 'a bad period', 'period');
+    # a month of over $9,007 (2^53 picodollars): added exactly, not as a double
+    my $big = $t->admin('POST', '/admin/accounts', { name => 'big', plan => 'enterprise' })->{json}{data}{id};
+    my $month = $t->admin('GET', "/admin/accounts/$big")->{json}{data}{usage}{period};
+    $t->redis->cli('HSET', "nb:{$big}:u:$month", cost => '9007199254740993123', req => 1);
+    my $raw = $t->admin('GET', "/admin/usage?group_by=account&account=$big")->{body};
+    like $raw, qr/"cost_usd":9007199\.254740993123\b/, 'a cost past 2^53 picodollars, to the picodollar';
+    $raw = $t->admin('GET', "/admin/usage.csv?group_by=plan")->{body};
+    like $raw, qr/^\Q$month\E,"enterprise",.*,9007199\.25474\d*,/m, 'and in the CSV by plan';
+    $t->admin('DELETE', "/admin/accounts/$big");
     my $old = $t->admin('GET', '/admin/usage')->{json};
     my $osum = 0; $osum += $_->{requests} for @{ $old->{keys} };
     is $old->{total}{requests}, $osum, '/admin/usage without group_by: keys of accounts too, adding up';
