@@ -252,8 +252,7 @@ ngx_nebula_account_route_holder(ngx_http_request_t *r,
     }
 
     if (s - p >= 5 && ngx_strncmp(s - 5, "/keys", 5) == 0) {
-        return ngx_nebula_account_route_keys(r, a, s, r->uri.data
-                                                       + r->uri.len);
+        return ngx_nebula_account_route_keys(r, a, s, last);
     }
 
     return NGX_HTTP_NOT_FOUND;

@@ -82,6 +82,7 @@ is $r->{status}, 200, 'GET /v1/keys';
 is_deeply [sort map { $_->{name} } @{ $r->{json}{data} }], ['ci', 'first'], 'both keys listed';
 is $r->{json}{total}, 2, 'total 2';
 unlike $r->{body}, qr/\Q$first->{key}\E|\Q$ci->{key}\E/, 'no secret in a listing';
+is $t->get("/v1/keys/$first->{id}/", as($mkey))->{json}{data}{id}, $first->{id}, 'a key\'s path with a slash after it';
 $r = $t->get('/v1/keys?limit=1&offset=1', as($mkey));
 is scalar @{ $r->{json}{data} }, 1, 'a page of one';
 Nebula::Test::is_error($t->get('/v1/keys?limit=0', as($mkey)), 400, 'invalid_request_error', 'invalid_value',
