@@ -76,7 +76,7 @@ ngx_nebula_parse_count(ngx_str_t *s, uint64_t *out)
 static ngx_int_t
 ngx_nebula_parse_price(ngx_str_t *s, uint64_t *out)
 {
-    size_t    i, frac;
+    size_t    i, frac, whole;
     uint64_t  v;
     ngx_int_t dot;
 
@@ -87,6 +87,7 @@ ngx_nebula_parse_price(ngx_str_t *s, uint64_t *out)
     v = 0;
     dot = 0;
     frac = 0;
+    whole = 0;
 
     for (i = 0; i < s->len; i++) {
 
@@ -100,6 +101,11 @@ ngx_nebula_parse_price(ngx_str_t *s, uint64_t *out)
         }
 
         if (dot && ++frac > 6) {
+            return NGX_ERROR;
+        }
+
+        /* past 10^12 USD its micro-USD would not fit in 64 bits */
+        if (!dot && ++whole > 12) {
             return NGX_ERROR;
         }
 

@@ -42,6 +42,8 @@ my @cases = (
      qr/invalid parameter "context=4k" of model "a" in \S+nginx\.conf:7/],
     ['bad price', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=\$1 output_price=0 group=g;\n",
      qr/invalid parameter "input_price=\$1" .* in \S+nginx\.conf:7/],
+    ['a price past 64 bits of micro-USD', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=99999999999999 output_price=0 group=g;\n",
+     qr/invalid parameter "input_price=99999999999999" .* in \S+nginx\.conf:7/],
     ['missing parameter', "    nebula_model a pool=ollama_local context=1 input_price=0 output_price=0 group=g;\n",
      qr/model "a" needs pool=, upstream_model=.* in \S+nginx\.conf:7/],
     ['plan with an unknown group', "    nebula_model a $model group=basic;\n"
