@@ -104,8 +104,12 @@ ngx_nebula_parse_price(ngx_str_t *s, uint64_t *out)
             return NGX_ERROR;
         }
 
-        /* past 10^12 USD its micro-USD would not fit in 64 bits */
-        if (!dot && ++whole > 12) {
+        /*
+         * up to $999,999.999999: a cost (tokens times micro-USD per 1M,
+         * in picodollars) and a plan's price in picodollars then fit in
+         * 64 bits with room to spare
+         */
+        if (!dot && ++whole > 6) {
             return NGX_ERROR;
         }
 

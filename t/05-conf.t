@@ -8,21 +8,9 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Nebula::Test qw(nginx_test_conf);
 
-my $module = $Nebula::Test::MODULE;
+sub conf { Nebula::Test::minimal_conf(@_) }
 
-sub conf {
-    my ($http) = @_;
-    return <<"CONF";
-load_module $module;
-error_log logs/error.log;
-pid logs/nginx.pid;
-events { }
-http {
-    upstream ollama_local { server 127.0.0.1:1; }
-$http
-}
-CONF
-}
+my $module = $Nebula::Test::MODULE;
 
 my $model = 'pool=ollama_local upstream_model=m context=4096 input_price=0.1 output_price=0.2';
 
@@ -44,6 +32,8 @@ my @cases = (
      qr/invalid parameter "input_price=\$1" .* in \S+nginx\.conf:7/],
     ['a price past 64 bits of micro-USD', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=99999999999999 output_price=0 group=g;\n",
      qr/invalid parameter "input_price=99999999999999" .* in \S+nginx\.conf:7/],
+    ['a price of a million USD per 1M tokens', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=0 output_price=1000000 group=g;\n",
+     qr/invalid parameter "output_price=1000000" .* in \S+nginx\.conf:7/],
     ['missing parameter', "    nebula_model a pool=ollama_local context=1 input_price=0 output_price=0 group=g;\n",
      qr/model "a" needs pool=, upstream_model=.* in \S+nginx\.conf:7/],
     ['plan with an unknown group', "    nebula_model a $model group=basic;\n"

@@ -62,6 +62,7 @@ is $r->{status}, 200, 'HEAD: 200';
 # nginx -t checks the new parameters
 for my $case (['price=-1', qr/invalid parameter "price=-1" of plan "p"/],
               ['price=ten', qr/invalid parameter "price=ten"/],
+              ['price=1000000', qr/invalid parameter "price=1000000"/],
               ['title=', qr/invalid parameter "title="/],
               ['title=A title=B', qr/invalid parameter "title=B"/],
               [join(' ', map { "perk=p$_" } 1 .. 17), qr/invalid parameter "perk=p17"/],
