@@ -85,6 +85,7 @@ typedef struct {
     ngx_str_t                 url;             /* for proxy_pass */
     ngx_str_t                 host;            /* the Host header to send */
     ngx_str_t                 authorization;   /* "Bearer ..." or empty */
+    ngx_http_upstream_srv_conf_t  *upstream;   /* its upstream{} block */
     unsigned                  https:1;
     unsigned                  declared:1;      /* by nebula_pool */
     ngx_nebula_conf_pos_t     pos;
@@ -106,6 +107,7 @@ typedef struct {
     ngx_str_t                 group;
     ngx_uint_t                group_index;
     ngx_str_t                 owned_by;
+    ngx_str_t                 description;     /* its use, in words */
     time_t                    created;
     ngx_str_t                 keep_alive;      /* native requests get it */
     uint64_t                  choices;         /* the most n it honours */
@@ -504,6 +506,9 @@ void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
 
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_health.c: GET /admin/health */
+ngx_int_t ngx_nebula_health_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_admin_body.c: what a body may set */
 typedef enum {

@@ -741,6 +741,12 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
                                     "Incorrect admin token.");
     }
 
+    if (r->uri.len == 13
+        && ngx_strncmp(r->uri.data, "/admin/health", 13) == 0)
+    {
+        return ngx_nebula_health_handler(r);
+    }
+
     if (r->uri.len >= 15
         && ngx_strncmp(r->uri.data, "/admin/accounts", 15) == 0)
     {
@@ -821,7 +827,7 @@ ngx_nebula_admin_handler(ngx_http_request_t *r)
 
         if (rc == NGX_AGAIN) {
             /* the workers close their leases of it (ngx_nebula_lease.c) */
-        ngx_nebula_lease_recall(call->id);
+            ngx_nebula_lease_recall(call->id);
         }
 
         break;

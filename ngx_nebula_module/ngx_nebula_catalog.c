@@ -4,7 +4,8 @@
  *   nebula_model NAME pool=UPSTREAM upstream_model=NAME context=TOKENS
  *                input_price=USD output_price=USD [max_output=TOKENS]
  *                [kind=chat|embedding] [modalities=text,image]
- *                [group=NAME] [private] [owned_by=NAME] [created=UNIXTIME];
+ *                [group=NAME] [private] [owned_by=NAME] [created=UNIXTIME]
+ *                ["description=TEXT"];
  *   nebula_plan NAME input_tokens=N output_tokens=N groups=G[,G...]|*
  *               [requests_per_minute=N];
  *   nebula_pool UPSTREAM [https] [host=NAME] [api_key=SECRET];
@@ -382,6 +383,15 @@ ngx_nebula_model_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 goto invalid;
             }
             model->owned_by = *v;
+            continue;
+        }
+
+        /* what /v1/models shows of it: "description=General, reasoning" */
+        if ((v = ngx_nebula_param(&value[i], "description")) != NULL) {
+            if (v->len == 0 || v->len > 200 || model->description.len) {
+                goto invalid;
+            }
+            model->description = *v;
             continue;
         }
 
@@ -813,6 +823,9 @@ ngx_nebula_catalog_init(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
                           pool[i].pos.file, pool[i].pos.line);
             return NGX_CONF_ERROR;
         }
+
+        /* its servers, for GET /admin/health */
+        pool[i].upstream = uscf[j];
 
         pool[i].url.len = (pool[i].https ? sizeof("https://")
                                          : sizeof("http://")) - 1

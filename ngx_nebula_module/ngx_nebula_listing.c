@@ -58,6 +58,12 @@ ngx_nebula_models_entry(u_char *p, ngx_nebula_model_t *model,
     p = ngx_nebula_write_json_string(p, &model->owned_by);
     p = ngx_cpymem(p, ",\"name\":", 8);
     p = ngx_nebula_write_json_string(p, &model->name);
+
+    /* OpenRouter's field; the API document's "use case" column */
+    if (model->description.len) {
+        p = ngx_cpymem(p, ",\"description\":", 15);
+        p = ngx_nebula_write_json_string(p, &model->description);
+    }
     p = ngx_sprintf(p, ",\"context_length\":%uL,\"pricing\":{\"prompt\":",
                     model->context);
     p = ngx_nebula_write_price(p, model->input_price);
@@ -96,7 +102,8 @@ ngx_nebula_build_listings(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
     size = 64;
 
     for (i = 0; i < nmcf->models.nelts; i++) {
-        size += 512 + 12 * (model[i].name.len + model[i].owned_by.len);
+        size += 512 + 12 * (model[i].name.len + model[i].owned_by.len
+                            + model[i].description.len);
     }
 
     p = ngx_pnalloc(cf->pool, size);

@@ -107,7 +107,22 @@ ngx_nebula_plans_build(ngx_conf_t *cf, ngx_nebula_main_conf_t *nmcf)
         ngx_nebula_json_lit(&j, "]}");
     }
 
-    ngx_nebula_json_lit(&j, "]}\n");
+    /* whether a pricing page may offer "Get Started": nebula_signup */
+    ngx_nebula_json_lit(&j, "],\"signup\":");
+
+    if (nmcf->signup_plan.len && nmcf->redis) {
+        ngx_nebula_json_lit(&j, "{\"plan\":");
+        ngx_nebula_json_str(&j, nmcf->signup_plan.data, nmcf->signup_plan.len);
+        if (nmcf->signup_invite.len) {
+            ngx_nebula_json_lit(&j, ",\"invite_required\":true}");
+        } else {
+            ngx_nebula_json_lit(&j, ",\"invite_required\":false}");
+        }
+    } else {
+        ngx_nebula_json_lit(&j, "null");
+    }
+
+    ngx_nebula_json_lit(&j, "}\n");
 
     if (j.failed) {
         return NGX_ERROR;

@@ -864,6 +864,20 @@ ngx_nebula_redis_ready(void)
 }
 
 
+/* GET /admin/health: "up", "connecting" or "down", this worker's view */
+const char *
+ngx_nebula_redis_state(void)
+{
+    if (ngx_nebula_redis.ac != NULL && ngx_nebula_redis.connected
+        && !ngx_nebula_redis.down)
+    {
+        return "up";
+    }
+
+    return ngx_nebula_redis.down ? "down" : "connecting";
+}
+
+
 void
 ngx_nebula_redis_cancel(ngx_nebula_redis_op_t *op)
 {

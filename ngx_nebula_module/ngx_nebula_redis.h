@@ -105,6 +105,9 @@ ngx_nebula_redis_op_t *ngx_nebula_redis_send(char *cmd, int len,
     ngx_nebula_script_e script, ngx_nebula_redis_handler_pt handler,
     void *data, ngx_uint_t internal);
 
+/* "up", "connecting" or "down": how this worker sees Redis now */
+const char *ngx_nebula_redis_state(void);
+
 /* the request behind an op went away: its reply will touch nothing */
 void ngx_nebula_redis_cancel(ngx_nebula_redis_op_t *op);
 

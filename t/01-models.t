@@ -12,11 +12,11 @@ my $t = Nebula::Test->new;
 
 # the seed's table: model, context, USD per 1M input, per 1M output
 my %seed = (
-    'qwen3:latest'             => [32768, '0.20', '0.60', ['text']],
-    'gemma3:1b'                => [4096,  '0.05', '0.10', ['text']],
-    'qwen3-vl:235b-cloud'      => [32768, '0.50', '1.50', ['text', 'image']],
-    'deepseek-v3.1:671b-cloud' => [65536, '0.35', '0.90', ['text']],
-    'qwen/qwen3-coder:free'    => [32768, '0',    '0',    ['text']],
+    'qwen3:latest'             => [32768, '0.20', '0.60', ['text'], 'General, reasoning'],
+    'gemma3:1b'                => [4096,  '0.05', '0.10', ['text'], 'Fast, lightweight'],
+    'qwen3-vl:235b-cloud'      => [32768, '0.50', '1.50', ['text', 'image'], 'Vision, multimodal'],
+    'deepseek-v3.1:671b-cloud' => [65536, '0.35', '0.90', ['text'], 'Advanced reasoning'],
+    'qwen/qwen3-coder:free'    => [32768, '0',    '0',    ['text'], 'Code generation (free)'],
 );
 
 my $r = $t->get('/v1/models');
@@ -40,6 +40,7 @@ for my $m (@{ $r->{json}{data} }) {
         ok abs($p * 1e6 - $per_m) < 1e-9, "$m->{id}: pricing.$k is $per_m per 1M";
     }
     is_deeply $m->{architecture}{input_modalities}, $want->[3], "$m->{id}: input_modalities";
+    is $m->{description}, $want->[4], "$m->{id}: description, the seed's use case";
 }
 
 $r = $t->get('/api/tags');

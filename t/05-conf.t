@@ -34,6 +34,8 @@ my @cases = (
      qr/invalid parameter "input_price=99999999999999" .* in \S+nginx\.conf:7/],
     ['a price of a million USD per 1M tokens', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=0 output_price=1000000 group=g;\n",
      qr/invalid parameter "output_price=1000000" .* in \S+nginx\.conf:7/],
+    ['a description past 200 bytes', "    nebula_model a pool=ollama_local upstream_model=m context=1 input_price=0 output_price=0 group=g \"description=" . ('x' x 201) . "\";\n",
+     qr/invalid parameter "description=x+" .* in \S+nginx\.conf:7/],
     ['missing parameter', "    nebula_model a pool=ollama_local context=1 input_price=0 output_price=0 group=g;\n",
      qr/model "a" needs pool=, upstream_model=.* in \S+nginx\.conf:7/],
     ['plan with an unknown group', "    nebula_model a $model group=basic;\n"

@@ -32,6 +32,7 @@ is_deeply [map { $_->{perks} } @p],
     [['Basic models', 'Community support'], ['All Ollama models', 'Email support'],
      ['Vision models', 'Priority support'], ['Custom fine-tuning', '24/7 support']],
     'the seed\'s perks, in order';
+ok exists $r->{json}{signup} && !defined $r->{json}{signup}, 'sign-up off (the default): "signup" is null';
 
 # the models each reaches: those of its groups in /v1/models, never a private one
 my $models = $t->get('/v1/models', nokey => 1)->{json}{data};

@@ -28,7 +28,10 @@ my $t = Nebula::Test->new(patch => sub {
     $_[0] =~ s/# nebula_signup        free;/nebula_signup free invite=let-me-in;/r
           =~ s/rate=5r\/m/rate=120r\/m/r =~ s/burst=3 /burst=12 /r;
 });
-my $r = $t->request('POST', '/v1/accounts', body => { name => 'Ada', email => 'ada@example.org' }, nokey => 1);
+my $r = $t->get('/v1/plans', nokey => 1);
+is_deeply $r->{json}{signup}, { plan => 'free', invite_required => JSON::PP::true },
+    'GET /v1/plans says sign-up is open, on which plan, and that it needs a code';
+$r = $t->request('POST', '/v1/accounts', body => { name => 'Ada', email => 'ada@example.org' }, nokey => 1);
 Nebula::Test::is_error($r, 403, 'permission_error', 'invalid_invite_code', 'no invite code: 403', 'invite_code');
 $r = $t->request('POST', '/v1/accounts', body => { name => 'Ada', invite_code => 'let-me-out' }, nokey => 1);
 Nebula::Test::is_error($r, 403, 'permission_error', 'invalid_invite_code', 'a wrong code: 403', 'invite_code');
