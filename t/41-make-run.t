@@ -175,13 +175,16 @@ sub stop_and_check {
     like $out, qr{Nebula is up on http://127\.0\.0\.1:$port\b}, 'tools/run is up on NEBULA_PORT'
         or diag $out;
     like $out, qr/using the bundled simulator/, 'no Ollama answers: the simulator stands in';
-    my ($key) = $out =~ /Demo key \(plan developer\):\s+(\S+)/;
+    my ($key) = $out =~ /Demo API key:\s+(\S+)\s+\(plan developer\)/;
+    my ($mkey) = $out =~ /Management key:\s+(\S+)/;
     my ($printed) = $out =~ /Admin token:\s+(\S+)/;
-    like $key // '', qr/^nb-/, 'a demo key is printed';
+    like $key // '', qr/^nb-[0-9a-f]{16}-/, 'a demo API key is printed, a key of an account';
+    like $mkey // '', qr/^nbm-[0-9a-f]{16}-/, 'and its account\'s management key, to sign in to the dashboard';
+    like $out, qr{Dashboard:\s+http://127\.0\.0\.1:$port/dashboard/}, 'the dashboard\'s address is printed';
     is $printed, $token, 'the admin token printed is NEBULA_ADMIN_TOKEN';
     ok -s "$state/conf/nebula.conf" && -d "$state/logs" && -S "$state/redis/redis.sock",
         'its state is in NEBULA_RUN_DIR';
-    ok !-e "$root/run/demo-key" || (stat "$root/run/demo-key")[9] < $^T,
+    ok !-e "$root/run/demo-account" || (stat "$root/run/demo-account")[9] < $^T,
         'nothing written to run/ in the repository';
     my $conf = slurp("$state/conf/nebula.conf");
     like $conf, qr/listen\s+127\.0\.0\.1:$port;/, 'nginx listens on NEBULA_PORT';
@@ -212,6 +215,19 @@ sub stop_and_check {
     $r = http($port, 'GET', '/v1/key', headers => { Authorization => "Bearer $key" });
     is $r->{status}, 200, 'GET /v1/key with the demo key: 200';
     is $r->{json}{data}{plan}, 'developer', 'the demo key is on the developer plan';
+
+    # the dashboard: its page, under its policy; the account it signs in to
+    $r = http($port, 'GET', '/dashboard/');
+    is $r->{status}, 200, 'GET /dashboard/: 200';
+    like $r->{headers}{'content-security-policy'} // '', qr/default-src 'none'; script-src 'self'/,
+        'under a strict Content-Security-Policy';
+    like $r->{body}, qr{<script type="module" src="js/main\.js">}, 'the page, its script its own file';
+    $r = http($port, 'GET', '/');
+    is $r->{status}, 302, 'GET /: to the dashboard';
+    $r = http($port, 'GET', '/v1/account', headers => { Authorization => "Bearer $mkey" });
+    is $r->{json}{data}{name}, 'make run demo', 'the management key reads its account';
+    $r = http($port, 'GET', '/v1/plans');
+    is $r->{json}{signup}{plan}, 'free', 'sign-up is open, for the Free plan ("Get Started")';
 
     $r = http($port, 'POST', '/admin/keys', headers => { Authorization => "Bearer $token" },
               body => '{"plan": "free", "name": "alice"}');
