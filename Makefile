@@ -25,7 +25,7 @@ UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module
                  ngx_nebula_module/nebula_show.c ngx_nebula_module/nebula_ps.c \
                  ngx_nebula_module/nebula_usage.c
 
-.PHONY: all deps module unit fuzz-build clients fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean
+.PHONY: all deps module unit fuzz-build clients fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
 
 all: module
 
@@ -100,6 +100,20 @@ $(CLIENTS): t/clients/package.json
 	@touch $@
 
 clients: deps $(CLIENTS)
+
+# The module where Debian's nginx looks for modules, and the dashboard
+# where examples/nebula.conf serves it from (its alias); DESTDIR stages
+# them (a package), PREFIX moves them (then change the alias and
+# load_module to match)
+PREFIX ?= /usr
+install: module
+	install -D -m 0644 $(MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/ngx_http_nebula_module.so
+	for f in $$(cd dashboard && find . -type f); do \
+	    install -D -m 0644 dashboard/$$f $(DESTDIR)$(PREFIX)/share/nebula/dashboard/$$f || exit 1; \
+	done
+	for f in examples/*.conf; do \
+	    install -D -m 0644 $$f $(DESTDIR)$(PREFIX)/share/nebula/examples/$$(basename $$f) || exit 1; \
+	done
 
 # the C unit tests and the end-to-end suite, in one prove run
 test: module unit fuzz-build clients

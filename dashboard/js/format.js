@@ -20,7 +20,7 @@ export function usd(v) {
   v = Number(v) || 0;
   if (v === 0) return '$0';
   if (v >= 1) return '$' + v.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 });
-  if (v >= 0.01) return '$' + v.toFixed(2).replace(/0$/, '') ;
+  if (v >= 0.01) return '$' + v.toFixed(2);
   // two significant digits, never in exponent form
   const digits = Math.max(2, 1 - Math.floor(Math.log10(v)));
   return '$' + v.toFixed(Math.min(digits, 12)).replace(/(\.\d*?[1-9])0+$/, '$1');

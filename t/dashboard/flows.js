@@ -196,6 +196,20 @@ async function main() {
   check(served.status === 200, 'resumed: served again', served.text);
   await shoot('admin-account');
 
+  // a key made by the operator in the account's page, then revoked there
+  await fill('form[aria-label="Create a key"] input[name=name]', 'ops key');
+  await page.click('form[aria-label="Create a key"] button[type=submit]');
+  await page.waitForSelector('.secret [data-secret]');
+  const [opsKey] = await secretsShown();
+  check((await api('GET', '/v1/key', opsKey)).status === 200, 'an account\'s page: the operator makes a key, which works');
+  const opsRevoke = await page.evaluateHandle(() => [...document.querySelectorAll('button')]
+    .find(b => b.getAttribute('aria-label') === 'Revoke ops key'));
+  await opsRevoke.click();
+  await opsRevoke.click();
+  await page.waitForFunction(() => /revoked/.test(document.getElementById('notice').textContent), { timeout: 10000 });
+  const opsGone = await api('GET', '/v1/key', opsKey);
+  check(opsGone.status === 401, 'and revokes it there: 401', opsGone.text);
+
   await goto('#/admin/usage');
   const usageText = await text();
   check(/Top accounts/.test(usageText) && /Per model/.test(usageText) && /Per plan/.test(usageText) && /qwen3:latest/.test(usageText),
@@ -274,6 +288,32 @@ async function main() {
         'Overview: the month\'s requests count it', (await text()).slice(0, 200));
   await shoot('overview');
 
+  // Activity, filtered by key: the other key's request is left out
+  await goto('#/activity');
+  const keyIds = await page.$$eval('select[name=key] option', os => os.map(o => [o.value, o.textContent]));
+  const firstId = (keyIds.find(([, n]) => n === 'first') || [])[0];
+  await page.select('select[name=key]', firstId || '');
+  await page.click('form[aria-label="Filter"] button');
+  await page.waitForFunction(() => ![...document.querySelectorAll('main tbody tr')].some(tr => tr.innerText.includes('<img')),
+                             { timeout: 10000 }).catch(() => {});
+  const filtered = await page.$$eval('main tbody tr', trs => trs.map(tr => tr.cells[1] ? tr.cells[1].innerText : ''));
+  check(firstId && filtered.length > 0 && filtered.every(n => n === 'first'), 'Activity: filtered by key', JSON.stringify(filtered));
+
+  // Edit: rename, and a new output cap
+  await goto('#/keys');
+  const edit = await page.evaluateHandle(n => [...document.querySelectorAll('button')]
+    .find(b => b.getAttribute('aria-label') === `Edit ${n}`), HOSTILE);
+  await edit.click();
+  await page.waitForSelector('tr.editing form');
+  await fill('tr.editing input[name=name]', 'renamed <b>key</b>');
+  await fill('tr.editing input[name=output_tokens]', '2000');
+  await page.click('tr.editing button[type=submit]');
+  await page.waitForFunction(() => /saved/.test(document.getElementById('notice').textContent), { timeout: 10000 });
+  const after = await api('GET', '/v1/key', made);
+  check(after.json?.data?.name === 'renamed <b>key</b>' && after.json?.data?.limits?.output_tokens === 2000,
+        'Keys: renamed and its cap changed in the page; the API has both', after.text);
+  check(await page.$('main b') === null, 'the new name is text too');
+
   // Quickstart: the base URL and the key made in this session filled in
   await goto('#/quickstart');
   const snippet = await page.$$eval('pre code', els => els.map(e => e.textContent));
@@ -292,7 +332,7 @@ async function main() {
   // revoke it in the page: 401 at its next request
   await goto('#/keys');
   const revoke = await page.evaluateHandle(n => [...document.querySelectorAll('button')]
-    .find(b => b.getAttribute('aria-label') === `Revoke ${n}`), HOSTILE);
+    .find(b => b.getAttribute('aria-label') === `Revoke ${n}`), 'renamed <b>key</b>');
   await revoke.click();
   await revoke.click();
   await page.waitForFunction(() => /revoked/.test(document.getElementById('notice').textContent), { timeout: 10000 });
