@@ -205,7 +205,7 @@ export async function keys(main) {
     const row = button.closest('tr');
     if (row.nextSibling?.classList?.contains('editing')) { row.nextSibling.remove(); return; }
     const form = h('form', { class: 'stack', 'aria-label': `Edit ${k.name || k.id}` }, keyFields(models, k),
-      h('label', { class: 'checks' }, h('label', null,
+      h('div', { class: 'checks' }, h('label', null,
         h('input', { type: 'checkbox', name: 'disabled', value: 'yes', checked: k.disabled }), 'Disabled (refused until unticked)')),
       h('div', { class: 'actions' }, h('button', { class: 'primary', type: 'submit' }, 'Save'),
         h('button', { type: 'button', onclick: () => edits.remove() }, 'Cancel')));

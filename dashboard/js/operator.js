@@ -98,7 +98,7 @@ export async function account(main, params, go, id) {
     b.addEventListener('click', async () => { await post(`${base}/resume`); notice('Resumed.'); go(); });
     state.append(b);
   }
-  main.append(h('div', { class: 'panel' }, planForm, h('h3', null, ' '), state));
+  main.append(h('div', { class: 'panel actions' }, planForm, state));
   onSubmit(planForm, async v => {
     await patch(base, { plan: v.plan });
     notice(`Plan changed to ${v.plan}: the next request has it.`);
@@ -213,7 +213,7 @@ export async function usage(main, params, go) {
       h('div', { class: 'panel stat' }, h('div', { class: 'label' }, 'Input tokens'), h('div', { class: 'value' }, f.tokens(t.input_tokens))),
       h('div', { class: 'panel stat' }, h('div', { class: 'label' }, 'Output tokens'), h('div', { class: 'value' }, f.tokens(t.output_tokens)))),
     h('h2', null, 'Per day'),
-    h('div', { class: 'panel' }, (await import('./chart.js')).dailyChart(days.data.map(d => ({ date: d.date || d.day, usage: d })))),
+    h('div', { class: 'panel' }, (await import('./chart.js')).dailyChart(days.data.map(d => ({ date: d.date, usage: d })))),
     h('h2', null, 'Top accounts'),
     table(cols({ title: 'Account', name: true, cell: r => h('a', { href: `#/admin/account/${enc(r.account)}` }, r.name || r.account) })
       .concat([{ title: 'Plan', cell: r => r.plan }]), top, 'No usage this month.'),
