@@ -241,6 +241,23 @@ async function main() {
   await noSecretStored(mgmt, 'holder');
 
   await goto('#/keys');
+  // the keyboard alone: Tab from the top of the page to the new key's
+  // name, type it, Enter; the first Tab reaches "Skip to content"
+  // (a reload: the session stays, and focus starts at the top again)
+  await page.reload({ waitUntil: 'networkidle0' });
+  await ready('#/keys');
+  await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement.className === 'skip'), 'the first Tab: "Skip to content"');
+  let tabs = 0;
+  while (tabs++ < 40 && !await page.evaluate(() =>
+      document.activeElement.name === 'name' && !!document.activeElement.closest('form[aria-label="Create a key"]'))) {
+    await page.keyboard.press('Tab');
+  }
+  await page.keyboard.type('typed with the keyboard');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('.secret [data-secret]');
+  check(/typed with the keyboard/.test(await page.$eval('.secret', e => e.textContent)),
+        `Keys: a key made with the keyboard alone (${tabs} Tabs)`);
   await fill('form[aria-label="Create a key"] input[name=name]', HOSTILE);
   await fill('form[aria-label="Create a key"] input[name=output_tokens]', '1000');
   await page.click('form[aria-label="Create a key"] button[type=submit]');
