@@ -40,7 +40,7 @@ sub run_checks {
         ok $verdict eq 'ok', $what or diag $why;
     }
     close $run;
-    is $? >> 8, 0, "@cmd[-1]: exited cleanly";
+    is $? >> 8, 0, "$cmd[-1]: exited cleanly";
     return $n;
 }
 
