@@ -384,6 +384,7 @@ ngx_int_t ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *message);
 ngx_int_t ngx_nebula_api_error(ngx_http_request_t *r, ngx_uint_t status,
     const char *code, const char *param, const char *message);
+ngx_int_t ngx_nebula_get_only(ngx_http_request_t *r, ngx_int_t *rc);
 ngx_int_t ngx_nebula_error_handler(ngx_http_request_t *r);
 char *ngx_nebula_unknown_model(ngx_pool_t *pool, u_char *name, size_t len);
 

@@ -283,6 +283,27 @@ ngx_nebula_api_error(ngx_http_request_t *r, ngx_uint_t status,
 
 
 /*
+ * An endpoint that only reads (GET, HEAD): NGX_OK, the body (if any)
+ * discarded, and the handler goes on; otherwise NGX_DECLINED, and *rc is
+ * what the handler returns (the 405 sent, or the discard's failure)
+ */
+ngx_int_t
+ngx_nebula_get_only(ngx_http_request_t *r, ngx_int_t *rc)
+{
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        *rc = ngx_nebula_api_error(r, NGX_HTTP_NOT_ALLOWED,
+                                   "method_not_allowed", NULL,
+                                   "This endpoint takes GET only.");
+        return NGX_DECLINED;
+    }
+
+    *rc = ngx_http_discard_request_body(r);
+
+    return *rc == NGX_OK ? NGX_OK : NGX_DECLINED;
+}
+
+
+/*
  * The target of error_page: nginx's own errors (413 for a body over
  * client_max_body_size, 502 and 504 when a pool fails, ...) in the
  * contract's shape.  error_page keeps the original status in r->err_status.

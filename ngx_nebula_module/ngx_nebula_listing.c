@@ -175,15 +175,7 @@ ngx_nebula_listing_handler(ngx_http_request_t *r)
 
     one = 0;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_nebula_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "invalid_request_error",
-                                     "method_not_allowed", NULL,
-                                     "This endpoint takes GET only.");
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    if (ngx_nebula_get_only(r, &rc) != NGX_OK) {
         return rc;
     }
 

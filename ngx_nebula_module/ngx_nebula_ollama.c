@@ -25,17 +25,11 @@
 ngx_int_t
 ngx_nebula_ollama_version_handler(ngx_http_request_t *r)
 {
+    ngx_int_t          rc;
     ngx_nebula_json_t  j;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_nebula_send_error(r, NGX_HTTP_NOT_ALLOWED,
-                                     "invalid_request_error",
-                                     "method_not_allowed", NULL,
-                                     "This endpoint takes GET only.");
-    }
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_nebula_get_only(r, &rc) != NGX_OK) {
+        return rc;
     }
 
     ngx_nebula_json_init(&j, r->pool);

@@ -144,14 +144,7 @@ ngx_nebula_plans_handler(ngx_http_request_t *r)
     ngx_chain_t              out;
     ngx_nebula_main_conf_t  *nmcf;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_nebula_api_error(r, NGX_HTTP_NOT_ALLOWED,
-                                    "method_not_allowed", NULL,
-                                    "This endpoint takes GET only.");
-    }
-
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
+    if (ngx_nebula_get_only(r, &rc) != NGX_OK) {
         return rc;
     }
 

@@ -499,10 +499,8 @@ ngx_nebula_own_key_lookup(ngx_http_request_t *r,
     ngx_str_t               secret;
     ngx_nebula_call_ctx_t  *call;
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_nebula_api_error(r, NGX_HTTP_NOT_ALLOWED,
-                                    "method_not_allowed", NULL,
-                                    "This endpoint takes GET only.");
+    if (ngx_nebula_get_only(r, &rc) != NGX_OK) {
+        return rc;
     }
 
     if (ngx_nebula_key_from_request(r, &secret) != NGX_OK

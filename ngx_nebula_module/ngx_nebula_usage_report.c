@@ -136,10 +136,8 @@ ngx_nebula_usage_report(ngx_http_request_t *r, ngx_uint_t csv)
     ngx_nebula_call_ctx_t  *call;
     u_char                  today[16];
 
-    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
-        return ngx_nebula_api_error(r, NGX_HTTP_NOT_ALLOWED,
-                                    "method_not_allowed", NULL,
-                                    "This endpoint takes GET only.");
+    if (ngx_nebula_get_only(r, &rc) != NGX_OK) {
+        return rc;
     }
 
     call = ngx_nebula_call_start(r, ngx_nebula_report_answer);

@@ -141,7 +141,8 @@ window.addEventListener('nebula:unauthorized', ev => {
 const theme = localStorage.getItem('nebula.theme');
 if (theme) document.documentElement.setAttribute('data-theme', theme);
 document.getElementById('theme').addEventListener('click', () => {
-  const dark = getComputedStyle(document.documentElement).getPropertyValue('color-scheme').trim() === 'dark';
+  const set = document.documentElement.getAttribute('data-theme');
+  const dark = set ? set === 'dark' : matchMedia('(prefers-color-scheme: dark)').matches;
   const next = dark ? 'light' : 'dark';
   document.documentElement.setAttribute('data-theme', next);
   localStorage.setItem('nebula.theme', next);

@@ -377,6 +377,15 @@ async function main() {
   const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   check(bg === 'rgb(18, 19, 26)', 'dark when the system is dark', bg);
   await shoot('overview-dark');
+  await page.click('#theme');
+  const toggled = await page.evaluate(() => [document.documentElement.getAttribute('data-theme'),
+    getComputedStyle(document.body).backgroundColor, localStorage.getItem('nebula.theme')]);
+  check(toggled[0] === 'light' && toggled[1] === 'rgb(246, 247, 251)' && toggled[2] === 'light',
+        'the ◐ button: light over a dark system, remembered', JSON.stringify(toggled));
+  await page.click('#theme');
+  check(await page.evaluate(() => getComputedStyle(document.body).backgroundColor) === 'rgb(18, 19, 26)',
+        'and back to dark');
+  await page.evaluate(() => { localStorage.removeItem('nebula.theme'); document.documentElement.removeAttribute('data-theme'); });
   await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
 
   await page.click('#signout');
