@@ -212,6 +212,25 @@ sub render {
         close $out;
     }
 
+    # The dashboard's files, copied into the test's directory: the workers
+    # (nobody) read them there, wherever the checkout is (a fresh clone in
+    # a mktemp -d directory is closed to others)
+    {
+        my $f = "$conf/nebula.conf";
+        open my $in, '<', $f or die "$f: $!";
+        my $text = do { local $/; <$in> };
+        close $in;
+        remove_tree("$self->{dir}/dashboard");
+        system('cp', '-R', "$ROOT/dashboard", "$self->{dir}/dashboard") == 0
+            or die "render: cannot copy the dashboard\n";
+        system('chmod', '-R', 'a+rX', "$self->{dir}/dashboard");
+        $text =~ s{^(\s*)alias\s+\S+/dashboard/;}{$1alias        $self->{dir}/dashboard/;}m
+            or die "render: no dashboard alias in nebula.conf\n";
+        open my $out, '>', $f or die "$f: $!";
+        print $out $text;
+        close $out;
+    }
+
     # patch => sub { edit nebula.conf }, patch_proxy and patch_catalog
     # for nebula-proxy.conf and nebula-catalog.conf
     for ([patch => 'nebula.conf'], [patch_proxy => 'nebula-proxy.conf'],
