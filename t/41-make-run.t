@@ -175,7 +175,7 @@ sub stop_and_check {
     like $out, qr{Nebula is up on http://127\.0\.0\.1:$port\b}, 'tools/run is up on NEBULA_PORT'
         or diag $out;
     like $out, qr/using the bundled simulator/, 'no Ollama answers: the simulator stands in';
-    my ($key) = $out =~ /Demo API key:\s+(\S+)\s+\(plan developer\)/;
+    my ($key) = $out =~ /Demo key \(plan developer\):\s+(\S+)/;
     my ($mkey) = $out =~ /Management key:\s+(\S+)/;
     my ($printed) = $out =~ /Admin token:\s+(\S+)/;
     like $key // '', qr/^nb-[0-9a-f]{16}-/, 'a demo API key is printed, a key of an account';
