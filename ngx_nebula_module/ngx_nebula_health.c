@@ -129,15 +129,15 @@ ngx_nebula_health_pools(ngx_nebula_json_t *j, ngx_nebula_main_conf_t *nmcf,
 
         if (peers) {
             ngx_http_upstream_rr_peers_rlock(peers);
-
             ngx_nebula_health_peers(j, peers, 0, &first, &up, &total);
+            ngx_http_upstream_rr_peers_unlock(peers);
 
             if (peers->next) {
+                ngx_http_upstream_rr_peers_rlock(peers->next);
                 ngx_nebula_health_peers(j, peers->next, 1, &first, &up,
                                         &total);
+                ngx_http_upstream_rr_peers_unlock(peers->next);
             }
-
-            ngx_http_upstream_rr_peers_unlock(peers);
         }
 
         ngx_nebula_json_lit(j, "],\"servers_up\":");
@@ -156,6 +156,7 @@ ngx_nebula_health_pools(ngx_nebula_json_t *j, ngx_nebula_main_conf_t *nmcf,
 static ngx_int_t
 ngx_nebula_health_send(ngx_http_request_t *r, ngx_int_t rtt)
 {
+    const char              *state;
     ngx_uint_t               degraded;
     ngx_nebula_json_t        j;
     ngx_nebula_main_conf_t  *nmcf;
@@ -179,8 +180,13 @@ ngx_nebula_health_send(ngx_http_request_t *r, ngx_int_t rtt)
         ngx_nebula_json_int(&j, (int64_t) rtt);
 
     } else {
-        ngx_nebula_json_raw(&j, ngx_nebula_redis_state(),
-                            ngx_strlen(ngx_nebula_redis_state()));
+        /* connected, yet the PING failed: Redis answers with errors */
+        state = ngx_nebula_redis_state();
+        if (ngx_strcmp(state, "up") == 0) {
+            state = "error";
+        }
+
+        ngx_nebula_json_raw(&j, state, ngx_strlen(state));
         ngx_nebula_json_lit(&j, "\",\"round_trip_ms\":null");
     }
 

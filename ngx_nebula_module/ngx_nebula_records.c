@@ -511,11 +511,6 @@ ngx_nebula_own_key_lookup(ngx_http_request_t *r,
                                     "Missing or incorrect API key.");
     }
 
-    rc = ngx_http_discard_request_body(r);
-    if (rc != NGX_OK) {
-        return rc;
-    }
-
     call = ngx_nebula_call_start(r, answer);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;

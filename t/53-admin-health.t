@@ -55,6 +55,15 @@ like $dead->{last_failure}, qr/^\d{10}$/, 'and when the last was';
 is $d->{pools}[1]{servers_up}, 1, 'one of two servers up';
 is $d->{status}, 'degraded', 'status degraded';
 
+# connected, but Redis refuses the PING (an ACL takes the command away
+# from the connection's user): "error", not "up"
+is $t->redis->cli('ACL', 'SETUSER', 'default', '-ping'), 'OK', 'PING taken away from the default user';
+$h = $t->admin('GET', '/admin/health');
+is_deeply [$h->{json}{redis}{state}, $h->{json}{redis}{round_trip_ms}, $h->{json}{status}],
+    ['error', undef, 'unavailable'], 'Redis answers the PING with an error: state error, status unavailable';
+is $t->redis->cli('ACL', 'SETUSER', 'default', '+ping'), 'OK', 'and given back';
+is $t->admin('GET', '/admin/health')->{json}{redis}{state}, 'up', 'up again';
+
 # Redis gone: said at once, not waited for
 $t->allow_error(qr/nebula: redis at "[^"]+" unavailable/);
 $t->redis->stop;

@@ -26,7 +26,7 @@ export function dailyChart(shown) {
   const y = v => T + (H - B - T) * (1 - v / max);
   const nodes = [];
 
-  for (const f of [0, 0.5, 1]) {
+  for (const f of max > 1 ? [0, 0.5, 1] : [0]) {
     const v = Math.round(max * f);
     nodes.push(h('svg:line', { class: 'grid-line', x1: L, x2: W, y1: y(v), y2: y(v) }));
     nodes.push(h('svg:text', { class: 'axis', x: L - 6, y: y(v) + 3, 'text-anchor': 'end' }, tokens(v)));

@@ -91,7 +91,7 @@ async function keyOverview(main) {
       meter('Input tokens', u.input_tokens, u.input_tokens + (k.remaining?.input_tokens ?? 0)),
       meter('Output tokens', u.output_tokens, u.output_tokens + (k.remaining?.output_tokens ?? 0), 'out'),
       h('p', { class: 'muted' }, 'The bars are against what this key may use: the tighter of its own cap and its account\'s quota.')),
-    h('h2', null, 'By model'),
+    h('h2', null, k.usage_by_model ? 'By model' : 'Its account, by model'),
     table(usageColumns({ title: 'Model', name: true, cell: r => r.model }),
           byModel(k.usage_by_model || k.account_usage_by_model), 'No requests this month.'));
 }
@@ -126,6 +126,8 @@ function keyFields(models, k) {
     h('input', { name, inputmode: 'numeric', pattern: '[0-9]*', value: lim[name] ?? '', placeholder: 'the account\'s' }),
     h('span', { class: 'hint' }, hint));
   const chosen = k?.models;
+  // a model the operator set that the account's list lacks stays listed
+  models = [...new Set([...models, ...(chosen || [])])];
   return [
     h('label', null, 'Name', h('input', { name: 'name', maxlength: 100, required: true, value: k?.name || '',
                                           autocomplete: 'off' })),
@@ -143,8 +145,16 @@ function keyFields(models, k) {
   ];
 }
 
-function keyBody(v) {
-  return { name: v.name, limits: limitsFrom(v), models: v.models.length ? v.models : null, expires_at: expiryFrom(v) };
+// a new key's fields; for a change, models and expiry only when changed
+// (an expiry the API set to the second keeps its second)
+function keyBody(v, k) {
+  const body = { name: v.name, limits: limitsFrom(v) };
+  const models = v.models.length ? v.models : null;
+  const same = (a, b) => JSON.stringify(a ? [...a].sort() : null) === JSON.stringify(b ? [...b].sort() : null);
+  if (!k || !same(models, k.models)) body.models = models;
+  const was = k?.expires_at ? new Date(k.expires_at * 1000).toISOString().slice(0, 10) : '';
+  if (!k || v.expires !== was) body.expires_at = expiryFrom(v);
+  return body;
 }
 
 export async function keys(main) {
@@ -213,7 +223,7 @@ export async function keys(main) {
     row.after(edits);
     form.querySelector('input').focus();
     onSubmit(form, async v => {
-      await patch(`/v1/keys/${enc(k.id)}`, { ...keyBody(v), disabled: v.disabled.length > 0 });
+      await patch(`/v1/keys/${enc(k.id)}`, { ...keyBody(v, k), disabled: v.disabled.length > 0 });
       notice(`Key "${v.name}" saved.`);
       await refresh();
     });
@@ -235,12 +245,17 @@ function limitText(k) {
 // a button that acts on its second press (the first says what will happen)
 export function armTwice(button, warning, work) {
   const label = button.textContent;
+  const aria = button.getAttribute('aria-label');
+  const say = (text, name) => {
+    button.textContent = text;
+    if (aria) button.setAttribute('aria-label', name);
+  };
   let armed = false;
   button.addEventListener('click', async () => {
     if (!armed) {
       armed = true;
-      button.textContent = warning;
-      setTimeout(() => { armed = false; button.textContent = label; }, 4000);
+      say(warning, `${warning} (${aria})`);
+      setTimeout(() => { armed = false; say(label, aria); }, 4000);
       return;
     }
     button.disabled = true;

@@ -101,7 +101,11 @@ async function route() {
   let arg;
   if (!page && r === 'operator' && path.startsWith('#/admin/account/')) {
     page = ['#/admin/accounts', 'Account', operator.account];
-    arg = decodeURIComponent(path.slice('#/admin/account/'.length));
+    try {
+      arg = decodeURIComponent(path.slice('#/admin/account/'.length));
+    } catch (e) {
+      arg = '';
+    }
   }
   if (!page) {
     // a page of another role, or none: its home (sign-in when signed out)
@@ -122,8 +126,17 @@ async function route() {
     if (mine === generation) box.append(errorBox(e));
   }
   box.removeAttribute('aria-busy');
-  if (mine === generation) main.setAttribute('data-ready', path);
+  if (mine !== generation) return;
+  // a page change moves the focus to the page (its heading is read out),
+  // unless the page put it somewhere itself (sign-in, its field)
+  if (routed++ && (document.activeElement === document.body || !document.activeElement
+                   || document.getElementById('nav').contains(document.activeElement))) {
+    main.focus();
+  }
+  main.setAttribute('data-ready', path);
 }
+
+let routed = 0;
 
 export function go(hash) {
   if (!hash || hash === location.hash) route();
@@ -146,6 +159,11 @@ document.getElementById('theme').addEventListener('click', () => {
   const next = dark ? 'light' : 'dark';
   document.documentElement.setAttribute('data-theme', next);
   localStorage.setItem('nebula.theme', next);
+});
+// the skip link: to the page, without touching the hash the router reads
+document.querySelector('.skip').addEventListener('click', ev => {
+  ev.preventDefault();
+  document.getElementById('main').focus();
 });
 document.getElementById('menu-toggle').addEventListener('click', ev => {
   const nav = document.getElementById('nav');

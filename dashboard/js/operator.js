@@ -27,18 +27,22 @@ export async function accounts(main, params) {
   const more = h('div', { class: 'actions' });
   let after = '';
 
+  let shown = null;   // the filters of the list on the page
   async function load(append) {
-    const q = new URLSearchParams({ limit: '50' });
+    let q = new URLSearchParams({ limit: '50' });
     if (name.value.trim()) q.set('name', name.value.trim());
     if (plan.value) q.set('plan', plan.value);
     if (status.value) q.set('status', status.value);
+    if (append && shown) q = new URLSearchParams(shown);
+    if (!append) shown = q.toString();
     if (append && after) q.set('after', after);
     const r = await get('/admin/accounts?' + q);
     after = r.last_id;
     const rows = append ? [...(list._rows || []), ...r.data] : r.data;
     list._rows = rows;
     clear(list).append(table([
-      { title: 'Name', name: true, cell: a => h('a', { href: `#/admin/account/${enc(a.id)}` }, a.name || a.id) },
+      { title: 'Name', name: true, cell: a => a.status === 'deleted' ? (a.name || a.id)
+          : h('a', { href: `#/admin/account/${enc(a.id)}` }, a.name || a.id) },
       { title: 'Email', name: true, cell: a => a.email || '' },
       { title: 'Plan', cell: a => a.plan },
       { title: 'Status', cell: a => statusBadge(a.status) },
@@ -77,7 +81,18 @@ export async function accounts(main, params) {
 }
 
 export async function account(main, params, go, id) {
-  const [c, a] = await Promise.all([publicCatalog(), get(`/admin/accounts/${enc(id)}`)]);
+  const c = await publicCatalog();
+  let a;
+  try {
+    a = await get(`/admin/accounts/${enc(id)}`);
+  } catch (e) {
+    if (e.status !== 404) throw e;
+    // the usage report counts a key made by POST /admin/keys as an
+    // account of its own: show that key
+    const k = await get(`/admin/keys/${enc(id)}`).catch(() => null);
+    if (!k) throw e;
+    return standaloneKey(main, k, go);
+  }
   const d = a.data;
   const base = `/admin/accounts/${enc(id)}`;
   main.append(h('p', null, h('a', { href: '#/admin/accounts' }, '← Accounts')),
@@ -164,6 +179,27 @@ export async function account(main, params, go, id) {
   }
 }
 
+// a key of its own (POST /admin/keys): its plan, usage, and revoke
+function standaloneKey(main, k, go) {
+  main.append(h('p', null, h('a', { href: '#/admin/usage' }, '← Usage')),
+    h('h1', null, k.name || k.id),
+    h('p', { class: 'lead' }, `A key of its own (made with POST /admin/keys), plan ${k.plan} · `, statusBadge(k.status)),
+    table([
+      { title: 'Requests', num: true, cell: x => f.count(x.usage.requests) },
+      { title: 'Tokens in / out', num: true, cell: x => `${f.tokens(x.usage.input_tokens)} / ${f.tokens(x.usage.output_tokens)}` },
+      { title: 'Cost', num: true, cell: x => f.usd(x.usage.cost_usd) },
+    ], [k]));
+  if (k.status !== 'revoked') {
+    const b = h('button', { type: 'button', class: 'danger' }, 'Revoke');
+    armTwice(b, 'Click again to revoke', async () => {
+      await del(`/admin/keys/${enc(k.id)}`);
+      notice(`Key "${k.name || k.id}" revoked.`);
+      go();
+    });
+    main.append(h('p', null, b));
+  }
+}
+
 function month(offset) {
   const d = new Date();
   d.setUTCDate(1);
@@ -173,7 +209,9 @@ function month(offset) {
 
 export async function usage(main, params, go) {
   const period = /^\d{4}-\d{2}$/.test(params.get('period') || '') ? params.get('period') : month(0);
-  const periodSel = h('select', { 'aria-label': 'Month' }, [0, 1, 2, 3, 4, 5].map(i => month(i))
+  const months = [0, 1, 2, 3, 4, 5].map(i => month(i));
+  if (!months.includes(period)) months.push(period);
+  const periodSel = h('select', { 'aria-label': 'Month' }, months
     .map(m => h('option', { value: m, selected: m === period }, m)));
   periodSel.addEventListener('change', () => go(`#/admin/usage?period=${periodSel.value}`));
   const q = g => `/admin/usage?group_by=${g}&period=${period}`;

@@ -176,13 +176,15 @@ async function main() {
   await page.select('form[aria-label="Change plan"] select', 'pro');
   await page.click('form[aria-label="Change plan"] button');
   await page.waitForFunction(() => /Plan changed to pro/.test(document.getElementById('notice').textContent), { timeout: 10000 });
+  // (the page is drawn again after each change: wait for it each time)
+  await ready(`#/admin/account/${acct}`);
   check((await api('GET', '/v1/account', mgmt)).json?.data?.plan === 'pro', 'an account: its plan changed in the page holds in the API');
-  await ready(`#/admin/accounts`).catch(() => {});
   await page.waitForFunction(() => [...document.querySelectorAll('button')].some(b => b.textContent === 'Suspend'));
   const suspend = await page.evaluateHandle(() => [...document.querySelectorAll('button')].find(b => b.textContent === 'Suspend'));
   await suspend.click();
   await suspend.click();
   await page.waitForFunction(() => /Suspended/.test(document.getElementById('notice').textContent), { timeout: 10000 });
+  await ready(`#/admin/account/${acct}`);
   const refused = await api('POST', '/v1/chat/completions', first,
                             { model: 'qwen3:latest', messages: [{ role: 'user', content: 'hi' }] });
   check(refused.status === 403 && refused.json?.error?.code === 'account_suspended', 'suspended in the page: its key gets 403',
@@ -191,6 +193,7 @@ async function main() {
   const resume = await page.evaluateHandle(() => [...document.querySelectorAll('button')].find(b => b.textContent === 'Resume'));
   await resume.click();
   await page.waitForFunction(() => /Resumed/.test(document.getElementById('notice').textContent), { timeout: 10000 });
+  await ready(`#/admin/account/${acct}`);
   const served = await api('POST', '/v1/chat/completions', first,
                            { model: 'qwen3:latest', max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] });
   check(served.status === 200, 'resumed: served again', served.text);
@@ -253,6 +256,10 @@ async function main() {
   await ready('#/keys');
   await page.keyboard.press('Tab');
   check(await page.evaluate(() => document.activeElement.className === 'skip'), 'the first Tab: "Skip to content"');
+  await page.keyboard.press('Enter');
+  await sleep(100);
+  check(await page.evaluate(() => location.hash === '#/keys' && document.activeElement.id === 'main'),
+        'Enter on it: the focus on the page, the page unchanged', await page.evaluate(() => location.hash + ' ' + document.activeElement.tagName));
   let tabs = 0;
   while (tabs++ < 40 && !await page.evaluate(() =>
       document.activeElement.name === 'name' && !!document.activeElement.closest('form[aria-label="Create a key"]'))) {
@@ -321,6 +328,13 @@ async function main() {
   const filtered = await page.$$eval('main tbody tr', trs => trs.map(tr => tr.cells[1] ? tr.cells[1].innerText : ''));
   check(firstId && filtered.length > 0 && filtered.every(n => n === 'first'), 'Activity: filtered by key', JSON.stringify(filtered));
 
+  // Edit keeps what it does not show changed: an expiry to the second,
+  // the models, as the API set them
+  const keyId = (await api('GET', '/v1/key', made)).json.data.id;
+  const expiry = Math.floor(Date.now() / 1000) + 10 * 86400 + 123;
+  const set = await api('PATCH', `/v1/keys/${keyId}`, mgmt, { expires_at: expiry, models: ['gemma3:1b', 'qwen3:latest'] });
+  check(set.status === 200, 'the key given an expiry and two models by the API', set.text);
+
   // Edit: rename, and a new output cap
   await goto('#/keys');
   const edit = await page.evaluateHandle(n => [...document.querySelectorAll('button')]
@@ -334,6 +348,11 @@ async function main() {
   const after = await api('GET', '/v1/key', made);
   check(after.json?.data?.name === 'renamed <b>key</b>' && after.json?.data?.limits?.output_tokens === 2000,
         'Keys: renamed and its cap changed in the page; the API has both', after.text);
+  check(after.json?.data?.expires_at === expiry && JSON.stringify([...(after.json?.data?.models || [])].sort()) === '["gemma3:1b","qwen3:latest"]',
+        'and its expiry (to the second) and models are as they were', after.text);
+  const chat2 = await api('POST', '/v1/chat/completions', made,
+                          { model: 'qwen3:latest', max_tokens: 5, messages: [{ role: 'user', content: 'again' }] });
+  check(chat2.status === 200, 'the key still serves its models', chat2.text);
   check(await page.$('main b') === null, 'the new name is text too');
 
   // Quickstart: the base URL and the key made in this session filled in
