@@ -42,6 +42,7 @@ typedef enum {
     NGX_NEBULA_API_ACCOUNT,            /* content: /v1/account, /v1/keys */
     NGX_NEBULA_API_SIGNUP,             /* content: POST /v1/accounts */
     NGX_NEBULA_API_PLANS,              /* content: GET /v1/plans */
+    NGX_NEBULA_API_METRICS,            /* content: Prometheus's text */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -168,6 +169,9 @@ typedef struct {
     ngx_str_t                 plans_json;      /* GET /v1/plans */
     ngx_str_t                 signup_plan;     /* nebula_signup: "", off */
     ngx_str_t                 signup_invite;
+    struct ngx_nebula_metrics_s  *metrics;     /* NULL: not counted */
+    ngx_uint_t                metrics_on;      /* a "nebula metrics"
+                                                  location asks for them */
 } ngx_nebula_main_conf_t;
 
 
@@ -248,6 +252,7 @@ typedef struct {
 } ngx_nebula_verdict_t;
 typedef struct ngx_nebula_lease_s  ngx_nebula_lease_t;
 typedef struct ngx_nebula_call_ctx_s  ngx_nebula_call_ctx_t;
+typedef struct ngx_nebula_metrics_s  ngx_nebula_metrics_t;
 typedef struct ngx_nebula_ps_s  ngx_nebula_ps_t;
 typedef struct ngx_nebula_ps_pool_s  ngx_nebula_ps_pool_t;
 
@@ -510,6 +515,9 @@ ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_health.c: GET /admin/health */
 ngx_int_t ngx_nebula_health_handler(ngx_http_request_t *r);
+
+/* ngx_nebula_metrics_text.c: GET of a "nebula metrics" location */
+ngx_int_t ngx_nebula_metrics_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_admin_body.c: what a body may set */
 typedef enum {

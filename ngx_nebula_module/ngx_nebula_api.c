@@ -176,6 +176,9 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_PLANS] = {
         ngx_string("plans"), ngx_nebula_plans_handler,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_METRICS] = {
+        ngx_string("metrics"), ngx_nebula_metrics_handler,
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
 };
 

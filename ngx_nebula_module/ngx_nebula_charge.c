@@ -9,6 +9,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_metrics.h"
 
 
 static void ngx_nebula_charge_cleanup(void *data);
@@ -235,6 +236,8 @@ ngx_nebula_charge_cleanup(void *data)
     ctx->cost = ngx_nebula_cost(model, in, out);
 
     if (flags & NGX_NEBULA_SETTLE_COUNT) {
+        ngx_nebula_metrics_usage(ctx, in, out, ctx->cost, estimated != 0);
+
         /* GET /v1/generation's record of it */
         ngx_nebula_generation_record(ctx, in, out, estimated,
                                      ngx_nebula_client_left(ctx));

@@ -11,6 +11,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_metrics.h"
 
 
 #define ngx_nebula_lit(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
@@ -189,6 +190,8 @@ ngx_nebula_send_error(ngx_http_request_t *r, ngx_uint_t status,
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
     }
+
+    ngx_nebula_metrics_error(code);
 
     b = ngx_nebula_error_body(r->pool, ngx_nebula_error_shape(r), status,
                               type, code, param, (u_char *) message,

@@ -40,6 +40,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_metrics.h"
 
 
 #define NGX_NEBULA_LEASE_TTL       5000     /* ms of admissions a lease */
@@ -243,6 +244,7 @@ ngx_nebula_lease_want(ngx_nebula_ctx_t *ctx, int64_t in, int64_t out,
 
     ngx_nebula_lease_link(l);
     t->count++;
+    ngx_nebula_metrics_leases_held(t->count);
 
     *want_in = ngx_max(in, 1) * NGX_NEBULA_LEASE_REQUESTS;
     *want_out = ngx_max(out, 1) * NGX_NEBULA_LEASE_REQUESTS;
@@ -347,6 +349,7 @@ ngx_nebula_lease_resolve(ngx_nebula_lease_t *l, ngx_nebula_ctx_t *ctx,
     {
         ngx_nebula_lease_unlink(l);
         t->count--;
+        ngx_nebula_metrics_leases_held(t->count);
         ngx_free(l);
         return;
     }
@@ -473,6 +476,7 @@ ngx_nebula_lease_flush(ngx_nebula_lease_t *l)
                             l->est_out, NULL, 0);
 
     t->count--;
+    ngx_nebula_metrics_leases_held(t->count);
     ngx_free(l);
 }
 

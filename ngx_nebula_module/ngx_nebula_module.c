@@ -3,6 +3,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_metrics.h"
 
 
 static ngx_int_t ngx_nebula_preconfiguration(ngx_conf_t *cf);
@@ -201,6 +202,14 @@ ngx_nebula_postconfiguration(ngx_conf_t *cf)
 
     *h = ngx_nebula_access_handler;
 
+    /* the metrics count a request once it is answered */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_nebula_metrics_log_handler;
+
     if (ngx_nebula_scripts_init(cf) != NGX_OK) {
         return NGX_ERROR;
     }
@@ -348,7 +357,8 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
 
     if (ngx_nebula_build_listings(cf, nmcf) != NGX_OK
         || ngx_nebula_plans_build(cf, nmcf) != NGX_OK
-        || ngx_nebula_admission_init(cf, nmcf) != NGX_OK)
+        || ngx_nebula_admission_init(cf, nmcf) != NGX_OK
+        || ngx_nebula_metrics_conf(cf, nmcf) != NGX_OK)
     {
         return NGX_CONF_ERROR;
     }
@@ -399,6 +409,10 @@ ngx_nebula_init_process(ngx_cycle_t *cycle)
 
     nmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_nebula_module);
 
+    if (ngx_nebula_metrics_init_worker(cycle, nmcf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (nmcf == NULL || nmcf->redis == NULL) {
         return NGX_OK;
     }
@@ -424,6 +438,7 @@ ngx_nebula_exit_process(ngx_cycle_t *cycle)
     ngx_nebula_generation_exit_worker(cycle);
     ngx_nebula_redis_exit_worker(cycle);
     ngx_nebula_settle_exit_worker(cycle);
+    ngx_nebula_metrics_exit_worker();
 }
 
 
@@ -650,6 +665,7 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_int_t                  id;
     ngx_str_t                 *value;
     ngx_nebula_api_t          *api;
+    ngx_nebula_main_conf_t    *nmcf;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (nlcf->api != NGX_CONF_UNSET_UINT) {
@@ -669,6 +685,11 @@ ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     nlcf->api = (ngx_uint_t) id;
     api = ngx_nebula_api(nlcf->api);
+
+    if (nlcf->api == NGX_NEBULA_API_METRICS) {
+        nmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_nebula_module);
+        nmcf->metrics_on = 1;
+    }
 
     if (api->handler) {
         /* answered here; a proxied API's request goes through the gate */

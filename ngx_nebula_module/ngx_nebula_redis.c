@@ -18,6 +18,7 @@
 
 #include "ngx_nebula.h"
 #include "ngx_nebula_redis.h"
+#include "ngx_nebula_metrics.h"
 
 
 #define NGX_NEBULA_REDIS_BACKOFF_MIN  50
@@ -193,6 +194,7 @@ ngx_nebula_redis_lost(const char *why)
         rd->down = 1;
 
         if (ngx_atomic_cmp_set(rd->conf->outage, 0, 1)) {
+            ngx_nebula_metrics_redis_outage();
             ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                           "nebula: redis at \"%V\" unavailable: %s; "
                           "will retry", &rd->conf->name, why);
@@ -243,6 +245,10 @@ ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
     }
 
     rd->connected = 1;
+
+    if (rd->down) {
+        ngx_nebula_metrics_redis_reconnect();
+    }
 
     if (rd->timer.timer_set) {
         ngx_del_timer(&rd->timer);
@@ -339,6 +345,12 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_queue_remove(&op->queue);
     rd->npending--;
+
+    if (reply) {
+        /* sent at its deadline less the timeout (on_connect resets both) */
+        ngx_nebula_metrics_redis_reply(ngx_current_msec
+                                       - (op->deadline - rd->conf->timeout));
+    }
 
     if (reply && reply->type != REDIS_REPLY_ERROR && rd->ac == ac
         && !rd->answered

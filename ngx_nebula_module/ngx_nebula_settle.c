@@ -18,6 +18,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_metrics.h"
 
 
 /* a settlement to send, or to send again */
@@ -238,6 +239,7 @@ ngx_nebula_settle_retry(ngx_nebula_settlement_t *s)
 
     ngx_queue_insert_tail(&q->retry, &s->queue);
     q->nretry++;
+    ngx_nebula_metrics_settlements_queued(q->nretry);
 
     if (!q->flush.timer_set) {
         ngx_add_timer(&q->flush, 500);
@@ -555,6 +557,7 @@ ngx_nebula_settle_flush(ngx_event_t *ev)
             }
 
             q->nretry = 0;
+            ngx_nebula_metrics_settlements_queued(0);
             return;
         }
 
@@ -577,6 +580,7 @@ ngx_nebula_settle_flush(ngx_event_t *ev)
         h = ngx_queue_last(&q->retry);
         ngx_queue_remove(h);
         q->nretry--;
+        ngx_nebula_metrics_settlements_queued(q->nretry);
 
         ngx_queue_insert_head(&q->ready, h);
         q->nready++;
@@ -641,4 +645,5 @@ ngx_nebula_settle_exit_worker(ngx_cycle_t *cycle)
     }
 
     q->nretry = 0;
+    ngx_nebula_metrics_settlements_queued(0);
 }
