@@ -228,6 +228,10 @@ sub stop_and_check {
     is $r->{json}{data}{name}, 'make run demo', 'the management key reads its account';
     $r = http($port, 'GET', '/v1/plans');
     is $r->{json}{signup}{plan}, 'free', 'sign-up is open, for the Free plan ("Get Started")';
+    like $out, qr{Metrics \(Prometheus\): http://127\.0\.0\.1:$port/metrics}, 'the metrics\' address is printed';
+    $r = http($port, 'GET', '/metrics');
+    like $r->{body}, qr/^nebula_requests_total\{model="qwen3:latest",pool="ollama_local",plan="developer",status="200"\} \d+$/m,
+        'and they count the requests made above';
 
     $r = http($port, 'POST', '/admin/keys', headers => { Authorization => "Bearer $token" },
               body => '{"plan": "free", "name": "alice"}');

@@ -39,6 +39,8 @@ async function api(method, p, secret, body) {
 
 const sleep = ms => new Promise(r => setTimeout(r, ms));
 
+let currentPage = null;   // for what a failure shows
+
 async function main() {
   const browser = await puppeteer.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -51,6 +53,7 @@ async function main() {
   const context = await browser.createBrowserContext();
   await context.overridePermissions(ORIGIN, ['clipboard-read', 'clipboard-write', 'clipboard-sanitized-write']);
   const page = await context.newPage();
+  currentPage = page;
   await page.setViewport({ width: 1280, height: 900 });
 
   // what must never happen, watched over the whole run
@@ -89,15 +92,24 @@ async function main() {
   };
   const text = () => page.$eval('main', m => m.innerText);
   const shots = [];
+  // (a change of isMobile makes puppeteer reload the page: each size
+  // waits for the page drawn again before it is taken, and so does what
+  // comes after)
+  const drawn = () => page.waitForFunction(() => {
+    const m = document.getElementById('main');
+    return m && m.getAttribute('data-ready') === location.hash.split('?')[0];
+  }, { timeout: 10000 });
   const shoot = async name => {
     for (const [size, w, hgt] of [['desktop', 1280, 900], ['phone', 390, 844]]) {
       await page.setViewport({ width: w, height: hgt, isMobile: size === 'phone', hasTouch: size === 'phone' });
+      await drawn();
       await sleep(50);
       const file = path.join(SHOTS, `${name}-${size}.png`);
       await page.screenshot({ path: file, fullPage: true });
       shots.push(file);
     }
     await page.setViewport({ width: 1280, height: 900 });
+    await drawn();
   };
   const fill = async (selector, value) => {
     await page.$eval(selector, el => { el.value = ''; });
@@ -452,7 +464,14 @@ async function main() {
   await browser.close();
 }
 
-main().then(() => process.exit(failed ? 1 : 0), err => {
-  check(false, 'the flows ran to their end', err.stack);
+main().then(() => process.exit(failed ? 1 : 0), async err => {
+  // where it stopped: the page's address and what it showed
+  let where = '';
+  try {
+    where = await currentPage.evaluate(() => `${location.hash} [${document.getElementById('main')
+      .getAttribute('data-ready')}] ${document.getElementById('notice').textContent} | `
+      + document.getElementById('main').innerText.slice(0, 600));
+  } catch (e) { /* the browser is gone */ }
+  check(false, 'the flows ran to their end', `${err.stack} AT ${where}`);
   process.exit(1);
 });
