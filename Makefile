@@ -25,9 +25,9 @@ UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module
                  ngx_nebula_module/nebula_show.c ngx_nebula_module/nebula_ps.c \
                  ngx_nebula_module/nebula_usage.c
 
-.PHONY: all deps module unit fuzz-build clients fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
+.PHONY: all deps module unit fuzz-build clients cli fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
 
-all: module
+all: module cli
 
 deps:
 	@tools/install-deps
@@ -101,13 +101,28 @@ $(CLIENTS): t/clients/package.json
 
 clients: deps $(CLIENTS)
 
+# nebulactl: the admin API from a terminal (libcurl and yajl; never inside
+# nginx)
+NEBULACTL := $(BUILD)/cli/nebulactl
+CLI_SRCS  := cli/nebulactl.c cli/nebulactl_http.c cli/nebulactl_json.c
+
+$(NEBULACTL): $(CLI_SRCS) cli/nebulactl.h
+	@mkdir -p $(BUILD)/cli
+	$(CC) -std=c99 -D_POSIX_C_SOURCE=200809L -O2 -g -Wall -Wextra -Werror -Icli \
+	    -o $@ $(CLI_SRCS) -lcurl -lyajl
+
+cli: deps $(NEBULACTL)
+
 # The module where Debian's nginx looks for modules, and the dashboard
 # where examples/nebula.conf serves it from (its alias); DESTDIR stages
 # them (a package), PREFIX moves them (then change the alias and
 # load_module to match)
 PREFIX ?= /usr
-install: module
+install: module cli
 	install -D -m 0644 $(MODULE) $(DESTDIR)$(PREFIX)/lib/nginx/modules/ngx_http_nebula_module.so
+	install -D -m 0755 $(NEBULACTL) $(DESTDIR)$(PREFIX)/bin/nebulactl
+	install -D -m 0644 cli/nebulactl.1 $(DESTDIR)$(PREFIX)/share/man/man1/nebulactl.1
+	install -D -m 0644 cli/nebulactl.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/nebulactl
 	for f in $$(cd dashboard && find . -type f); do \
 	    install -D -m 0644 dashboard/$$f $(DESTDIR)$(PREFIX)/share/nebula/dashboard/$$f || exit 1; \
 	done
@@ -116,7 +131,7 @@ install: module
 	done
 
 # the C unit tests and the end-to-end suite, in one prove run
-test: module unit fuzz-build clients
+test: module unit fuzz-build clients cli
 	prove -j$(PROVE_JOBS) --timer $(UNIT_TESTS) t/
 
 # The unit tests, then the t/ suite with nginx under valgrind memcheck:
