@@ -252,50 +252,62 @@ nctl_draw_plans(yajl_val v)
 
 /* ---- accounts */
 
+/*
+ * Accounts and keys, as the admin API answers them: {"data": [...]},
+ * {"data": {...}}, or the record itself; a secret made now (a management
+ * key, a key) is printed once, after the table
+ */
 static void
-nctl_draw_accounts(yajl_val v)
+nctl_draw_records(yajl_val v)
 {
     char            in[32], out[32], cost[32], req[32];
+    size_t          n;
+    yajl_val        data, one[1], *rows, key;
     nctl_table_t    t;
-    yajl_val        data = nctl_get(v, "data");
     static const char *head[] = { "ID", "NAME", "PLAN", "STATUS", "REQUESTS",
                                   "INPUT", "OUTPUT", "COST" };
 
-    nctl_table_init(&t, 8, head);
+    data = nctl_get(v, "data");
 
-    if (YAJL_IS_OBJECT(data)) {
-        /* one account: a table of one row */
-        nctl_table_row(&t, nctl_str(data, "id", "?"), nctl_str(data, "name", ""),
-                       nctl_str(data, "plan", ""), nctl_str(data, "status", ""),
-                       nctl_num(data, "usage/requests", req, sizeof(req)),
-                       nctl_tokens(data, "usage/input_tokens", in, sizeof(in)),
-                       nctl_tokens(data, "usage/output_tokens", out, sizeof(out)),
-                       nctl_usd(data, "usage/cost_usd", cost, sizeof(cost)));
+    if (YAJL_IS_ARRAY(data)) {
+        rows = data->u.array.values;
+        n = data->u.array.len;
+
+    } else {
+        one[0] = YAJL_IS_OBJECT(data) ? data : v;
+        rows = one;
+        n = 1;
     }
 
-    for (size_t i = 0; YAJL_IS_ARRAY(data) && i < data->u.array.len; i++) {
-        yajl_val a = data->u.array.values[i];
+    nctl_table_init(&t, 8, head);
 
-        nctl_table_row(&t, nctl_str(a, "id", "?"), nctl_str(a, "name", ""),
-                       nctl_str(a, "plan", ""), nctl_str(a, "status", ""),
-                       nctl_num(a, "usage/requests", req, sizeof(req)),
-                       nctl_tokens(a, "usage/input_tokens", in, sizeof(in)),
-                       nctl_tokens(a, "usage/output_tokens", out, sizeof(out)),
-                       nctl_usd(a, "usage/cost_usd", cost, sizeof(cost)));
+    for (size_t i = 0; i < n; i++) {
+        yajl_val r = rows[i];
+
+        nctl_table_row(&t, nctl_str(r, "id", "?"), nctl_str(r, "name", ""),
+                       nctl_str(r, "plan", "-"), nctl_str(r, "status", ""),
+                       nctl_num(r, "usage/requests", req, sizeof(req)),
+                       nctl_tokens(r, "usage/input_tokens", in, sizeof(in)),
+                       nctl_tokens(r, "usage/output_tokens", out, sizeof(out)),
+                       nctl_usd(r, "usage/cost_usd", cost, sizeof(cost)));
     }
 
     nctl_table_print(&t);
     nctl_table_free(&t);
 
-    /* a secret made now is shown once */
     if (nctl_str(v, "management_key", NULL)) {
         printf("\nmanagement key (shown once): %s\n",
                nctl_str(v, "management_key", ""));
     }
 
-    if (nctl_str(v, "key/key", NULL)) {
-        printf("API key \"%s\" (shown once): %s\n", nctl_str(v, "key/name", ""),
-               nctl_str(v, "key/key", ""));
+    key = nctl_get(v, "key");
+
+    if (YAJL_IS_STRING(key)) {
+        printf("\nkey (shown once): %s\n", YAJL_GET_STRING(key));
+
+    } else if (nctl_str(key, "key", NULL)) {
+        printf("API key \"%s\" (shown once): %s\n", nctl_str(key, "name", ""),
+               nctl_str(key, "key", ""));
     }
 }
 
@@ -361,7 +373,7 @@ nctl_accounts(nctl_conf_t *conf, int argc, char **argv)
             }
         }
 
-        return nctl_simple(conf, "GET", path, NULL, nctl_draw_accounts);
+        return nctl_simple(conf, "GET", path, NULL, nctl_draw_records);
     }
 
     if (strcmp(verb, "create") == 0) {
@@ -382,7 +394,7 @@ nctl_accounts(nctl_conf_t *conf, int argc, char **argv)
         strcat(body, "}");
 
         return nctl_simple(conf, "POST", "/admin/accounts", body,
-                           nctl_draw_accounts);
+                           nctl_draw_records);
     }
 
     if (a.npos != 1) {
@@ -394,7 +406,7 @@ nctl_accounts(nctl_conf_t *conf, int argc, char **argv)
     free(id);
 
     if (strcmp(verb, "show") == 0) {
-        rc = nctl_simple(conf, "GET", path, NULL, nctl_draw_accounts);
+        rc = nctl_simple(conf, "GET", path, NULL, nctl_draw_records);
 
     } else if (strcmp(verb, "update") == 0) {
         strcpy(body, "{");
@@ -405,15 +417,15 @@ nctl_accounts(nctl_conf_t *conf, int argc, char **argv)
         if (strcmp(body, "{}") == 0) {
             return nctl_usage("accounts update: nothing to change");
         }
-        rc = nctl_simple(conf, "PATCH", path, body, nctl_draw_accounts);
+        rc = nctl_simple(conf, "PATCH", path, body, nctl_draw_records);
 
     } else if (strcmp(verb, "suspend") == 0 || strcmp(verb, "resume") == 0) {
         strcat(path, "/");
         strcat(path, verb);
-        rc = nctl_simple(conf, "POST", path, "{}", nctl_draw_accounts);
+        rc = nctl_simple(conf, "POST", path, "{}", nctl_draw_records);
 
     } else if (strcmp(verb, "revoke") == 0 || strcmp(verb, "delete") == 0) {
-        rc = nctl_simple(conf, "DELETE", path, NULL, nctl_draw_accounts);
+        rc = nctl_simple(conf, "DELETE", path, NULL, nctl_draw_records);
 
     } else {
         return nctl_usage("accounts: unknown command");
@@ -424,50 +436,6 @@ nctl_accounts(nctl_conf_t *conf, int argc, char **argv)
 
 
 /* ---- keys: standalone (/admin/keys), or an account's */
-
-static void
-nctl_draw_keys(yajl_val v)
-{
-    char            in[32], out[32], cost[32], req[32];
-    nctl_table_t    t;
-    yajl_val        data = nctl_get(v, "data");
-    static const char *head[] = { "ID", "NAME", "PLAN", "STATUS", "REQUESTS",
-                                  "INPUT", "OUTPUT", "COST" };
-    yajl_val        one[1];
-    size_t          n;
-    yajl_val       *rows;
-
-    nctl_table_init(&t, 8, head);
-
-    if (YAJL_IS_ARRAY(data)) {
-        rows = data->u.array.values;
-        n = data->u.array.len;
-    } else {
-        /* one key: {"data": {...}} or the key itself */
-        one[0] = YAJL_IS_OBJECT(data) ? data : v;
-        rows = one;
-        n = 1;
-    }
-
-    for (size_t i = 0; i < n; i++) {
-        yajl_val k = rows[i];
-
-        nctl_table_row(&t, nctl_str(k, "id", "?"), nctl_str(k, "name", ""),
-                       nctl_str(k, "plan", "-"), nctl_str(k, "status", ""),
-                       nctl_num(k, "usage/requests", req, sizeof(req)),
-                       nctl_tokens(k, "usage/input_tokens", in, sizeof(in)),
-                       nctl_tokens(k, "usage/output_tokens", out, sizeof(out)),
-                       nctl_usd(k, "usage/cost_usd", cost, sizeof(cost)));
-    }
-
-    nctl_table_print(&t);
-    nctl_table_free(&t);
-
-    if (nctl_str(v, "key", NULL)) {
-        printf("\nkey (shown once): %s\n", nctl_str(v, "key", ""));
-    }
-}
-
 
 static int
 nctl_keys(nctl_conf_t *conf, int argc, char **argv)
@@ -500,7 +468,7 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
     }
 
     if (strcmp(verb, "list") == 0) {
-        return nctl_simple(conf, "GET", base, NULL, nctl_draw_keys);
+        return nctl_simple(conf, "GET", base, NULL, nctl_draw_records);
     }
 
     if (strcmp(verb, "create") == 0) {
@@ -512,7 +480,7 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
         if ((v = nctl_opt(&a, "name"))) nctl_field(body, sizeof(body), "name", v, 0);
         if ((v = nctl_opt(&a, "plan"))) nctl_field(body, sizeof(body), "plan", v, 0);
         strcat(body, "}");
-        return nctl_simple(conf, "POST", base, body, nctl_draw_keys);
+        return nctl_simple(conf, "POST", base, body, nctl_draw_records);
     }
 
     if (a.npos != 1) {
@@ -524,11 +492,11 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
     free(q);
 
     if (strcmp(verb, "show") == 0) {
-        return nctl_simple(conf, "GET", path, NULL, nctl_draw_keys);
+        return nctl_simple(conf, "GET", path, NULL, nctl_draw_records);
     }
 
     if (strcmp(verb, "revoke") == 0) {
-        return nctl_simple(conf, "DELETE", path, NULL, nctl_draw_keys);
+        return nctl_simple(conf, "DELETE", path, NULL, nctl_draw_records);
     }
 
     if (strcmp(verb, "update") == 0) {
@@ -550,7 +518,7 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
         if (strcmp(body, "{}") == 0) {
             return nctl_usage("keys update: nothing to change");
         }
-        return nctl_simple(conf, "PATCH", path, body, nctl_draw_keys);
+        return nctl_simple(conf, "PATCH", path, body, nctl_draw_records);
     }
 
     return nctl_usage("keys: unknown command");
@@ -692,9 +660,6 @@ nctl_status(nctl_conf_t *conf)
         yajl_val servers = nctl_get(p, "servers");
         char part[160], up[64];
 
-        snprintf(up, sizeof(up), "%s of %s servers up",
-                 nctl_num(p, "servers_up", ms, sizeof(ms)),
-                 YAJL_IS_ARRAY(servers) ? "" : "?");
         snprintf(up, sizeof(up), "%s of %zu servers up",
                  nctl_num(p, "servers_up", ms, sizeof(ms)),
                  YAJL_IS_ARRAY(servers) ? servers->u.array.len : 0);

@@ -69,19 +69,31 @@ nctl_num(yajl_val v, const char *path, char *buf, size_t size)
 }
 
 
-/* $0.0042, $12.50 */
-char *
-nctl_usd(yajl_val v, const char *path, char *buf, size_t size)
+/* the number at path: 1, or 0 with "-" written for null or none */
+static int
+nctl_double(yajl_val v, const char *path, double *d, char *buf, size_t size)
 {
-    double    d;
     yajl_val  n = nctl_get(v, path);
 
     if (!YAJL_IS_NUMBER(n)) {
         snprintf(buf, size, "-");
-        return buf;
+        return 0;
     }
 
-    d = strtod(YAJL_GET_NUMBER(n), NULL);
+    *d = strtod(YAJL_GET_NUMBER(n), NULL);
+    return 1;
+}
+
+
+/* $0.0042, $12.50 */
+char *
+nctl_usd(yajl_val v, const char *path, char *buf, size_t size)
+{
+    double  d;
+
+    if (!nctl_double(v, path, &d, buf, size)) {
+        return buf;
+    }
 
     if (d == 0) {
         snprintf(buf, size, "$0");
@@ -106,15 +118,11 @@ nctl_usd(yajl_val v, const char *path, char *buf, size_t size)
 char *
 nctl_tokens(yajl_val v, const char *path, char *buf, size_t size)
 {
-    double    d;
-    yajl_val  n = nctl_get(v, path);
+    double  d;
 
-    if (!YAJL_IS_NUMBER(n)) {
-        snprintf(buf, size, "-");
+    if (!nctl_double(v, path, &d, buf, size)) {
         return buf;
     }
-
-    d = strtod(YAJL_GET_NUMBER(n), NULL);
 
     if (d >= 1e9) {
         snprintf(buf, size, "%.3gB", d / 1e9);
