@@ -25,7 +25,7 @@ UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module
                  ngx_nebula_module/nebula_show.c ngx_nebula_module/nebula_ps.c \
                  ngx_nebula_module/nebula_usage.c
 
-.PHONY: all deps module unit fuzz-build clients cli deb fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
+.PHONY: all deps module unit fuzz-build clients cli deb test-deb fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
 
 all: module cli
 
@@ -116,6 +116,11 @@ cli: deps $(NEBULACTL)
 # libnginx-mod-http-nebula, as Debian's libnginx-mod-* are (tools/build-deb)
 deb: module cli
 	@tools/build-deb $(BUILD)/deb
+
+# the package installed with apt into a fresh Debian 12 root (debootstrap),
+# nginx started there, requests answered; not part of make test
+test-deb: deb
+	@tools/test-deb $$(ls -t $(BUILD)/deb/*.deb | head -1)
 
 # The module where Debian's nginx looks for modules, and the dashboard
 # where examples/nebula.conf serves it from (its alias); DESTDIR stages
