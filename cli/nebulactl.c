@@ -34,7 +34,7 @@ static const char  *nctl_usage_text =
 "  accounts show|suspend|resume|revoke ID\n"
 "  accounts create --name NAME --plan PLAN [--email E] [--key NAME]\n"
 "  accounts update ID [--name NAME] [--email E] [--plan PLAN]\n"
-"  keys list|show|revoke [ID] [--account ID]\n"
+"  keys list|show|revoke|suspend|resume [ID] [--account ID]\n"
 "  keys create --name NAME (--plan PLAN | --account ID)\n"
 "  keys update ID [--account ID] [--name NAME] [--plan PLAN] [--disabled true|false]\n"
 "  usage [--period YYYY-MM] [--by account|key|model|day|plan] [--csv|--json]\n"
@@ -454,7 +454,8 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
     account = nctl_opt(&a, "account");
 
     if (strcmp(verb, "list") && strcmp(verb, "create") && strcmp(verb, "show")
-        && strcmp(verb, "update") && strcmp(verb, "revoke"))
+        && strcmp(verb, "update") && strcmp(verb, "revoke")
+        && strcmp(verb, "suspend") && strcmp(verb, "resume"))
     {
         return nctl_usage("keys: unknown command");
     }
@@ -497,6 +498,19 @@ nctl_keys(nctl_conf_t *conf, int argc, char **argv)
 
     if (strcmp(verb, "revoke") == 0) {
         return nctl_simple(conf, "DELETE", path, NULL, nctl_draw_records);
+    }
+
+    /* a key of an account is suspended by disabling it, and resumed */
+    if (strcmp(verb, "suspend") == 0 || strcmp(verb, "resume") == 0) {
+        if (account == NULL) {
+            return nctl_usage("keys suspend|resume: for a key of an account "
+                              "(--account); a key of its own is revoked");
+        }
+
+        return nctl_simple(conf, "PATCH", path,
+                           verb[0] == 's' ? "{\"disabled\":true}"
+                                          : "{\"disabled\":false}",
+                           nctl_draw_records);
     }
 
     if (strcmp(verb, "update") == 0) {

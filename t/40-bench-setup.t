@@ -20,10 +20,11 @@ my $root = "$FindBin::Bin/..";
 my $out = `BENCH_SMOKE=1 $root/bench/run 2>&1`;
 my $rc = $? >> 8;
 is $rc, 0, 'bench/run (smoke) ran to its end' or diag $out;
-like $out, qr/checked: plain, nebula, lua answer 200 \(JSON, SSE chunked, SSE under one/,
-    'all three targets answered right';
-like $out, qr/Redis holds what the upstream reported for nebula and lua/,
-    'nebula and lua metered what the upstream reported';
+like $out, qr/checked: plain, nebula, nometrics, lua answer 200 \(JSON, SSE chunked, SSE under one/,
+    'all four targets answered right (nometrics: nebula less its metrics location)';
+like $out, qr/Redis holds what the upstream reported for nebula and nometrics and lua/,
+    'nebula, nometrics and lua metered what the upstream reported';
+like $out, qr/^metrics' cost\s+nebula\s+nometrics\s+nebula\/nometrics/m, 'the metrics\' cost is a table of the run';
 like $out, qr/^JSON, 1 key\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+/m, 'the table has a JSON row';
 like $out, qr/^SSE chunked, 1 key\s+[\d.]+\s+[\d.]+\s+[\d.]+/m, 'the table has an SSE row';
 like $out, qr/^SSE length, \d+ keys\s+[\d.]+\s+[\d.]+\s+[\d.]+/m,
