@@ -104,7 +104,7 @@ clients: deps $(CLIENTS)
 # nebulactl: the admin API from a terminal (libcurl and yajl; never inside
 # nginx)
 NEBULACTL := $(BUILD)/cli/nebulactl
-CLI_SRCS  := cli/nebulactl.c cli/nebulactl_http.c cli/nebulactl_json.c
+CLI_SRCS  := cli/nebulactl.c cli/nebulactl_watch.c cli/nebulactl_http.c cli/nebulactl_json.c
 
 $(NEBULACTL): $(CLI_SRCS) cli/nebulactl.h
 	@mkdir -p $(BUILD)/cli

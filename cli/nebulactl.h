@@ -37,6 +37,29 @@ typedef struct {
 } nctl_reply_t;
 
 
+/* the words after a command: "--name value" pairs and the rest */
+typedef struct {
+    int          argc;
+    char       **argv;
+    const char  *opt[16][2];   /* --name value */
+    int          nopt;
+    const char  *pos[8];       /* the words that are not options */
+    int          npos;
+} nctl_args_t;
+
+
+/* nebulactl.c: what the commands share */
+int nctl_usage(const char *why);
+int nctl_split(int argc, char **argv, nctl_args_t *a, const char **known);
+const char *nctl_opt(nctl_args_t *a, const char *name);
+int nctl_request(nctl_conf_t *conf, const char *method, const char *path,
+    const char *body, nctl_reply_t *reply);
+int nctl_as_json(nctl_conf_t *conf, nctl_reply_t *reply);
+
+/* nebulactl_watch.c */
+int nctl_status(nctl_conf_t *conf);
+int nctl_top(nctl_conf_t *conf, int argc, char **argv);
+
 /* nebulactl_http.c */
 int nctl_call(nctl_conf_t *conf, const char *method, const char *path,
     const char *body, nctl_reply_t *reply);
