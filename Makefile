@@ -17,13 +17,14 @@ PROVE_JOBS ?= 2
 # the stream scanner has a target per format
 FUZZ_TARGETS := $(BUILD)/fuzz/fuzz_request $(BUILD)/fuzz/fuzz_image $(BUILD)/fuzz/fuzz_reply \
                 $(BUILD)/fuzz/fuzz_sse $(BUILD)/fuzz/fuzz_ndjson $(BUILD)/fuzz/fuzz_json \
-                $(BUILD)/fuzz/fuzz_show $(BUILD)/fuzz/fuzz_ps $(BUILD)/fuzz/fuzz_usage
+                $(BUILD)/fuzz/fuzz_show $(BUILD)/fuzz/fuzz_ps $(BUILD)/fuzz/fuzz_usage \
+                $(BUILD)/fuzz/fuzz_cluster
 FUZZ_SECONDS ?= 600
 CFLAGS_FUZZ := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -Ingx_nebula_module
 UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module/nebula_siphash.c \
                  ngx_nebula_module/nebula_show.c ngx_nebula_module/nebula_ps.c \
-                 ngx_nebula_module/nebula_usage.c
+                 ngx_nebula_module/nebula_usage.c ngx_nebula_module/nebula_cluster.c
 
 .PHONY: all deps module unit fuzz-build clients cli deb test-deb fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
 

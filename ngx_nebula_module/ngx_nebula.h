@@ -43,6 +43,7 @@ typedef enum {
     NGX_NEBULA_API_SIGNUP,             /* content: POST /v1/accounts */
     NGX_NEBULA_API_PLANS,              /* content: GET /v1/plans */
     NGX_NEBULA_API_METRICS,            /* content: Prometheus's text */
+    NGX_NEBULA_API_HEALTH,             /* content: the balancer's probe */
     NGX_NEBULA_API_N
 } ngx_nebula_api_e;
 
@@ -156,6 +157,8 @@ typedef struct {
     ngx_shm_zone_t           *shm_zone;
     ngx_msec_t                redis_timeout;
     ngx_msec_t                redis_connect_timeout;
+    ngx_int_t                 redis_wait;      /* replicas WAIT asks for */
+    ngx_msec_t                redis_wait_timeout;
     ngx_msec_t                reservation_timeout;
     ngx_uint_t                failure_open;    /* serve unmetered */
     ngx_str_t                 admin_token;
@@ -513,8 +516,9 @@ void ngx_nebula_lease_settle(ngx_nebula_ctx_t *ctx, uint64_t in,
 /* ngx_nebula_admin.c */
 ngx_int_t ngx_nebula_admin_handler(ngx_http_request_t *r);
 
-/* ngx_nebula_health.c: GET /admin/health */
+/* ngx_nebula_health.c: GET /admin/health; "nebula health", 200 or 503 */
 ngx_int_t ngx_nebula_health_handler(ngx_http_request_t *r);
+ngx_int_t ngx_nebula_health_probe_handler(ngx_http_request_t *r);
 
 /* ngx_nebula_metrics_text.c: GET of a "nebula metrics" location */
 ngx_int_t ngx_nebula_metrics_handler(ngx_http_request_t *r);

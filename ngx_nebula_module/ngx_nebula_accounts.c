@@ -790,7 +790,9 @@ ngx_nebula_account_answer(ngx_nebula_call_ctx_t *call, redisReply *reply)
     }
 
     rc = ngx_nebula_account_write(a, reply);
-    if (rc != NGX_OK) {
+
+    /* a reply it could not read was answered there, with a 500 */
+    if (rc != NGX_OK || r->header_sent) {
         return rc;
     }
 

@@ -9,8 +9,9 @@
  *   DELETE /admin/keys/ID       (revokes: the key stays, for its history)
  *   GET    /admin/usage?period=YYYY-MM
  *
- * Each is one script in Redis, sent as a call (ngx_nebula_records.c); the
- * bodies are read in ngx_nebula_admin_body.c.
+ * Each is one script in Redis, sent as a call (ngx_nebula_records.c; the
+ * listing and the usage on a Redis Cluster: one a master,
+ * ngx_nebula_fanout.c); the bodies are read in ngx_nebula_admin_body.c.
  */
 
 #include "ngx_nebula_accounts.h"

@@ -383,6 +383,7 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     ngx_nebula_admission_t  *adm = data;
 
     u_char                  *msg;
+    ngx_uint_t               level;
     ngx_connection_t        *c;
     ngx_http_request_t      *r;
     ngx_nebula_ctx_t        *ctx;
@@ -443,7 +444,12 @@ ngx_nebula_admit_reply(void *data, redisReply *reply)
     nmcf = ngx_http_get_module_main_conf(r, ngx_http_nebula_module);
 
     if (reply && a.status == NEBULA_ADMIT_BAD_REPLY) {
-        ngx_log_error(NGX_LOG_ERR, c->log, 0,
+        /* "not now" (a failover, a slot moving) is no error of ours */
+        level = (reply->type == REDIS_REPLY_ERROR
+                 && ngx_nebula_redis_transient(reply))
+                ? NGX_LOG_WARN : NGX_LOG_ERR;
+
+        ngx_log_error(level, c->log, 0,
                       "nebula: unexpected reply from the admission script%s%s",
                       reply->type == REDIS_REPLY_ERROR ? ": " : "",
                       reply->type == REDIS_REPLY_ERROR ? reply->str : "");

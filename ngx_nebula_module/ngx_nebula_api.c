@@ -179,6 +179,9 @@ static ngx_nebula_api_t  ngx_nebula_apis[] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
     [NGX_NEBULA_API_METRICS] = {
         ngx_string("metrics"), ngx_nebula_metrics_handler,
+        0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string },
+    [NGX_NEBULA_API_HEALTH] = {
+        ngx_string("health"), ngx_nebula_health_probe_handler,
         0, 0, 0, 0, 0, 0, 0, 0, 0, NULL, ngx_null_string }
 };
 
@@ -213,9 +216,10 @@ const char *
 ngx_nebula_api_names(void)
 {
     return "chat, completions, messages, responses, ollama_chat, "
-           "ollama_generate, embeddings, ollama_embed, ollama_show, ollama_ps, "
-           "ollama_embeddings, models, ollama_tags, ollama_version, "
-           "ollama_forbidden, generation, key, admin or error";
+           "ollama_generate, embeddings, ollama_embed, ollama_show, "
+           "ollama_ps, ollama_embeddings, models, ollama_tags, "
+           "ollama_version, ollama_forbidden, generation, key, plans, "
+           "account, signup, admin, metrics, health or error";
 }
 
 

@@ -17,8 +17,6 @@ static char *ngx_nebula_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
 static char *ngx_nebula_api_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_nebula_pass_options_directive(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_nebula_init_zone(ngx_shm_zone_t *shm_zone, void *data);
@@ -68,6 +66,13 @@ static ngx_command_t  ngx_nebula_commands[] = {
       ngx_conf_set_msec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_nebula_main_conf_t, redis_timeout),
+      NULL },
+
+    { ngx_string("nebula_redis_wait"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_nebula_redis_wait_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
       NULL },
 
     { ngx_string("nebula_redis_connect_timeout"),
@@ -246,6 +251,8 @@ ngx_nebula_create_main_conf(ngx_conf_t *cf)
     nmcf->generation_ttl = NGX_CONF_UNSET;
     nmcf->redis_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->redis_connect_timeout = NGX_CONF_UNSET_MSEC;
+    nmcf->redis_wait = NGX_CONF_UNSET;
+    nmcf->redis_wait_timeout = NGX_CONF_UNSET_MSEC;
     nmcf->reservation_timeout = NGX_CONF_UNSET_MSEC;
 
     return nmcf;
@@ -304,6 +311,8 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     ngx_conf_init_value(nmcf->generation_ttl, 3600);
     ngx_conf_init_msec_value(nmcf->redis_timeout, 1000);
     ngx_conf_init_msec_value(nmcf->redis_connect_timeout, 1000);
+    ngx_conf_init_value(nmcf->redis_wait, 0);
+    ngx_conf_init_msec_value(nmcf->redis_wait_timeout, 100);
     ngx_conf_init_msec_value(nmcf->reservation_timeout, 15 * 60 * 1000);
 
     if (nmcf->reservation_timeout < 1000) {
@@ -315,6 +324,19 @@ ngx_nebula_init_main_conf(ngx_conf_t *cf, void *conf)
     if (nmcf->redis) {
         nmcf->redis->timeout = nmcf->redis_timeout;
         nmcf->redis->connect_timeout = nmcf->redis_connect_timeout;
+        nmcf->redis->wait = nmcf->redis_wait;
+        nmcf->redis->wait_timeout = nmcf->redis_wait_timeout;
+
+        /* a WAIT holds the connection: past the command timeout, it is
+           taken for a frozen Redis */
+        if (nmcf->redis_wait
+            && nmcf->redis_wait_timeout >= nmcf->redis_timeout)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "nebula_redis_wait's timeout must be shorter "
+                               "than nebula_redis_timeout");
+            return NGX_CONF_ERROR;
+        }
 
         nmcf->shm_zone = ngx_shared_memory_add(cf, &zone_name,
                                                8 * ngx_pagesize,
@@ -439,110 +461,6 @@ ngx_nebula_exit_process(ngx_cycle_t *cycle)
     ngx_nebula_redis_exit_worker(cycle);
     ngx_nebula_settle_exit_worker(cycle);
     ngx_nebula_metrics_exit_worker();
-}
-
-
-/*
- * nebula_redis 127.0.0.1:6379 | unix:/path [user=NAME] [password=SECRET]
- *              [db=N];
- *
- * The name is resolved now: a worker connecting later never waits on a
- * resolver.
- */
-static char *
-ngx_nebula_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_nebula_main_conf_t  *nmcf = conf;
-
-    size_t                    len;
-    ngx_str_t                *value;
-    ngx_url_t                 u;
-    ngx_uint_t                i;
-    ngx_nebula_redis_conf_t  *rc;
-
-    if (nmcf->redis) {
-        return "is duplicate";
-    }
-
-    rc = ngx_pcalloc(cf->pool, sizeof(ngx_nebula_redis_conf_t));
-    if (rc == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    value = cf->args->elts;
-    rc->name = value[1];
-
-    if (value[1].len > 5 && ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        len = value[1].len - 5;
-        rc->unix_path = ngx_pnalloc(cf->pool, len + 1);
-        if (rc->unix_path == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(rc->unix_path, value[1].data + 5, len);
-        rc->unix_path[len] = '\0';
-
-    } else {
-        ngx_memzero(&u, sizeof(ngx_url_t));
-        u.url = value[1];
-        u.default_port = 6379;
-
-        if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis address \"%V\"%s%s",
-                               &value[1], u.err ? ": " : "",
-                               u.err ? u.err : "");
-            return NGX_CONF_ERROR;
-        }
-
-        /* the first address, as text: hiredis takes no sockaddr */
-        len = ngx_sock_ntop(u.addrs[0].sockaddr, u.addrs[0].socklen, rc->ip,
-                            NGX_SOCKADDR_STRLEN, 0);
-        rc->ip[len] = '\0';
-        rc->port = u.port;
-    }
-
-    for (i = 2; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
-            rc->user.data = value[i].data + 5;
-            rc->user.len = value[i].len - 5;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rc->password.data = value[i].data + 9;
-            rc->password.len = value[i].len - 9;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "db=", 3) == 0) {
-            rc->db = ngx_atoi(value[i].data + 3, value[i].len - 3);
-            if (rc->db == NGX_ERROR) {
-                goto invalid;
-            }
-            continue;
-        }
-
-        goto invalid;
-    }
-
-    if (rc->user.len && rc->password.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "nebula_redis: user= needs password=");
-        return NGX_CONF_ERROR;
-    }
-
-    nmcf->redis = rc;
-
-    return NGX_CONF_OK;
-
-invalid:
-
-    /* never echo the parameter: it may be the password */
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter %ui of nebula_redis", i - 1);
-    return NGX_CONF_ERROR;
 }
 
 

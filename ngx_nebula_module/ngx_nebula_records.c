@@ -12,6 +12,7 @@
  */
 
 #include "ngx_nebula_records.h"
+#include "ngx_nebula_fanout.h"
 
 
 static void
@@ -113,6 +114,11 @@ ngx_int_t
 ngx_nebula_call_eval(ngx_nebula_call_ctx_t *call, ngx_nebula_script_e script,
     ngx_uint_t nkeys, ngx_uint_t argc, ngx_str_t *argv)
 {
+    if (ngx_nebula_redis_cluster() && ngx_nebula_fanout_wanted(script)) {
+        /* it reads every account: a cluster's masters each read theirs */
+        return ngx_nebula_fanout(call, script, nkeys, argc, argv);
+    }
+
     call->op = ngx_nebula_redis_eval(script, nkeys, argc, argv,
                                      ngx_nebula_call_reply, call);
 

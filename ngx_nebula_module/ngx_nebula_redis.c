@@ -1,104 +1,63 @@
 /*
- * Nebula: one Redis connection per worker, on nginx's event loop.
+ * Nebula: a worker's Redis connections, on nginx's event loop.
  *
  * hiredis's async API with its socket wrapped in an nginx connection (as
  * nchan's adapter does): hiredis asks for read and write interest, nginx's
  * event module delivers it.  What hiredis leaves to us is here too:
  *
- * - the address is resolved when the configuration is read, so connecting
- *   never calls a blocking resolver;
- * - one timer bounds the connect and the oldest command in flight (Redis
- *   answers in order, so the oldest is the first to be late); when it
- *   fires the connection is dropped and every command in flight fails;
+ * - the addresses are resolved when the configuration is read, so
+ *   connecting never calls a blocking resolver;
+ * - one timer a connection bounds the connect and the oldest command in
+ *   flight (Redis answers in order, so the oldest is the first to be
+ *   late); when it fires the connection is dropped and every command in
+ *   flight on it fails;
  * - reconnection with backoff, logged once per outage;
  * - EVALSHA, with the script loaded again when Redis says NOSCRIPT;
  * - an op whose request went away is cancelled, not freed: its reply
  *   arrives later and touches nothing of the request.
+ *
+ * A worker has one connection (a node) to a single Redis, or to the
+ * master the sentinels name (ngx_nebula_redis_sentinel.c), or one to each
+ * master of a cluster (ngx_nebula_redis_cluster.c), which routes each
+ * command to its slot's node.
  */
 
-#include "ngx_nebula.h"
-#include "ngx_nebula_redis.h"
+#include "ngx_nebula_redis_int.h"
 #include "ngx_nebula_metrics.h"
 
 
-#define NGX_NEBULA_REDIS_BACKOFF_MIN  50
-#define NGX_NEBULA_REDIS_BACKOFF_MAX  2000
+static void ngx_nebula_redis_release_waiting(ngx_nebula_redis_node_t *n);
 
 
-struct ngx_nebula_redis_op_s {
-    ngx_queue_t                   queue;
-    ngx_nebula_redis_handler_pt   handler;
-    void                         *data;         /* NULL once cancelled */
-    ngx_msec_t                    deadline;
-    ngx_nebula_script_e           script;
-    char                         *cmd;          /* for a NOSCRIPT retry */
-    int                           cmd_len;
-    unsigned                      retried:1;
-    unsigned                      internal:1;
-    unsigned                      written:1;
-};
-
-
-typedef struct {
-    ngx_nebula_redis_conf_t      *conf;
-    ngx_log_t                    *log;
-    redisAsyncContext            *ac;
-    ngx_connection_t             *conn;
-    ngx_event_t                   timer;
-    ngx_event_t                   reconnect;
-    ngx_msec_t                    backoff;
-    ngx_queue_t                   pending;
-    ngx_uint_t                    npending;
-    ngx_uint_t                    handshake;     /* AUTH, SELECT pending */
-    ngx_queue_t                   waiting;       /* commands held until
-                                                    the handshake is done */
-    unsigned                      connected:1;
-    unsigned                      answered:1;    /* a good reply came on
-                                                    this connection */
-    unsigned                      down:1;        /* in an outage, until a
-                                                    good reply */
-    unsigned                      active:1;      /* the worker uses Redis */
-} ngx_nebula_redis_t;
-
-
-static void ngx_nebula_redis_connect(void);
-static void ngx_nebula_redis_lost(const char *why);
-static ngx_int_t ngx_nebula_redis_submit(ngx_nebula_redis_op_t *op);
-static void ngx_nebula_redis_release_waiting(void);
-static void ngx_nebula_redis_fail_waiting(void);
-
-
-/* each worker has its own; the master never connects */
-static ngx_nebula_redis_t  ngx_nebula_redis;
+ngx_nebula_redis_t  ngx_nebula_redis;
 
 
 static void
-ngx_nebula_redis_arm_timer(void)
+ngx_nebula_redis_arm_timer(ngx_nebula_redis_node_t *n)
 {
     ngx_msec_t              now;
     ngx_queue_t            *q;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
     ngx_nebula_redis_op_t  *op;
 
-    if (rd->ac && !rd->connected) {
+    if (n->ac && !n->connected) {
         return;     /* the connect timeout runs */
     }
 
-    if (ngx_queue_empty(&rd->pending)) {
-        if (rd->timer.timer_set) {
-            ngx_del_timer(&rd->timer);
+    if (ngx_queue_empty(&n->pending)) {
+        if (n->timer.timer_set) {
+            ngx_del_timer(&n->timer);
         }
         return;
     }
 
-    q = ngx_queue_head(&rd->pending);
+    q = ngx_queue_head(&n->pending);
     op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
     now = ngx_current_msec;
 
     /* commands in flight keep a worker that shuts down gracefully alive */
-    rd->timer.cancelable = 0;
+    n->timer.cancelable = 0;
 
-    ngx_add_timer(&rd->timer,
+    ngx_add_timer(&n->timer,
                   (ngx_msec_int_t) (op->deadline - now) > 0
                   ? op->deadline - now : 1);
 }
@@ -107,57 +66,55 @@ ngx_nebula_redis_arm_timer(void)
 static void
 ngx_nebula_redis_timer_handler(ngx_event_t *ev)
 {
-    ngx_queue_t            *q;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
-    ngx_nebula_redis_op_t  *op;
+    ngx_queue_t              *q;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_node_t  *n = ev->data;
 
-    if (rd->ac == NULL) {
+    if (n->ac == NULL) {
         return;
     }
 
-    if (!rd->connected) {
-        ngx_nebula_redis_lost("connect timed out");
+    if (!n->connected) {
+        ngx_nebula_redis_node_lost(n, "connect timed out");
         return;
     }
 
-    if (ngx_queue_empty(&rd->pending)) {
+    if (ngx_queue_empty(&n->pending)) {
         return;
     }
 
-    q = ngx_queue_head(&rd->pending);
+    q = ngx_queue_head(&n->pending);
     op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
 
     if ((ngx_msec_int_t) (op->deadline - ngx_current_msec) > 0) {
-        ngx_nebula_redis_arm_timer();
+        ngx_nebula_redis_arm_timer(n);
         return;
     }
 
     /* a Redis that accepts commands and never answers is as good as gone */
-    ngx_nebula_redis_lost("command timed out");
+    ngx_nebula_redis_node_lost(n, "command timed out");
 }
 
 
 static void
 ngx_nebula_redis_reconnect_handler(ngx_event_t *ev)
 {
-    ngx_nebula_redis_connect();
+    ngx_nebula_redis_node_connect(ev->data);
 }
 
 
 static void
-ngx_nebula_redis_schedule_reconnect(void)
+ngx_nebula_redis_schedule_reconnect(ngx_nebula_redis_node_t *n)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
-
-    if (ngx_exiting || ngx_terminate || ngx_quit) {
+    if (ngx_exiting || ngx_terminate || ngx_quit || n->unused) {
         return;
     }
 
-    if (!rd->reconnect.timer_set) {
-        ngx_add_timer(&rd->reconnect, rd->backoff);
+    if (!n->reconnect.timer_set) {
+        ngx_add_timer(&n->reconnect, n->backoff);
     }
 
-    rd->backoff = ngx_min(rd->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
+    n->backoff = ngx_min(n->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
 }
 
 
@@ -171,96 +128,157 @@ ngx_nebula_redis_schedule_reconnect(void)
 void
 ngx_nebula_redis_reconnect_exiting(void)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    ngx_uint_t                i;
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_node_t  *n;
 
-    if (!rd->active || rd->ac || rd->reconnect.timer_set || ngx_terminate) {
+    if (!rd->active || ngx_terminate) {
         return;
     }
 
-    ngx_add_timer(&rd->reconnect, rd->backoff);
+    if (rd->conf->mode == NGX_NEBULA_REDIS_SENTINEL) {
+        if (rd->data->ac == NULL && !rd->discover.timer_set
+            && rd->sentinel == NULL)
+        {
+            ngx_add_timer(&rd->discover, rd->discover_backoff);
+        }
 
-    rd->backoff = ngx_min(rd->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
+        return;
+    }
+
+    for (i = 0; i < rd->nnodes; i++) {
+        n = rd->nodes[i];
+
+        if (n->ac || n->reconnect.timer_set || n->unused || n->sentinel) {
+            continue;
+        }
+
+        ngx_add_timer(&n->reconnect, n->backoff);
+        n->backoff = ngx_min(n->backoff * 2, NGX_NEBULA_REDIS_BACKOFF_MAX);
+    }
+}
+
+
+/* the outage's first line: once for all workers, or once a cluster node */
+static void
+ngx_nebula_redis_log_outage(ngx_nebula_redis_node_t *n, const char *why)
+{
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (n->down) {
+        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rd->log, 0,
+                       "nebula: redis at \"%V\" still unavailable: %s",
+                       &n->name, why);
+        return;
+    }
+
+    n->down = 1;
+
+    if (rd->conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+        /* each worker says it of each node: the nodes fail one by one */
+        ngx_nebula_metrics_redis_outage();
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "nebula: redis cluster node \"%V\" unavailable: %s; "
+                      "will retry", &n->name, why);
+        return;
+    }
+
+    if (ngx_atomic_cmp_set(rd->conf->outage, 0, 1)) {
+        ngx_nebula_metrics_redis_outage();
+        ngx_log_error(NGX_LOG_ERR, rd->log, 0,
+                      "nebula: redis at \"%V\" unavailable: %s; will retry",
+                      &n->name, why);
+    }
 }
 
 
 /* drops the connection: every command in flight fails with no reply */
-static void
-ngx_nebula_redis_lost(const char *why)
+void
+ngx_nebula_redis_node_lost(ngx_nebula_redis_node_t *n, const char *why)
 {
     redisAsyncContext   *ac;
     ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
 
-    if (!rd->down) {
-        rd->down = 1;
+    if (!n->sentinel) {
+        ngx_nebula_redis_log_outage(n, why);
 
-        if (ngx_atomic_cmp_set(rd->conf->outage, 0, 1)) {
-            ngx_nebula_metrics_redis_outage();
-            ngx_log_error(NGX_LOG_ERR, rd->log, 0,
-                          "nebula: redis at \"%V\" unavailable: %s; "
-                          "will retry", &rd->conf->name, why);
-        }
-
-    } else {
-        ngx_log_debug2(NGX_LOG_DEBUG_EVENT, rd->log, 0,
-                       "nebula: redis at \"%V\" still unavailable: %s",
-                       &rd->conf->name, why);
+    } else if (!n->down) {
+        n->down = 1;
+        ngx_log_error(NGX_LOG_WARN, rd->log, 0,
+                      "nebula: redis sentinel \"%V\" unavailable: %s",
+                      &n->name, why);
     }
 
-    ac = rd->ac;
-    rd->ac = NULL;
-    rd->connected = 0;
+    ac = n->ac;
+    n->ac = NULL;
+    n->connected = 0;
 
-    if (rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
+    if (n->timer.timer_set) {
+        ngx_del_timer(&n->timer);
     }
 
-    rd->handshake = 0;
-    ngx_nebula_redis_fail_waiting();
+    n->handshake = 0;
+    ngx_nebula_redis_fail_waiting(n);
 
     if (ac) {
         /* runs the pending callbacks with no reply, then our cleanup hook */
         redisAsyncFree(ac);
     }
 
-    ngx_nebula_redis_schedule_reconnect();
+    switch (rd->conf->mode) {
+
+    case NGX_NEBULA_REDIS_SENTINEL:
+        /* a new master, perhaps: the sentinels say where */
+        ngx_nebula_redis_sentinel_lost(n);
+        break;
+
+    case NGX_NEBULA_REDIS_CLUSTER:
+        ngx_nebula_redis_schedule_reconnect(n);
+        ngx_nebula_redis_cluster_lost(n);
+        break;
+
+    default:
+        ngx_nebula_redis_schedule_reconnect(n);
+    }
 }
 
 
 static void
 ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
 {
-    ngx_queue_t            *q;
-    ngx_nebula_redis_op_t  *op;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
+    ngx_queue_t              *q;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_node_t  *n = ac->ev.data;
 
-    if (ac != rd->ac) {
+    if (n == NULL || ac != n->ac) {
         return;
     }
 
     if (status != REDIS_OK) {
         /* hiredis frees the context itself after this callback */
-        rd->ac = NULL;
-        ngx_nebula_redis_lost(ac->c.err ? ac->c.errstr : "connect failed");
+        n->ac = NULL;
+        ngx_nebula_redis_node_lost(n, ac->c.err ? ac->c.errstr
+                                                : "connect failed");
         return;
     }
 
-    rd->connected = 1;
+    n->connected = 1;
 
-    if (rd->down) {
+    if (n->down) {
         ngx_nebula_metrics_redis_reconnect();
     }
 
-    if (rd->timer.timer_set) {
-        ngx_del_timer(&rd->timer);
+    if (n->timer.timer_set) {
+        ngx_del_timer(&n->timer);
     }
 
     /* what was queued while connecting has its whole time from now */
-    for (q = ngx_queue_head(&rd->pending);
-         q != ngx_queue_sentinel(&rd->pending);
+    for (q = ngx_queue_head(&n->pending);
+         q != ngx_queue_sentinel(&n->pending);
          q = ngx_queue_next(q))
     {
         op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
-        op->deadline = ngx_current_msec + rd->conf->timeout;
+        op->deadline = ngx_current_msec + ngx_nebula_redis.conf->timeout;
     }
 
     /*
@@ -269,51 +287,274 @@ ngx_nebula_redis_on_connect(const redisAsyncContext *ac, int status)
      * good reply (ngx_nebula_redis_reply) says Redis is back.
      */
 
-    ngx_nebula_redis_arm_timer();
+    ngx_nebula_redis_arm_timer(n);
 }
 
 
 static void
 ngx_nebula_redis_on_disconnect(const redisAsyncContext *ac, int status)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_node_t  *n = ac->ev.data;
 
-    if (ac != rd->ac) {
+    if (n == NULL || ac != n->ac) {
         return;     /* we dropped it ourselves */
     }
 
     /* hiredis frees the context itself after this callback */
-    rd->ac = NULL;
-    ngx_nebula_redis_lost(ac->errstr[0] ? ac->errstr : "connection closed");
+    n->ac = NULL;
+    ngx_nebula_redis_node_lost(n, ac->errstr[0] ? ac->errstr
+                                                : "connection closed");
+}
+
+
+/* a step of the handshake is done: the last one opens the connection */
+void
+ngx_nebula_redis_handshake_step(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *op)
+{
+    if (!op->handshake || n->handshake == 0 || n->ac == NULL) {
+        return;
+    }
+
+    op->handshake = 0;
+
+    if (--n->handshake == 0) {
+        ngx_nebula_redis_release_waiting(n);
+    }
+}
+
+
+/*
+ * A reply kept past its callback: in the pool, or (no pool) in hiredis's
+ * layout, for freeReplyObject()
+ */
+redisReply *
+ngx_nebula_redis_copy(ngx_pool_t *pool, const redisReply *r)
+{
+    size_t       j;
+    redisReply  *c;
+
+    c = pool ? ngx_pcalloc(pool, sizeof(redisReply))
+             : calloc(1, sizeof(redisReply));
+    if (c == NULL) {
+        return NULL;
+    }
+
+    c->type = r->type;
+    c->integer = r->integer;
+
+    switch (r->type) {
+
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+    case REDIS_REPLY_ERROR:
+        c->str = pool ? ngx_pnalloc(pool, r->len + 1) : malloc(r->len + 1);
+        if (c->str == NULL) {
+            goto failed;
+        }
+
+        if (r->len) {
+            ngx_memcpy(c->str, r->str, r->len);
+        }
+
+        c->str[r->len] = '\0';
+        c->len = r->len;
+        break;
+
+    case REDIS_REPLY_ARRAY:
+        if (r->elements == 0) {
+            break;
+        }
+
+        c->element = pool ? ngx_pcalloc(pool, r->elements * sizeof(redisReply *))
+                          : calloc(r->elements, sizeof(redisReply *));
+        if (c->element == NULL) {
+            goto failed;
+        }
+
+        c->elements = r->elements;
+
+        for (j = 0; j < r->elements; j++) {
+            c->element[j] = ngx_nebula_redis_copy(pool, r->element[j]);
+            if (c->element[j] == NULL) {
+                goto failed;
+            }
+        }
+
+        break;
+    }
+
+    return c;
+
+failed:
+
+    if (pool == NULL) {
+        freeReplyObject(c);
+    }
+
+    return NULL;
+}
+
+
+/*
+ * The admissions and settlements sent in one turn of the event loop are
+ * followed by one WAIT: their replies are held until it answers, so that
+ * what a request was told is on a replica too (nebula_redis_wait).
+ */
+static void
+ngx_nebula_redis_wait_handler(ngx_event_t *ev)
+{
+    u_char                    num[NGX_INT_T_LEN], ms[NGX_INT_T_LEN];
+    size_t                    argvlen[3];
+    const char               *argv[3];
+    ngx_queue_t              *q;
+    ngx_nebula_redis_op_t    *op, *w;
+    ngx_nebula_redis_node_t  *n = ev->data;
+    ngx_nebula_redis_conf_t  *conf = ngx_nebula_redis.conf;
+
+    if (n->ac == NULL || n->unwaited == 0) {
+        n->unwaited = 0;
+        return;
+    }
+
+    n->unwaited = 0;
+
+    argv[0] = "WAIT";
+    argvlen[0] = 4;
+    argv[1] = (const char *) num;
+    argvlen[1] = ngx_sprintf(num, "%i", conf->wait) - num;
+    argv[2] = (const char *) ms;
+    argvlen[2] = ngx_sprintf(ms, "%M", conf->wait_timeout) - ms;
+
+    w = ngx_nebula_redis_node_internal(n, 3, argv, argvlen, "WAIT", 0);
+    if (w == NULL) {
+        return;     /* each is answered as it comes */
+    }
+
+    ngx_queue_init(&w->held_ops);
+
+    for (q = ngx_queue_head(&n->pending);
+         q != ngx_queue_sentinel(&n->pending);
+         q = ngx_queue_next(q))
+    {
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+
+        if (op->durable && op->wait == NULL) {
+            op->wait = w;
+        }
+    }
+}
+
+
+/* the WAIT answered (or failed): the replies it held go to their callers */
+static void
+ngx_nebula_redis_waited(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *w, redisReply *reply)
+{
+    ngx_queue_t              *q;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_conf_t  *conf = ngx_nebula_redis.conf;
+
+    if (reply && (reply->type != REDIS_REPLY_INTEGER
+                  || reply->integer < conf->wait))
+    {
+        /*
+         * Fewer replicas than asked took the writes in time (one is down,
+         * or lags): the writes stand, and for a second no WAIT holds the
+         * connection up; said once until the replicas keep up again.
+         */
+        if (!n->wait_short) {
+            n->wait_short = 1;
+            ngx_log_error(NGX_LOG_WARN, ngx_nebula_redis.log, 0,
+                          "nebula: redis at \"%V\": WAIT %i answered %s%i "
+                          "within %M ms; not waiting for replicas for 1s",
+                          &n->name, conf->wait,
+                          reply->type == REDIS_REPLY_ERROR ? reply->str : "",
+                          reply->type == REDIS_REPLY_INTEGER
+                          ? (ngx_int_t) reply->integer : 0,
+                          conf->wait_timeout);
+        }
+
+        n->wait_off = ngx_current_msec + 1000;
+
+    } else if (reply && n->wait_short) {
+        n->wait_short = 0;
+        ngx_log_error(NGX_LOG_NOTICE, ngx_nebula_redis.log, 0,
+                      "nebula: redis at \"%V\": replicas keep up again",
+                      &n->name);
+    }
+
+    while (!ngx_queue_empty(&w->held_ops)) {
+        q = ngx_queue_head(&w->held_ops);
+        ngx_queue_remove(q);
+        op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
+
+        /*
+         * No reply to the WAIT: the connection went; whether they are on
+         * a replica is unknown, and the caller hears of a failure.
+         */
+        if (op->data) {
+            op->handler(op->data, reply ? op->held : NULL);
+        }
+
+        freeReplyObject(op->held);
+        redisFreeCommand(op->cmd);
+        ngx_free(op);
+    }
 }
 
 
 static void
-ngx_nebula_redis_internal_reply(void *data, redisReply *reply)
+ngx_nebula_redis_internal_reply(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *op, redisReply *reply)
 {
     char                 why[256];
     ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
 
-    if (reply == NULL) {
+    if (ngx_strcmp(op->what, "WAIT") == 0) {
+        ngx_nebula_redis_waited(n, op, reply);
         return;
+    }
+
+    if (reply == NULL || n->ac == NULL) {
+        return;
+    }
+
+    if (ngx_strcmp(op->what, "CLUSTER SLOTS") == 0) {
+        ngx_nebula_redis_cluster_reply(n, op, reply);
+        return;
+    }
+
+    if (ngx_strcmp(op->what, "SENTINEL") == 0) {
+        ngx_nebula_redis_sentinel_reply(n, op, reply);
+        return;
+    }
+
+    if (ngx_strcmp(op->what, "ROLE") == 0 && reply->type != REDIS_REPLY_ERROR) {
+        /* a sentinel's master must still be one: it may have failed over */
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements == 0
+            || reply->element[0]->type != REDIS_REPLY_STRING
+            || ngx_strcmp(reply->element[0]->str, "master") != 0)
+        {
+            ngx_nebula_redis_node_lost(n, "it is not a master (ROLE)");
+            return;
+        }
     }
 
     if (reply->type != REDIS_REPLY_ERROR) {
-        if (ngx_strcmp(data, "SCRIPT LOAD") != 0 && rd->handshake) {
-            /* AUTH or SELECT taken: the last one opens the connection */
-            if (--rd->handshake == 0) {
-                ngx_nebula_redis_release_waiting();
-            }
-        }
-
+        ngx_nebula_redis_handshake_step(n, op);
         return;
     }
 
-    if (ngx_strcmp(data, "SCRIPT LOAD") == 0) {
+    if (ngx_strcmp(op->what, "SCRIPT LOAD") == 0) {
         ngx_log_error(NGX_LOG_ERR, rd->log, 0,
                       "nebula: redis at \"%V\" refused SCRIPT LOAD: %s",
-                      &rd->conf->name, reply->str);
+                      &n->name, reply->str);
         return;
+    }
+
+    if (ngx_strcmp(op->what, "ASKING") == 0) {
+        return;     /* the command behind it gets its own reply */
     }
 
     /*
@@ -321,11 +562,45 @@ ngx_nebula_redis_internal_reply(void *data, redisReply *reply)
      * it is an outage, logged once, and retried with backoff.
      */
     *ngx_snprintf((u_char *) why, sizeof(why) - 1, "%s refused: %s",
-                  (char *) data, reply->str) = '\0';
+                  op->what, reply->str) = '\0';
 
-    if (rd->ac) {
-        ngx_nebula_redis_lost(why);
+    ngx_nebula_redis_node_lost(n, why);
+}
+
+
+static ngx_nebula_redis_op_t *
+ngx_nebula_redis_load(ngx_nebula_redis_node_t *n, ngx_nebula_script_e s)
+{
+    const char           *argv[3];
+    size_t                argvlen[3];
+    ngx_nebula_script_t  *script;
+
+    script = ngx_nebula_script(s);
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = 6;
+    argv[1] = "LOAD";
+    argvlen[1] = 4;
+    argv[2] = (const char *) script->source.data;
+    argvlen[2] = script->source.len;
+
+    return ngx_nebula_redis_node_internal(n, 3, argv, argvlen, "SCRIPT LOAD",
+                                          0);
+}
+
+
+/* NOSCRIPT: SCRIPT FLUSH, or a new Redis; load it, then run it again */
+static ngx_int_t
+ngx_nebula_redis_noscript(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *op)
+{
+    if (ngx_nebula_redis_load(n, op->script) == NULL) {
+        return NGX_ERROR;
     }
+
+    op->retried = 1;
+
+    return ngx_nebula_redis_node_submit(n, op);
 }
 
 
@@ -333,18 +608,15 @@ ngx_nebula_redis_internal_reply(void *data, redisReply *reply)
 static void
 ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 {
-    redisReply             *reply = r;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
-    ngx_nebula_redis_op_t  *op = privdata;
-    ngx_nebula_script_t    *script;
-    ngx_nebula_redis_op_t  *load;
-    const char             *argv[3];
-    size_t                  argvlen[3];
-    char                   *cmd;
-    int                     len;
+    redisReply               *reply = r;
+    ngx_uint_t                readonly;
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_op_t    *op = privdata;
+    ngx_nebula_redis_node_t  *n = op->node;
 
     ngx_queue_remove(&op->queue);
-    rd->npending--;
+    n->npending--;
+    readonly = 0;
 
     if (reply) {
         /* sent at its deadline less the timeout (on_connect resets both) */
@@ -352,10 +624,9 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
                                        - (op->deadline - rd->conf->timeout));
     }
 
-    if (reply && reply->type != REDIS_REPLY_ERROR && rd->ac == ac
-        && !rd->answered
-        && !(op->internal && op->script == NGX_NEBULA_SCRIPT_N
-             && ngx_strcmp(op->data, "SCRIPT LOAD") != 0))
+    if (reply && reply->type != REDIS_REPLY_ERROR && n->ac == ac
+        && !n->answered && !n->sentinel
+        && (!op->internal || ngx_strcmp(op->what, "SCRIPT LOAD") == 0))
     {
         /*
          * Redis answers: only now is a reconnection a success (a Redis
@@ -363,9 +634,15 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
          * is still an outage), so only now is the outage over.  An
          * accepted AUTH does not count: a refused SELECT may follow.
          */
-        rd->answered = 1;
-        rd->down = 0;
-        rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
+        n->answered = 1;
+        n->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
+
+        if (rd->conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+            if (n->down) {
+                ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
+                              "nebula: redis cluster node \"%V\" is back",
+                              &n->name);
+            }
 
         /*
          * Tried even when this worker saw no outage: a worker started
@@ -373,58 +650,63 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
          * flag set and every later outage unlogged.  The worker that
          * clears it says so, once.
          */
-        if (ngx_atomic_cmp_set(rd->conf->outage, 1, 0)) {
+        } else if (ngx_atomic_cmp_set(rd->conf->outage, 1, 0)) {
             ngx_log_error(NGX_LOG_NOTICE, rd->log, 0,
-                          "nebula: redis at \"%V\" is back",
-                          &rd->conf->name);
+                          "nebula: redis at \"%V\" is back", &n->name);
+        }
+
+        n->down = 0;
+    }
+
+    if (op->internal) {
+        ngx_nebula_redis_internal_reply(n, op, reply);
+        goto done;
+    }
+
+    if (op->durable && op->wait && reply && reply->type != REDIS_REPLY_ERROR)
+    {
+        /* answered once the replicas have it too: the WAIT's reply */
+        op->held = ngx_nebula_redis_copy(NULL, reply);
+
+        if (op->held) {
+            ngx_queue_insert_tail(&op->wait->held_ops, &op->queue);
+
+            if (n->ac == ac) {
+                ngx_nebula_redis_arm_timer(n);
+            }
+
+            return;
         }
     }
 
-    if (reply && reply->type == REDIS_REPLY_ERROR && !op->retried
-        && !op->internal && op->cmd && op->script < NGX_NEBULA_SCRIPT_N
-        && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
-        && rd->ac == ac && rd->connected)
-    {
-        /* SCRIPT FLUSH or a new Redis: load it, then run the same again */
-        script = ngx_nebula_script(op->script);
+    if (reply && reply->type == REDIS_REPLY_ERROR && n->ac == ac) {
 
-        argv[0] = "SCRIPT";
-        argvlen[0] = 6;
-        argv[1] = "LOAD";
-        argvlen[1] = 4;
-        argv[2] = (const char *) script->source.data;
-        argvlen[2] = script->source.len;
-
-        len = redisFormatCommandArgv(&cmd, 3, argv, argvlen);
-        load = (len > 0)
-               ? ngx_nebula_redis_send(cmd, len, op->script,
-                                       ngx_nebula_redis_internal_reply,
-                                       "SCRIPT LOAD", 1)
-               : NULL;
-
-        if (load) {
-            op->retried = 1;
-            op->written = 0;
-            op->deadline = ngx_current_msec + rd->conf->timeout;
-            ngx_queue_insert_tail(&rd->pending, &op->queue);
-            rd->npending++;
-
-            if (redisAsyncFormattedCommand(ac, ngx_nebula_redis_reply, op,
-                                           op->cmd, op->cmd_len)
-                == REDIS_OK)
-            {
-                ngx_nebula_redis_arm_timer();
-                return;
-            }
-
-            ngx_queue_remove(&op->queue);
-            rd->npending--;
+        if (rd->conf->mode == NGX_NEBULA_REDIS_CLUSTER
+            && ngx_nebula_redis_cluster_redirected(n, op, reply))
+        {
+            /* it went to another node, or failed there */
+            ngx_nebula_redis_arm_timer(n);
+            return;
         }
+
+        if (!op->retried && op->cmd && op->script < NGX_NEBULA_SCRIPT_N
+            && n->connected && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0
+            && ngx_nebula_redis_noscript(n, op) == NGX_OK)
+        {
+            ngx_nebula_redis_arm_timer(n);
+            return;
+        }
+
+        /* a master the sentinels demoted, or a replica they named early */
+        readonly = (rd->conf->mode == NGX_NEBULA_REDIS_SENTINEL
+                    && ngx_strncmp(reply->str, "READONLY", 8) == 0);
     }
 
     if (op->data) {
         op->handler(op->data, reply);
     }
+
+done:
 
     if (op->cmd) {
         redisFreeCommand(op->cmd);
@@ -432,27 +714,25 @@ ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_free(op);
 
-    if (rd->ac == ac) {
-        ngx_nebula_redis_arm_timer();
+    if (readonly && n->ac == ac) {
+        ngx_nebula_redis_node_lost(n, "it is a replica now (READONLY)");
+        return;
+    }
+
+    if (n->ac == ac) {
+        ngx_nebula_redis_arm_timer(n);
     }
 }
 
 
-ngx_nebula_redis_op_t *
-ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
-    ngx_nebula_redis_handler_pt handler, void *data, ngx_uint_t internal)
+static ngx_nebula_redis_op_t *
+ngx_nebula_redis_op(char *cmd, int len, ngx_nebula_script_e script,
+    ngx_nebula_redis_handler_pt handler, void *data)
 {
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
     ngx_nebula_redis_op_t  *op;
 
-    if (rd->ac == NULL) {
-        redisFreeCommand(cmd);
-        return NULL;
-    }
-
-    op = ngx_alloc(sizeof(ngx_nebula_redis_op_t), rd->log);
+    op = ngx_alloc(sizeof(ngx_nebula_redis_op_t), ngx_nebula_redis.log);
     if (op == NULL) {
-        redisFreeCommand(cmd);
         return NULL;
     }
 
@@ -462,20 +742,73 @@ ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
     op->script = script;
     op->cmd = cmd;
     op->cmd_len = len;
-    op->internal = internal ? 1 : 0;
+    op->slot = -1;
 
-    if (!internal && rd->handshake) {
+    return op;
+}
+
+
+/* the reply never comes: the caller hears of it at once */
+void
+ngx_nebula_redis_op_fail(ngx_nebula_redis_op_t *op)
+{
+    if (op->data && op->handler) {
+        op->handler(op->data, NULL);
+    }
+
+    if (op->cmd) {
+        redisFreeCommand(op->cmd);
+    }
+
+    ngx_free(op);
+}
+
+
+ngx_nebula_redis_op_t *
+ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
+    ngx_nebula_redis_handler_pt handler, void *data, ngx_uint_t internal)
+{
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_node_t  *n;
+
+    if (!rd->active) {
+        redisFreeCommand(cmd);
+        return NULL;
+    }
+
+    op = ngx_nebula_redis_op(cmd, len, script, handler, data);
+    if (op == NULL) {
+        redisFreeCommand(cmd);
+        return NULL;
+    }
+
+    op->durable = rd->conf->wait
+                  && (script == NGX_NEBULA_SCRIPT_ADMIT
+                      || script == NGX_NEBULA_SCRIPT_SETTLE);
+
+    if (rd->conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+        op->slot = ngx_nebula_redis_cmd_slot(cmd, len);
+        n = ngx_nebula_redis_cluster_route(op);
+
+    } else {
+        n = rd->data;
+    }
+
+    if (n && n->ac == NULL && rd->conf->mode == NGX_NEBULA_REDIS_SENTINEL
+        && rd->sentinel)
+    {
         /*
-         * Not behind a SELECT that Redis may refuse: there it would run in
-         * database 0, another deployment's maybe, and count.  It waits
-         * here, in order, for the handshake; the handshake's own timeout
-         * bounds the wait (ngx_nebula_redis_lost() fails what waits).
+         * A sentinel is asked where the master is (a worker's start, a
+         * failover): the command waits for the answer and the master's
+         * handshake, or fails with them
          */
-        ngx_queue_insert_tail(&rd->waiting, &op->queue);
+        op->node = n;
+        ngx_queue_insert_tail(&n->waiting, &op->queue);
         return op;
     }
 
-    if (ngx_nebula_redis_submit(op) != NGX_OK) {
+    if (n == NULL || ngx_nebula_redis_node_send(n, op) != NGX_OK) {
         redisFreeCommand(cmd);
         ngx_free(op);
         return NULL;
@@ -485,94 +818,171 @@ ngx_nebula_redis_send(char *cmd, int len, ngx_nebula_script_e script,
 }
 
 
-/* the command goes to hiredis, in flight from now */
-static ngx_int_t
-ngx_nebula_redis_submit(ngx_nebula_redis_op_t *op)
+/* to a node: now, or once its handshake is done; NGX_ERROR: no connection */
+ngx_int_t
+ngx_nebula_redis_node_send(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *op)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    if (n->ac == NULL) {
+        return NGX_ERROR;
+    }
 
-    op->deadline = ngx_current_msec + rd->conf->timeout;
+    op->node = n;
 
-    ngx_queue_insert_tail(&rd->pending, &op->queue);
-    rd->npending++;
+    if (n->handshake) {
+        /*
+         * Not behind a SELECT that Redis may refuse: there it would run in
+         * database 0, another deployment's maybe, and count.  It waits
+         * here, in order, for the handshake; the handshake's own timeout
+         * bounds the wait (ngx_nebula_redis_node_lost() fails what waits).
+         */
+        ngx_queue_insert_tail(&n->waiting, &op->queue);
+        return NGX_OK;
+    }
 
-    if (redisAsyncFormattedCommand(rd->ac, ngx_nebula_redis_reply, op,
+    return ngx_nebula_redis_node_submit(n, op);
+}
+
+
+/* the command goes to hiredis, in flight from now */
+ngx_int_t
+ngx_nebula_redis_node_submit(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *op)
+{
+    op->node = n;
+    op->written = 0;
+    op->deadline = ngx_current_msec + ngx_nebula_redis.conf->timeout;
+    op->wait = NULL;
+
+    if (op->durable
+        && (ngx_msec_int_t) (ngx_current_msec - n->wait_off) >= 0)
+    {
+        n->unwaited++;
+
+        if (!n->wait_ev.posted) {
+            ngx_post_event(&n->wait_ev, &ngx_posted_events);
+        }
+    }
+
+    ngx_queue_insert_tail(&n->pending, &op->queue);
+    n->npending++;
+
+    if (redisAsyncFormattedCommand(n->ac, ngx_nebula_redis_reply, op,
                                    op->cmd, op->cmd_len)
         != REDIS_OK)
     {
         ngx_queue_remove(&op->queue);
-        rd->npending--;
+        n->npending--;
         return NGX_ERROR;
     }
 
-    ngx_nebula_redis_arm_timer();
+    ngx_nebula_redis_arm_timer(n);
 
     return NGX_OK;
 }
 
 
-/* the handshake is done: what waited goes, in the order it came */
+/*
+ * The handshake is done: what waited goes, in the order it came; on a
+ * cluster, to its slot's node, which the map now says.
+ */
 static void
-ngx_nebula_redis_release_waiting(void)
+ngx_nebula_redis_release_waiting(ngx_nebula_redis_node_t *n)
 {
-    ngx_queue_t            *q;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
-    ngx_nebula_redis_op_t  *op;
+    ngx_int_t                 rc;
+    ngx_queue_t              *q;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_node_t  *to;
 
-    while (!ngx_queue_empty(&rd->waiting) && rd->ac && !rd->handshake) {
-        q = ngx_queue_head(&rd->waiting);
+    while (!ngx_queue_empty(&n->waiting) && n->ac && !n->handshake) {
+        q = ngx_queue_head(&n->waiting);
         ngx_queue_remove(q);
         op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
 
-        if (ngx_nebula_redis_submit(op) != NGX_OK) {
-            if (op->data) {
-                op->handler(op->data, NULL);
-            }
+        to = n;
 
-            redisFreeCommand(op->cmd);
-            ngx_free(op);
+        if (ngx_nebula_redis.conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+            to = ngx_nebula_redis_cluster_route(op);
+        }
+
+        if (to == NULL) {
+            rc = NGX_ERROR;
+
+        } else if (to == n) {
+            rc = ngx_nebula_redis_node_submit(n, op);
+
+        } else {
+            rc = ngx_nebula_redis_node_send(to, op);
+        }
+
+        if (rc != NGX_OK) {
+            ngx_nebula_redis_op_fail(op);
         }
     }
 }
 
 
 /* the connection went before its handshake was done: what waited fails */
-static void
-ngx_nebula_redis_fail_waiting(void)
+void
+ngx_nebula_redis_fail_waiting(ngx_nebula_redis_node_t *n)
 {
     ngx_queue_t            *q;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
     ngx_nebula_redis_op_t  *op;
 
-    while (!ngx_queue_empty(&rd->waiting)) {
-        q = ngx_queue_head(&rd->waiting);
+    while (!ngx_queue_empty(&n->waiting)) {
+        q = ngx_queue_head(&n->waiting);
         ngx_queue_remove(q);
         op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
 
-        if (op->data) {
-            op->handler(op->data, NULL);
-        }
-
-        redisFreeCommand(op->cmd);
-        ngx_free(op);
+        ngx_nebula_redis_op_fail(op);
     }
 }
 
 
-static ngx_nebula_redis_op_t *
-ngx_nebula_redis_internal(int argc, const char **argv, const size_t *argvlen,
-    char *what)
+/*
+ * A command of the connection's own (AUTH, SELECT, SCRIPT LOAD, ROLE,
+ * CLUSTER SLOTS, ASKING, SENTINEL): it goes at once, ahead of what waits
+ * for the handshake; one that is a step of the handshake holds them.
+ */
+ngx_nebula_redis_op_t *
+ngx_nebula_redis_node_internal(ngx_nebula_redis_node_t *n, int argc,
+    const char **argv, const size_t *argvlen, const char *what,
+    ngx_uint_t handshake)
 {
-    char  *cmd;
-    int    len;
+    char                   *cmd;
+    int                     len;
+    ngx_nebula_redis_op_t  *op;
+
+    if (n->ac == NULL) {
+        return NULL;
+    }
 
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len <= 0) {
         return NULL;
     }
 
-    return ngx_nebula_redis_send(cmd, len, NGX_NEBULA_SCRIPT_N,
-                                 ngx_nebula_redis_internal_reply, what, 1);
+    op = ngx_nebula_redis_op(cmd, len, NGX_NEBULA_SCRIPT_N, NULL, NULL);
+    if (op == NULL) {
+        redisFreeCommand(cmd);
+        return NULL;
+    }
+
+    op->internal = 1;
+    op->what = what;
+
+    if (ngx_nebula_redis_node_submit(n, op) != NGX_OK) {
+        redisFreeCommand(cmd);
+        ngx_free(op);
+        return NULL;
+    }
+
+    if (handshake) {
+        op->handshake = 1;
+        n->handshake++;
+    }
+
+    return op;
 }
 
 
@@ -581,7 +991,8 @@ ngx_nebula_redis_internal(int argc, const char **argv, const size_t *argvlen,
 static void
 ngx_nebula_redis_add_read(void *privdata)
 {
-    ngx_connection_t  *c = ngx_nebula_redis.conn;
+    ngx_nebula_redis_node_t  *n = privdata;
+    ngx_connection_t         *c = n->conn;
 
     if (c && !c->read->active) {
         (void) ngx_add_event(c->read, NGX_READ_EVENT, 0);
@@ -592,7 +1003,8 @@ ngx_nebula_redis_add_read(void *privdata)
 static void
 ngx_nebula_redis_del_read(void *privdata)
 {
-    ngx_connection_t  *c = ngx_nebula_redis.conn;
+    ngx_nebula_redis_node_t  *n = privdata;
+    ngx_connection_t         *c = n->conn;
 
     if (c && c->read->active) {
         (void) ngx_del_event(c->read, NGX_READ_EVENT, 0);
@@ -603,7 +1015,8 @@ ngx_nebula_redis_del_read(void *privdata)
 static void
 ngx_nebula_redis_add_write(void *privdata)
 {
-    ngx_connection_t  *c = ngx_nebula_redis.conn;
+    ngx_nebula_redis_node_t  *n = privdata;
+    ngx_connection_t         *c = n->conn;
 
     if (c && !c->write->active) {
         (void) ngx_add_event(c->write, NGX_WRITE_EVENT, 0);
@@ -614,7 +1027,8 @@ ngx_nebula_redis_add_write(void *privdata)
 static void
 ngx_nebula_redis_del_write(void *privdata)
 {
-    ngx_connection_t  *c = ngx_nebula_redis.conn;
+    ngx_nebula_redis_node_t  *n = privdata;
+    ngx_connection_t         *c = n->conn;
 
     if (c && c->write->active) {
         (void) ngx_del_event(c->write, NGX_WRITE_EVENT, 0);
@@ -626,7 +1040,8 @@ ngx_nebula_redis_del_write(void *privdata)
 static void
 ngx_nebula_redis_cleanup(void *privdata)
 {
-    ngx_connection_t  *c = ngx_nebula_redis.conn;
+    ngx_nebula_redis_node_t  *n = privdata;
+    ngx_connection_t         *c = n->conn;
 
     if (c == NULL) {
         return;
@@ -646,15 +1061,18 @@ ngx_nebula_redis_cleanup(void *privdata)
 
     ngx_free_connection(c);
     c->fd = (ngx_socket_t) -1;
-    ngx_nebula_redis.conn = NULL;
+    n->conn = NULL;
 }
 
 
 static void
 ngx_nebula_redis_read_handler(ngx_event_t *ev)
 {
-    if (ngx_nebula_redis.ac) {
-        redisAsyncHandleRead(ngx_nebula_redis.ac);
+    ngx_connection_t         *c = ev->data;
+    ngx_nebula_redis_node_t  *n = c->data;
+
+    if (n->ac) {
+        redisAsyncHandleRead(n->ac);
     }
 }
 
@@ -662,17 +1080,18 @@ ngx_nebula_redis_read_handler(ngx_event_t *ev)
 static void
 ngx_nebula_redis_write_handler(ngx_event_t *ev)
 {
-    ngx_queue_t            *q;
-    ngx_nebula_redis_t     *rd = &ngx_nebula_redis;
-    ngx_nebula_redis_op_t  *op;
+    ngx_queue_t              *q;
+    ngx_connection_t         *c = ev->data;
+    ngx_nebula_redis_op_t    *op;
+    ngx_nebula_redis_node_t  *n = c->data;
 
-    if (rd->ac == NULL) {
+    if (n->ac == NULL) {
         return;
     }
 
-    redisAsyncHandleWrite(rd->ac);
+    redisAsyncHandleWrite(n->ac);
 
-    if (rd->ac == NULL || !rd->connected) {
+    if (n->ac == NULL || !n->connected) {
         return;
     }
 
@@ -682,8 +1101,8 @@ ngx_nebula_redis_write_handler(ngx_event_t *ev)
      * machine) would otherwise take a healthy Redis for a frozen one.
      * The ones written now are the newest, at the queue's tail.
      */
-    for (q = ngx_queue_last(&rd->pending);
-         q != ngx_queue_sentinel(&rd->pending);
+    for (q = ngx_queue_last(&n->pending);
+         q != ngx_queue_sentinel(&n->pending);
          q = ngx_queue_prev(q))
     {
         op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
@@ -693,42 +1112,95 @@ ngx_nebula_redis_write_handler(ngx_event_t *ev)
         }
 
         op->written = 1;
-        op->deadline = ngx_current_msec + rd->conf->timeout;
+        op->deadline = ngx_current_msec + ngx_nebula_redis.conf->timeout;
     }
 
-    ngx_nebula_redis_arm_timer();
+    ngx_nebula_redis_arm_timer(n);
 }
 
 
+/* AUTH, SELECT, ROLE and the scripts: queued first on a new connection */
 static void
-ngx_nebula_redis_connect(void)
+ngx_nebula_redis_handshake(ngx_nebula_redis_node_t *n)
 {
     u_char                    db[NGX_INT_T_LEN];
     ngx_uint_t                i;
     const char               *argv[4];
     size_t                    argvlen[4];
-    ngx_connection_t         *c;
-    redisAsyncContext        *ac;
-    ngx_nebula_script_t      *script;
-    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
-    ngx_nebula_redis_conf_t  *conf = rd->conf;
+    ngx_str_t                *password;
+    ngx_nebula_redis_conf_t  *conf = ngx_nebula_redis.conf;
 
-    if (rd->ac) {
+    password = n->sentinel ? &conf->sentinel_password : &conf->password;
+
+    if (password->len) {
+        i = 0;
+        argv[i] = "AUTH";
+        argvlen[i++] = 4;
+
+        if (conf->user.len && !n->sentinel) {
+            argv[i] = (const char *) conf->user.data;
+            argvlen[i++] = conf->user.len;
+        }
+
+        argv[i] = (const char *) password->data;
+        argvlen[i++] = password->len;
+
+        (void) ngx_nebula_redis_node_internal(n, i, argv, argvlen, "AUTH", 1);
+    }
+
+    if (n->sentinel) {
         return;
     }
 
-    ac = conf->unix_path
-         ? redisAsyncConnectUnix((char *) conf->unix_path)
-         : redisAsyncConnect((char *) conf->ip, (int) conf->port);
+    if (conf->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = (const char *) db;
+        argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
+        (void) ngx_nebula_redis_node_internal(n, 2, argv, argvlen, "SELECT",
+                                              1);
+    }
+
+    if (conf->mode == NGX_NEBULA_REDIS_SENTINEL) {
+        argv[0] = "ROLE";
+        argvlen[0] = 4;
+        (void) ngx_nebula_redis_node_internal(n, 1, argv, argvlen, "ROLE", 1);
+    }
+
+    for (i = 0; i < NGX_NEBULA_SCRIPT_N; i++) {
+        if (i >= NGX_NEBULA_SCRIPT_CLUSTER_ONLY
+            && conf->mode != NGX_NEBULA_REDIS_CLUSTER)
+        {
+            break;  /* Redis 7's flags: a Redis 6 would refuse them */
+        }
+
+        (void) ngx_nebula_redis_load(n, i);
+    }
+}
+
+
+void
+ngx_nebula_redis_node_connect(ngx_nebula_redis_node_t *n)
+{
+    ngx_connection_t    *c;
+    redisAsyncContext   *ac;
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (n->ac || (n->unix_path == NULL && n->port == 0)) {
+        return;
+    }
+
+    ac = n->unix_path ? redisAsyncConnectUnix((char *) n->unix_path)
+                      : redisAsyncConnect((char *) n->ip, (int) n->port);
 
     if (ac == NULL) {
-        ngx_nebula_redis_lost("out of memory");
+        ngx_nebula_redis_node_lost(n, "out of memory");
         return;
     }
 
     if (ac->err) {
-        rd->ac = NULL;
-        ngx_nebula_redis_lost(ac->errstr);
+        n->ac = NULL;
+        ngx_nebula_redis_node_lost(n, ac->errstr);
         redisAsyncFree(ac);
         return;
     }
@@ -736,23 +1208,23 @@ ngx_nebula_redis_connect(void)
     c = ngx_get_connection(ac->c.fd, rd->log);
     if (c == NULL) {
         redisAsyncFree(ac);
-        ngx_nebula_redis_lost("no free worker connection");
+        ngx_nebula_redis_node_lost(n, "no free worker connection");
         return;
     }
 
-    c->data = rd;
+    c->data = n;
     c->read->handler = ngx_nebula_redis_read_handler;
     c->write->handler = ngx_nebula_redis_write_handler;
     c->read->log = rd->log;
     c->write->log = rd->log;
 
-    rd->conn = c;
-    rd->ac = ac;
-    rd->connected = 0;
-    rd->answered = 0;
-    rd->handshake = 0;
+    n->conn = c;
+    n->ac = ac;
+    n->connected = 0;
+    n->answered = 0;
+    n->handshake = 0;
 
-    ac->ev.data = rd;
+    ac->ev.data = n;
     ac->ev.addRead = ngx_nebula_redis_add_read;
     ac->ev.delRead = ngx_nebula_redis_del_read;
     ac->ev.addWrite = ngx_nebula_redis_add_write;
@@ -763,79 +1235,118 @@ ngx_nebula_redis_connect(void)
     redisAsyncSetDisconnectCallback(ac, ngx_nebula_redis_on_disconnect);
 
     /* the socket is connecting: ask to hear when it is writable */
-    ngx_nebula_redis_add_write(rd);
+    ngx_nebula_redis_add_write(n);
 
-    rd->timer.cancelable = 1;
-    ngx_add_timer(&rd->timer, conf->connect_timeout);
+    n->timer.cancelable = 1;
+    ngx_add_timer(&n->timer, rd->conf->connect_timeout);
 
     /* queued now, sent once connected, ahead of any request's command */
+    ngx_nebula_redis_handshake(n);
+}
 
-    if (conf->password.len) {
-        i = 0;
-        argv[i] = "AUTH";
-        argvlen[i++] = 4;
 
-        if (conf->user.len) {
-            argv[i] = (const char *) conf->user.data;
-            argvlen[i++] = conf->user.len;
-        }
+/* the node at an address, made on first use: a worker has a few */
+ngx_nebula_redis_node_t *
+ngx_nebula_redis_node(u_char *ip, ngx_int_t port, ngx_uint_t sentinel)
+{
+    size_t                    len;
+    ngx_uint_t                i;
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_node_t  *n;
 
-        argv[i] = (const char *) conf->password.data;
-        argvlen[i++] = conf->password.len;
+    for (i = 0; i < rd->nnodes; i++) {
+        n = rd->nodes[i];
 
-        if (ngx_nebula_redis_internal(i, argv, argvlen, "AUTH") != NULL) {
-            rd->handshake++;
-        }
-    }
-
-    if (conf->db) {
-        argv[0] = "SELECT";
-        argvlen[0] = 6;
-        argv[1] = (const char *) db;
-        argvlen[1] = ngx_sprintf(db, "%i", conf->db) - db;
-        if (ngx_nebula_redis_internal(2, argv, argvlen, "SELECT") != NULL) {
-            rd->handshake++;
+        if (n->port == port && (ngx_uint_t) n->sentinel == sentinel
+            && ngx_strcmp(n->ip, ip) == 0)
+        {
+            return n;
         }
     }
 
-    for (i = 0; i < NGX_NEBULA_SCRIPT_N; i++) {
-        script = ngx_nebula_script(i);
-        argv[0] = "SCRIPT";
-        argvlen[0] = 6;
-        argv[1] = "LOAD";
-        argvlen[1] = 4;
-        argv[2] = (const char *) script->source.data;
-        argvlen[2] = script->source.len;
+    len = ngx_strlen(ip);
 
-        (void) ngx_nebula_redis_internal(3, argv, argvlen, "SCRIPT LOAD");
+    if (rd->nnodes == NGX_NEBULA_REDIS_MAX_NODES
+        || len > NGX_SOCKADDR_STRLEN)
+    {
+        return NULL;
     }
+
+    n = ngx_calloc(sizeof(ngx_nebula_redis_node_t), rd->log);
+    if (n == NULL) {
+        return NULL;
+    }
+
+    ngx_memcpy(n->ip, ip, len + 1);
+    n->port = port;
+    n->sentinel = sentinel ? 1 : 0;
+    n->index = rd->nnodes;
+    n->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
+    n->name.data = n->name_buf;
+    n->name.len = ngx_sprintf(n->name_buf,
+                              ngx_strchr(ip, ':') ? "[%s]:%i" : "%s:%i",
+                              ip, port)
+                  - n->name_buf;
+
+    ngx_queue_init(&n->pending);
+    ngx_queue_init(&n->waiting);
+
+    n->timer.handler = ngx_nebula_redis_timer_handler;
+    n->timer.log = rd->log;
+    n->timer.data = n;
+
+    n->reconnect.handler = ngx_nebula_redis_reconnect_handler;
+    n->reconnect.log = rd->log;
+    n->reconnect.data = n;
+    n->reconnect.cancelable = 1;
+
+    n->wait_ev.handler = ngx_nebula_redis_wait_handler;
+    n->wait_ev.log = rd->log;
+    n->wait_ev.data = n;
+
+    rd->nodes[rd->nnodes++] = n;
+
+    return n;
 }
 
 
 ngx_int_t
 ngx_nebula_redis_init_worker(ngx_cycle_t *cycle, ngx_nebula_redis_conf_t *conf)
 {
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_node_t  *n;
 
     ngx_memzero(rd, sizeof(ngx_nebula_redis_t));
 
     rd->conf = conf;
     rd->log = cycle->log;
     rd->active = 1;
-    rd->backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
-    ngx_queue_init(&rd->pending);
-    ngx_queue_init(&rd->waiting);
 
-    rd->timer.handler = ngx_nebula_redis_timer_handler;
-    rd->timer.log = cycle->log;
-    rd->timer.data = rd;
+    switch (conf->mode) {
 
-    rd->reconnect.handler = ngx_nebula_redis_reconnect_handler;
-    rd->reconnect.log = cycle->log;
-    rd->reconnect.data = rd;
-    rd->reconnect.cancelable = 1;
+    case NGX_NEBULA_REDIS_CLUSTER:
+        ngx_nebula_redis_cluster_start();
+        return NGX_OK;
 
-    ngx_nebula_redis_connect();
+    case NGX_NEBULA_REDIS_SENTINEL:
+        ngx_nebula_redis_sentinel_start();
+        return NGX_OK;
+
+    default:
+        break;
+    }
+
+    n = ngx_nebula_redis_node(conf->ip, conf->port, 0);
+    if (n == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* messages name it as the configuration does */
+    n->name = conf->name;
+    n->unix_path = conf->unix_path;
+    rd->data = n;
+
+    ngx_nebula_redis_node_connect(n);
 
     return NGX_OK;
 }
@@ -844,35 +1355,104 @@ ngx_nebula_redis_init_worker(ngx_cycle_t *cycle, ngx_nebula_redis_conf_t *conf)
 void
 ngx_nebula_redis_exit_worker(ngx_cycle_t *cycle)
 {
-    redisAsyncContext   *ac;
-    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+    ngx_uint_t                i, npending;
+    redisAsyncContext        *ac;
+    ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
+    ngx_nebula_redis_node_t  *n;
 
     if (!rd->active) {
         return;
     }
 
-    if (rd->npending) {
+    npending = 0;
+
+    for (i = 0; i < rd->nnodes; i++) {
+        npending += rd->nodes[i]->npending;
+    }
+
+    if (npending) {
         ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
                       "nebula: worker exits with %ui redis commands "
-                      "unanswered", rd->npending);
+                      "unanswered", npending);
     }
 
-    ac = rd->ac;
-    rd->ac = NULL;
     rd->active = 0;
 
-    ngx_nebula_redis_fail_waiting();
+    for (i = 0; i < rd->nnodes; i++) {
+        n = rd->nodes[i];
+        ac = n->ac;
+        n->ac = NULL;
 
-    if (ac) {
-        redisAsyncFree(ac);
+        ngx_nebula_redis_fail_waiting(n);
+
+        if (ac) {
+            redisAsyncFree(ac);
+        }
     }
+
+    /* the process ends: nothing runs the nodes' events again */
+    for (i = 0; i < rd->nnodes; i++) {
+        n = rd->nodes[i];
+
+        if (n->timer.timer_set) {
+            ngx_del_timer(&n->timer);
+        }
+
+        if (n->reconnect.timer_set) {
+            ngx_del_timer(&n->reconnect);
+        }
+
+        if (n->wait_ev.posted) {
+            ngx_delete_posted_event(&n->wait_ev);
+        }
+
+        ngx_free(n);
+    }
+
+    rd->nnodes = 0;
+    rd->data = NULL;
+
+    if (rd->slots) {
+        ngx_free(rd->slots);
+        rd->slots = NULL;
+    }
+}
+
+
+ngx_int_t
+ngx_nebula_redis_cluster(void)
+{
+    return ngx_nebula_redis.conf
+           && ngx_nebula_redis.conf->mode == NGX_NEBULA_REDIS_CLUSTER;
 }
 
 
 ngx_int_t
 ngx_nebula_redis_ready(void)
 {
-    return ngx_nebula_redis.ac != NULL && ngx_nebula_redis.connected;
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (!rd->active) {
+        return 0;   /* the worker exits (ngx_nebula_redis_exit_worker) */
+    }
+
+    if (rd->conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+        return ngx_nebula_redis_cluster_ready();
+    }
+
+    if (rd->conf->mode == NGX_NEBULA_REDIS_SENTINEL && rd->sentinel) {
+        return 1;   /* what is sent waits for the sentinel's answer */
+    }
+
+    /*
+     * Connected; or connecting, but not in an outage: a worker's first
+     * connection, or one to the master a sentinel just named, takes what
+     * is sent meanwhile (its connect timeout bounds the wait).  In an
+     * outage, a reconnection's attempts are no reason to make requests
+     * wait: the failure mode applies at once.
+     */
+    return rd->data->ac != NULL
+           && (rd->data->connected || !rd->data->down);
 }
 
 
@@ -880,13 +1460,21 @@ ngx_nebula_redis_ready(void)
 const char *
 ngx_nebula_redis_state(void)
 {
-    if (ngx_nebula_redis.ac != NULL && ngx_nebula_redis.connected
-        && !ngx_nebula_redis.down)
-    {
+    ngx_nebula_redis_node_t  *n = ngx_nebula_redis.data;
+
+    if (!ngx_nebula_redis.active) {
+        return "down";
+    }
+
+    if (ngx_nebula_redis.conf->mode == NGX_NEBULA_REDIS_CLUSTER) {
+        return ngx_nebula_redis_cluster_state();
+    }
+
+    if (n->ac != NULL && n->connected && !n->down) {
         return "up";
     }
 
-    return ngx_nebula_redis.down ? "down" : "connecting";
+    return n->down ? "down" : "connecting";
 }
 
 

@@ -29,6 +29,7 @@
 
 #include "ngx_nebula.h"
 #include "ngx_nebula_redis.h"
+#include "ngx_nebula_fanout.h"
 
 #include <openssl/evp.h>
 
@@ -425,19 +426,30 @@ static char  ngx_nebula_script_key_get[] =
 /*
  * KEY_LIST. KEYS: key set. ARGV: month.
  * Returns, per key, {key fields, usage fields}.  It reads keys of every
- * slot: on a Redis Cluster the admin listing needs a single-node Redis
- * or a script per key (docs/redis.md).
+ * slot: a Redis Cluster runs KEY_LIST_NODE on each master instead, over
+ * the keys of its slots (ngx_nebula_fanout.h), and the gateway puts their
+ * replies together.
  */
+#define NGX_NEBULA_KEY_LIST_ONE                                               \
+    "local function one(id)\n"                                                \
+    "  local k = redis.call('HGETALL', 'nb:{' .. id .. '}:key')\n"            \
+    "  if #k == 0 then return nil end\n"                                      \
+    "  return {k, redis.call('HGETALL', 'nb:{' .. id .. '}:u:' .. A[1])}\n"   \
+    "end\n"
+
 static char  ngx_nebula_script_key_list[] =
+    "local A = ARGV\n"
+    NGX_NEBULA_KEY_LIST_ONE
     "local out = {}\n"
     "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
-    "  local k = redis.call('HGETALL', 'nb:{' .. id .. '}:key')\n"
-    "  if #k > 0 then\n"
-    "    out[#out + 1] = {k, redis.call('HGETALL',\n"
-    "      'nb:{' .. id .. '}:u:' .. ARGV[1])}\n"
-    "  end\n"
+    "  out[#out + 1] = one(id)\n"
     "end\n"
     "return out\n";
+
+static char  ngx_nebula_script_key_list_node[] =
+    NGX_NEBULA_FANOUT_LUA
+    NGX_NEBULA_KEY_LIST_ONE
+    "return each(function(id) return {one(id)} end)\n";
 
 
 /*
@@ -461,34 +473,54 @@ static char  ngx_nebula_script_key_update[] =
  * Returns, per key, {id, usage fields, model fields}: a key of an
  * account has its own usage (its fields of the per-key hash), and the
  * account's usage per model goes with its first key, so that the models'
- * and the keys' totals are the same.
+ * and the keys' totals are the same.  A Redis Cluster runs USAGE_NODE on
+ * each master instead, as KEY_LIST_NODE.
  */
+#define NGX_NEBULA_USAGE_ONE                                                  \
+    "local function key(id)\n"                                                \
+    "  local p = 'nb:{' .. id .. '}:'\n"                                      \
+    "  return {id, redis.call('HGETALL', p .. 'u:' .. A[1]),\n"               \
+    "    redis.call('HGETALL', p .. 'm:' .. A[1])}\n"                         \
+    "end\n"                                                                   \
+    "local function account(a)\n"                                             \
+    "  local p = 'nb:{' .. a .. '}:'\n"                                       \
+    "  local ku = redis.call('HGETALL', p .. 'ku:' .. A[1])\n"                \
+    "  local per, rows = {}, {}\n"                                            \
+    "  for i = 1, #ku, 2 do\n"                                                \
+    "    local k, f = string.match(ku[i], '^(%x+)|(.*)$')\n"                  \
+    "    if k then\n"                                                         \
+    "      per[k] = per[k] or {}\n"                                           \
+    "      table.insert(per[k], f)\n"                                         \
+    "      table.insert(per[k], ku[i + 1])\n"                                 \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "  local m = redis.call('HGETALL', p .. 'm:' .. A[1])\n"                  \
+    "  for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"     \
+    "    rows[#rows + 1] = {k, per[k] or {}, m}\n"                            \
+    "    m = {}\n"                                                            \
+    "  end\n"                                                                 \
+    "  return rows\n"                                                         \
+    "end\n"
+
 static char  ngx_nebula_script_usage[] =
+    "local A = ARGV\n"
+    NGX_NEBULA_USAGE_ONE
     "local out = {}\n"
     "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
-    "  local p = 'nb:{' .. id .. '}:'\n"
-    "  out[#out + 1] = {id, redis.call('HGETALL', p .. 'u:' .. ARGV[1]),\n"
-    "    redis.call('HGETALL', p .. 'm:' .. ARGV[1])}\n"
+    "  out[#out + 1] = key(id)\n"
     "end\n"
     "for _, a in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do\n"
-    "  local p = 'nb:{' .. a .. '}:'\n"
-    "  local ku = redis.call('HGETALL', p .. 'ku:' .. ARGV[1])\n"
-    "  local per = {}\n"
-    "  for i = 1, #ku, 2 do\n"
-    "    local k, f = string.match(ku[i], '^(%x+)|(.*)$')\n"
-    "    if k then\n"
-    "      per[k] = per[k] or {}\n"
-    "      table.insert(per[k], f)\n"
-    "      table.insert(per[k], ku[i + 1])\n"
-    "    end\n"
-    "  end\n"
-    "  local m = redis.call('HGETALL', p .. 'm:' .. ARGV[1])\n"
-    "  for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"
-    "    out[#out + 1] = {k, per[k] or {}, m}\n"
-    "    m = {}\n"
-    "  end\n"
+    "  for _, row in ipairs(account(a)) do out[#out + 1] = row end\n"
     "end\n"
     "return out\n";
+
+static char  ngx_nebula_script_usage_node[] =
+    NGX_NEBULA_FANOUT_LUA
+    NGX_NEBULA_USAGE_ONE
+    "return each(function(id, first)\n"
+    "  if first then return {key(id)} end\n"
+    "  return account(id)\n"
+    "end)\n";
 
 
 /*
@@ -543,6 +575,8 @@ extern char  ngx_nebula_script_key_get_of[];
 extern char  ngx_nebula_script_acct_list[];
 extern char  ngx_nebula_script_activity[];
 extern char  ngx_nebula_script_usage_by[];
+extern char  ngx_nebula_script_acct_list_node[];
+extern char  ngx_nebula_script_usage_by_node[];
 
 
 static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
@@ -565,11 +599,19 @@ static ngx_nebula_script_t  ngx_nebula_scripts[NGX_NEBULA_SCRIPT_N] = {
     { ngx_null_string, "" },
     { ngx_null_string, "" },
     { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
+    { ngx_null_string, "" },
     { ngx_null_string, "" }
 };
 
 
-/* the scripts of another file: their length is known there, not here */
+/*
+ * From ACCT_CREATE on, in the enum's order, their lengths taken once:
+ * the scripts of another file (known there, not here), then the node
+ * variants
+ */
 static char  *ngx_nebula_scripts_elsewhere[] = {
     ngx_nebula_script_acct_create,
     ngx_nebula_script_acct_get,
@@ -581,7 +623,11 @@ static char  *ngx_nebula_scripts_elsewhere[] = {
     ngx_nebula_script_key_get_of,
     ngx_nebula_script_acct_list,
     ngx_nebula_script_activity,
-    ngx_nebula_script_usage_by
+    ngx_nebula_script_usage_by,
+    ngx_nebula_script_key_list_node,
+    ngx_nebula_script_usage_node,
+    ngx_nebula_script_acct_list_node,
+    ngx_nebula_script_usage_by_node
 };
 
 

@@ -26,6 +26,7 @@
  */
 
 #include "ngx_nebula.h"
+#include "ngx_nebula_fanout.h"
 
 
 /* the management secret's check, shared by every script below */
@@ -231,32 +232,59 @@ char  ngx_nebula_script_key_get_of[] =
  *       most to return, plan, status, a part of the name ("": any; a
  *       deleted account is listed only when asked by its status).
  * Returns {1 if more follow, {{account fields, month usage}, ...}}.  It
- * reads accounts of every slot, as KEY_LIST does: on a Redis Cluster the
- * listing needs a single-node Redis or a script per node (docs/redis.md).
+ * reads accounts of every slot: a Redis Cluster runs ACCT_LIST_NODE on
+ * each master instead (ngx_nebula_fanout.h), over the accounts after the
+ * page before that it serves, and it stops once it has found one more
+ * than a page: the page's are among what the masters send.
  */
+#define NGX_NEBULA_ACCT_LIST_ONE                                              \
+    "local want = string.lower(A[6])\n"                                       \
+    "local function listed(id)\n"                                             \
+    "  local a = redis.call('HGETALL', 'nb:{' .. id .. '}:acct')\n"           \
+    "  local h = {}\n"                                                        \
+    "  for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"                          \
+    "  if #a > 0 and (A[4] == '' or h.plan == A[4])\n"                        \
+    "     and ((A[5] == '' and h.status ~= 'deleted')\n"                      \
+    "          or h.status == A[5])\n"                                        \
+    "     and (want == '' or string.find(string.lower(h.name or ''),\n"       \
+    "                                    want, 1, true))\n"                   \
+    "  then\n"                                                                \
+    "    return a\n"                                                          \
+    "  end\n"                                                                 \
+    "  return nil\n"                                                          \
+    "end\n"                                                                   \
+    "local function usage(id)\n"                                              \
+    "  return redis.call('HGETALL', 'nb:{' .. id .. '}:u:' .. A[1])\n"        \
+    "end\n"
+
 char  ngx_nebula_script_acct_list[] =
-    "local out, started, more = {}, ARGV[2] == '', 0\n"
-    "local want = string.lower(ARGV[6])\n"
+    "local A = ARGV\n"
+    NGX_NEBULA_ACCT_LIST_ONE
+    "local out, started, more = {}, A[2] == '', 0\n"
     "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
     "  if not started then\n"
-    "    started = (id == ARGV[2])\n"
+    "    started = (id == A[2])\n"
     "  else\n"
-    "    local a = redis.call('HGETALL', 'nb:{' .. id .. '}:acct')\n"
-    "    local h = {}\n"
-    "    for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"
-    "    if #a > 0 and (ARGV[4] == '' or h.plan == ARGV[4])\n"
-    "       and ((ARGV[5] == '' and h.status ~= 'deleted')\n"
-    "            or h.status == ARGV[5])\n"
-    "       and (want == '' or string.find(string.lower(h.name or ''),\n"
-    "                                      want, 1, true))\n"
-    "    then\n"
-    "      if #out >= tonumber(ARGV[3]) then more = 1 break end\n"
-    "      out[#out + 1] = {a, redis.call('HGETALL',\n"
-    "        'nb:{' .. id .. '}:u:' .. ARGV[1])}\n"
+    "    local a = listed(id)\n"
+    "    if a then\n"
+    "      if #out >= tonumber(A[3]) then more = 1 break end\n"
+    "      out[#out + 1] = {a, usage(id)}\n"
     "    end\n"
     "  end\n"
     "end\n"
     "return {more, out}\n";
+
+char  ngx_nebula_script_acct_list_node[] =
+    NGX_NEBULA_FANOUT_LUA
+    NGX_NEBULA_ACCT_LIST_ONE
+    "local found, most = 0, tonumber(A[3])\n"
+    "return each(function(id)\n"
+    "  if found > most then return nil end\n"
+    "  local a = listed(id)\n"
+    "  if not a then return {} end\n"
+    "  found = found + 1\n"
+    "  return {{a, usage(id)}}\n"
+    "end)\n";
 
 
 /*
@@ -311,41 +339,85 @@ char  ngx_nebula_script_activity[] =
  * billions of picodollars (the milli-dollars), cost' the rest.
  * labels {account, name, plan}, {account, key, name}, {model}, {day} or
  * {plan}; accounts and keys in the order they were made, the others
- * sorted.  It reads accounts of every slot, as KEY_LIST does: on a Redis
- * Cluster the report needs a single-node Redis or a script per node
- * (docs/redis.md).
+ * sorted.  It reads accounts of every slot: a Redis Cluster runs
+ * USAGE_BY_NODE on each master instead (ngx_nebula_fanout.h), which
+ * answers by account and key a list of rows an id, by the others the
+ * rows of its share added up, and the gateway adds those up again.
  */
+#define NGX_NEBULA_USAGE_BY_ONE                                               \
+    "local month, by, only = A[1], A[2], A[3]\n"                              \
+    "local days = {unpack(A, 4)}\n"                                           \
+    "local f = {'in', 'out', 'req', 'cost', 'est_req', 'est_in',\n"           \
+    "  'est_out'}\n"                                                          \
+    "local rows, order = {}, {}\n"                                            \
+    "local function split(v)\n"                                               \
+    "  v = v or '0'\n"                                                        \
+    "  local n = #v\n"                                                        \
+    "  if n <= 9 then return 0, tonumber(v) or 0 end\n"                       \
+    "  return tonumber(string.sub(v, 1, n - 9)) or 0,\n"                      \
+    "         tonumber(string.sub(v, n - 8)) or 0\n"                          \
+    "end\n"                                                                   \
+    "local function hash(k)\n"                                                \
+    "  local a, h = redis.call('HGETALL', k), {}\n"                           \
+    "  for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"                          \
+    "  return h\n"                                                            \
+    "end\n"                                                                   \
+    "local function add(key, labels, h, pre)\n"                               \
+    "  local r = rows[key]\n"                                                 \
+    "  if not r then\n"                                                       \
+    "    r = {labels, 0, 0, 0, 0, 0, 0, 0, 0}\n"                              \
+    "    rows[key] = r\n"                                                     \
+    "    order[#order + 1] = key\n"                                           \
+    "  end\n"                                                                 \
+    "  for i = 1, 7 do\n"                                                     \
+    "    if i ~= 4 then\n"                                                    \
+    "      r[i + 1] = r[i + 1] + (tonumber(h[pre .. f[i]]) or 0)\n"           \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "  local hi, lo = split(h[pre .. 'cost'])\n"                              \
+    "  r[5], r[9] = r[5] + hi, r[9] + lo\n"                                   \
+    "end\n"                                                                   \
+    "local function one(id, legacy)\n"                                        \
+    "  local p = 'nb:{' .. id .. '}:'\n"                                      \
+    "  if (only ~= '' and only ~= id)\n"                                      \
+    "     or (legacy and redis.call('EXISTS', p .. 'acct') == 1) then\n"      \
+    "    return\n"                                                            \
+    "  end\n"                                                                 \
+    "  local rec = legacy and hash(p .. 'key') or hash(p .. 'acct')\n"        \
+    "  local name, plan = rec.name or '', rec.plan or ''\n"                   \
+    "  if by == 'account' then\n"                                             \
+    "    add(id, {id, name, plan}, hash(p .. 'u:' .. month), '')\n"           \
+    "  elseif by == 'plan' then\n"                                            \
+    "    add(plan, {plan}, hash(p .. 'u:' .. month), '')\n"                   \
+    "  elseif by == 'key' and legacy then\n"                                  \
+    "    add(id, {id, id, name}, hash(p .. 'u:' .. month), '')\n"             \
+    "  elseif by == 'key' then\n"                                             \
+    "    local ku = hash(p .. 'ku:' .. month)\n"                              \
+    "    for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"   \
+    "      local kn = redis.call('HGET', p .. 'k:' .. k, 'name')\n"           \
+    "      add(k, {id, k, kn or ''}, ku, k .. '|')\n"                         \
+    "    end\n"                                                               \
+    "  elseif by == 'model' then\n"                                           \
+    "    local m = hash(p .. 'm:' .. month)\n"                                \
+    "    for k, _ in pairs(m) do\n"                                           \
+    "      local model = string.match(k, '^(.*)|in$')\n"                      \
+    "      if model then add(model, {model}, m, model .. '|') end\n"          \
+    "    end\n"                                                               \
+    "  elseif by == 'day' then\n"                                             \
+    "    for _, d in ipairs(days) do\n"                                       \
+    "      add(d, {d}, hash(p .. 'd:' .. d), '')\n"                           \
+    "    end\n"                                                               \
+    "  end\n"                                                                 \
+    "end\n"                                                                   \
+    "local function collect()\n"                                              \
+    "  local out = {}\n"                                                      \
+    "  for _, k in ipairs(order) do out[#out + 1] = rows[k] end\n"            \
+    "  return out\n"                                                          \
+    "end\n"
+
 char  ngx_nebula_script_usage_by[] =
-    "local month, by, only = ARGV[1], ARGV[2], ARGV[3]\n"
-    "local f = {'in', 'out', 'req', 'cost', 'est_req', 'est_in', 'est_out'}\n"
-    "local rows, order = {}, {}\n"
-    "local function split(v)\n"
-    "  v = v or '0'\n"
-    "  local n = #v\n"
-    "  if n <= 9 then return 0, tonumber(v) or 0 end\n"
-    "  return tonumber(string.sub(v, 1, n - 9)) or 0,\n"
-    "         tonumber(string.sub(v, n - 8)) or 0\n"
-    "end\n"
-    "local function hash(k)\n"
-    "  local a, h = redis.call('HGETALL', k), {}\n"
-    "  for i = 1, #a, 2 do h[a[i]] = a[i + 1] end\n"
-    "  return h\n"
-    "end\n"
-    "local function add(key, labels, h, pre)\n"
-    "  local r = rows[key]\n"
-    "  if not r then\n"
-    "    r = {labels, 0, 0, 0, 0, 0, 0, 0, 0}\n"
-    "    rows[key] = r\n"
-    "    order[#order + 1] = key\n"
-    "  end\n"
-    "  for i = 1, 7 do\n"
-    "    if i ~= 4 then\n"
-    "      r[i + 1] = r[i + 1] + (tonumber(h[pre .. f[i]]) or 0)\n"
-    "    end\n"
-    "  end\n"
-    "  local hi, lo = split(h[pre .. 'cost'])\n"
-    "  r[5], r[9] = r[5] + hi, r[9] + lo\n"
-    "end\n"
+    "local A = ARGV\n"
+    NGX_NEBULA_USAGE_BY_ONE
     "local all = {}\n"
     "for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
     "  all[#all + 1] = {id, false}\n"
@@ -353,40 +425,22 @@ char  ngx_nebula_script_usage_by[] =
     "for _, id in ipairs(redis.call('SORT', KEYS[2], 'ALPHA')) do\n"
     "  all[#all + 1] = {id, true}\n"
     "end\n"
-    "for _, e in ipairs(all) do\n"
-    "  local id, legacy = e[1], e[2]\n"
-    "  local p = 'nb:{' .. id .. '}:'\n"
-    "  if (only == '' or only == id)\n"
-    "     and not (legacy and redis.call('EXISTS', p .. 'acct') == 1) then\n"
-    "    local rec\n"
-    "    if legacy then rec = hash(p .. 'key') else rec = hash(p .. 'acct') end\n"
-    "    local name, plan = rec.name or '', rec.plan or ''\n"
-    "    if by == 'account' then\n"
-    "      add(id, {id, name, plan}, hash(p .. 'u:' .. month), '')\n"
-    "    elseif by == 'plan' then\n"
-    "      add(plan, {plan}, hash(p .. 'u:' .. month), '')\n"
-    "    elseif by == 'key' and legacy then\n"
-    "      add(id, {id, id, name}, hash(p .. 'u:' .. month), '')\n"
-    "    elseif by == 'key' then\n"
-    "      local ku = hash(p .. 'ku:' .. month)\n"
-    "      for _, k in ipairs(redis.call('ZRANGE', p .. 'keys', 0, -1)) do\n"
-    "        add(k, {id, k, redis.call('HGET', p .. 'k:' .. k, 'name') or ''},\n"
-    "            ku, k .. '|')\n"
-    "      end\n"
-    "    elseif by == 'model' then\n"
-    "      local m = hash(p .. 'm:' .. month)\n"
-    "      for k, _ in pairs(m) do\n"
-    "        local model = string.match(k, '^(.*)|in$')\n"
-    "        if model then add(model, {model}, m, model .. '|') end\n"
-    "      end\n"
-    "    elseif by == 'day' then\n"
-    "      for i = 4, #ARGV do\n"
-    "        add(ARGV[i], {ARGV[i]}, hash(p .. 'd:' .. ARGV[i]), '')\n"
-    "      end\n"
-    "    end\n"
-    "  end\n"
+    "for _, e in ipairs(all) do one(e[1], e[2]) end\n"
+    "if by == 'model' or by == 'plan' or by == 'day' then\n"
+    "  table.sort(order)\n"
     "end\n"
-    "if by == 'model' or by == 'plan' or by == 'day' then table.sort(order) end\n"
-    "local out = {}\n"
-    "for _, k in ipairs(order) do out[#out + 1] = rows[k] end\n"
-    "return out\n";
+    "return collect()\n";
+
+/* rows an id by account and key, in the ids' order; else added up here */
+char  ngx_nebula_script_usage_by_node[] =
+    NGX_NEBULA_FANOUT_LUA
+    NGX_NEBULA_USAGE_BY_ONE
+    "local apart = (by == 'account' or by == 'key')\n"
+    "local r = each(function(id, first)\n"
+    "  if apart then rows, order = {}, {} end\n"
+    "  one(id, not first)\n"
+    "  if apart then return collect() end\n"
+    "  return {}\n"
+    "end)\n"
+    "if r.err or apart then return r end\n"
+    "return {collect()}\n";

@@ -19,6 +19,7 @@
 
 #include "ngx_nebula.h"
 #include "ngx_nebula_metrics.h"
+#include "nebula_cluster.h"
 
 
 /* a settlement to send, or to send again */
@@ -248,7 +249,7 @@ ngx_nebula_settle_retry(ngx_nebula_settlement_t *s)
 
 
 /* errors that say "not now" rather than "never" */
-static ngx_uint_t
+ngx_uint_t
 ngx_nebula_redis_transient(redisReply *reply)
 {
     static const char  *transient[] = { "BUSY", "READONLY", "LOADING", "OOM",
@@ -344,8 +345,22 @@ ngx_nebula_settle_send(ngx_nebula_settlement_t *s, ngx_uint_t now)
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
 
     if (q->nretry) {
-        /* behind those that wait to go again, in order (and bounded) */
-        ngx_nebula_settle_retry(s);
+        /*
+         * Behind those that wait to go again, and behind those that wait
+         * for a batch: a lease's settlements must keep their order, each
+         * renaming the block the one before left.  The retry queue goes
+         * back ahead of the ready one (ngx_nebula_settle_flush), so a
+         * newer settlement put there would overtake an older one still
+         * ready (one of another slot's batch on a cluster, or past the
+         * first batch), and find no block: its usage taken for a repeat.
+         */
+        if (q->nretry + q->nready >= NGX_NEBULA_SETTLE_QUEUE_MAX) {
+            ngx_nebula_settle_retry(s);     /* dropped, and said */
+            return;
+        }
+
+        ngx_queue_insert_tail(&q->ready, &s->queue);
+        q->nready++;
         return;
     }
 
@@ -431,9 +446,10 @@ static ngx_int_t
 ngx_nebula_settle_batch(void)
 {
     u_char                     *p;
+    ngx_int_t                   slot;
     ngx_str_t                  *argv;
     ngx_uint_t                  i, n, nkeys, argc, k, a;
-    ngx_queue_t                *h;
+    ngx_queue_t                *h, *next;
     ngx_nebula_settlement_t    *s;
     ngx_nebula_settle_batch_t  *b;
     ngx_nebula_settle_queue_t  *q = &ngx_nebula_settle_queue;
@@ -449,13 +465,34 @@ ngx_nebula_settle_batch(void)
 
     n = 0;
     argc = 0;
+    slot = -1;
+    next = ngx_queue_head(&q->ready);
 
-    while (q->nready && n < NGX_NEBULA_SETTLE_BATCH) {
-        h = ngx_queue_head(&q->ready);
+    while (next != ngx_queue_sentinel(&q->ready)
+           && n < NGX_NEBULA_SETTLE_BATCH)
+    {
+        h = next;
+        next = ngx_queue_next(h);
         s = ngx_queue_data(h, ngx_nebula_settlement_t, queue);
 
         if (s->alone && n) {
             break;      /* one of a refused batch goes in a batch of one */
+        }
+
+        if (ngx_nebula_redis_cluster()) {
+            /*
+             * A script's keys must lie in one slot of a cluster: the
+             * batch takes the settlements of the first one's slot, the
+             * others wait for the next batch, in their order.
+             */
+            if (slot == -1) {
+                slot = nebula_cluster_slot(s->tag, NGX_NEBULA_KEY_ID_LEN);
+
+            } else if (nebula_cluster_slot(s->tag, NGX_NEBULA_KEY_ID_LEN)
+                       != (unsigned) slot)
+            {
+                continue;
+            }
         }
 
         ngx_queue_remove(h);

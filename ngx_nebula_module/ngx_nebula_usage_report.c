@@ -6,7 +6,8 @@
  *   GET /admin/usage.csv?period=YYYY-MM&group_by=key
  *
  * One script, USAGE_BY (ngx_nebula_scripts_accounts.c), adds up what the
- * settlements wrote; the grouping is OpenAI's usage API's group_by.
+ * settlements wrote (on a Redis Cluster, one a master: ngx_nebula_fanout.c);
+ * the grouping is OpenAI's usage API's group_by.
  */
 
 #include "ngx_nebula_accounts.h"

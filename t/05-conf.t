@@ -56,6 +56,21 @@ my @cases = (
      . "    nebula_pool c https api_key=sk-very-secret bogus=1;\n",
      qr/invalid parameter 3 of pool "c" in \S+nginx\.conf:8/],
     ['model directive outside http', undef, qr/"nebula_model" directive is not allowed here/],
+    ['a cluster with a database', "    nebula_redis cluster 127.0.0.1:7000 password=sk-very-secret db=2;\n",
+     qr/nebula_redis cluster: a cluster has one database, db= cannot apply in \S+nginx\.conf:7/],
+    ['a cluster with no node', "    nebula_redis cluster password=sk-very-secret;\n",
+     qr/nebula_redis cluster needs the address of at least one node of the cluster in \S+nginx\.conf:7/],
+    ['a sentinel master with no sentinel', "    nebula_redis sentinel=main;\n",
+     qr/nebula_redis sentinel=main needs the address of at least one sentinel in \S+nginx\.conf:7/],
+    ['a sentinel password on a single Redis', "    nebula_redis 127.0.0.1:6379 sentinel_password=sk-very-secret;\n",
+     qr/invalid parameter 1 of nebula_redis in \S+nginx\.conf:7/],
+    ['a bad node address', "    nebula_redis cluster 127.0.0.1:7000 127.0.0.1:99999;\n",
+     qr/invalid redis address "127\.0\.0\.1:99999".* in \S+nginx\.conf:7/],
+    ['nebula_redis_wait of no replica', "    nebula_redis 127.0.0.1:6379;\n    nebula_redis_wait 0;\n",
+     qr/"nebula_redis_wait" directive takes off, or a number of replicas from 1 to 16 in \S+nginx\.conf:8/],
+    ['nebula_redis_wait past the command timeout', "    nebula_redis 127.0.0.1:6379;\n"
+     . "    nebula_redis_timeout 500ms;\n    nebula_redis_wait 1 500ms;\n",
+     qr/nebula_redis_wait's timeout must be shorter than nebula_redis_timeout/],
 );
 
 for my $c (@cases) {
@@ -66,6 +81,14 @@ for my $c (@cases) {
     isnt $rc, 0, "$name: nginx -t fails";
     like $out, $want, "$name: the message names the fault, file and line";
     unlike $out, qr/sk-very-secret/, "$name: no secret in the message";
+}
+
+# the three forms of nebula_redis, and nebula_redis_wait, pass
+for my $line ("nebula_redis cluster 127.0.0.1:7000 127.0.0.1:7001 user=u password=p;",
+              "nebula_redis sentinel=main 127.0.0.1:26379 127.0.0.1 db=1 password=p sentinel_password=s;",
+              "nebula_redis unix:/run/redis.sock;\n    nebula_redis_wait 1 50ms;") {
+    ($rc, $out) = nginx_test_conf(conf("    $line\n    server { listen 127.0.0.1:1; location / { nebula chat; } }\n"));
+    is $rc, 0, "nginx -t passes: $line" or diag $out;
 }
 
 done_testing;

@@ -9,7 +9,7 @@ use Test::More;
 
 my $root = "$FindBin::Bin/..";
 my $seconds = $ENV{FUZZ_SMOKE_SECONDS} // 3;
-my @targets = qw(request image reply sse ndjson json show ps usage);
+my @targets = qw(request image reply sse ndjson json show ps usage cluster);
 
 for my $name (@targets) {
     my $bin = "$root/build/fuzz/fuzz_$name";

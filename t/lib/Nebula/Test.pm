@@ -105,9 +105,32 @@ sub new {
     for my $pool (qw(local cloud)) {
         $self->{sims}{$pool} = Nebula::Test::Sim->start($self, $pool);
     }
-    # redis => another test object's: edges that share one Redis
-    $self->{own_redis} = !$o{redis};
-    $self->{redis} = $o{redis} // Nebula::Test::Redis->start($self, @{ $o{redis_args} // [] });
+    # cluster => 1 or {options}, sentinel => 1 or {options}: a Redis
+    # Cluster (t/lib/Nebula/Test/Cluster.pm) or a Sentinel set-up
+    # (Sentinel.pm) started in this file's directory, stopped with it,
+    # $t->cluster or $t->sentinel, and nginx's nebula_redis line theirs
+    for my $kind (qw(cluster sentinel)) {
+        next unless $o{$kind};
+        my $class = 'Nebula::Test::' . ucfirst $kind;
+        eval "require $class; 1" or die $@;
+        $self->{$kind} = $class->start(dir => "$self->{dir}/$kind",
+                                       %{ ref $o{$kind} ? $o{$kind} : {} });
+        $self->{"own_$kind"} = 1;
+        $o{redis_line} //= $self->{$kind}->redis_line;
+    }
+    if (defined $o{redis_line}) {
+        # redis_line => 'cluster 127.0.0.1:7001 ...': the arguments of
+        # nginx's nebula_redis, for a Redis the test runs itself; the file
+        # has no redis-server of its own, and $t->redis is the redis =>
+        # given, if any (not stopped here)
+        $self->{redis_line} = $o{redis_line};
+        $self->{own_redis} = 0;
+        $self->{redis} = $o{redis};
+    } else {
+        # redis => another test object's: edges that share one Redis
+        $self->{own_redis} = !$o{redis};
+        $self->{redis} = $o{redis} // Nebula::Test::Redis->start($self, @{ $o{redis_args} // [] });
+    }
 
     unless ($o{no_nginx}) {
         $self->start_nginx(%o);
@@ -118,7 +141,15 @@ sub new {
     return $self;
 }
 
-sub redis { $_[0]{redis} }
+sub redis {
+    my ($self) = @_;
+    return $self->{redis} if $self->{redis} || !defined $self->{redis_line};
+    die "this file's nginx has nebula_redis $self->{redis_line}, no redis-server of the"
+        . " harness's: use \$t->cluster, \$t->sentinel or the test's own object\n";
+}
+sub redis_line { $_[0]{redis_line} }
+sub cluster { $_[0]{cluster} }
+sub sentinel { $_[0]{sentinel} }
 sub key { $_[0]{key} }
 sub admin_token { $_[0]{admin_token} }
 
@@ -192,9 +223,23 @@ sub render {
                '--ollama', '127.0.0.1:' . $self->sim('local')->port,
                '--cloud', 'http://127.0.0.1:' . $self->sim('cloud')->port,
                '--cloud-key', 'sim-cloud-key',
-               '--redis', '127.0.0.1:' . $self->redis->port,
+               # with redis_line, a stand-in that the line replaces below
+               '--redis', defined $self->{redis_line} ? '127.0.0.1:6379'
+                                                      : '127.0.0.1:' . $self->redis->port,
                '--admin-token', $self->{admin_token});
     system(@cmd) == 0 or die "render-conf failed\n";
+
+    if (defined $self->{redis_line}) {
+        my $f = "$conf/nebula.conf";
+        open my $in, '<', $f or die "$f: $!";
+        my $text = do { local $/; <$in> };
+        close $in;
+        $text =~ s/^(\s*)nebula_redis\s[^;]*;/$1nebula_redis          $self->{redis_line};/m
+            or die "render: no nebula_redis in nebula.conf\n";
+        open my $out, '>', $f or die "$f: $!";
+        print $out $text;
+        close $out;
+    }
 
     # The shipped configuration admits busy keys from quota leases, whose
     # usage reaches Redis within a second: a file that reads usage right
@@ -695,6 +740,9 @@ sub DESTROY {
         eval { $sim->stop if $sim };
     }
     eval { $self->{redis}->stop if $self->{redis} && $self->{own_redis} };
+    for my $kind (qw(cluster sentinel)) {
+        eval { $self->{$kind}->stop if $self->{$kind} && $self->{"own_$kind"} };
+    }
 }
 
 END {
