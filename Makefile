@@ -26,7 +26,7 @@ UNIT_SRCS_ALL := $(UNIT_SRCS) ngx_nebula_module/nebula_reply.c ngx_nebula_module
                  ngx_nebula_module/nebula_show.c ngx_nebula_module/nebula_ps.c \
                  ngx_nebula_module/nebula_usage.c ngx_nebula_module/nebula_cluster.c
 
-.PHONY: all deps module unit fuzz-build clients cli deb test-deb fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind faults clean install
+.PHONY: all deps module unit fuzz-build clients cli deb test-deb fuzz test test-valgrind test-asan run bench bench-slow bench-callgrind bench-redis faults clean install
 
 all: module cli
 
@@ -262,6 +262,13 @@ bench-slow: module
 bench-callgrind: module
 	@command -v valgrind >/dev/null || apt-get install -y -qq valgrind >/dev/null
 	@BENCH_CALLGRIND=1 bench/run
+
+# Redis's capacity: nebula alone, on one Redis (leases on, and off), on a
+# 3-master Redis Cluster, and on 3 masters with replicas without and with
+# nebula_redis_wait 1: Redis's CPU a request, per shard, what one core
+# carries (bench/README.md); about 3 minutes
+bench-redis: module
+	@BENCH_REDIS=all bench/run
 
 # faults under load (bench/faults, docs/reliability.md): Redis killed and
 # blocked, the pool killed mid-stream, nginx reloaded and upgraded, while

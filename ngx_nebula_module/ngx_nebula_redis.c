@@ -446,41 +446,51 @@ ngx_nebula_redis_wait_handler(ngx_event_t *ev)
 }
 
 
-/* the WAIT answered (or failed): the replies it held go to their callers */
+/*
+ * The WAIT answered, or failed.  When as many replicas as asked have the
+ * writes, the replies it held go to their callers.  When fewer do (a
+ * replica down, or lagging; or this master no longer one: a failover
+ * under way promoted its replica), what the writes did may be lost with
+ * this master: each caller hears of a failure, as of a connection lost
+ * after its command was sent.  A settlement goes again (where it had
+ * stood, a repeat, harmless), an admission gets the failure mode (a
+ * reservation it made lapses with nebula_reservation_timeout).  Said
+ * once, until the replicas keep up again.
+ */
 static void
 ngx_nebula_redis_waited(ngx_nebula_redis_node_t *n,
     ngx_nebula_redis_op_t *w, redisReply *reply)
 {
+    ngx_uint_t                short_;
     ngx_queue_t              *q;
     ngx_nebula_redis_op_t    *op;
     ngx_nebula_redis_conf_t  *conf = ngx_nebula_redis.conf;
 
-    if (reply && (reply->type != REDIS_REPLY_INTEGER
-                  || reply->integer < conf->wait))
-    {
-        /*
-         * Fewer replicas than asked took the writes in time (one is down,
-         * or lags): the writes stand, and for a second no WAIT holds the
-         * connection up; said once until the replicas keep up again.
-         */
-        if (!n->wait_short) {
-            n->wait_short = 1;
-            ngx_log_error(NGX_LOG_WARN, ngx_nebula_redis.log, 0,
-                          "nebula: redis at \"%V\": WAIT %i answered %s%i "
-                          "within %M ms; not waiting for replicas for 1s",
-                          &n->name, conf->wait,
-                          reply->type == REDIS_REPLY_ERROR ? reply->str : "",
-                          reply->type == REDIS_REPLY_INTEGER
-                          ? (ngx_int_t) reply->integer : 0,
-                          conf->wait_timeout);
-        }
+    short_ = (reply == NULL || reply->type != REDIS_REPLY_INTEGER
+              || reply->integer < conf->wait);
 
-        n->wait_off = ngx_current_msec + 1000;
+    if (reply && short_ && !n->wait_short) {
+        n->wait_short = 1;
+        ngx_nebula_metrics_redis_outage();
+        ngx_log_error(NGX_LOG_ERR, ngx_nebula_redis.log, 0,
+                      "nebula: redis at \"%V\": WAIT %i answered %s%i "
+                      "within %M ms; admissions and settlements fail "
+                      "until its replicas keep up", &n->name, conf->wait,
+                      reply->type == REDIS_REPLY_ERROR ? reply->str : "",
+                      reply->type == REDIS_REPLY_INTEGER
+                      ? (ngx_int_t) reply->integer : 0,
+                      conf->wait_timeout);
 
-    } else if (reply && n->wait_short) {
+    }
+
+    if (short_ && reply && conf->mode == NGX_NEBULA_REDIS_SENTINEL) {
+        /* demoted, perhaps: the sentinels may name another master */
+        ngx_nebula_redis_sentinel_check();
+
+    } else if (!short_ && n->wait_short) {
         n->wait_short = 0;
         ngx_log_error(NGX_LOG_NOTICE, ngx_nebula_redis.log, 0,
-                      "nebula: redis at \"%V\": replicas keep up again",
+                      "nebula: redis at \"%V\": its replicas keep up again",
                       &n->name);
     }
 
@@ -489,12 +499,8 @@ ngx_nebula_redis_waited(ngx_nebula_redis_node_t *n,
         ngx_queue_remove(q);
         op = ngx_queue_data(q, ngx_nebula_redis_op_t, queue);
 
-        /*
-         * No reply to the WAIT: the connection went; whether they are on
-         * a replica is unknown, and the caller hears of a failure.
-         */
         if (op->data) {
-            op->handler(op->data, reply ? op->held : NULL);
+            op->handler(op->data, short_ ? NULL : op->held);
         }
 
         freeReplyObject(op->held);
@@ -854,9 +860,7 @@ ngx_nebula_redis_node_submit(ngx_nebula_redis_node_t *n,
     op->deadline = ngx_current_msec + ngx_nebula_redis.conf->timeout;
     op->wait = NULL;
 
-    if (op->durable
-        && (ngx_msec_int_t) (ngx_current_msec - n->wait_off) >= 0)
-    {
+    if (op->durable) {
         n->unwaited++;
 
         if (!n->wait_ev.posted) {

@@ -73,9 +73,7 @@ struct ngx_nebula_redis_node_s {
     ngx_event_t                   wait_ev;      /* posted: one WAIT a
                                                    turn of the loop */
     ngx_uint_t                    unwaited;
-    ngx_msec_t                    wait_off;     /* replicas short: none
-                                                   waited for until */
-    unsigned                      wait_short:1; /* said so */
+    unsigned                      wait_short:1; /* replicas short: said */
     unsigned                      connected:1;
     unsigned                      answered:1;   /* a good reply came on
                                                    this connection */
@@ -153,5 +151,6 @@ void ngx_nebula_redis_sentinel_start(void);
 void ngx_nebula_redis_sentinel_reply(ngx_nebula_redis_node_t *n,
     ngx_nebula_redis_op_t *op, redisReply *reply);
 void ngx_nebula_redis_sentinel_lost(ngx_nebula_redis_node_t *n);
+void ngx_nebula_redis_sentinel_check(void);
 
 #endif /* NGX_NEBULA_REDIS_INT_H */

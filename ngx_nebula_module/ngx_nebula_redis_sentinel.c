@@ -17,6 +17,7 @@
 
 
 static void ngx_nebula_redis_sentinel_discover(void);
+static void ngx_nebula_redis_sentinel_ask(void);
 
 
 static void
@@ -70,19 +71,46 @@ ngx_nebula_redis_sentinel_start(void)
 }
 
 
+/*
+ * The master's replicas no longer take its writes (a WAIT came back
+ * short): a failover may be under way, the sentinels asked whether they
+ * name another master now.  A master demoted by SENTINEL FAILOVER takes
+ * writes until the sentinels reconfigure it, up to ten seconds later;
+ * they name the new one at once.
+ */
+void
+ngx_nebula_redis_sentinel_check(void)
+{
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (rd->sentinel == NULL && rd->data && rd->data->ac) {
+        ngx_nebula_redis_sentinel_ask();
+    }
+}
+
+
 /* the next sentinel in turn is asked where the master is */
 static void
 ngx_nebula_redis_sentinel_discover(void)
+{
+    ngx_nebula_redis_t  *rd = &ngx_nebula_redis;
+
+    if (rd->sentinel || rd->data == NULL || rd->data->ac) {
+        return;     /* asked already, or connected */
+    }
+
+    ngx_nebula_redis_sentinel_ask();
+}
+
+
+static void
+ngx_nebula_redis_sentinel_ask(void)
 {
     ngx_uint_t                i;
     const char               *argv[3];
     size_t                    argvlen[3];
     ngx_nebula_redis_t       *rd = &ngx_nebula_redis;
     ngx_nebula_redis_node_t  *s;
-
-    if (rd->sentinel || rd->data == NULL || rd->data->ac) {
-        return;     /* asked already, or connected */
-    }
 
     /* nodes[0] is the master's; the sentinels follow */
     i = 1 + rd->next_sentinel++ % (rd->nnodes - 1);
@@ -164,11 +192,23 @@ ngx_nebula_redis_sentinel_reply(ngx_nebula_redis_node_t *s,
     s->down = 0;
     rd->discover_backoff = NGX_NEBULA_REDIS_BACKOFF_MIN;
 
+    len = ip->len;
+
     if (d->ac) {
-        return;     /* connected meanwhile */
+        if (d->port == port && ngx_strlen(d->ip) == len
+            && ngx_strncmp(d->ip, ip->str, len) == 0)
+        {
+            return;     /* still the master (a check) */
+        }
+
+        /* a failover: the new master, now, not when the old one says */
+        ngx_nebula_redis_node_lost(d, "the sentinels name another master");
+
+        if (d->ac) {
+            return;
+        }
     }
 
-    len = ip->len;
     ngx_memcpy(d->ip, ip->str, len);
     d->ip[len] = '\0';
     d->port = port;

@@ -1,5 +1,5 @@
 #!/usr/bin/perl
-# Redis Cluster: three masters, three replicas (t/lib/Nebula/Test/Cluster.pm,
+# Redis Cluster: three masters, two replicas each (t/lib/Nebula/Test/Cluster.pm,
 # on loopback ports of the file's own), and four edges on it: A, B and C in
 # the shipped configuration (quota leases on, closed mode), D in open mode.
 # Every edge has `nebula_redis_wait 1` (an admission and a settlement are
@@ -48,7 +48,9 @@ sub conf {
     };
 }
 
-my $A = Nebula::Test->new(cluster => { args => ['--cluster-require-full-coverage', 'no'] },
+# two replicas a master: once one is promoted, the new master still has a
+# replica to WAIT for (nebula_redis_wait refuses writes no replica took)
+my $A = Nebula::Test->new(cluster => { replicas => 2, args => ['--cluster-require-full-coverage', 'no'] },
                           lease => 1, patch => conf(0));
 my $c = $A->cluster;
 my @E = ($A, map { Nebula::Test->new(redis_line => $A->redis_line, lease => 1, patch => conf(0)) } 1 .. 2);
