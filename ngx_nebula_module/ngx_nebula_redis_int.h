@@ -116,7 +116,21 @@ typedef struct {
 extern ngx_nebula_redis_t  ngx_nebula_redis;
 
 
-/* ngx_nebula_redis.c: a node's connection */
+/* ngx_nebula_redis.c: an op, and hiredis's reply callback */
+ngx_nebula_redis_op_t *ngx_nebula_redis_op(char *cmd, int len,
+    ngx_nebula_script_e script, ngx_nebula_redis_handler_pt handler,
+    void *data);
+void ngx_nebula_redis_reply(redisAsyncContext *ac, void *r, void *privdata);
+
+/* ngx_nebula_redis_wait.c */
+void ngx_nebula_redis_wait_handler(ngx_event_t *ev);
+void ngx_nebula_redis_waited(ngx_nebula_redis_node_t *n,
+    ngx_nebula_redis_op_t *w, redisReply *reply);
+
+/* ngx_nebula_redis_node.c: a node's connection */
+void ngx_nebula_redis_arm_timer(ngx_nebula_redis_node_t *n);
+ngx_nebula_redis_op_t *ngx_nebula_redis_load(ngx_nebula_redis_node_t *n,
+    ngx_nebula_script_e s);
 ngx_nebula_redis_node_t *ngx_nebula_redis_node(u_char *ip, ngx_int_t port,
     ngx_uint_t sentinel);
 void ngx_nebula_redis_node_connect(ngx_nebula_redis_node_t *n);
