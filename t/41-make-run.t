@@ -229,6 +229,9 @@ sub stop_and_check {
     $r = http($port, 'GET', '/v1/plans');
     is $r->{json}{signup}{plan}, 'free', 'sign-up is open, for the Free plan ("Get Started")';
     like $out, qr{Metrics \(Prometheus\): http://127\.0\.0\.1:$port/metrics}, 'the metrics\' address is printed';
+    like $out, qr{Health \(load balancer\): http://127\.0\.0\.1:$port/health}, 'the health probe\'s address is printed';
+    $r = http($port, 'GET', '/health');
+    is "$r->{status} $r->{json}{status}", '200 ok', 'and it says the edge admits requests';
     $r = http($port, 'GET', '/metrics');
     like $r->{body}, qr/^nebula_requests_total\{model="qwen3:latest",pool="ollama_local",plan="developer",status="200"\} \d+$/m,
         'and they count the requests made above';
