@@ -873,8 +873,13 @@ sub stop {
         $self->{pid} = 0;
     }
     # one a forked child launched again (a fault's restart: its pid went
-    # with the child) is not ours to wait for, but is on our port still
-    $self->cli('SHUTDOWN', 'NOSAVE') if $self->cli('PING') =~ /PONG|NOAUTH/;
+    # with the child) is not ours to wait for, but is on our port still,
+    # perhaps still loading its append-only file
+    for (1 .. 40) {
+        last if $self->cli('PING') =~ /Could not connect|refused/i;
+        $self->cli('SHUTDOWN', 'NOSAVE');
+        sleep 0.05;
+    }
 }
 
 sub freeze { kill 'STOP', $_[0]{pid} }
