@@ -880,14 +880,6 @@ sub stop {
         $self->cli('SHUTDOWN', 'NOSAVE');
         sleep 0.05;
     }
-    # or one still starting (the child that launched it was killed by the
-    # fault run's stop): every redis-server of our port, by its command line
-    for my $pid (map { m{^/proc/(\d+)/cmdline$} ? $1 : () } glob '/proc/[0-9]*/cmdline') {
-        open my $f, '<', "/proc/$pid/cmdline" or next;
-        my $cmd = <$f> // '';
-        close $f;
-        kill 'KILL', $pid if $cmd =~ /^redis-server\x00--port\x00$self->{port}\x00|^redis-server [^\x00]*:$self->{port}\b/;
-    }
 }
 
 sub freeze { kill 'STOP', $_[0]{pid} }
